@@ -1,0 +1,287 @@
+//! Many upstream answers → one answer to the sender (the retry contract).
+//!
+//! ```text
+//!  [tenant a: 204] [tenant b: 503] [tenant c: 400]  ──combine──►  503 (retry)
+//! ```
+//!
+//! Prometheus retries 5xx and 429 and drops the batch on any other 4xx. So:
+//! - 2xx only when every tenant push was accepted;
+//! - any retryable failure (5xx, 429, timeout, connection error) makes the
+//!   whole answer retryable, because Mimir ignores the identical samples the
+//!   retry re-sends to tenants that already accepted them; 429 is passed on
+//!   only when every failure was a 429, with the largest `Retry-After`;
+//! - otherwise a 4xx from the upstream is passed back, naming the tenant(s).
+
+use std::fmt::Write;
+
+use http::StatusCode;
+
+/// How one tenant push ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// 2xx.
+    Accepted,
+    /// Any other HTTP status.
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+        message: String,
+    },
+    /// No answer within `upstream.timeout`.
+    Timeout,
+    /// Connection refused, reset, DNS failure, ...
+    Unreachable(String),
+}
+
+impl Upstream {
+    /// Whether Prometheus should retry a request that met this outcome.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Upstream::Accepted => false,
+            Upstream::Status { status, .. } => !(400..500).contains(status) || *status == 429,
+            Upstream::Timeout | Upstream::Unreachable(_) => true,
+        }
+    }
+
+    /// Label for `orgsplit_upstream_requests_total`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Upstream::Accepted => "2xx",
+            Upstream::Status { status: 429, .. } => "429",
+            Upstream::Status { status, .. } if (400..500).contains(status) => "4xx",
+            Upstream::Status { status, .. } if (500..600).contains(status) => "5xx",
+            Upstream::Status { .. } => "other",
+            Upstream::Timeout => "timeout",
+            Upstream::Unreachable(_) => "error",
+        }
+    }
+}
+
+/// The answer to the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// Seconds, for a `Retry-After` header.
+    pub retry_after: Option<u64>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            retry_after: None,
+            body: body.into(),
+        }
+    }
+}
+
+/// Longest upstream message quoted per tenant.
+const MAX_MESSAGE: usize = 512;
+
+/// Combines the outcomes of all tenant pushes of one request.
+pub fn combine<T: AsRef<str>>(results: &[(T, Upstream)]) -> Answer {
+    let failed: Vec<&(T, Upstream)> = results
+        .iter()
+        .filter(|(_, u)| *u != Upstream::Accepted)
+        .collect();
+    if failed.is_empty() {
+        return Answer::new(StatusCode::NO_CONTENT, "");
+    }
+    let retryable: Vec<&(T, Upstream)> = failed
+        .iter()
+        .copied()
+        .filter(|(_, u)| u.is_retryable())
+        .collect();
+    let chosen = if retryable.is_empty() {
+        &failed
+    } else {
+        &retryable
+    };
+    let retry_after = chosen
+        .iter()
+        .filter_map(|(_, u)| match u {
+            Upstream::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        })
+        .max();
+
+    let status = if retryable.is_empty() {
+        // Only non-retryable 4xx (or odd statuses) failed: pass the first
+        // 4xx back so Prometheus drops the batch and logs why.
+        first_status(chosen, |s| (400..500).contains(&s)).unwrap_or(StatusCode::BAD_GATEWAY)
+    } else if retryable
+        .iter()
+        .all(|(_, u)| matches!(u, Upstream::Status { status: 429, .. }))
+    {
+        StatusCode::TOO_MANY_REQUESTS
+    } else if let Some(s) = first_status(chosen, |s| (500..600).contains(&s)) {
+        s
+    } else if retryable.iter().any(|(_, u)| *u == Upstream::Timeout) {
+        StatusCode::GATEWAY_TIMEOUT
+    } else if retryable
+        .iter()
+        .any(|(_, u)| matches!(u, Upstream::Unreachable(_)))
+    {
+        StatusCode::BAD_GATEWAY
+    } else {
+        // Retryable 429s mixed with other statuses: ask for a retry without
+        // claiming the whole request was rate limited.
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "{} of {} tenant pushes failed",
+        failed.len(),
+        results.len()
+    );
+    if !retryable.is_empty() {
+        body.push_str(" (retryable)");
+    }
+    body.push(':');
+    for (tenant, outcome) in chosen.iter().map(|(t, u)| (t.as_ref(), u)) {
+        let _ = match outcome {
+            Upstream::Status {
+                status, message, ..
+            } => write!(
+                body,
+                "\ntenant {tenant}: upstream answered {status}: {}",
+                truncate(message)
+            ),
+            Upstream::Timeout => write!(body, "\ntenant {tenant}: upstream timed out"),
+            Upstream::Unreachable(e) => write!(
+                body,
+                "\ntenant {tenant}: upstream unreachable: {}",
+                truncate(e)
+            ),
+            Upstream::Accepted => Ok(()),
+        };
+    }
+    body.push('\n');
+    Answer {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+fn first_status<T>(results: &[&(T, Upstream)], want: impl Fn(u16) -> bool) -> Option<StatusCode> {
+    results.iter().find_map(|(_, u)| match u {
+        Upstream::Status { status, .. } if want(*status) => StatusCode::from_u16(*status).ok(),
+        _ => None,
+    })
+}
+
+fn truncate(s: &str) -> &str {
+    let s = s.trim();
+    if s.len() <= MAX_MESSAGE {
+        return s;
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Upstream {
+        Upstream::Status {
+            status: code,
+            retry_after: None,
+            message: format!("msg {code}"),
+        }
+    }
+
+    fn with_retry(code: u16, secs: u64) -> Upstream {
+        Upstream::Status {
+            status: code,
+            retry_after: Some(secs),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn all_accepted_or_nothing_to_send_is_204() {
+        assert_eq!(combine::<&str>(&[]).status, StatusCode::NO_CONTENT);
+        let a = combine(&[("a", Upstream::Accepted), ("b", Upstream::Accepted)]);
+        assert_eq!(a.status, StatusCode::NO_CONTENT);
+    }
+
+    #[test]
+    fn any_retryable_failure_wins_over_4xx() {
+        let a = combine(&[
+            ("a", Upstream::Accepted),
+            ("b", status(400)),
+            ("c", status(500)),
+        ]);
+        assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            a.body.contains("tenant c") && !a.body.contains("tenant b"),
+            "{}",
+            a.body
+        );
+        let a = combine(&[("b", status(400)), ("c", Upstream::Timeout)]);
+        assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+        let a = combine(&[("c", Upstream::Unreachable("refused".into()))]);
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+        assert!(a.body.contains("refused"));
+    }
+
+    #[test]
+    fn only_429s_pass_429_with_the_largest_retry_after() {
+        let a = combine(&[
+            ("a", with_retry(429, 3)),
+            ("b", with_retry(429, 10)),
+            ("c", Upstream::Accepted),
+        ]);
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a.retry_after, Some(10));
+        // 429 mixed with a 5xx: 5xx
+        let a = combine(&[("a", with_retry(429, 3)), ("b", status(503))]);
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        // 429 mixed with a timeout: retryable, not 429
+        let a = combine(&[("a", with_retry(429, 3)), ("b", Upstream::Timeout)]);
+        assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn plain_4xx_passes_back_naming_the_tenants() {
+        let a = combine(&[
+            ("acme", status(400)),
+            ("globex", status(413)),
+            ("ok", Upstream::Accepted),
+        ]);
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert!(
+            a.body
+                .contains("tenant acme: upstream answered 400: msg 400"),
+            "{}",
+            a.body
+        );
+        assert!(a.body.contains("tenant globex"), "{}", a.body);
+        assert!(!a.body.contains("tenant ok"));
+        assert!(!Upstream::Status {
+            status: 400,
+            retry_after: None,
+            message: String::new()
+        }
+        .is_retryable());
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let long = Upstream::Status {
+            status: 400,
+            retry_after: None,
+            message: "é".repeat(2000),
+        };
+        let a = combine(&[("a", long)]);
+        assert!(a.body.len() < 700);
+    }
+}

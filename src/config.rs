@@ -1,0 +1,463 @@
+//! Configuration: one YAML file, overridden by `ORGSPLIT_*` environment
+//! variables, overridden by command-line flags.
+//!
+//! ```text
+//!  --config FILE (YAML) ─► ORGSPLIT_<SECTION>_<KEY> env ─► flags ─► Config::validate ─► Config
+//! ```
+//!
+//! Every key has a default except `upstream.url`. Unknown keys are an error
+//! that names the key and where it came from (file or variable), because a
+//! misspelt key silently taking its default is how tenants get mixed up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP listener (push, metrics, health).
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    pub routing: Routing,
+    pub lookup: Lookup,
+    pub limits: Limits,
+    pub log: Log,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            upstream: Upstream::default(),
+            routing: Routing::default(),
+            lookup: Lookup::default(),
+            limits: Limits::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+/// Where tenant pushes go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// Push URL of the Mimir / Cortex distributor, e.g.
+    /// `http://mimir-distributor:8080/api/v1/push`.
+    pub url: String,
+    /// Header that carries the tenant ID.
+    pub tenant_header: String,
+    /// Deadline of one tenant push (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per upstream host.
+    pub max_idle_per_host: usize,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            tenant_header: "X-Scope-OrgID".into(),
+            timeout: Duration::from_secs(10),
+            max_idle_per_host: 64,
+        }
+    }
+}
+
+/// How a series' tenant is found.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Tenant = organization of the series' namespace (from the lookup table).
+    #[default]
+    Namespace,
+    /// Tenant = value of a label (cortex-tenant compatible).
+    Label,
+}
+
+/// What happens to a series that resolves to no tenant.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmappedPolicy {
+    /// Send it to `routing.default_tenant`.
+    #[default]
+    Default,
+    /// Drop it and count it in `orgsplit_series_dropped_total`.
+    Drop,
+    /// Reject the whole request with 400 (Prometheus drops the batch).
+    Reject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    pub mode: Mode,
+    /// Namespace label names, tried in order; the first present one counts.
+    /// From the environment, a comma-separated list.
+    #[serde(deserialize_with = "string_or_list")]
+    pub namespace_labels: Vec<String>,
+    /// Label mode: the label whose value is the tenant.
+    pub tenant_label: String,
+    /// Label mode: remove `tenant_label` from the series before forwarding.
+    pub remove_tenant_label: bool,
+    /// Label mode: prepended to the label value to form the tenant ID.
+    pub tenant_prefix: String,
+    /// Tenant for unmapped series (policy `default`) and for metadata of
+    /// families no tenant has series of.
+    pub default_tenant: String,
+    pub unmapped: UnmappedPolicy,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Namespace,
+            namespace_labels: vec!["namespace".into()],
+            tenant_label: "tenant".into(),
+            remove_tenant_label: false,
+            tenant_prefix: String::new(),
+            default_tenant: String::new(),
+            unmapped: UnmappedPolicy::Default,
+        }
+    }
+}
+
+/// Where the namespace → organization table comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lookup {
+    /// YAML file of `namespace: organization`, re-read when it changes.
+    pub file: Option<PathBuf>,
+}
+
+/// Bounds on what one request may cost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest compressed body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest decompressed body, checked against snappy's declared length
+    /// before decompressing (413 beyond).
+    pub max_decoded_bytes: usize,
+    /// Most series in one request (413 beyond); 0 for no limit.
+    pub max_series_per_request: usize,
+    /// Most labels on one series (400 beyond).
+    pub max_labels_per_series: usize,
+    /// Longest label name or value in bytes (400 beyond).
+    pub max_label_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            max_decoded_bytes: 64 << 20,
+            max_series_per_request: 100_000,
+            max_labels_per_series: 1024,
+            max_label_bytes: 64 << 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `orgsplit=debug`; `RUST_LOG`
+    /// overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Flag values that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub upstream_url: Option<String>,
+    pub lookup_file: Option<PathBuf>,
+}
+
+/// Errors while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Sections whose keys an `ORGSPLIT_<SECTION>_<KEY>` variable can set.
+const SECTIONS: [&str; 5] = ["upstream", "routing", "lookup", "limits", "log"];
+
+/// Variables that are read by the CLI, not by the config.
+const NOT_CONFIG: [&str; 1] = ["config"];
+
+/// Maps `upstream_tenant_header` to `upstream.tenant_header`.
+fn env_key(key: &str) -> Option<String> {
+    let key = key.to_ascii_lowercase();
+    if NOT_CONFIG.contains(&key.as_str()) {
+        return None;
+    }
+    for section in SECTIONS {
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return Some(format!("{section}.{rest}"));
+        }
+    }
+    Some(key)
+}
+
+impl Config {
+    /// Loads the file (if any), then the environment, then `overrides`, and
+    /// validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::figment(file, overrides)?
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+            .and_then(|c| c.validate())
+    }
+
+    fn figment(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Missing(file.to_owned()));
+            }
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("ORGSPLIT_").filter_map(|k| env_key(k.as_str()).map(Into::into)));
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
+        if let Some(url) = &overrides.upstream_url {
+            figment = figment.merge(Serialized::default("upstream.url", url));
+        }
+        if let Some(path) = &overrides.lookup_file {
+            figment = figment.merge(Serialized::default("lookup.file", path));
+        }
+        Ok(figment)
+    }
+
+    /// Checks what serde cannot: required keys and combinations.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.upstream.url.is_empty() {
+            return bad("upstream.url is required (the Mimir/Cortex push URL)".into());
+        }
+        match reqwest::Url::parse(&self.upstream.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) => return bad(format!("upstream.url: unsupported scheme {:?}", u.scheme())),
+            Err(e) => return bad(format!("upstream.url {:?}: {e}", self.upstream.url)),
+        }
+        if reqwest::header::HeaderName::from_bytes(self.upstream.tenant_header.as_bytes()).is_err()
+        {
+            return bad(format!(
+                "upstream.tenant_header {:?} is not a valid HTTP header name",
+                self.upstream.tenant_header
+            ));
+        }
+        if self.upstream.timeout.is_zero() {
+            return bad("upstream.timeout must be more than 0".into());
+        }
+        let r = &self.routing;
+        if r.mode == Mode::Namespace && r.namespace_labels.is_empty() {
+            return bad("routing.namespace_labels must name at least one label".into());
+        }
+        if r.mode == Mode::Label && r.tenant_label.is_empty() {
+            return bad("routing.tenant_label must be set in label mode".into());
+        }
+        if !r.default_tenant.is_empty() {
+            if let Err(e) = crate::tenant::validate(&r.default_tenant) {
+                return bad(format!(
+                    "routing.default_tenant {:?}: {e}",
+                    r.default_tenant
+                ));
+            }
+        } else if r.unmapped == UnmappedPolicy::Default {
+            return bad(
+                "routing.unmapped is `default` but routing.default_tenant is empty: \
+                 set a default tenant, or set routing.unmapped to `drop` or `reject`"
+                    .into(),
+            );
+        }
+        if r.mode == Mode::Namespace && self.lookup.file.is_none() {
+            return bad("namespace mode needs a lookup: set lookup.file".into());
+        }
+        let l = &self.limits;
+        if l.max_body_bytes == 0 || l.max_decoded_bytes == 0 {
+            return bad("limits.max_body_bytes and limits.max_decoded_bytes must be > 0".into());
+        }
+        if l.max_labels_per_series == 0 || l.max_label_bytes == 0 {
+            return bad(
+                "limits.max_labels_per_series and limits.max_label_bytes must be > 0".into(),
+            );
+        }
+        Ok(self)
+    }
+
+    /// The effective configuration as YAML, for `check-config`.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+/// Accepts `[a, b]` or `"a,b"` (the form an environment variable takes).
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(v) => v,
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const MINIMAL: &str = "
+upstream:
+  url: http://mimir:8080/api/v1/push
+routing:
+  default_tenant: fallback
+lookup:
+  file: /etc/orgsplit/namespaces.yaml
+";
+
+    fn load(jail: &Jail, text: &str) -> Result<Config, ConfigError> {
+        jail.create_file("c.yaml", text).unwrap();
+        Config::load(Some(Path::new("c.yaml")), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        Jail::expect_with(|jail| {
+            let c = load(jail, MINIMAL).unwrap();
+            assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+            assert_eq!(c.upstream.tenant_header, "X-Scope-OrgID");
+            assert_eq!(c.upstream.timeout, Duration::from_secs(10));
+            assert_eq!(c.routing.namespace_labels, ["namespace"]);
+            assert_eq!(c.routing.unmapped, UnmappedPolicy::Default);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_file() {
+        Jail::expect_with(|jail| {
+            let err = load(jail, &format!("{MINIMAL}\nupstream_url: x\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("upstream_url"), "{err}");
+            assert!(err.contains("c.yaml"), "{err}");
+            let err = load(jail, &MINIMAL.replace("  url:", "  ur1:"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("ur1"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ORGSPLIT_UPSTREAM_TENANT_HEADER", "X-Tenant");
+            jail.set_env("ORGSPLIT_UPSTREAM_TIMEOUT", "2s");
+            jail.set_env(
+                "ORGSPLIT_ROUTING_NAMESPACE_LABELS",
+                "namespace, exported_namespace",
+            );
+            jail.set_env("ORGSPLIT_ROUTING_UNMAPPED", "drop");
+            jail.set_env("ORGSPLIT_UPSTREAM_URL", "http://env/push");
+            jail.set_env("ORGSPLIT_CONFIG", "ignored.yaml");
+            let c = load(jail, MINIMAL).unwrap();
+            assert_eq!(c.upstream.tenant_header, "X-Tenant");
+            assert_eq!(c.upstream.timeout, Duration::from_secs(2));
+            assert_eq!(c.upstream.url, "http://env/push");
+            assert_eq!(
+                c.routing.namespace_labels,
+                ["namespace", "exported_namespace"]
+            );
+            assert_eq!(c.routing.unmapped, UnmappedPolicy::Drop);
+            let flags = Overrides {
+                upstream_url: Some("http://flag/push".into()),
+                ..Default::default()
+            };
+            let c = Config::load(Some(Path::new("c.yaml")), &flags).unwrap();
+            assert_eq!(c.upstream.url, "http://flag/push");
+
+            jail.set_env("ORGSPLIT_UPSTREAM_TYPO", "1");
+            let err = load(jail, MINIMAL).unwrap_err().to_string();
+            assert!(err.contains("typo") && err.contains("ORGSPLIT_"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_combinations_are_explained() {
+        Jail::expect_with(|jail| {
+            let err = load(
+                jail,
+                &MINIMAL.replace("default_tenant: fallback", "unmapped: default"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("default_tenant is empty"), "{err}");
+            let err = load(jail, &MINIMAL.replace("fallback", "a/b"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("default_tenant"), "{err}");
+            let err = load(jail, "routing: {unmapped: drop}\nlookup: {file: x}\n")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("upstream.url is required"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        Jail::expect_with(|jail| {
+            let c = load(jail, MINIMAL).unwrap();
+            let printed = c.to_yaml();
+            assert!(printed.contains("timeout: 10s"), "{printed}");
+            let again = load(jail, &printed).unwrap();
+            assert_eq!(c, again);
+            Ok(())
+        });
+    }
+}

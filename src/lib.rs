@@ -1,0 +1,42 @@
+//! orgsplit: a Prometheus `remote_write` target that splits each push by the
+//! organization that owns each series' namespace, and forwards one push per
+//! organization to Mimir / Cortex with that organization's `X-Scope-OrgID`.
+//!
+//! The modules follow the data flow of one push:
+//!
+//! ```text
+//!  server ─► push ─► wire (zero-copy walk) ─► route (series → tenant, uses table, tenant)
+//!                                              └─► batches ─► forward ─► answer ─► sender
+//!  table::file (YAML) ──► table (lock-free snapshot read by route)
+//! ```
+//!
+//! - [`wire`]: the remote-write protobuf format, walked without copying; prost
+//!   types as the reference.
+//! - [`tenant`]: tenant ID rules (Mimir's).
+//! - [`table`]: the namespace → organization table and what feeds it.
+//! - [`route`]: resolving each series' tenant and building per-tenant batches,
+//!   with the unmapped policy.
+//! - [`forward`]: compressing and pushing batches upstream in parallel.
+//! - [`answer`]: many upstream answers → one answer (the retry contract).
+//! - [`push`]: the HTTP handler tying the stages together.
+//! - [`server`], [`health`], [`shutdown`], [`metrics`], [`telemetry`],
+//!   [`config`]: the service around the data path.
+//!
+//! Lower modules never import higher ones: `wire`, `tenant` and `table` know
+//! nothing of HTTP, and `route` knows nothing of the network.
+
+pub mod answer;
+pub mod config;
+pub mod forward;
+pub mod health;
+pub mod metrics;
+pub mod push;
+pub mod route;
+pub mod server;
+pub mod shutdown;
+pub mod table;
+pub mod telemetry;
+pub mod tenant;
+#[doc(hidden)]
+pub mod testing;
+pub mod wire;

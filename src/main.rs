@@ -1,0 +1,121 @@
+//! The `orgsplit` binary: parse the command line, load the config, start
+//! logging and the table feed, and serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use orgsplit::config::{Config, Overrides};
+use orgsplit::table::{self, OrgTable};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Split Prometheus remote_write pushes into Mimir tenants by namespace organization"
+)]
+struct Cli {
+    /// YAML config file.
+    #[arg(short, long, env = "ORGSPLIT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Listen address, overriding `listen`.
+    #[arg(long, global = true)]
+    listen: Option<std::net::SocketAddr>,
+    /// Upstream push URL, overriding `upstream.url`.
+    #[arg(long, global = true)]
+    upstream_url: Option<String>,
+    /// Namespace table file, overriding `lookup.file`.
+    #[arg(long, global = true)]
+    lookup_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the configuration and the namespace table, print the effective config.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen,
+        upstream_url: cli.upstream_url.clone(),
+        lookup_file: cli.lookup_file.clone(),
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("orgsplit: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => check_config(&config),
+        Command::Run => run(config),
+    }
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    print!("{}", config.to_yaml());
+    if let Some(file) = &config.lookup.file {
+        match table::file::load(file) {
+            Ok(snapshot) => {
+                let invalid = snapshot
+                    .iter()
+                    .filter(|(_, org)| matches!(org, table::Org::Invalid(_)))
+                    .count();
+                println!(
+                    "# lookup.file {}: {} namespaces, {} with an invalid organization",
+                    file.display(),
+                    snapshot.len(),
+                    invalid
+                );
+            }
+            Err(e) => {
+                eprintln!("orgsplit: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!("# configuration is valid");
+    ExitCode::SUCCESS
+}
+
+fn run(config: Config) -> ExitCode {
+    orgsplit::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("orgsplit: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("orgsplit: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let table = OrgTable::new();
+    if let Some(file) = &config.lookup.file {
+        table::file::start(file.clone(), table.clone())?;
+    }
+    let app = Arc::new(orgsplit::server::App::new(&config, table)?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, upstream = %config.upstream.url,
+        mode = ?config.routing.mode, "orgsplit started");
+    orgsplit::server::serve(listener, app, orgsplit::shutdown::signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

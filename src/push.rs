@@ -1,0 +1,176 @@
+//! `POST /api/v1/push`: limits → decode → route → forward → answer.
+//!
+//! ```text
+//!  body ─► size limit (413) ─► snappy declared length (413) ─► decompress (400)
+//!       ─► route::Router::split (400 / 413) ─► forward::Forwarder::push × tenants
+//!       ─► answer::combine ─► status to the sender
+//! ```
+//!
+//! Nothing is forwarded until the whole request has been decoded and routed,
+//! so a malformed or rejected request reaches no tenant at all.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::answer::{self, Answer};
+use crate::route::RouteError;
+use crate::server::App;
+
+/// The push handler.
+pub async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    crate::metrics::inflight(1.0);
+    let answer = handle(&app, &headers, body).await;
+    crate::metrics::inflight(-1.0);
+    crate::metrics::answered(answer.status.as_u16(), started.elapsed());
+    respond(answer)
+}
+
+fn respond(answer: Answer) -> Response {
+    let mut response = (answer.status, answer.body).into_response();
+    if let Some(secs) = answer.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Answer {
+    crate::metrics::rejected(reason);
+    let mut body = message.into();
+    body.push('\n');
+    Answer::new(status, body)
+}
+
+async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
+    let limits = &app.limits;
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        if !encoding.as_bytes().eq_ignore_ascii_case(b"snappy") {
+            return reject(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "encoding",
+                format!("unsupported Content-Encoding {encoding:?}: remote write bodies are snappy-compressed"),
+            );
+        }
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        if ct
+            .to_str()
+            .is_ok_and(|ct| ct.contains("io.prometheus.write.v2"))
+        {
+            return reject(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_type",
+                "remote write 2.0 is not supported; send prometheus.WriteRequest (remote write 1.0)",
+            );
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        return too_large_body(limits.max_body_bytes);
+    }
+    let compressed = match axum::body::to_bytes(body, limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) if is_length_limit(&e) => return too_large_body(limits.max_body_bytes),
+        Err(e) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                "read",
+                format!("reading the request body failed: {e}"),
+            )
+        }
+    };
+    if compressed.is_empty() {
+        return reject(StatusCode::BAD_REQUEST, "empty", "empty request body");
+    }
+    let decoded_len = match snap::raw::decompress_len(&compressed) {
+        Ok(n) => n,
+        Err(e) => return not_snappy(e),
+    };
+    if decoded_len > limits.max_decoded_bytes {
+        return reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "decoded_too_large",
+            format!(
+                "decompressed body would be {decoded_len} bytes, more than limits.max_decoded_bytes ({})",
+                limits.max_decoded_bytes
+            ),
+        );
+    }
+    if decoded_len == 0 {
+        return reject(StatusCode::BAD_REQUEST, "empty", "empty WriteRequest");
+    }
+    let mut decoded = vec![0u8; decoded_len];
+    match snap::raw::Decoder::new().decompress(&compressed, &mut decoded) {
+        Ok(n) => decoded.truncate(n),
+        Err(e) => return not_snappy(e),
+    }
+    drop(compressed);
+
+    let table = app.table.snapshot();
+    let split = match app.router.split(&decoded, &table, &app.families) {
+        Ok(split) => split,
+        Err(e) => {
+            let (status, reason) = match &e {
+                RouteError::Wire(_) => (StatusCode::BAD_REQUEST, "malformed"),
+                RouteError::Rejected { .. } => (StatusCode::BAD_REQUEST, "unmapped"),
+                RouteError::TooManySeries(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_series"),
+            };
+            return reject(status, reason, e.to_string());
+        }
+    };
+    crate::metrics::split(&split.stats);
+
+    let pushes = split
+        .batches
+        .iter()
+        .map(|batch| app.forwarder.push(&batch.tenant, &batch.body));
+    let outcomes = futures::future::join_all(pushes).await;
+
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (batch, outcome) in split.batches.iter().zip(outcomes) {
+        if outcome == answer::Upstream::Accepted {
+            crate::metrics::forwarded(batch.series, batch.samples + batch.histograms);
+        } else {
+            crate::server::log_upstream_failure(&batch.tenant, &outcome);
+        }
+        results.push((&*batch.tenant, outcome));
+    }
+    answer::combine(&results)
+}
+
+fn too_large_body(limit: usize) -> Answer {
+    reject(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body is larger than limits.max_body_bytes ({limit})"),
+    )
+}
+
+fn not_snappy(e: snap::Error) -> Answer {
+    reject(
+        StatusCode::BAD_REQUEST,
+        "not_snappy",
+        format!("body is not snappy block-compressed: {e}"),
+    )
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}

@@ -1,0 +1,438 @@
+//! Series → tenant, and one output request per tenant.
+//!
+//! ```text
+//!  decompressed body ─► wire::Request::fields ─► SeriesView ─► key (namespace | tenant label)
+//!        key ─► per-request cache ─(miss)─► table snapshot / label rules ─► Outcome
+//!        Outcome::Group(i) ─► copy the series' bytes into batches[i]
+//!        Outcome::Unmapped ─► policy: default tenant | drop (counted) | reject (400)
+//!  metadata ─► tenants that have series of that family ─► copied into their batches
+//! ```
+//!
+//! Invariants:
+//! - every series of the input ends in exactly one batch, or is counted in
+//!   [`Stats::dropped`], or the whole request is rejected;
+//! - a series is only ever put into the batch of the tenant its own labels
+//!   resolve to (or the configured default tenant);
+//! - nothing here allocates per series: keys and tenants are borrowed from the
+//!   body or the table snapshot, and a namespace is hashed at most once per
+//!   series (not at all when it repeats the previous series').
+
+use std::borrow::Cow;
+
+use hashbrown::HashMap;
+
+use crate::config::{Mode, Routing, UnmappedPolicy};
+use crate::table::{Org, Snapshot};
+use crate::tenant::{self, InvalidTenant};
+use crate::wire::{encode, Field, LabelQuery, Request, SeriesLimits, SeriesView, WireError};
+
+pub mod family;
+pub mod reference;
+
+pub use family::FamilyIndex;
+
+/// Why a series has no tenant of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unmapped {
+    /// None of the namespace labels (or the tenant label) is on the series.
+    NoLabel,
+    /// The namespace is not in the table, or has no organization.
+    NoOrganization,
+    /// The organization (or tenant label value) is not a valid tenant ID.
+    InvalidTenant,
+}
+
+impl Unmapped {
+    pub const ALL: [Unmapped; 3] = [
+        Unmapped::NoLabel,
+        Unmapped::NoOrganization,
+        Unmapped::InvalidTenant,
+    ];
+
+    /// Metric label value for this reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unmapped::NoLabel => "no_label",
+            Unmapped::NoOrganization => "no_organization",
+            Unmapped::InvalidTenant => "invalid_tenant",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a request cannot be split.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("body is not a valid remote-write WriteRequest: {0}")]
+    Wire(#[from] WireError),
+    #[error("series {series} has no tenant ({reason}) and routing.unmapped is reject")]
+    Rejected { series: String, reason: String },
+    #[error("request has more than {0} series")]
+    TooManySeries(usize),
+}
+
+/// The series and metadata for one tenant, encoded as a `WriteRequest`.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    pub tenant: Cow<'a, str>,
+    /// Encoded (uncompressed) `WriteRequest`.
+    pub body: Vec<u8>,
+    pub series: u64,
+    pub samples: u64,
+    pub exemplars: u64,
+    pub histograms: u64,
+    pub metadata: u64,
+}
+
+/// What happened to a request's content, for metrics and `inspect`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub series: u64,
+    pub samples: u64,
+    pub exemplars: u64,
+    pub histograms: u64,
+    pub metadata: u64,
+    /// Series sent to the default tenant, by [`Unmapped`] reason.
+    pub defaulted: [u64; 3],
+    /// Series dropped by the `drop` policy, by [`Unmapped`] reason.
+    pub dropped: [u64; 3],
+    /// Samples (and histogram samples) in the dropped series.
+    pub dropped_samples: u64,
+    /// Metadata entries whose family no tenant has series of, with no default tenant.
+    pub metadata_dropped: u64,
+}
+
+impl Stats {
+    pub fn defaulted(&self, reason: Unmapped) -> u64 {
+        self.defaulted[reason.index()]
+    }
+    pub fn dropped(&self, reason: Unmapped) -> u64 {
+        self.dropped[reason.index()]
+    }
+}
+
+/// A request split by tenant.
+#[derive(Debug)]
+pub struct Split<'a> {
+    pub batches: Vec<Batch<'a>>,
+    pub stats: Stats,
+}
+
+/// The routing rules, compiled from [`Routing`] once at startup.
+#[derive(Debug, Clone)]
+pub struct Router {
+    mode: Mode,
+    query: LabelQuery,
+    namespace_labels: Vec<String>,
+    tenant_label: String,
+    remove_tenant_label: bool,
+    tenant_prefix: String,
+    default_tenant: Option<String>,
+    policy: UnmappedPolicy,
+    limits: SeriesLimits,
+    max_series: usize,
+}
+
+/// Where a key (namespace or tenant label value) sends its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Group(u32),
+    Unmapped(Unmapped),
+}
+
+impl Router {
+    /// Compiles the routing section. `default_tenant` must already be
+    /// validated (see `config`).
+    pub fn new(routing: &Routing, limits: SeriesLimits, max_series: usize) -> Self {
+        let query = match routing.mode {
+            Mode::Namespace => LabelQuery::new(&routing.namespace_labels),
+            Mode::Label => LabelQuery::new([&routing.tenant_label]),
+        };
+        Self {
+            mode: routing.mode,
+            query,
+            namespace_labels: routing.namespace_labels.clone(),
+            tenant_label: routing.tenant_label.clone(),
+            remove_tenant_label: routing.remove_tenant_label && routing.mode == Mode::Label,
+            tenant_prefix: routing.tenant_prefix.clone(),
+            default_tenant: Some(routing.default_tenant.clone()).filter(|t| !t.is_empty()),
+            policy: routing.unmapped,
+            limits,
+            max_series: if max_series == 0 {
+                usize::MAX
+            } else {
+                max_series
+            },
+        }
+    }
+
+    /// The label names the router looks for, in priority order.
+    pub fn query_names(&self) -> Vec<String> {
+        match self.mode {
+            Mode::Namespace => self.namespace_labels.clone(),
+            Mode::Label => vec![self.tenant_label.clone()],
+        }
+    }
+
+    /// Splits a decompressed `WriteRequest` into one batch per tenant.
+    ///
+    /// `families` remembers which tenants have series of which metric, so that
+    /// metadata (which carries no labels) goes only to tenants that own that
+    /// metric.
+    pub fn split<'a>(
+        &'a self,
+        body: &'a [u8],
+        table: &'a Snapshot,
+        families: &FamilyIndex,
+    ) -> Result<Split<'a>, RouteError> {
+        let mut state = State {
+            router: self,
+            table,
+            cache: HashMap::new(),
+            last: None,
+            batches: Vec::new(),
+            by_tenant: HashMap::new(),
+            stats: Stats::default(),
+            seen: Vec::new(),
+            size_hint: body.len(),
+        };
+        let mut metadata = Vec::new();
+        for field in Request::new(body).fields(&self.query, self.limits) {
+            match field? {
+                Field::Series(series) => state.series(series)?,
+                Field::Metadata(m) => metadata.push(m),
+            }
+        }
+        state.learn(families);
+        for m in metadata {
+            state.stats.metadata += 1;
+            let mut routed = false;
+            for tenant in families.tenants(m.family) {
+                let group = state.group(Cow::Owned(tenant.to_string()));
+                let batch = &mut state.batches[group as usize];
+                batch.body.extend_from_slice(m.raw);
+                batch.metadata += 1;
+                routed = true;
+            }
+            if !routed {
+                if let Some(default) = &self.default_tenant {
+                    let group = state.group(Cow::Borrowed(default.as_str()));
+                    let batch = &mut state.batches[group as usize];
+                    batch.body.extend_from_slice(m.raw);
+                    batch.metadata += 1;
+                } else {
+                    state.stats.metadata_dropped += 1;
+                }
+            }
+        }
+        Ok(Split {
+            batches: state.batches,
+            stats: state.stats,
+        })
+    }
+}
+
+/// Per-request working state of [`Router::split`].
+struct State<'a> {
+    router: &'a Router,
+    table: &'a Snapshot,
+    /// Key → outcome, so each distinct namespace is resolved once per request.
+    cache: HashMap<&'a str, Outcome>,
+    /// The previous series' key and outcome: consecutive series usually share
+    /// a namespace, and a byte compare is cheaper than a hash.
+    last: Option<(&'a str, Outcome)>,
+    batches: Vec<Batch<'a>>,
+    by_tenant: HashMap<Cow<'a, str>, u32>,
+    stats: Stats,
+    /// (metric name, group) pairs, recorded when they change between
+    /// consecutive series, to teach the [`FamilyIndex`].
+    seen: Vec<(&'a str, u32)>,
+    size_hint: usize,
+}
+
+impl<'a> State<'a> {
+    #[inline]
+    fn series(&mut self, series: SeriesView<'a>) -> Result<(), RouteError> {
+        let stats = &mut self.stats;
+        stats.series += 1;
+        if stats.series as usize > self.router.max_series {
+            return Err(RouteError::TooManySeries(self.router.max_series));
+        }
+        stats.samples += u64::from(series.samples);
+        stats.exemplars += u64::from(series.exemplars);
+        stats.histograms += u64::from(series.histograms);
+
+        let outcome = match series.hit {
+            None => Outcome::Unmapped(Unmapped::NoLabel),
+            Some(hit) => match self.last {
+                Some((key, outcome)) if key == hit.value => outcome,
+                _ => {
+                    let outcome = match self.cache.get(hit.value) {
+                        Some(&o) => o,
+                        None => {
+                            let o = self.resolve(hit.value);
+                            self.cache.insert(hit.value, o);
+                            o
+                        }
+                    };
+                    self.last = Some((hit.value, outcome));
+                    outcome
+                }
+            },
+        };
+
+        let group = match outcome {
+            Outcome::Group(group) => {
+                let batch = &mut self.batches[group as usize];
+                match (self.router.remove_tenant_label, series.hit) {
+                    (true, Some(hit)) => {
+                        encode::append_series_without(&mut batch.body, &series, hit.field)
+                    }
+                    _ => encode::append_series(&mut batch.body, &series),
+                }
+                group
+            }
+            Outcome::Unmapped(reason) => match self.router.policy {
+                UnmappedPolicy::Default => {
+                    let default = self.router.default_tenant.as_deref().unwrap_or_default();
+                    let group = self.group(Cow::Borrowed(default));
+                    self.stats.defaulted[reason.index()] += 1;
+                    let batch = &mut self.batches[group as usize];
+                    encode::append_series(&mut batch.body, &series);
+                    group
+                }
+                UnmappedPolicy::Drop => {
+                    self.stats.dropped[reason.index()] += 1;
+                    self.stats.dropped_samples +=
+                        u64::from(series.samples) + u64::from(series.histograms);
+                    return Ok(());
+                }
+                UnmappedPolicy::Reject => {
+                    return Err(RouteError::Rejected {
+                        series: describe(&series),
+                        reason: self.explain(reason, series.hit.map(|h| h.value)),
+                    })
+                }
+            },
+        };
+        let batch = &mut self.batches[group as usize];
+        batch.series += 1;
+        batch.samples += u64::from(series.samples);
+        batch.exemplars += u64::from(series.exemplars);
+        batch.histograms += u64::from(series.histograms);
+        if let Some(name) = series.metric_name {
+            if self.seen.last() != Some(&(name, group)) {
+                self.seen.push((name, group));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a key that is not in the per-request cache.
+    fn resolve(&mut self, key: &'a str) -> Outcome {
+        match self.router.mode {
+            Mode::Namespace => match self.table.get(key) {
+                Some(Org::Tenant(t)) => Outcome::Group(self.group(Cow::Borrowed(&**t))),
+                Some(Org::Invalid(_)) => Outcome::Unmapped(Unmapped::InvalidTenant),
+                None => Outcome::Unmapped(Unmapped::NoOrganization),
+            },
+            Mode::Label => {
+                let tenant: Cow<'a, str> = if self.router.tenant_prefix.is_empty() {
+                    Cow::Borrowed(key)
+                } else {
+                    Cow::Owned(format!("{}{key}", self.router.tenant_prefix))
+                };
+                match tenant::validate(&tenant) {
+                    Ok(()) => Outcome::Group(self.group(tenant)),
+                    Err(e) => {
+                        crate::metrics::invalid_tenant_label(key, &e);
+                        Outcome::Unmapped(Unmapped::InvalidTenant)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batch index of `tenant`, creating the batch on first use.
+    fn group(&mut self, tenant: Cow<'a, str>) -> u32 {
+        if let Some(&g) = self.by_tenant.get(&*tenant) {
+            return g;
+        }
+        let g = self.batches.len() as u32;
+        // Most requests go to few tenants; start each batch at a share of the
+        // input so that small tenants do not reserve a whole input's worth.
+        let capacity = (self.size_hint / 4).clamp(256, 1 << 20);
+        self.batches.push(Batch {
+            tenant: tenant.clone(),
+            body: Vec::with_capacity(capacity),
+            series: 0,
+            samples: 0,
+            exemplars: 0,
+            histograms: 0,
+            metadata: 0,
+        });
+        self.by_tenant.insert(tenant, g);
+        g
+    }
+
+    fn learn(&mut self, families: &FamilyIndex) {
+        if self.seen.is_empty() {
+            return;
+        }
+        self.seen.sort_unstable();
+        self.seen.dedup();
+        let batches = &self.batches;
+        families.learn(
+            self.seen
+                .iter()
+                .map(|&(name, g)| (name, &*batches[g as usize].tenant)),
+        );
+    }
+
+    fn explain(&self, reason: Unmapped, key: Option<&str>) -> String {
+        match (reason, key) {
+            (Unmapped::NoLabel, _) => match self.router.mode {
+                Mode::Namespace => "no namespace label".into(),
+                Mode::Label => "no tenant label".into(),
+            },
+            (Unmapped::NoOrganization, Some(ns)) => {
+                format!("namespace {ns:?} has no organization")
+            }
+            (Unmapped::InvalidTenant, Some(k)) => {
+                let id = match self.router.mode {
+                    Mode::Namespace => match self.table.get(k) {
+                        Some(Org::Invalid(e)) => return format!("namespace {k:?}: {e}"),
+                        _ => k.to_string(),
+                    },
+                    Mode::Label => format!("{}{k}", self.router.tenant_prefix),
+                };
+                let e = tenant::validate(&id).err().unwrap_or(InvalidTenant::Empty);
+                format!("{id:?}: {e}")
+            }
+            (r, None) => r.as_str().into(),
+        }
+    }
+}
+
+/// A short, human-readable form of a series' labels for error messages.
+fn describe(series: &SeriesView<'_>) -> String {
+    use prost::Message;
+    match crate::wire::pb::TimeSeries::decode(series.body) {
+        Ok(ts) => {
+            let labels: Vec<String> = ts
+                .labels
+                .iter()
+                .take(12)
+                .map(|l| format!("{}={:?}", l.name, l.value))
+                .collect();
+            format!("{{{}}}", labels.join(", "))
+        }
+        Err(_) => "(undecodable)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! The reference splitter: decode everything with prost, group owned series,
+//! re-encode. Slow but obviously right; tests check that [`super::Router`]'s
+//! zero-copy output matches it.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use super::{Router, Unmapped};
+use crate::config::{Mode, UnmappedPolicy};
+use crate::table::{Org, Snapshot};
+use crate::tenant;
+use crate::wire::pb;
+
+/// What the reference splitter produced: tenant → request, and drops.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reference {
+    pub tenants: BTreeMap<String, pb::WriteRequest>,
+    pub dropped: u64,
+}
+
+/// Splits `body` the slow way. Returns `None` where the zero-copy path
+/// rejects the request (undecodable, or unmapped with policy `reject`).
+/// Metadata is routed by the families of this request's series only.
+pub fn split(router: &Router, body: &[u8], table: &Snapshot) -> Option<Reference> {
+    let request = pb::WriteRequest::decode(body).ok()?;
+    let mut out = Reference::default();
+    let mut families: Vec<(String, String)> = Vec::new();
+    for mut series in request.timeseries {
+        let key = match router.mode {
+            Mode::Namespace => router.query_names().iter().find_map(|name| {
+                series
+                    .labels
+                    .iter()
+                    .find(|l| l.name == *name)
+                    .map(|l| l.value.clone())
+            }),
+            Mode::Label => series
+                .labels
+                .iter()
+                .find(|l| l.name == router.query_names()[0])
+                .map(|l| l.value.clone()),
+        };
+        let resolved: Result<String, Unmapped> = match (&key, router.mode) {
+            (None, _) => Err(Unmapped::NoLabel),
+            (Some(ns), Mode::Namespace) => match table.get(ns) {
+                Some(Org::Tenant(t)) => Ok(t.to_string()),
+                Some(Org::Invalid(_)) => Err(Unmapped::InvalidTenant),
+                None => Err(Unmapped::NoOrganization),
+            },
+            (Some(v), Mode::Label) => {
+                let t = format!("{}{v}", router.tenant_prefix);
+                tenant::validate(&t)
+                    .map(|()| t)
+                    .map_err(|_| Unmapped::InvalidTenant)
+            }
+        };
+        let tenant = match resolved {
+            Ok(t) => {
+                if router.remove_tenant_label {
+                    let name = &router.query_names()[0];
+                    if let Some(i) = series.labels.iter().position(|l| l.name == *name) {
+                        series.labels.remove(i);
+                    }
+                }
+                t
+            }
+            Err(_) => match router.policy {
+                UnmappedPolicy::Default => router.default_tenant.clone()?,
+                UnmappedPolicy::Drop => {
+                    out.dropped += 1;
+                    continue;
+                }
+                UnmappedPolicy::Reject => return None,
+            },
+        };
+        if let Some(name) = series.labels.iter().find(|l| l.name == "__name__") {
+            families.push((name.value.clone(), tenant.clone()));
+        }
+        out.tenants
+            .entry(tenant)
+            .or_default()
+            .timeseries
+            .push(series);
+    }
+    for m in request.metadata {
+        let mut targets: Vec<String> = families
+            .iter()
+            .filter(|(name, _)| {
+                name.strip_prefix(m.metric_family_name.as_str())
+                    .is_some_and(|rest| super::family::SUFFIXES.contains(&rest))
+            })
+            .map(|(_, t)| t.clone())
+            .collect();
+        targets.sort();
+        targets.dedup();
+        if targets.is_empty() {
+            targets.extend(router.default_tenant.clone());
+        }
+        for t in targets {
+            out.tenants.entry(t).or_default().metadata.push(m.clone());
+        }
+    }
+    Some(out)
+}

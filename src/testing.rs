@@ -1,0 +1,186 @@
+//! Realistic remote-write requests for tests, benches, fuzz seeds and the
+//! load generator. Deterministic: the same seed gives the same bytes.
+
+use prost::Message;
+
+use crate::wire::pb;
+
+/// Shape of a generated request.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub series: usize,
+    /// Distinct namespaces, named `ns-0`, `ns-1`, ...
+    pub namespaces: usize,
+    /// Labels per series, including `__name__` and `namespace`.
+    pub labels: usize,
+    pub samples_per_series: usize,
+    /// Every n-th series carries a native histogram instead of samples (0: none).
+    pub histogram_every: usize,
+    /// Every n-th series carries an exemplar (0: none).
+    pub exemplar_every: usize,
+    /// Every n-th series has no namespace label (0: none).
+    pub no_namespace_every: usize,
+    pub seed: u64,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            series: 2000,
+            namespaces: 20,
+            labels: 12,
+            samples_per_series: 1,
+            histogram_every: 0,
+            exemplar_every: 0,
+            no_namespace_every: 0,
+            seed: 1,
+        }
+    }
+}
+
+/// A tiny xorshift generator, so tests need no RNG dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+fn label(name: &str, value: impl Into<String>) -> pb::Label {
+    pb::Label {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+/// A native histogram sample with a few buckets.
+pub fn histogram(ts: i64, n: u64) -> pb::Histogram {
+    pb::Histogram {
+        count: Some(pb::histogram::Count::CountInt(n + 3)),
+        sum: n as f64 * 0.25,
+        schema: 3,
+        zero_threshold: 1e-128,
+        zero_count: Some(pb::histogram::ZeroCount::ZeroCountInt(1)),
+        positive_spans: vec![
+            pb::BucketSpan {
+                offset: 0,
+                length: 2,
+            },
+            pb::BucketSpan {
+                offset: 3,
+                length: 1,
+            },
+        ],
+        positive_deltas: vec![1, 0, (n % 5) as i64],
+        negative_spans: vec![],
+        negative_deltas: vec![],
+        negative_counts: vec![],
+        positive_counts: vec![],
+        reset_hint: 0,
+        timestamp: ts,
+        custom_values: vec![],
+    }
+}
+
+/// Generates a request of the given shape, in the style of what Prometheus
+/// sends for Kubernetes pods (job, instance, pod, container, ... labels).
+pub fn request(shape: &Shape) -> pb::WriteRequest {
+    let mut rng = Rng(shape.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let names = [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "process_cpu_seconds_total",
+        "go_goroutines",
+        "container_memory_working_set_bytes",
+        "kube_pod_status_ready",
+    ];
+    let extra = [
+        "job",
+        "instance",
+        "pod",
+        "container",
+        "endpoint",
+        "service",
+        "prometheus",
+        "code",
+        "method",
+        "handler",
+        "le",
+        "node",
+        "image",
+        "uid",
+    ];
+    let base_ts = 1_700_000_000_000i64;
+    let mut timeseries = Vec::with_capacity(shape.series);
+    for i in 0..shape.series {
+        let ns = (rng.next() % shape.namespaces.max(1) as u64) as usize;
+        let mut labels = vec![label(
+            "__name__",
+            names[(rng.next() % names.len() as u64) as usize],
+        )];
+        let omit_ns = shape.no_namespace_every > 0 && i % shape.no_namespace_every == 0;
+        for name in extra.iter().take(shape.labels.saturating_sub(2)) {
+            labels.push(label(name, format!("{name}-{}-{ns}", rng.next() % 1000)));
+        }
+        if !omit_ns {
+            labels.push(label("namespace", format!("ns-{ns}")));
+        }
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut ts = pb::TimeSeries {
+            labels,
+            ..Default::default()
+        };
+        if shape.histogram_every > 0 && i % shape.histogram_every == 0 {
+            ts.histograms
+                .push(histogram(base_ts + i as i64, rng.next() % 100));
+        } else {
+            for s in 0..shape.samples_per_series {
+                ts.samples.push(pb::Sample {
+                    value: (rng.next() % 100_000) as f64 / 7.0,
+                    timestamp: base_ts + (s as i64) * 15_000,
+                });
+            }
+        }
+        if shape.exemplar_every > 0 && i % shape.exemplar_every == 0 {
+            ts.exemplars.push(pb::Exemplar {
+                labels: vec![label("trace_id", format!("{:016x}", rng.next()))],
+                value: 0.123,
+                timestamp: base_ts,
+            });
+        }
+        timeseries.push(ts);
+    }
+    pb::WriteRequest {
+        timeseries,
+        metadata: vec![],
+    }
+}
+
+/// `namespace: organization` pairs for `namespaces` namespaces spread over
+/// `orgs` organizations: `ns-i` belongs to `org-(i % orgs)`.
+pub fn table_pairs(namespaces: usize, orgs: usize) -> Vec<(String, String)> {
+    (0..namespaces)
+        .map(|i| (format!("ns-{i}"), format!("org-{}", i % orgs.max(1))))
+        .collect()
+}
+
+/// Encodes and snappy-compresses a request, as Prometheus sends it.
+pub fn compress(request: &pb::WriteRequest) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .expect("snappy compression of an in-memory buffer")
+}
+
+/// Decompresses and decodes a request, as a receiver would.
+pub fn decompress(body: &[u8]) -> Result<pb::WriteRequest, String> {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| e.to_string())?;
+    pb::WriteRequest::decode(raw.as_slice()).map_err(|e| e.to_string())
+}

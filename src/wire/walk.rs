@@ -1,0 +1,640 @@
+//! The zero-copy walk over a decompressed `WriteRequest`.
+
+use super::{read_key, read_len, read_varint, skip_value, wt, WireError};
+
+/// Per-series limits checked during the walk, before anything is forwarded.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesLimits {
+    /// Most labels one series may carry.
+    pub max_labels: usize,
+    /// Most bytes of one label name or value.
+    pub max_label_bytes: usize,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            max_labels: 1024,
+            max_label_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Label names the walk should pick out of each series, in priority order.
+///
+/// The walk reports the value of the earliest-listed name that the series
+/// carries; for a name that appears more than once on one series, its first
+/// occurrence wins.
+#[derive(Debug, Clone, Default)]
+pub struct LabelQuery {
+    names: Vec<Box<[u8]>>,
+}
+
+impl LabelQuery {
+    pub fn new<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self {
+            names: names
+                .into_iter()
+                .map(|n| n.as_ref().as_bytes().into())
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn rank(&self, name: &[u8]) -> Option<usize> {
+        self.names.iter().position(|n| **n == *name)
+    }
+}
+
+/// One label that matched a [`LabelQuery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit<'a> {
+    /// Index into the query's names.
+    pub rank: usize,
+    /// The label's value (valid UTF-8).
+    pub value: &'a str,
+    /// Byte range of the whole label field (key, length, body) within the
+    /// series body, so it can be left out when the series is re-encoded.
+    pub field: (usize, usize),
+}
+
+/// One series, borrowed from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesView<'a> {
+    /// The whole `timeseries` field as it was on the wire: key, length, body.
+    pub raw: &'a [u8],
+    /// The `TimeSeries` message body.
+    pub body: &'a [u8],
+    /// The best match of the [`LabelQuery`], if any.
+    pub hit: Option<Hit<'a>>,
+    /// The value of `__name__`, if present.
+    pub metric_name: Option<&'a str>,
+    pub labels: u32,
+    pub samples: u32,
+    pub exemplars: u32,
+    pub histograms: u32,
+}
+
+/// One metadata entry, borrowed from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataView<'a> {
+    /// The whole `metadata` field as it was on the wire.
+    pub raw: &'a [u8],
+    pub family: &'a str,
+}
+
+/// A top-level field of a `WriteRequest`.
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    Series(SeriesView<'a>),
+    Metadata(MetadataView<'a>),
+}
+
+/// A decompressed `WriteRequest`, walked lazily.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+
+    /// Iterates over the series and metadata of the request, validating each
+    /// as it goes. The first error ends the walk.
+    pub fn fields<'q>(&self, query: &'q LabelQuery, limits: SeriesLimits) -> Fields<'a, 'q> {
+        Fields {
+            buf: self.buf,
+            pos: 0,
+            query,
+            limits,
+            failed: false,
+        }
+    }
+}
+
+/// Iterator returned by [`Request::fields`].
+pub struct Fields<'a, 'q> {
+    buf: &'a [u8],
+    pos: usize,
+    query: &'q LabelQuery,
+    limits: SeriesLimits,
+    failed: bool,
+}
+
+impl<'a> Iterator for Fields<'a, '_> {
+    type Item = Result<Field<'a>, WireError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.failed && self.pos < self.buf.len() {
+            let result = self.next_field();
+            match result {
+                Ok(Some(field)) => return Some(Ok(field)),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl<'a> Fields<'a, '_> {
+    fn next_field(&mut self) -> Result<Option<Field<'a>>, WireError> {
+        let buf = self.buf;
+        let start = self.pos;
+        let (field, wire_type) = read_key(buf, &mut self.pos, "WriteRequest")?;
+        match (field, wire_type) {
+            (1, wt::LEN) => {
+                let body = read_len(buf, &mut self.pos, "timeseries")?;
+                let raw = &buf[start..self.pos];
+                series(raw, body, self.query, self.limits).map(|s| Some(Field::Series(s)))
+            }
+            (3, wt::LEN) => {
+                let body = read_len(buf, &mut self.pos, "metadata")?;
+                let raw = &buf[start..self.pos];
+                let family = metadata(body)?;
+                Ok(Some(Field::Metadata(MetadataView { raw, family })))
+            }
+            (1 | 3, _) => Err(WireError::WireType {
+                message: "WriteRequest",
+                field,
+                wire_type,
+            }),
+            // Unknown fields are skipped, as protobuf requires; they are not
+            // forwarded (Mimir would ignore them too).
+            _ => skip_value(buf, &mut self.pos, wire_type, "WriteRequest", field).map(|()| None),
+        }
+    }
+}
+
+fn series<'a>(
+    raw: &'a [u8],
+    body: &'a [u8],
+    query: &LabelQuery,
+    limits: SeriesLimits,
+) -> Result<SeriesView<'a>, WireError> {
+    let mut view = SeriesView {
+        raw,
+        body,
+        hit: None,
+        metric_name: None,
+        labels: 0,
+        samples: 0,
+        exemplars: 0,
+        histograms: 0,
+    };
+    let mut pos = 0;
+    while pos < body.len() {
+        let field_start = pos;
+        let (field, wire_type) = read_key(body, &mut pos, "TimeSeries")?;
+        if (1..=4).contains(&field) && wire_type != wt::LEN {
+            return Err(WireError::WireType {
+                message: "TimeSeries",
+                field,
+                wire_type,
+            });
+        }
+        match field {
+            1 => {
+                let label = read_len(body, &mut pos, "label")?;
+                view.labels += 1;
+                if view.labels as usize > limits.max_labels {
+                    return Err(WireError::TooManyLabels {
+                        count: count_labels(body),
+                        limit: limits.max_labels,
+                    });
+                }
+                let (name, value) = label_pair(label, limits)?;
+                if view.metric_name.is_none() && name == b"__name__" {
+                    view.metric_name = Some(value);
+                }
+                if let Some(rank) = query.rank(name) {
+                    if view.hit.is_none_or(|h| rank < h.rank) {
+                        view.hit = Some(Hit {
+                            rank,
+                            value,
+                            field: (field_start, pos),
+                        });
+                    }
+                }
+            }
+            2 => {
+                check_message(read_len(body, &mut pos, "sample")?, &SAMPLE)?;
+                view.samples += 1;
+            }
+            3 => {
+                exemplar(read_len(body, &mut pos, "exemplar")?, limits)?;
+                view.exemplars += 1;
+            }
+            4 => {
+                histogram(read_len(body, &mut pos, "histogram")?)?;
+                view.histograms += 1;
+            }
+            _ => skip_value(body, &mut pos, wire_type, "TimeSeries", field)?,
+        }
+    }
+    if view.labels == 0 {
+        return Err(WireError::NoLabels);
+    }
+    Ok(view)
+}
+
+/// Counts the label fields of a series that was already found too large, for
+/// the error message. Stops quietly at malformed bytes.
+fn count_labels(body: &[u8]) -> usize {
+    let mut pos = 0;
+    let mut count = 0;
+    while pos < body.len() {
+        let Ok((field, wire_type)) = read_key(body, &mut pos, "TimeSeries") else {
+            break;
+        };
+        if field == 1 {
+            count += 1;
+        }
+        if skip_value(body, &mut pos, wire_type, "TimeSeries", field).is_err() {
+            break;
+        }
+    }
+    count
+}
+
+/// Parses a `Label` message into its name and value.
+#[inline]
+fn label_pair(label: &[u8], limits: SeriesLimits) -> Result<(&[u8], &str), WireError> {
+    let mut name: &[u8] = &[];
+    let mut value: &[u8] = &[];
+    let mut pos = 0;
+    while pos < label.len() {
+        let (field, wire_type) = read_key(label, &mut pos, "Label")?;
+        match (field, wire_type) {
+            (1, wt::LEN) => name = read_len(label, &mut pos, "label name")?,
+            (2, wt::LEN) => value = read_len(label, &mut pos, "label value")?,
+            (1 | 2, _) => {
+                return Err(WireError::WireType {
+                    message: "Label",
+                    field,
+                    wire_type,
+                })
+            }
+            _ => skip_value(label, &mut pos, wire_type, "Label", field)?,
+        }
+    }
+    for (which, bytes) in [("name", name), ("value", value)] {
+        if bytes.len() > limits.max_label_bytes {
+            return Err(WireError::LabelTooLong {
+                which,
+                len: bytes.len(),
+                limit: limits.max_label_bytes,
+            });
+        }
+    }
+    std::str::from_utf8(name).map_err(|_| WireError::Utf8("name"))?;
+    let value = std::str::from_utf8(value).map_err(|_| WireError::Utf8("value"))?;
+    Ok((name, value))
+}
+
+fn exemplar(body: &[u8], limits: SeriesLimits) -> Result<(), WireError> {
+    let mut pos = 0;
+    let mut labels = 0usize;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "Exemplar")?;
+        if field == 1 && wire_type == wt::LEN {
+            labels += 1;
+            if labels > limits.max_labels {
+                return Err(WireError::TooManyLabels {
+                    count: labels,
+                    limit: limits.max_labels,
+                });
+            }
+            label_pair(read_len(body, &mut pos, "exemplar label")?, limits)?;
+        } else {
+            check_field(body, &mut pos, field, wire_type, &EXEMPLAR)?;
+        }
+    }
+    Ok(())
+}
+
+fn histogram(body: &[u8]) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "Histogram")?;
+        if (field == 8 || field == 11) && wire_type == wt::LEN {
+            check_message(read_len(body, &mut pos, "bucket span")?, &BUCKET_SPAN)?;
+        } else {
+            check_field(body, &mut pos, field, wire_type, &HISTOGRAM)?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses a `MetricMetadata` message, returning its family name.
+fn metadata(body: &[u8]) -> Result<&str, WireError> {
+    let mut pos = 0;
+    let mut family: &[u8] = &[];
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "MetricMetadata")?;
+        match (field, wire_type) {
+            (2 | 4 | 5, wt::LEN) => {
+                let text = read_len(body, &mut pos, "metadata string")?;
+                std::str::from_utf8(text).map_err(|_| WireError::Utf8("metadata"))?;
+                if field == 2 {
+                    family = text;
+                }
+            }
+            _ => check_field(body, &mut pos, field, wire_type, &METADATA)?,
+        }
+    }
+    // Checked just above.
+    Ok(std::str::from_utf8(family).unwrap_or_default())
+}
+
+/// What one field of a scalar-only message may look like.
+#[derive(Clone, Copy)]
+enum Kind {
+    Varint,
+    Fixed64,
+    /// A message (checked separately) or a string.
+    Len,
+    PackedVarint,
+    PackedFixed64,
+}
+
+/// Field number → kind, indexed by field number (index 0 unused).
+type Schema = [Option<Kind>];
+
+const SAMPLE: [Option<Kind>; 3] = [None, Some(Kind::Fixed64), Some(Kind::Varint)];
+const EXEMPLAR: [Option<Kind>; 4] = [
+    None,
+    Some(Kind::Len),
+    Some(Kind::Fixed64),
+    Some(Kind::Varint),
+];
+const BUCKET_SPAN: [Option<Kind>; 3] = [None, Some(Kind::Varint), Some(Kind::Varint)];
+const METADATA: [Option<Kind>; 6] = [
+    None,
+    Some(Kind::Varint),
+    Some(Kind::Len),
+    None,
+    Some(Kind::Len),
+    Some(Kind::Len),
+];
+const HISTOGRAM: [Option<Kind>; 17] = [
+    None,
+    Some(Kind::Varint),        // count_int
+    Some(Kind::Fixed64),       // count_float
+    Some(Kind::Fixed64),       // sum
+    Some(Kind::Varint),        // schema
+    Some(Kind::Fixed64),       // zero_threshold
+    Some(Kind::Varint),        // zero_count_int
+    Some(Kind::Fixed64),       // zero_count_float
+    Some(Kind::Len),           // negative_spans
+    Some(Kind::PackedVarint),  // negative_deltas
+    Some(Kind::PackedFixed64), // negative_counts
+    Some(Kind::Len),           // positive_spans
+    Some(Kind::PackedVarint),  // positive_deltas
+    Some(Kind::PackedFixed64), // positive_counts
+    Some(Kind::Varint),        // reset_hint
+    Some(Kind::Varint),        // timestamp
+    Some(Kind::PackedFixed64), // custom_values
+];
+
+fn check_message(body: &[u8], schema: &Schema) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "message")?;
+        check_field(body, &mut pos, field, wire_type, schema)?;
+    }
+    Ok(())
+}
+
+/// Checks (and skips) one field against its expected kind. Unknown fields
+/// are skipped; a known field with the wrong wire type is an error, as it is
+/// for prost and for Mimir.
+#[inline]
+fn check_field(
+    body: &[u8],
+    pos: &mut usize,
+    field: u32,
+    wire_type: u8,
+    schema: &Schema,
+) -> Result<(), WireError> {
+    let kind = schema.get(field as usize).copied().flatten();
+    let ok = match (kind, wire_type) {
+        (None, _) => true,
+        (Some(Kind::Varint | Kind::PackedVarint), wt::VARINT) => true,
+        (Some(Kind::Fixed64 | Kind::PackedFixed64), wt::I64) => true,
+        (Some(Kind::Len), wt::LEN) => true,
+        (Some(Kind::PackedVarint), wt::LEN) => {
+            let packed = read_len(body, pos, "packed varints")?;
+            let mut p = 0;
+            while p < packed.len() {
+                read_varint(packed, &mut p)?;
+            }
+            return Ok(());
+        }
+        (Some(Kind::PackedFixed64), wt::LEN) => {
+            let packed = read_len(body, pos, "packed doubles")?;
+            if packed.len() % 8 != 0 {
+                return Err(WireError::Truncated("packed doubles"));
+            }
+            return Ok(());
+        }
+        _ => false,
+    };
+    if !ok {
+        return Err(WireError::WireType {
+            message: "series field",
+            field,
+            wire_type,
+        });
+    }
+    skip_value(body, pos, wire_type, "message", field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::pb;
+    use prost::Message;
+
+    fn label(name: &str, value: &str) -> pb::Label {
+        pb::Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn request() -> pb::WriteRequest {
+        pb::WriteRequest {
+            timeseries: vec![
+                pb::TimeSeries {
+                    labels: vec![
+                        label("__name__", "up"),
+                        label("exported_namespace", "other"),
+                        label("namespace", "shop"),
+                    ],
+                    samples: vec![pb::Sample {
+                        value: 1.5,
+                        timestamp: 1000,
+                    }],
+                    ..Default::default()
+                },
+                pb::TimeSeries {
+                    labels: vec![label("__name__", "x"), label("exported_namespace", "b")],
+                    samples: vec![
+                        pb::Sample {
+                            value: f64::NAN,
+                            timestamp: 1,
+                        },
+                        pb::Sample {
+                            value: 2.0,
+                            timestamp: 2,
+                        },
+                    ],
+                    histograms: vec![pb::Histogram {
+                        positive_spans: vec![pb::BucketSpan {
+                            offset: -2,
+                            length: 3,
+                        }],
+                        positive_deltas: vec![1, -1, 4],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+            metadata: vec![pb::MetricMetadata {
+                r#type: 1,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn walk_finds_labels_by_priority_and_counts() {
+        let bytes = request().encode_to_vec();
+        let query = LabelQuery::new(["namespace", "exported_namespace"]);
+        let fields: Vec<_> = Request::new(&bytes)
+            .fields(&query, SeriesLimits::default())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(fields.len(), 3);
+        let Field::Series(a) = fields[0] else {
+            panic!()
+        };
+        assert_eq!(a.hit.unwrap().value, "shop");
+        assert_eq!(a.hit.unwrap().rank, 0);
+        assert_eq!(a.metric_name, Some("up"));
+        assert_eq!((a.labels, a.samples), (3, 1));
+        let Field::Series(b) = fields[1] else {
+            panic!()
+        };
+        assert_eq!(b.hit.unwrap().value, "b");
+        assert_eq!((b.samples, b.histograms), (2, 1));
+        // the raw bytes decode back to the same series
+        let decoded = pb::WriteRequest::decode(b.raw).unwrap();
+        assert_eq!(
+            decoded.timeseries[0].encode_to_vec(),
+            request().timeseries[1].encode_to_vec()
+        );
+        let Field::Metadata(m) = fields[2] else {
+            panic!()
+        };
+        assert_eq!(m.family, "up");
+    }
+
+    #[test]
+    fn first_duplicate_label_wins() {
+        let req = pb::WriteRequest {
+            timeseries: vec![pb::TimeSeries {
+                labels: vec![label("namespace", "first"), label("namespace", "second")],
+                ..Default::default()
+            }],
+            metadata: vec![],
+        };
+        let bytes = req.encode_to_vec();
+        let query = LabelQuery::new(["namespace"]);
+        let mut it = Request::new(&bytes).fields(&query, SeriesLimits::default());
+        let Some(Ok(Field::Series(s))) = it.next() else {
+            panic!()
+        };
+        assert_eq!(s.hit.unwrap().value, "first");
+    }
+
+    #[test]
+    fn limits_and_utf8_are_enforced() {
+        let query = LabelQuery::new(["namespace"]);
+        let many = pb::WriteRequest {
+            timeseries: vec![pb::TimeSeries {
+                labels: (0..50).map(|i| label(&format!("l{i}"), "v")).collect(),
+                ..Default::default()
+            }],
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        let limits = SeriesLimits {
+            max_labels: 10,
+            max_label_bytes: 4,
+        };
+        let err = Request::new(&many).fields(&query, limits).next().unwrap();
+        assert_eq!(
+            err.unwrap_err(),
+            WireError::TooManyLabels {
+                count: 50,
+                limit: 10
+            }
+        );
+
+        let long = pb::WriteRequest {
+            timeseries: vec![pb::TimeSeries {
+                labels: vec![label("namespace", "toolong")],
+                ..Default::default()
+            }],
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        let err = Request::new(&long).fields(&query, limits).next().unwrap();
+        assert!(matches!(err, Err(WireError::LabelTooLong { .. })));
+
+        // a label value with an invalid UTF-8 byte, written by hand
+        let mut label_bytes = Vec::new();
+        crate::wire::encode::put_bytes_field(&mut label_bytes, 1, b"ns");
+        crate::wire::encode::put_bytes_field(&mut label_bytes, 2, &[0xff, 0xfe]);
+        let mut series = Vec::new();
+        crate::wire::encode::put_bytes_field(&mut series, 1, &label_bytes);
+        let mut req = Vec::new();
+        crate::wire::encode::put_bytes_field(&mut req, 1, &series);
+        let err = Request::new(&req)
+            .fields(&query, SeriesLimits::default())
+            .next()
+            .unwrap();
+        assert_eq!(err.unwrap_err(), WireError::Utf8("value"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let query = LabelQuery::new(["namespace"]);
+        for bytes in [
+            &b"\x0a\xff\xff\xff\xff\x0f"[..],
+            b"\x0b",
+            b"\x0a\x02\x0a\x05",
+            b"\x08\x01",
+            b"hello world",
+        ] {
+            let results: Vec<_> = Request::new(bytes)
+                .fields(&query, SeriesLimits::default())
+                .collect();
+            assert!(results.iter().any(|r| r.is_err()), "{bytes:?} accepted");
+        }
+    }
+}
