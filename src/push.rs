@@ -94,6 +94,8 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
     }
     let decoded_len = match snap::raw::decompress_len(&compressed) {
         Ok(n) => n,
+        // A declared length beyond what snappy itself allows (4 GiB).
+        Err(snap::Error::TooBig { given, .. }) => given as usize,
         Err(e) => return not_snappy(e),
     };
     if decoded_len > limits.max_decoded_bytes {

@@ -1,0 +1,300 @@
+//! Shared test harness: a recording fake upstream, an in-process orgsplit on a
+//! real TCP port, and helpers to push.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use orgsplit::config::Config;
+use orgsplit::server::App;
+use orgsplit::table::OrgTable;
+use orgsplit::wire::pb;
+use tokio::net::TcpListener;
+
+/// One push the upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub tenant: String,
+    pub headers: HeaderMap,
+    pub request: pb::WriteRequest,
+}
+
+/// How the fake upstream answers a tenant.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    Status(u16, Option<u64>, &'static str),
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct UpstreamState {
+    received: Mutex<Vec<Received>>,
+    behaviour: Mutex<HashMap<String, Behaviour>>,
+}
+
+/// A fake Mimir distributor that decodes every push and records it by tenant.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<UpstreamState>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let state = Arc::new(UpstreamState::default());
+        let app = axum::Router::new()
+            .route("/api/v1/push", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api/v1/push", self.addr)
+    }
+
+    /// Makes the upstream answer `tenant` this way (accepted pushes are
+    /// recorded; rejected ones are not).
+    pub fn set(&self, tenant: &str, behaviour: Behaviour) {
+        self.state
+            .behaviour
+            .lock()
+            .unwrap()
+            .insert(tenant.into(), behaviour);
+    }
+
+    pub fn clear(&self, tenant: &str) {
+        self.state.behaviour.lock().unwrap().remove(tenant);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn reset(&self) {
+        self.state.received.lock().unwrap().clear();
+    }
+
+    /// Tenant → all series it received, in arrival order.
+    pub fn series_by_tenant(&self) -> BTreeMap<String, Vec<pb::TimeSeries>> {
+        let mut out: BTreeMap<String, Vec<pb::TimeSeries>> = BTreeMap::new();
+        for r in self.received() {
+            out.entry(r.tenant)
+                .or_default()
+                .extend(r.request.timeseries);
+        }
+        out
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<UpstreamState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = headers
+        .get("X-Scope-OrgID")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let behaviour = state.behaviour.lock().unwrap().get(&tenant).cloned();
+    match behaviour {
+        Some(Behaviour::Status(code, retry_after, msg)) => {
+            let mut r = (StatusCode::from_u16(code).unwrap(), msg).into_response();
+            if let Some(s) = retry_after {
+                r.headers_mut().insert("Retry-After", s.into());
+            }
+            return r;
+        }
+        Some(Behaviour::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    let request = match orgsplit::testing::decompress(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    state.received.lock().unwrap().push(Received {
+        tenant,
+        headers,
+        request,
+    });
+    StatusCode::OK.into_response()
+}
+
+/// An orgsplit server running in this process on a real TCP port.
+pub struct Orgsplit {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+impl Orgsplit {
+    /// Starts orgsplit with `yaml` as its config file (written to `dir`).
+    pub async fn start(dir: &Path, yaml: &str) -> Self {
+        let path = dir.join("orgsplit.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let config = Config::load(Some(&path), &Default::default()).unwrap();
+        let table = OrgTable::new();
+        if let Some(file) = &config.lookup.file {
+            orgsplit::table::file::start(file.clone(), table.clone()).unwrap();
+        } else {
+            table.replace(Default::default());
+        }
+        let app = Arc::new(App::new(&config, table).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = app.clone();
+        let done = tokio::spawn(async move {
+            orgsplit::server::serve(listener, served, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+        });
+        Self {
+            addr,
+            app,
+            stop: Some(tx),
+            done,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// POSTs a raw body to `/api/v1/push` with the headers Prometheus sends.
+    pub async fn push_raw(&self, body: Vec<u8>) -> (u16, HeaderMap, String) {
+        let r = client()
+            .post(self.url("/api/v1/push"))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.text().await.unwrap())
+    }
+
+    pub async fn push(&self, request: &pb::WriteRequest) -> (u16, HeaderMap, String) {
+        self.push_raw(orgsplit::testing::compress(request)).await
+    }
+
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Orgsplit {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn label(name: &str, value: &str) -> pb::Label {
+    pb::Label {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+/// A series with one sample.
+pub fn series(labels: &[(&str, &str)], value: f64, ts: i64) -> pb::TimeSeries {
+    pb::TimeSeries {
+        labels: labels.iter().map(|(n, v)| label(n, v)).collect(),
+        samples: vec![pb::Sample {
+            value,
+            timestamp: ts,
+        }],
+        ..Default::default()
+    }
+}
+
+pub fn request(series: Vec<pb::TimeSeries>) -> pb::WriteRequest {
+    pb::WriteRequest {
+        timeseries: series,
+        metadata: vec![],
+    }
+}
+
+/// Value of a label of a series.
+pub fn label_of<'a>(ts: &'a pb::TimeSeries, name: &str) -> Option<&'a str> {
+    ts.labels
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.value.as_str())
+}
+
+/// Reads a counter or gauge from a metrics page: the sum of all lines whose
+/// name and labels start with `prefix` (e.g. `orgsplit_series_dropped_total{reason="no_label"`).
+pub fn metric(page: &str, prefix: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(prefix)
+                && l[prefix.len()..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c == ' ' || c == '{' || c == ',' || c == '}')
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The config used by most tests: namespace mode over `table.yaml` in `dir`.
+pub fn config(dir: &Path, upstream: &str, extra_routing: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0
+upstream:
+  url: {upstream}
+  timeout: 2s
+routing:
+  namespace_labels: [namespace]
+{extra_routing}
+lookup:
+  file: {}
+",
+        dir.join("table.yaml").display()
+    )
+}
+
+pub const TABLE: &str = "shop-prod: acme\nshop-dev: acme\nbilling: globex\nbroken: \"../evil\"\n";
+
+pub fn write_table(dir: &Path, text: &str) {
+    std::fs::write(dir.join("table.yaml"), text).unwrap();
+}
