@@ -345,6 +345,8 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 }
 
 #[cfg(test)]
+// figment's Jail API returns its large error type from test closures.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

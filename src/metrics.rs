@@ -193,6 +193,7 @@ pub fn inflight(delta: f64) {
 }
 
 /// Status codes as static strings, so the hot path does not format them.
+#[allow(clippy::match_overlapping_arm)]
 fn status_label(status: u16) -> &'static str {
     match status {
         200 => "200",
@@ -209,9 +210,9 @@ fn status_label(status: u16) -> &'static str {
         502 => "502",
         503 => "503",
         504 => "504",
-        200..=299 => "2xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
+        201..=299 => "2xx",
+        402..=499 => "4xx",
+        501..=599 => "5xx",
         _ => "other",
     }
 }

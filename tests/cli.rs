@@ -1,0 +1,95 @@
+//! The `orgsplit` binary's command line, as a user runs it.
+
+use std::process::Command;
+
+fn orgsplit() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_orgsplit"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    // keep the caller's ORGSPLIT_* variables out of these tests
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ORGSPLIT_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn check_config_prints_the_effective_config_of_the_readme_example() {
+    let out = orgsplit()
+        .args(["check-config", "--config", "fixtures/local.yaml"])
+        .env("ORGSPLIT_UPSTREAM_TIMEOUT", "3s")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("url: http://localhost:9009/api/v1/push"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("timeout: 3s"),
+        "environment override shown: {stdout}"
+    );
+    assert!(stdout.contains("tenant_header: X-Scope-OrgID"), "{stdout}");
+    assert!(stdout.contains("5 namespaces"), "{stdout}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+}
+
+#[test]
+fn unknown_keys_fail_naming_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "upstream:\n  url: http://x/api/v1/push\n  tenant_heder: X\nrouting: {unmapped: drop}\nlookup: {file: fixtures/namespaces.yaml}\n",
+    )
+    .unwrap();
+    let out = orgsplit()
+        .args(["check-config", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tenant_heder"), "{stderr}");
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+}
+
+#[test]
+fn config_from_the_environment_variable() {
+    let out = orgsplit()
+        .arg("check-config")
+        .env("ORGSPLIT_CONFIG", "fixtures/local.yaml")
+        .env("ORGSPLIT_ROUTING_UNMAPPED", "reject")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("unmapped: reject"), "{stdout}");
+}
+
+#[test]
+fn a_missing_table_file_is_a_clear_error() {
+    let out = orgsplit()
+        .args([
+            "check-config",
+            "--config",
+            "fixtures/local.yaml",
+            "--lookup-file",
+            "/nonexistent/ns.yaml",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("/nonexistent/ns.yaml"), "{stderr}");
+}
