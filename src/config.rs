@@ -17,6 +17,8 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::table::kube::KubeLookup;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -128,12 +130,15 @@ impl Default for Routing {
     }
 }
 
-/// Where the namespace → organization table comes from.
+/// Where the namespace → organization table comes from: a file or the
+/// Kubernetes API (exactly one, in namespace mode).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Lookup {
     /// YAML file of `namespace: organization`, re-read when it changes.
     pub file: Option<PathBuf>,
+    /// Namespaces from the Kubernetes API (list + watch).
+    pub kubernetes: Option<KubeLookup>,
 }
 
 /// Bounds on what one request may cost.
@@ -222,6 +227,9 @@ fn env_key(key: &str) -> Option<String> {
     if NOT_CONFIG.contains(&key.as_str()) {
         return None;
     }
+    if let Some(rest) = key.strip_prefix("lookup_kubernetes_") {
+        return Some(format!("lookup.kubernetes.{rest}"));
+    }
     for section in SECTIONS {
         if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
             return Some(format!("{section}.{rest}"));
@@ -304,8 +312,24 @@ impl Config {
                     .into(),
             );
         }
-        if r.mode == Mode::Namespace && self.lookup.file.is_none() {
-            return bad("namespace mode needs a lookup: set lookup.file".into());
+        if r.mode == Mode::Namespace {
+            match (&self.lookup.file, &self.lookup.kubernetes) {
+                (None, None) => {
+                    return bad(
+                        "namespace mode needs a lookup: set lookup.file or lookup.kubernetes".into(),
+                    )
+                }
+                (Some(_), Some(_)) => {
+                    return bad("set only one of lookup.file and lookup.kubernetes".into())
+                }
+                (None, Some(k)) if k.org_label.is_empty() && k.org_annotation.is_empty() => {
+                    return bad(
+                        "lookup.kubernetes needs org_label or org_annotation (where the organization is)"
+                            .into(),
+                    )
+                }
+                _ => {}
+            }
         }
         let l = &self.limits;
         if l.max_body_bytes == 0 || l.max_decoded_bytes == 0 {

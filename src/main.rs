@@ -109,6 +109,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(file) = &config.lookup.file {
         table::file::start(file.clone(), table.clone())?;
     }
+    if let Some(kube) = &config.lookup.kubernetes {
+        table::kube::start(kube.clone(), table.clone()).await?;
+    }
+    if config.routing.mode == orgsplit::config::Mode::Label && !table.is_synced() {
+        // Label mode needs no table.
+        table.replace(Default::default());
+    }
     let app = Arc::new(orgsplit::server::App::new(&config, table)?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -118,6 +118,11 @@ pub fn table_synced(namespaces: usize, unix_seconds: u64) {
     gauge!("orgsplit_table_last_sync_timestamp_seconds").set(unix_seconds as f64);
 }
 
+/// Whether the table's source (file, Kubernetes API) answered last time.
+pub fn table_source_up(up: bool) {
+    gauge!("orgsplit_table_source_up").set(if up { 1.0 } else { 0.0 });
+}
+
 pub fn table_sync_error() {
     counter!("orgsplit_table_sync_errors_total").increment(1);
 }

@@ -50,6 +50,16 @@ fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) 
 
 async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
     let limits = &app.limits;
+    if !app.table.is_synced() {
+        // Routing now would send every series to the unmapped policy.
+        let mut answer = reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "namespace table not loaded yet; retry",
+        );
+        answer.retry_after = Some(1);
+        return answer;
+    }
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
         if !encoding.as_bytes().eq_ignore_ascii_case(b"snappy") {
             return reject(

@@ -137,8 +137,10 @@ async fn follow(path: PathBuf, table: OrgTable) {
             Ok(snapshot) => {
                 tracing::info!(path = %path.display(), namespaces = snapshot.len(), "reloaded namespace table");
                 table.replace(snapshot);
+                crate::metrics::table_source_up(true);
             }
             Err(e) => {
+                crate::metrics::table_source_up(false);
                 crate::metrics::table_sync_error();
                 tracing::error!(error = %e, "keeping the last good namespace table");
             }

@@ -12,6 +12,7 @@
 //! immutable; a change builds a new one and swaps it in.
 
 pub mod file;
+pub mod kube;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub enum Org {
 }
 
 /// One immutable version of the table.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     map: HashMap<Box<str>, Org>,
 }
@@ -48,21 +49,33 @@ impl Snapshot {
         N: Into<Box<str>>,
         O: AsRef<str>,
     {
-        let mut map = HashMap::new();
+        let mut snapshot = Self::default();
         for (namespace, org) in pairs {
-            let namespace = namespace.into();
-            let org = org.as_ref();
-            let entry = match tenant::validate(org) {
-                Ok(()) => Org::Tenant(org.into()),
-                Err(e) => {
-                    tracing::warn!(%namespace, organization = %org, error = %e,
-                        "organization is not a valid tenant ID; the namespace is unmapped");
-                    Org::Invalid(e)
-                }
-            };
-            map.insert(namespace, entry);
+            snapshot.set(namespace.into(), Some(org.as_ref()));
         }
-        Self { map }
+        snapshot
+    }
+
+    /// Sets (`Some`) or removes (`None`) the organization of `namespace`.
+    /// Returns whether the table changed. An organization that is not a
+    /// valid tenant ID is stored as [`Org::Invalid`] and logged.
+    pub fn set(&mut self, namespace: Box<str>, org: Option<&str>) -> bool {
+        let Some(org) = org else {
+            return self.map.remove(&namespace).is_some();
+        };
+        let entry = match tenant::validate(org) {
+            Ok(()) => Org::Tenant(org.into()),
+            Err(e) => Org::Invalid(e),
+        };
+        if self.map.get(&namespace) == Some(&entry) {
+            return false;
+        }
+        if let Org::Invalid(e) = &entry {
+            tracing::warn!(%namespace, organization = %org.escape_debug(), error = %e,
+                "organization is not a valid tenant ID; the namespace is unmapped");
+        }
+        self.map.insert(namespace, entry);
+        true
     }
 
     /// The organization of `namespace`, if it has one.

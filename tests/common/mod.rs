@@ -1,6 +1,8 @@
 //! Shared test harness: a recording fake upstream, an in-process orgsplit on a
-//! real TCP port, and helpers to push.
+//! real TCP port, a Kubernetes API stand-in, and helpers to push.
 #![allow(dead_code)]
+
+pub mod kube_api;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -147,6 +149,10 @@ impl Orgsplit {
         let table = OrgTable::new();
         if let Some(file) = &config.lookup.file {
             orgsplit::table::file::start(file.clone(), table.clone()).unwrap();
+        } else if let Some(kube) = &config.lookup.kubernetes {
+            orgsplit::table::kube::start(kube.clone(), table.clone())
+                .await
+                .unwrap();
         } else {
             table.replace(Default::default());
         }
