@@ -25,10 +25,17 @@ pub use crate::table::kube::KubeLookup;
 pub struct Config {
     /// Address of the HTTP listener (push, metrics, health).
     pub listen: SocketAddr,
+    /// Optional second listener for `/metrics` and the health endpoints
+    /// only (they stay on `listen` too).
+    pub metrics_listen: Option<SocketAddr>,
+    /// TLS for the listener(s); plain HTTP when unset.
+    pub tls: Option<ServerTls>,
     pub upstream: Upstream,
     pub routing: Routing,
     pub lookup: Lookup,
     pub limits: Limits,
+    pub shutdown: Shutdown,
+    pub metrics: Metrics,
     pub log: Log,
 }
 
@@ -36,13 +43,74 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: None,
+            tls: None,
             upstream: Upstream::default(),
             routing: Routing::default(),
             lookup: Lookup::default(),
             limits: Limits::default(),
+            shutdown: Shutdown::default(),
+            metrics: Metrics::default(),
             log: Log::default(),
         }
     }
+}
+
+/// Certificate and key (PEM) the listener serves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// TLS towards the upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTls {
+    /// CA bundle (PEM) to verify the upstream with, in addition to the
+    /// system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Do not verify the upstream's certificate. Logged loudly at startup.
+    pub insecure_skip_verify: bool,
+}
+
+/// HTTP basic auth towards the upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    /// File holding the password (re-read when it changes).
+    pub password_file: PathBuf,
+}
+
+/// Graceful shutdown on SIGTERM / SIGINT.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// How long to keep serving pushes after `/readyz` turned 503, so that
+    /// load balancers and Service endpoints stop sending first.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Count series and samples per tenant (`tenant` label). Off by default:
+    /// the number of tenants is unbounded.
+    pub per_tenant: bool,
 }
 
 /// Where tenant pushes go.
@@ -59,6 +127,13 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Idle keep-alive connections kept per upstream host.
     pub max_idle_per_host: usize,
+    /// Most tenant pushes in flight to the upstream at once; further pushes
+    /// wait (within `timeout`) for a free slot.
+    pub max_connections: usize,
+    pub basic_auth: Option<BasicAuth>,
+    /// File holding a bearer token (re-read when it changes).
+    pub bearer_token_file: Option<PathBuf>,
+    pub tls: ClientTls,
 }
 
 impl Default for Upstream {
@@ -68,6 +143,10 @@ impl Default for Upstream {
             tenant_header: "X-Scope-OrgID".into(),
             timeout: Duration::from_secs(10),
             max_idle_per_host: 64,
+            max_connections: 512,
+            basic_auth: None,
+            bearer_token_file: None,
+            tls: ClientTls::default(),
         }
     }
 }
@@ -156,6 +235,17 @@ pub struct Limits {
     pub max_labels_per_series: usize,
     /// Longest label name or value in bytes (400 beyond).
     pub max_label_bytes: usize,
+    /// Most push requests handled at once; beyond it the sender is told to
+    /// back off (`overload_status` with `Retry-After`).
+    pub max_inflight_requests: usize,
+    /// Most bytes of the requests handled at once, counted as twice the
+    /// decompressed size (same answer beyond it). Must be at least twice
+    /// `max_decoded_bytes`.
+    pub max_inflight_bytes: usize,
+    /// Status for "too much in flight": 503 (default; every Prometheus
+    /// retries it) or 429 (Prometheus retries it only with
+    /// `retry_on_http_429: true`, and drops the batch otherwise).
+    pub overload_status: u16,
 }
 
 impl Default for Limits {
@@ -166,6 +256,9 @@ impl Default for Limits {
             max_series_per_request: 100_000,
             max_labels_per_series: 1024,
             max_label_bytes: 64 << 10,
+            max_inflight_requests: 256,
+            max_inflight_bytes: 128 << 20,
+            overload_status: 503,
         }
     }
 }
@@ -216,7 +309,9 @@ pub enum ConfigError {
 }
 
 /// Sections whose keys an `ORGSPLIT_<SECTION>_<KEY>` variable can set.
-const SECTIONS: [&str; 5] = ["upstream", "routing", "lookup", "limits", "log"];
+const SECTIONS: [&str; 8] = [
+    "upstream", "routing", "lookup", "limits", "log", "shutdown", "metrics", "tls",
+];
 
 /// Variables that are read by the CLI, not by the config.
 const NOT_CONFIG: [&str; 1] = ["config"];
@@ -227,8 +322,13 @@ fn env_key(key: &str) -> Option<String> {
     if NOT_CONFIG.contains(&key.as_str()) {
         return None;
     }
-    if let Some(rest) = key.strip_prefix("lookup_kubernetes_") {
-        return Some(format!("lookup.kubernetes.{rest}"));
+    for nested in ["lookup_kubernetes", "upstream_tls", "upstream_basic_auth"] {
+        if let Some(rest) = key.strip_prefix(nested).and_then(|r| r.strip_prefix('_')) {
+            return Some(format!("{}.{rest}", nested.replacen('_', ".", 1)));
+        }
+    }
+    if key == "metrics_listen" {
+        return Some(key);
     }
     for section in SECTIONS {
         if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
@@ -338,6 +438,32 @@ impl Config {
         if l.max_labels_per_series == 0 || l.max_label_bytes == 0 {
             return bad(
                 "limits.max_labels_per_series and limits.max_label_bytes must be > 0".into(),
+            );
+        }
+        if l.max_inflight_requests == 0 {
+            return bad("limits.max_inflight_requests must be > 0".into());
+        }
+        // A request holds its decompressed body and the batches built
+        // from it: twice its decoded size.
+        if l.max_inflight_bytes < 2 * l.max_decoded_bytes {
+            return bad(format!(
+                "limits.max_inflight_bytes ({}) must be at least twice limits.max_decoded_bytes ({})",
+                l.max_inflight_bytes, l.max_decoded_bytes
+            ));
+        }
+        if l.overload_status != 503 && l.overload_status != 429 {
+            return bad("limits.overload_status must be 503 or 429".into());
+        }
+        if self.upstream.max_connections == 0 {
+            return bad("upstream.max_connections must be > 0".into());
+        }
+        let t = &self.upstream.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return bad("upstream.tls.cert_file and upstream.tls.key_file go together".into());
+        }
+        if self.upstream.basic_auth.is_some() && self.upstream.bearer_token_file.is_some() {
+            return bad(
+                "set only one of upstream.basic_auth and upstream.bearer_token_file".into(),
             );
         }
         Ok(self)

@@ -10,12 +10,17 @@
 //! Headers are built here from scratch: nothing of the incoming request (in
 //! particular a client-supplied `X-Scope-OrgID`) is ever passed through.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
+use tokio::sync::Semaphore;
 
 use crate::answer::Upstream;
 use crate::config;
+use crate::credentials::{CredentialError, Credentials};
 
 /// Sends tenant pushes to the upstream.
 #[derive(Clone)]
@@ -24,6 +29,10 @@ pub struct Forwarder {
     url: reqwest::Url,
     tenant_header: HeaderName,
     timeout: Duration,
+    credentials: Credentials,
+    /// Bounds the pushes in flight to the upstream (`upstream.max_connections`).
+    slots: Arc<Semaphore>,
+    failures: Arc<FailureLog>,
 }
 
 /// Errors building the forwarder from its configuration.
@@ -33,16 +42,35 @@ pub enum ForwardError {
     Url(String),
     #[error("upstream.tenant_header: {0}")]
     Header(String),
+    #[error("reading {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("upstream TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, ForwardError> {
+    std::fs::read(path).map_err(|source| ForwardError::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 impl Forwarder {
+    /// Builds the client. Must run inside the Tokio runtime (credential
+    /// files are followed by a background task).
     pub fn new(cfg: &config::Upstream) -> Result<Self, ForwardError> {
         let url = reqwest::Url::parse(&cfg.url).map_err(|e| ForwardError::Url(e.to_string()))?;
         let tenant_header = HeaderName::from_bytes(cfg.tenant_header.as_bytes())
             .map_err(|e| ForwardError::Header(e.to_string()))?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
             .pool_max_idle_per_host(cfg.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
@@ -50,13 +78,46 @@ impl Forwarder {
             // A redirect would re-send the body somewhere else; treat it as
             // an error instead.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("orgsplit/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("orgsplit/", env!("CARGO_PKG_VERSION")));
+        let tls = &cfg.tls;
+        if let Some(ca) = &tls.ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|e| ForwardError::Tls(format!("{}: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(ForwardError::Tls(format!(
+                    "{}: no certificate",
+                    ca.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ForwardError::Tls(format!("{} / {}: {e}", cert.display(), key.display()))
+            })?;
+            builder = builder.identity(identity);
+        }
+        if tls.insecure_skip_verify {
+            tracing::warn!(
+                upstream = %cfg.url,
+                "upstream.tls.insecure_skip_verify is set: the upstream's certificate is NOT \
+                 verified, so anyone on the path can read and alter every tenant's data"
+            );
+            builder = builder.danger_accept_invalid_certs(true);
+        }
         Ok(Self {
-            client,
+            client: builder.build()?,
             url,
             tenant_header,
             timeout: cfg.timeout,
+            credentials: Credentials::start(cfg)?,
+            slots: Arc::new(Semaphore::new(cfg.max_connections)),
+            failures: Arc::default(),
         })
     }
 
@@ -70,7 +131,14 @@ impl Forwarder {
                     Ok(c) => c,
                     Err(e) => return Upstream::Unreachable(format!("snappy: {e}")),
                 };
-                self.send(tenant_value, compressed).await
+                // Waiting for a slot counts against the push's deadline.
+                match tokio::time::timeout(self.timeout, self.slots.acquire()).await {
+                    Ok(Ok(_permit)) => {
+                        let left = self.timeout.saturating_sub(started.elapsed());
+                        self.send(tenant_value, compressed, left).await
+                    }
+                    _ => Upstream::Timeout,
+                }
             }
             // Tenant IDs are validated long before this; keep the guard anyway.
             Err(_) => Upstream::Status {
@@ -80,19 +148,25 @@ impl Forwarder {
             },
         };
         crate::metrics::upstream(outcome.class(), started.elapsed());
+        if outcome != Upstream::Accepted {
+            self.failures.log(tenant, &outcome);
+        }
         outcome
     }
 
-    async fn send(&self, tenant: HeaderValue, compressed: Vec<u8>) -> Upstream {
-        let request = self
+    async fn send(&self, tenant: HeaderValue, compressed: Vec<u8>, timeout: Duration) -> Upstream {
+        let mut request = self
             .client
             .post(self.url.clone())
             .header(self.tenant_header.clone(), tenant)
             .header(http::header::CONTENT_ENCODING, "snappy")
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .timeout(self.timeout)
+            .timeout(timeout)
             .body(compressed);
+        if let Some(auth) = self.credentials.header() {
+            request = request.header(http::header::AUTHORIZATION, (*auth).clone());
+        }
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Upstream::Timeout,
@@ -118,6 +192,54 @@ impl Forwarder {
             status: status.as_u16(),
             retry_after,
             message,
+        }
+    }
+}
+
+/// Logs failed pushes: one line per failure, but at most one per tenant
+/// every 10 s, so a failing tenant cannot flood the log (the metrics count
+/// every failure).
+#[derive(Default)]
+struct FailureLog {
+    last: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl FailureLog {
+    const EVERY: Duration = Duration::from_secs(10);
+    /// Tenants remembered at most; beyond it the map is cleared.
+    const MAX_TENANTS: usize = 10_000;
+
+    fn log(&self, tenant: &str, outcome: &Upstream) {
+        let suppressed = {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.len() >= Self::MAX_TENANTS {
+                last.clear();
+            }
+            match last.get_mut(tenant) {
+                Some((at, n)) if at.elapsed() < Self::EVERY => {
+                    *n += 1;
+                    return;
+                }
+                Some((at, n)) => {
+                    *at = Instant::now();
+                    std::mem::take(n)
+                }
+                None => {
+                    last.insert(tenant.to_owned(), (Instant::now(), 0));
+                    0
+                }
+            }
+        };
+        match outcome {
+            Upstream::Status {
+                status, message, ..
+            } => tracing::warn!(%tenant, status, message = %message.trim(), suppressed,
+                "upstream rejected push"),
+            Upstream::Timeout => tracing::warn!(%tenant, suppressed, "upstream push timed out"),
+            Upstream::Unreachable(e) => {
+                tracing::warn!(%tenant, error = %e, suppressed, "upstream unreachable")
+            }
+            Upstream::Accepted => {}
         }
     }
 }

@@ -27,6 +27,7 @@
 
 pub mod answer;
 pub mod config;
+pub mod credentials;
 pub mod forward;
 pub mod health;
 pub mod metrics;

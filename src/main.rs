@@ -117,12 +117,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         table.replace(Default::default());
     }
     let app = Arc::new(orgsplit::server::App::new(&config, table)?);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, upstream = %config.upstream.url,
-        mode = ?config.routing.mode, "orgsplit started");
-    orgsplit::server::serve(listener, app, orgsplit::shutdown::signal()).await?;
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    };
+    let listener = bind(config.listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    tracing::info!(listen = %listener.local_addr()?, tls = config.tls.is_some(),
+        upstream = %config.upstream.url, mode = ?config.routing.mode, "orgsplit started");
+    orgsplit::server::serve(
+        app,
+        listener,
+        metrics_listener,
+        orgsplit::shutdown::signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

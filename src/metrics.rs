@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::route::{Stats, Unmapped};
+use crate::route::{Batch, Stats, Unmapped};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -66,7 +66,31 @@ fn describe() {
     );
     describe_counter!(
         "orgsplit_forwarded_samples_total",
-        "Float and histogram samples accepted by the upstream."
+        "Float samples accepted by the upstream."
+    );
+    describe_counter!(
+        "orgsplit_forwarded_histograms_total",
+        "Native histogram samples accepted by the upstream."
+    );
+    describe_counter!(
+        "orgsplit_forwarded_exemplars_total",
+        "Exemplars accepted by the upstream."
+    );
+    describe_counter!(
+        "orgsplit_forwarded_metadata_total",
+        "Metadata entries accepted by the upstream."
+    );
+    describe_counter!(
+        "orgsplit_tenant_series_total",
+        "Series accepted by the upstream, per tenant (metrics.per_tenant)."
+    );
+    describe_counter!(
+        "orgsplit_tenant_samples_total",
+        "Samples accepted by the upstream, per tenant (metrics.per_tenant)."
+    );
+    describe_counter!(
+        "orgsplit_requests_overloaded_total",
+        "Pushes refused because too many requests or bytes were in flight."
     );
     describe_counter!(
         "orgsplit_series_defaulted_total",
@@ -174,13 +198,30 @@ pub fn split(stats: &Stats) {
     }
 }
 
+pub fn overloaded(what: &'static str) {
+    counter!("orgsplit_requests_overloaded_total", "limit" => what).increment(1);
+}
+
 pub fn rejected(reason: &'static str) {
     counter!("orgsplit_requests_rejected_total", "reason" => reason).increment(1);
 }
 
-pub fn forwarded(series: u64, samples: u64) {
-    counter!("orgsplit_forwarded_series_total").increment(series);
-    counter!("orgsplit_forwarded_samples_total").increment(samples);
+/// Counts what an upstream accepted.
+pub fn forwarded(batch: &Batch<'_>) {
+    counter!("orgsplit_forwarded_series_total").increment(batch.series);
+    counter!("orgsplit_forwarded_samples_total").increment(batch.samples);
+    counter!("orgsplit_forwarded_histograms_total").increment(batch.histograms);
+    counter!("orgsplit_forwarded_exemplars_total").increment(batch.exemplars);
+    counter!("orgsplit_forwarded_metadata_total").increment(batch.metadata);
+}
+
+/// Per-tenant counters (`metrics.per_tenant`); tenant count is unbounded, so
+/// this is opt-in.
+pub fn forwarded_tenant(batch: &Batch<'_>) {
+    let tenant = batch.tenant.to_string();
+    counter!("orgsplit_tenant_series_total", "tenant" => tenant.clone()).increment(batch.series);
+    counter!("orgsplit_tenant_samples_total", "tenant" => tenant)
+        .increment(batch.samples + batch.histograms);
 }
 
 pub fn upstream(class: &'static str, elapsed: Duration) {

@@ -50,6 +50,10 @@ fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) 
 
 async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
     let limits = &app.limits;
+    // Admission: bounded work in flight, the rest is told to come back.
+    let Ok(_request_permit) = app.inflight_requests.try_acquire() else {
+        return overloaded(app, "requests");
+    };
     if !app.table.is_synced() {
         // Routing now would send every series to the unmapped policy.
         let mut answer = reject(
@@ -121,6 +125,11 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
     if decoded_len == 0 {
         return reject(StatusCode::BAD_REQUEST, "empty", "empty WriteRequest");
     }
+    // The decompressed body plus the tenant batches built from it.
+    let kib = u32::try_from((2 * decoded_len).div_ceil(1024)).unwrap_or(u32::MAX);
+    let Ok(_bytes_permit) = app.inflight_kib.try_acquire_many(kib) else {
+        return overloaded(app, "bytes");
+    };
     let mut decoded = vec![0u8; decoded_len];
     match snap::raw::Decoder::new().decompress(&compressed, &mut decoded) {
         Ok(n) => decoded.truncate(n),
@@ -151,13 +160,26 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
     let mut results = Vec::with_capacity(outcomes.len());
     for (batch, outcome) in split.batches.iter().zip(outcomes) {
         if outcome == answer::Upstream::Accepted {
-            crate::metrics::forwarded(batch.series, batch.samples + batch.histograms);
-        } else {
-            crate::server::log_upstream_failure(&batch.tenant, &outcome);
+            crate::metrics::forwarded(batch);
+            if app.per_tenant_metrics {
+                crate::metrics::forwarded_tenant(batch);
+            }
         }
         results.push((&*batch.tenant, outcome));
     }
     answer::combine(&results)
+}
+
+/// The answer when too much is in flight: retryable, with `Retry-After`.
+fn overloaded(app: &App, what: &'static str) -> Answer {
+    crate::metrics::overloaded(what);
+    let status =
+        StatusCode::from_u16(app.limits.overload_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Answer {
+        status,
+        retry_after: Some(1),
+        body: format!("orgsplit is overloaded (too many {what} in flight); retry later\n"),
+    }
 }
 
 fn too_large_body(limit: usize) -> Answer {

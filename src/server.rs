@@ -1,23 +1,34 @@
-//! Routes, listener and graceful shutdown wiring.
+//! Routes, listeners (plain or TLS), admission limits and graceful shutdown.
 //!
 //! ```text
-//!  TcpListener ─► axum ─┬─ POST /api/v1/push, /push ─► push::push
-//!                       ├─ GET  /metrics            ─► metrics handle
-//!                       ├─ GET  /healthz, /alive    ─► health::alive
-//!                       └─ GET  /readyz             ─► health::ready
+//!  TcpListener ─(TLS?)─► hyper (HTTP/1.1, h2) ─► axum ─┬─ POST /api/v1/push, /push ─► push::push
+//!                                                      ├─ GET  /metrics
+//!                                                      ├─ GET  /healthz, /alive
+//!                                                      └─ GET  /readyz
+//!  metrics_listen (optional): the same minus the push routes
 //! ```
+//!
+//! Shutdown (SIGTERM): `/readyz` turns 503 at once; pushes are still served
+//! for `shutdown.grace_period` so endpoints can update; then the listeners
+//! close and in-flight pushes finish, bounded by `upstream.timeout`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
-use crate::answer::Upstream;
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, ServerTls};
 use crate::forward::{ForwardError, Forwarder};
 use crate::route::{FamilyIndex, Router};
 use crate::table::OrgTable;
@@ -31,14 +42,31 @@ pub struct App {
     pub forwarder: Forwarder,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
+    pub per_tenant_metrics: bool,
+    /// Push requests being handled (`limits.max_inflight_requests`).
+    pub inflight_requests: Semaphore,
+    /// Decompressed KiB being handled (`limits.max_inflight_bytes`).
+    pub inflight_kib: Semaphore,
     /// Set when shutdown begins; `/readyz` answers 503 from then on.
     pub shutting_down: AtomicBool,
+    grace_period: Duration,
+    drain_timeout: Duration,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Errors building the server from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl App {
     /// Builds the shared state from a validated config and a table that is
-    /// fed elsewhere (file or Kubernetes).
-    pub fn new(config: &Config, table: OrgTable) -> Result<Self, ForwardError> {
+    /// fed elsewhere (file or Kubernetes). Must run inside the runtime.
+    pub fn new(config: &Config, table: OrgTable) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
         let series_limits = SeriesLimits {
             max_labels: limits.max_labels_per_series,
@@ -53,52 +81,164 @@ impl App {
             table,
             families: FamilyIndex::default(),
             forwarder: Forwarder::new(&config.upstream)?,
+            inflight_requests: Semaphore::new(limits.max_inflight_requests),
+            inflight_kib: Semaphore::new(limits.max_inflight_bytes.div_ceil(1024)),
             limits,
             metrics: crate::metrics::install(),
+            per_tenant_metrics: config.metrics.per_tenant,
             shutting_down: AtomicBool::new(false),
+            grace_period: config.shutdown.grace_period,
+            // In-flight pushes end within upstream.timeout (plus the time to
+            // read and split the request).
+            drain_timeout: config.upstream.timeout + Duration::from_secs(5),
+            tls: config.tls.as_ref().map(tls_acceptor).transpose()?,
         })
     }
 }
 
-/// The HTTP routes.
+fn tls_acceptor(tls: &ServerTls) -> Result<TlsAcceptor, ServerError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|i| i.collect())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "{}: no certificate",
+            tls.cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key_file.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", Path::new(&tls.key_file).display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The HTTP routes of the main listener.
 pub fn routes(app: Arc<App>) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/push", post(crate::push::push))
         .route("/push", post(crate::push::push))
+        .merge(ops_routes())
+        .with_state(app)
+}
+
+/// Metrics and health, also served on `metrics_listen`.
+fn ops_routes() -> axum::Router<Arc<App>> {
+    axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(crate::health::alive))
         .route("/alive", get(crate::health::alive))
         .route("/readyz", get(crate::health::ready))
-        .with_state(app)
 }
 
 async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> String {
     app.metrics.render()
 }
 
-/// Serves until `shutdown` resolves, then stops accepting connections and
-/// waits for in-flight requests to finish.
+/// Serves `listener` (and `metrics_listener`, if any) until `shutdown`
+/// resolves, then shuts down gracefully (see the module doc).
 pub async fn serve(
-    listener: TcpListener,
     app: Arc<App>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let flag = app.clone();
-    let shutdown = async move {
-        shutdown.await;
-        flag.shutting_down
-            .store(true, std::sync::atomic::Ordering::Release);
-    };
-    axum::serve(listener, routes(app))
-        .with_graceful_shutdown(shutdown)
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loops = vec![tokio::spawn(accept_loop(
+        listener,
+        routes(app.clone()),
+        app.tls.clone(),
+        stop_rx.clone(),
+    ))];
+    if let Some(l) = metrics_listener {
+        loops.push(tokio::spawn(accept_loop(
+            l,
+            ops_routes().with_state(app.clone()),
+            app.tls.clone(),
+            stop_rx,
+        )));
+    }
+
+    shutdown.await;
+    app.shutting_down.store(true, Ordering::Release);
+    tracing::info!(grace_period = ?app.grace_period, "not ready; still serving during the grace period");
+    tokio::time::sleep(app.grace_period).await;
+
+    tracing::info!("closing listeners; waiting for in-flight requests");
+    let _ = stop_tx.send(true);
+    let mut connections = Vec::new();
+    for l in loops {
+        if let Ok(graceful) = l.await {
+            connections.push(graceful.shutdown());
+        }
+    }
+    let drained = futures::future::join_all(connections);
+    if tokio::time::timeout(app.drain_timeout, drained)
         .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within the drain timeout");
+    }
+    Ok(())
 }
 
-/// Logs a failed tenant push, at most once per 10 s per process, so a
-/// failing tenant cannot flood the log (the metrics count every failure).
-pub fn log_upstream_failure(tenant: &str, outcome: &Upstream) {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    if crate::metrics::rate_limit(&LAST, Duration::from_secs(10)) {
-        tracing::warn!(%tenant, outcome = ?outcome, "upstream push failed");
+/// Accepts connections until `stop`; returns the handle that waits for the
+/// accepted connections to finish.
+async fn accept_loop(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        match tls.clone() {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                tokio::spawn(watcher.watch(conn));
+            }
+            Some(tls) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
+    graceful
 }

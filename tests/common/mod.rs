@@ -162,7 +162,7 @@ impl Orgsplit {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = app.clone();
         let done = tokio::spawn(async move {
-            orgsplit::server::serve(listener, served, async {
+            orgsplit::server::serve(served, listener, None, async {
                 let _ = rx.await;
             })
             .await
