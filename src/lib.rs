@@ -30,6 +30,7 @@ pub mod config;
 pub mod credentials;
 pub mod forward;
 pub mod health;
+pub mod inspect;
 pub mod metrics;
 pub mod push;
 pub mod route;

@@ -37,6 +37,12 @@ enum Command {
     Run,
     /// Validate the configuration and the namespace table, print the effective config.
     CheckConfig,
+    /// Show how a captured push (snappy or raw protobuf; `-` for stdin)
+    /// would be split with this config, without sending anything.
+    Inspect {
+        /// The capture file, or `-` for standard input.
+        capture: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&config),
+        Command::Inspect { capture } => inspect(&config, &capture),
         Command::Run => run(config),
     }
 }
@@ -85,6 +92,70 @@ fn check_config(config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn inspect(config: &Config, capture: &std::path::Path) -> ExitCode {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = if capture.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::read(capture).map(|b| bytes = b)
+    };
+    if let Err(e) = read {
+        eprintln!("orgsplit: reading {}: {e}", capture.display());
+        return ExitCode::from(2);
+    }
+    let snapshot = match load_table_once(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("orgsplit: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let app_limits = &config.limits;
+    let router = orgsplit::route::Router::new(
+        &config.routing,
+        orgsplit::wire::SeriesLimits {
+            max_labels: app_limits.max_labels_per_series,
+            max_label_bytes: app_limits.max_label_bytes,
+        },
+        app_limits.max_series_per_request,
+    );
+    match orgsplit::inspect::report(&router, &snapshot, &bytes) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orgsplit: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The table as it is now: the file, or one complete list of the
+/// Namespaces (waiting at most 30 s for the API).
+fn load_table_once(config: &Config) -> anyhow::Result<table::Snapshot> {
+    if let Some(file) = &config.lookup.file {
+        return Ok(table::file::load(file)?);
+    }
+    let Some(kube) = &config.lookup.kubernetes else {
+        return Ok(table::Snapshot::default());
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let table = OrgTable::new();
+        table::kube::start(kube.clone(), table.clone()).await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !table.is_synced() {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the Kubernetes API did not list the namespaces within 30 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(std::sync::Arc::unwrap_or_clone(table.snapshot()))
+    })
+}
+
 fn run(config: Config) -> ExitCode {
     orgsplit::telemetry::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -105,6 +176,8 @@ fn run(config: Config) -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Before anything records a metric (the table feeds do).
+    orgsplit::metrics::install();
     let table = OrgTable::new();
     if let Some(file) = &config.lookup.file {
         table::file::start(file.clone(), table.clone())?;

@@ -169,6 +169,16 @@ impl Router {
         }
     }
 
+    /// What happens to unmapped series.
+    pub fn policy(&self) -> UnmappedPolicy {
+        self.policy
+    }
+
+    /// The default tenant, if one is configured.
+    pub fn default_tenant(&self) -> Option<&str> {
+        self.default_tenant.as_deref()
+    }
+
     /// The label names the router looks for, in priority order.
     pub fn query_names(&self) -> Vec<String> {
         match self.mode {

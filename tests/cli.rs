@@ -93,3 +93,64 @@ fn a_missing_table_file_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(stderr.contains("/nonexistent/ns.yaml"), "{stderr}");
 }
+
+#[test]
+fn inspect_shows_the_split_of_a_capture_without_sending() {
+    // fixtures/local.yaml points at an upstream that is not running: inspect
+    // must not need it.
+    let out = orgsplit()
+        .args([
+            "inspect",
+            "--config",
+            "fixtures/local.yaml",
+            "fixtures/requests/prometheus-2.42-series-2000.snappy",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2000 series"), "{stdout}");
+    let row = |tenant: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(tenant))
+            .unwrap_or_else(|| panic!("no row for {tenant}:\n{stdout}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (acme, globex, unassigned) = (row("acme"), row("globex"), row("unassigned"));
+    assert_eq!(acme + globex + unassigned, 2000);
+    assert!(stdout.contains("no_label"), "{stdout}");
+    assert!(
+        stdout.contains("job=\"platform\""),
+        "an example is shown: {stdout}"
+    );
+}
+
+#[test]
+fn inspect_reads_stdin_and_rejects_garbage() {
+    use std::io::Write;
+    let mut child = orgsplit()
+        .args(["inspect", "-c", "fixtures/local.yaml", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not a capture")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither"));
+}

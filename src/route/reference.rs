@@ -19,6 +19,36 @@ pub struct Reference {
     pub dropped: u64,
 }
 
+/// The tenant a series resolves to by its own labels, or why it has none
+/// (before the unmapped policy applies).
+pub fn tenant_of(
+    router: &Router,
+    series: &pb::TimeSeries,
+    table: &Snapshot,
+) -> Result<String, Unmapped> {
+    let key = router.query_names().iter().find_map(|name| {
+        series
+            .labels
+            .iter()
+            .find(|l| l.name == *name)
+            .map(|l| l.value.as_str())
+    });
+    match (key, router.mode) {
+        (None, _) => Err(Unmapped::NoLabel),
+        (Some(ns), Mode::Namespace) => match table.get(ns) {
+            Some(Org::Tenant(t)) => Ok(t.to_string()),
+            Some(Org::Invalid(_)) => Err(Unmapped::InvalidTenant),
+            None => Err(Unmapped::NoOrganization),
+        },
+        (Some(v), Mode::Label) => {
+            let t = format!("{}{v}", router.tenant_prefix);
+            tenant::validate(&t)
+                .map(|()| t)
+                .map_err(|_| Unmapped::InvalidTenant)
+        }
+    }
+}
+
 /// Splits `body` the slow way. Returns `None` where the zero-copy path
 /// rejects the request (undecodable, or unmapped with policy `reject`).
 /// Metadata is routed by the families of this request's series only.
@@ -27,35 +57,7 @@ pub fn split(router: &Router, body: &[u8], table: &Snapshot) -> Option<Reference
     let mut out = Reference::default();
     let mut families: Vec<(String, String)> = Vec::new();
     for mut series in request.timeseries {
-        let key = match router.mode {
-            Mode::Namespace => router.query_names().iter().find_map(|name| {
-                series
-                    .labels
-                    .iter()
-                    .find(|l| l.name == *name)
-                    .map(|l| l.value.clone())
-            }),
-            Mode::Label => series
-                .labels
-                .iter()
-                .find(|l| l.name == router.query_names()[0])
-                .map(|l| l.value.clone()),
-        };
-        let resolved: Result<String, Unmapped> = match (&key, router.mode) {
-            (None, _) => Err(Unmapped::NoLabel),
-            (Some(ns), Mode::Namespace) => match table.get(ns) {
-                Some(Org::Tenant(t)) => Ok(t.to_string()),
-                Some(Org::Invalid(_)) => Err(Unmapped::InvalidTenant),
-                None => Err(Unmapped::NoOrganization),
-            },
-            (Some(v), Mode::Label) => {
-                let t = format!("{}{v}", router.tenant_prefix);
-                tenant::validate(&t)
-                    .map(|()| t)
-                    .map_err(|_| Unmapped::InvalidTenant)
-            }
-        };
-        let tenant = match resolved {
+        let tenant = match tenant_of(router, &series, table) {
             Ok(t) => {
                 if router.remove_tenant_label {
                     let name = &router.query_names()[0];

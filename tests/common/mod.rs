@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kube_api;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -51,13 +52,24 @@ pub struct Upstream {
 impl Upstream {
     pub async fn start() -> Self {
         let state = Arc::new(UpstreamState::default());
-        let app = axum::Router::new()
-            .route("/api/v1/push", axum::routing::post(receive))
-            .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = Self::router(&state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { addr, state }
+    }
+
+    /// The same fake, over TLS (`client_ca`: require client certificates).
+    pub async fn start_tls(leaf: &tls::Leaf, client_ca: Option<&str>) -> Self {
+        let state = Arc::new(UpstreamState::default());
+        let addr = tls::serve_tls(Self::router(&state), leaf, client_ca).await;
+        Self { addr, state }
+    }
+
+    fn router(state: &Arc<UpstreamState>) -> axum::Router {
+        axum::Router::new()
+            .route("/api/v1/push", axum::routing::post(receive))
+            .with_state(state.clone())
     }
 
     pub fn url(&self) -> String {
@@ -146,6 +158,7 @@ impl Orgsplit {
         let path = dir.join("orgsplit.yaml");
         std::fs::write(&path, yaml).unwrap();
         let config = Config::load(Some(&path), &Default::default()).unwrap();
+        orgsplit::metrics::install();
         let table = OrgTable::new();
         if let Some(file) = &config.lookup.file {
             orgsplit::table::file::start(file.clone(), table.clone()).unwrap();
