@@ -1,9 +1,8 @@
-//! One snappy-compressed push per tenant, sent in parallel over pooled
-//! keep-alive connections.
+//! One push per tenant, sent in parallel over pooled keep-alive connections.
 //!
 //! ```text
-//!  Batch { tenant, body } ─► snappy ─► POST upstream.url ─┐
-//!  Batch { tenant, body } ─► snappy ─► POST upstream.url ─┼─► Vec<(tenant, answer::Upstream)>
+//!  Outgoing { tenant, snappy body } ─► POST upstream.url ─┐
+//!  Outgoing { tenant, snappy body } ─► POST upstream.url ─┼─► Vec<(tenant, answer::Upstream)>
 //!  ...                                                   ─┘
 //! ```
 //!
@@ -121,16 +120,12 @@ impl Forwarder {
         })
     }
 
-    /// Compresses `body` (an encoded `WriteRequest`) and pushes it for
+    /// Pushes `compressed` (a snappy-compressed `WriteRequest`) for
     /// `tenant`. Never fails: every way it can end is an [`Upstream`].
-    pub async fn push(&self, tenant: &str, body: &[u8]) -> Upstream {
+    pub async fn push(&self, tenant: &str, compressed: bytes::Bytes) -> Upstream {
         let started = Instant::now();
         let outcome = match HeaderValue::from_str(tenant) {
             Ok(tenant_value) => {
-                let compressed = match snap::raw::Encoder::new().compress_vec(body) {
-                    Ok(c) => c,
-                    Err(e) => return Upstream::Unreachable(format!("snappy: {e}")),
-                };
                 // Waiting for a slot counts against the push's deadline.
                 match tokio::time::timeout(self.timeout, self.slots.acquire()).await {
                     Ok(Ok(_permit)) => {
@@ -154,7 +149,12 @@ impl Forwarder {
         outcome
     }
 
-    async fn send(&self, tenant: HeaderValue, compressed: Vec<u8>, timeout: Duration) -> Upstream {
+    async fn send(
+        &self,
+        tenant: HeaderValue,
+        compressed: bytes::Bytes,
+        timeout: Duration,
+    ) -> Upstream {
         let mut request = self
             .client
             .post(self.url.clone())

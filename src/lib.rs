@@ -18,6 +18,9 @@
 //!   with the unmapped policy.
 //! - [`forward`]: compressing and pushing batches upstream in parallel.
 //! - [`answer`]: many upstream answers → one answer (the retry contract).
+//! - [`pipeline`]: the CPU part of a push (decompress → split → compress),
+//!   shared by the handler, the benches and the load test; [`pool`] reuses
+//!   its buffers.
 //! - [`push`]: the HTTP handler tying the stages together.
 //! - [`server`], [`health`], [`shutdown`], [`metrics`], [`telemetry`],
 //!   [`config`]: the service around the data path.
@@ -32,6 +35,8 @@ pub mod forward;
 pub mod health;
 pub mod inspect;
 pub mod metrics;
+pub mod pipeline;
+pub mod pool;
 pub mod push;
 pub mod route;
 pub mod server;

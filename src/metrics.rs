@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::route::{Batch, Stats, Unmapped};
+use crate::pipeline::Outgoing;
+use crate::route::{Stats, Unmapped};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -207,7 +208,7 @@ pub fn rejected(reason: &'static str) {
 }
 
 /// Counts what an upstream accepted.
-pub fn forwarded(batch: &Batch<'_>) {
+pub fn forwarded(batch: &Outgoing) {
     counter!("orgsplit_forwarded_series_total").increment(batch.series);
     counter!("orgsplit_forwarded_samples_total").increment(batch.samples);
     counter!("orgsplit_forwarded_histograms_total").increment(batch.histograms);
@@ -217,8 +218,8 @@ pub fn forwarded(batch: &Batch<'_>) {
 
 /// Per-tenant counters (`metrics.per_tenant`); tenant count is unbounded, so
 /// this is opt-in.
-pub fn forwarded_tenant(batch: &Batch<'_>) {
-    let tenant = batch.tenant.to_string();
+pub fn forwarded_tenant(batch: &Outgoing) {
+    let tenant = batch.tenant.clone();
     counter!("orgsplit_tenant_series_total", "tenant" => tenant.clone()).increment(batch.series);
     counter!("orgsplit_tenant_samples_total", "tenant" => tenant)
         .increment(batch.samples + batch.histograms);

@@ -18,6 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::answer::{self, Answer};
+use crate::pipeline::{self, DecodeError};
 use crate::route::RouteError;
 use crate::server::App;
 
@@ -106,66 +107,56 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
     if compressed.is_empty() {
         return reject(StatusCode::BAD_REQUEST, "empty", "empty request body");
     }
-    let decoded_len = match snap::raw::decompress_len(&compressed) {
+    let size = match pipeline::decoded_len(&compressed, limits.max_decoded_bytes) {
         Ok(n) => n,
-        // A declared length beyond what snappy itself allows (4 GiB).
-        Err(snap::Error::TooBig { given, .. }) => given as usize,
-        Err(e) => return not_snappy(e),
+        Err(e) => return decode_error(e),
     };
-    if decoded_len > limits.max_decoded_bytes {
-        return reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "decoded_too_large",
-            format!(
-                "decompressed body would be {decoded_len} bytes, more than limits.max_decoded_bytes ({})",
-                limits.max_decoded_bytes
-            ),
-        );
-    }
-    if decoded_len == 0 {
-        return reject(StatusCode::BAD_REQUEST, "empty", "empty WriteRequest");
-    }
     // The decompressed body plus the tenant batches built from it.
-    let kib = u32::try_from((2 * decoded_len).div_ceil(1024)).unwrap_or(u32::MAX);
+    let kib = u32::try_from((2 * size).div_ceil(1024)).unwrap_or(u32::MAX);
     let Ok(_bytes_permit) = app.inflight_kib.try_acquire_many(kib) else {
         return overloaded(app, "bytes");
     };
-    let mut decoded = vec![0u8; decoded_len];
-    match snap::raw::Decoder::new().decompress(&compressed, &mut decoded) {
-        Ok(n) => decoded.truncate(n),
-        Err(e) => return not_snappy(e),
-    }
+    let decoded = match pipeline::decompress(&compressed, size, &app.pool) {
+        Ok(d) => d,
+        Err(e) => return decode_error(e),
+    };
     drop(compressed);
 
     let table = app.table.snapshot();
-    let split = match app.router.split(&decoded, &table, &app.families) {
-        Ok(split) => split,
+    let split = app
+        .router
+        .split_with(&decoded, &table, &app.families, &app.pool);
+    let outgoing = match split {
+        Ok(split) => {
+            crate::metrics::split(&split.stats);
+            pipeline::compress(split.batches, &app.pool)
+        }
         Err(e) => {
             let (status, reason) = match &e {
                 RouteError::Wire(_) => (StatusCode::BAD_REQUEST, "malformed"),
                 RouteError::Rejected { .. } => (StatusCode::BAD_REQUEST, "unmapped"),
                 RouteError::TooManySeries(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_series"),
             };
+            app.pool.give(decoded);
             return reject(status, reason, e.to_string());
         }
     };
-    crate::metrics::split(&split.stats);
+    app.pool.give(decoded);
 
-    let pushes = split
-        .batches
+    let pushes = outgoing
         .iter()
-        .map(|batch| app.forwarder.push(&batch.tenant, &batch.body));
+        .map(|o| app.forwarder.push(&o.tenant, o.body.clone()));
     let outcomes = futures::future::join_all(pushes).await;
 
     let mut results = Vec::with_capacity(outcomes.len());
-    for (batch, outcome) in split.batches.iter().zip(outcomes) {
+    for (out, outcome) in outgoing.iter().zip(outcomes) {
         if outcome == answer::Upstream::Accepted {
-            crate::metrics::forwarded(batch);
+            crate::metrics::forwarded(out);
             if app.per_tenant_metrics {
-                crate::metrics::forwarded_tenant(batch);
+                crate::metrics::forwarded_tenant(out);
             }
         }
-        results.push((&*batch.tenant, outcome));
+        results.push((out.tenant.as_str(), outcome));
     }
     answer::combine(&results)
 }
@@ -190,12 +181,13 @@ fn too_large_body(limit: usize) -> Answer {
     )
 }
 
-fn not_snappy(e: snap::Error) -> Answer {
-    reject(
-        StatusCode::BAD_REQUEST,
-        "not_snappy",
-        format!("body is not snappy block-compressed: {e}"),
-    )
+fn decode_error(e: DecodeError) -> Answer {
+    let (status, reason) = match e {
+        DecodeError::NotSnappy(_) => (StatusCode::BAD_REQUEST, "not_snappy"),
+        DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "decoded_too_large"),
+        DecodeError::Empty => (StatusCode::BAD_REQUEST, "empty"),
+    };
+    reject(status, reason, e.to_string())
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {

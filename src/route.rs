@@ -22,6 +22,7 @@ use std::borrow::Cow;
 use hashbrown::HashMap;
 
 use crate::config::{Mode, Routing, UnmappedPolicy};
+use crate::pool::BufferPool;
 use crate::table::{Org, Snapshot};
 use crate::tenant::{self, InvalidTenant};
 use crate::wire::{encode, Field, LabelQuery, Request, SeriesLimits, SeriesView, WireError};
@@ -198,7 +199,20 @@ impl Router {
         table: &'a Snapshot,
         families: &FamilyIndex,
     ) -> Result<Split<'a>, RouteError> {
+        static NO_POOL: BufferPool = BufferPool::disabled();
+        self.split_with(body, table, families, &NO_POOL)
+    }
+
+    /// [`Router::split`], with batch buffers taken from `pool`.
+    pub fn split_with<'a>(
+        &'a self,
+        body: &'a [u8],
+        table: &'a Snapshot,
+        families: &FamilyIndex,
+        pool: &'a BufferPool,
+    ) -> Result<Split<'a>, RouteError> {
         let mut state = State {
+            pool,
             router: self,
             table,
             cache: HashMap::new(),
@@ -248,6 +262,7 @@ impl Router {
 /// Per-request working state of [`Router::split`].
 struct State<'a> {
     router: &'a Router,
+    pool: &'a BufferPool,
     table: &'a Snapshot,
     /// Key → outcome, so each distinct namespace is resolved once per request.
     cache: HashMap<&'a str, Outcome>,
@@ -372,12 +387,16 @@ impl<'a> State<'a> {
             return g;
         }
         let g = self.batches.len() as u32;
-        // Most requests go to few tenants; start each batch at a share of the
-        // input so that small tenants do not reserve a whole input's worth.
-        let capacity = (self.size_hint / 4).clamp(256, 1 << 20);
+        // Size the batch from the input so it rarely grows: the first tenant
+        // may well get everything; later ones get a share.
+        let capacity = if g == 0 {
+            self.size_hint
+        } else {
+            (self.size_hint / (g as usize + 1)).max(256)
+        };
         self.batches.push(Batch {
             tenant: tenant.clone(),
-            body: Vec::with_capacity(capacity),
+            body: self.pool.take(capacity),
             series: 0,
             samples: 0,
             exemplars: 0,

@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits, ServerTls};
 use crate::forward::{ForwardError, Forwarder};
+use crate::pool::BufferPool;
 use crate::route::{FamilyIndex, Router};
 use crate::table::OrgTable;
 use crate::wire::SeriesLimits;
@@ -39,6 +40,8 @@ pub struct App {
     pub router: Router,
     pub table: OrgTable,
     pub families: FamilyIndex,
+    /// Decompression and batch buffers, reused across requests.
+    pub pool: BufferPool,
     pub forwarder: Forwarder,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
@@ -80,6 +83,7 @@ impl App {
             ),
             table,
             families: FamilyIndex::default(),
+            pool: BufferPool::default(),
             forwarder: Forwarder::new(&config.upstream)?,
             inflight_requests: Semaphore::new(limits.max_inflight_requests),
             inflight_kib: Semaphore::new(limits.max_inflight_bytes.div_ceil(1024)),

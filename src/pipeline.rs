@@ -1,0 +1,158 @@
+//! The CPU work of one push, without I/O: decompress → split → compress.
+//!
+//! ```text
+//!  snappy body ─► decompress (pooled buffer, size checked first)
+//!              ─► route::Router::split (zero-copy, batches in pooled buffers)
+//!              ─► compress each batch (in parallel on several cores) ─► Outgoing
+//! ```
+//!
+//! The push handler, the benches and the load test all run this same code.
+
+use bytes::Bytes;
+use rayon::prelude::*;
+
+use crate::pool::BufferPool;
+use crate::route::{Batch, FamilyIndex, RouteError, Router, Split, Stats};
+use crate::table::Snapshot;
+
+/// Why a body cannot be decompressed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("body is not snappy block-compressed: {0}")]
+    NotSnappy(snap::Error),
+    #[error(
+        "decompressed body would be {size} bytes, more than limits.max_decoded_bytes ({limit})"
+    )]
+    TooLarge { size: usize, limit: usize },
+    #[error("empty WriteRequest")]
+    Empty,
+}
+
+/// The decompressed size a snappy body declares, checked against `limit`
+/// before anything is allocated.
+pub fn decoded_len(compressed: &[u8], limit: usize) -> Result<usize, DecodeError> {
+    let size = match snap::raw::decompress_len(compressed) {
+        Ok(n) => n,
+        // A declared length beyond what snappy itself allows (4 GiB).
+        Err(snap::Error::TooBig { given, .. }) => usize::try_from(given).unwrap_or(usize::MAX),
+        Err(e) => return Err(DecodeError::NotSnappy(e)),
+    };
+    if size > limit {
+        return Err(DecodeError::TooLarge { size, limit });
+    }
+    if size == 0 {
+        return Err(DecodeError::Empty);
+    }
+    Ok(size)
+}
+
+/// Decompresses `compressed` (whose declared size `decoded_len` already
+/// checked) into a buffer from `pool`.
+pub fn decompress(
+    compressed: &[u8],
+    size: usize,
+    pool: &BufferPool,
+) -> Result<Vec<u8>, DecodeError> {
+    let mut buf = pool.take(size);
+    // snap writes into an initialised slice; zeroing is a memset, far cheaper
+    // than the decompression itself.
+    buf.resize(size, 0);
+    match snap::raw::Decoder::new().decompress(compressed, &mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(e) => {
+            pool.give(buf);
+            Err(DecodeError::NotSnappy(e))
+        }
+    }
+}
+
+/// One tenant's push, ready to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub tenant: String,
+    /// Snappy-compressed `WriteRequest`.
+    pub body: Bytes,
+    pub series: u64,
+    pub samples: u64,
+    pub histograms: u64,
+    pub exemplars: u64,
+    pub metadata: u64,
+}
+
+/// Batches larger than this (in total) are compressed in parallel when the
+/// process may use more than one core.
+const PARALLEL_BYTES: usize = 256 << 10;
+
+/// Compresses each batch and gives its buffer back to `pool`.
+pub fn compress(batches: Vec<Batch<'_>>, pool: &BufferPool) -> Vec<Outgoing> {
+    let total: usize = batches.iter().map(|b| b.body.len()).sum();
+    let parallel = batches.len() > 1 && total >= PARALLEL_BYTES && cores() > 1;
+    let one = |b: Batch<'_>| {
+        let out = Outgoing {
+            tenant: b.tenant.into_owned(),
+            body: compress_one(&b.body),
+            series: b.series,
+            samples: b.samples,
+            histograms: b.histograms,
+            exemplars: b.exemplars,
+            metadata: b.metadata,
+        };
+        pool.give(b.body);
+        out
+    };
+    if parallel {
+        batches.into_par_iter().map(one).collect()
+    } else {
+        batches.into_iter().map(one).collect()
+    }
+}
+
+fn compress_one(body: &[u8]) -> Bytes {
+    thread_local! {
+        // snap's encoder keeps a hash table; reuse it per thread.
+        static ENCODER: std::cell::RefCell<snap::raw::Encoder> =
+            std::cell::RefCell::new(snap::raw::Encoder::new());
+    }
+    let mut out = vec![0u8; snap::raw::max_compress_len(body.len())];
+    let n = ENCODER.with(|e| e.borrow_mut().compress(body, &mut out));
+    // Compressing into a buffer of max_compress_len cannot fail.
+    out.truncate(n.unwrap_or(0));
+    Bytes::from(out)
+}
+
+/// CPUs this process may run on (respects affinity masks and cgroup quotas).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Errors of [`process`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// The whole CPU path for one compressed body: what the push handler does
+/// between reading the body and sending the tenant pushes.
+pub fn process(
+    compressed: &[u8],
+    max_decoded: usize,
+    router: &Router,
+    table: &Snapshot,
+    families: &FamilyIndex,
+    pool: &BufferPool,
+) -> Result<(Vec<Outgoing>, Stats), ProcessError> {
+    let size = decoded_len(compressed, max_decoded)?;
+    let decoded = decompress(compressed, size, pool)?;
+    let result = router
+        .split_with(&decoded, table, families, pool)
+        .map(|Split { batches, stats }| (compress(batches, pool), stats));
+    pool.give(decoded);
+    Ok(result?)
+}
