@@ -293,7 +293,9 @@ impl<'a> State<'a> {
         let outcome = match series.hit {
             None => Outcome::Unmapped(Unmapped::NoLabel),
             Some(hit) => match self.last {
-                Some((key, outcome)) if key == hit.value => outcome,
+                Some((key, outcome)) if crate::wire::same(key.as_bytes(), hit.value.as_bytes()) => {
+                    outcome
+                }
                 _ => {
                     let outcome = match self.cache.get(hit.value) {
                         Some(&o) => o,

@@ -23,6 +23,7 @@
 pub mod encode;
 mod walk;
 
+pub(crate) use walk::same;
 pub use walk::{Field, LabelQuery, MetadataView, Request, SeriesLimits, SeriesView};
 
 /// Prost types generated from `proto/remote.proto`: the reference decoder and
@@ -70,8 +71,20 @@ pub(crate) mod wt {
 }
 
 /// Reads a base-128 varint at `*pos`, advancing it.
-#[inline]
+#[inline(always)]
 pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    // Field keys and most lengths in a WriteRequest fit in one byte.
+    if let Some(&byte) = buf.get(*pos) {
+        if byte < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(byte));
+        }
+    }
+    read_varint_slow(buf, pos)
+}
+
+#[inline(never)]
+fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let mut value: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -94,7 +107,7 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError>
 }
 
 /// Reads a field key, returning `(field number, wire type)`.
-#[inline]
+#[inline(always)]
 pub(crate) fn read_key(
     buf: &[u8],
     pos: &mut usize,
@@ -112,7 +125,7 @@ pub(crate) fn read_key(
 }
 
 /// Reads a length prefix and returns the bytes it covers.
-#[inline]
+#[inline(always)]
 pub(crate) fn read_len<'a>(
     buf: &'a [u8],
     pos: &mut usize,

@@ -44,10 +44,21 @@ impl LabelQuery {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn rank(&self, name: &[u8]) -> Option<usize> {
-        self.names.iter().position(|n| **n == *name)
+        self.names.iter().position(|n| same(n, name))
     }
+}
+
+/// Slice equality that rejects most unequal short strings (label names,
+/// namespaces) on length and first and last byte, before calling memcmp.
+#[inline(always)]
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && match (a.first(), b.first(), a.last(), b.last()) {
+            (Some(a0), Some(b0), Some(a1), Some(b1)) => a0 == b0 && a1 == b1 && a == b,
+            _ => true, // both empty
+        }
 }
 
 /// One label that matched a [`LabelQuery`].
@@ -214,7 +225,7 @@ fn series<'a>(
                     });
                 }
                 let (name, value) = label_pair(label, limits)?;
-                if view.metric_name.is_none() && name == b"__name__" {
+                if view.metric_name.is_none() && same(name, b"__name__") {
                     view.metric_name = Some(value);
                 }
                 if let Some(rank) = query.rank(name) {
@@ -228,7 +239,18 @@ fn series<'a>(
                 }
             }
             2 => {
-                check_message(read_len(body, &mut pos, "sample")?, &SAMPLE)?;
+                let sample = read_len(body, &mut pos, "sample")?;
+                // Fast path: value (0x09, 8 bytes) then timestamp (0x10,
+                // varint), as every encoder writes a sample with both set.
+                let canonical = sample.len() >= 11
+                    && sample[0] == 0x09
+                    && sample[9] == 0x10
+                    && sample[sample.len() - 1] < 0x80
+                    && sample.len() <= 20
+                    && sample[10..sample.len() - 1].iter().all(|&b| b >= 0x80);
+                if !canonical {
+                    check_message(sample, &SAMPLE)?;
+                }
                 view.samples += 1;
             }
             3 => {
@@ -268,8 +290,35 @@ fn count_labels(body: &[u8]) -> usize {
 }
 
 /// Parses a `Label` message into its name and value.
-#[inline]
+#[inline(always)]
 fn label_pair(label: &[u8], limits: SeriesLimits) -> Result<(&[u8], &str), WireError> {
+    // Fast path for the layout every encoder produces for short labels:
+    // 0x0a <n> name 0x12 <m> value, with n, m < 128. Then the whole message
+    // is ASCII exactly when name and value are, and one word-at-a-time
+    // `is_ascii` over it replaces two UTF-8 validations.
+    if let [0x0a, n, rest @ ..] = label {
+        let n = usize::from(*n);
+        if n < 0x80 && rest.len() >= n + 2 && rest[n] == 0x12 {
+            let m = usize::from(rest[n + 1]);
+            if m < 0x80 && rest.len() == n + 2 + m {
+                let name = &rest[..n];
+                let value = &rest[n + 2..];
+                if n.max(m) <= limits.max_label_bytes && label.is_ascii() {
+                    // SAFETY: `value` is part of `label`, which is all ASCII,
+                    // and ASCII is valid UTF-8.
+                    let value = unsafe { std::str::from_utf8_unchecked(value) };
+                    return Ok((name, value));
+                }
+            }
+        }
+    }
+    label_pair_slow(label, limits)
+}
+
+/// The general `Label` parser: any field order, unknown fields, long or
+/// non-ASCII strings.
+#[inline(never)]
+fn label_pair_slow(label: &[u8], limits: SeriesLimits) -> Result<(&[u8], &str), WireError> {
     let mut name: &[u8] = &[];
     let mut value: &[u8] = &[];
     let mut pos = 0;
