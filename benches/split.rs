@@ -83,7 +83,7 @@ fn reference_path(router: &Router, c: &Case) -> usize {
 fn bench(c: &mut Criterion) {
     let router = router();
     let families = FamilyIndex::default();
-    let pool = BufferPool::default();
+    let pool = std::sync::Arc::new(BufferPool::default());
     let cases = [
         case(2000, 20, false),
         case(2000, 20, true),
@@ -142,7 +142,7 @@ fn bench(c: &mut Criterion) {
 fn stages(c: &mut Criterion) {
     let router = router();
     let families = FamilyIndex::default();
-    let pool = BufferPool::default();
+    let pool = std::sync::Arc::new(BufferPool::default());
     let k = case(2000, 20, false);
     let mut group = c.benchmark_group("stages/2000x12/20t");
     group.throughput(Throughput::Elements(k.samples));

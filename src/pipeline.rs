@@ -11,7 +11,9 @@
 use bytes::Bytes;
 use rayon::prelude::*;
 
-use crate::pool::BufferPool;
+use std::sync::Arc;
+
+use crate::pool::{BufferPool, Pooled};
 use crate::route::{Batch, FamilyIndex, RouteError, Router, Split, Stats};
 use crate::table::Snapshot;
 
@@ -53,10 +55,9 @@ pub fn decompress(
     size: usize,
     pool: &BufferPool,
 ) -> Result<Vec<u8>, DecodeError> {
-    let mut buf = pool.take(size);
-    // snap writes into an initialised slice; zeroing is a memset, far cheaper
-    // than the decompression itself.
-    buf.resize(size, 0);
+    // snap writes into an initialised slice; a reused buffer is not zeroed
+    // again, decompression overwrites it.
+    let mut buf = pool.take_filled(size);
     match snap::raw::Decoder::new().decompress(compressed, &mut buf) {
         Ok(n) => {
             buf.truncate(n);
@@ -86,14 +87,16 @@ pub struct Outgoing {
 /// process may use more than one core.
 const PARALLEL_BYTES: usize = 256 << 10;
 
-/// Compresses each batch and gives its buffer back to `pool`.
-pub fn compress(batches: Vec<Batch<'_>>, pool: &BufferPool) -> Vec<Outgoing> {
+/// Compresses each batch and gives its buffer back to `pool`; the
+/// compressed bodies come from `pool` too and return to it when the HTTP
+/// client drops them.
+pub fn compress(batches: Vec<Batch<'_>>, pool: &Arc<BufferPool>) -> Vec<Outgoing> {
     let total: usize = batches.iter().map(|b| b.body.len()).sum();
     let parallel = batches.len() > 1 && total >= PARALLEL_BYTES && cores() > 1;
     let one = |b: Batch<'_>| {
         let out = Outgoing {
             tenant: b.tenant.into_owned(),
-            body: compress_one(&b.body),
+            body: compress_one(&b.body, pool),
             series: b.series,
             samples: b.samples,
             histograms: b.histograms,
@@ -110,17 +113,17 @@ pub fn compress(batches: Vec<Batch<'_>>, pool: &BufferPool) -> Vec<Outgoing> {
     }
 }
 
-fn compress_one(body: &[u8]) -> Bytes {
+fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> Bytes {
     thread_local! {
         // snap's encoder keeps a hash table; reuse it per thread.
         static ENCODER: std::cell::RefCell<snap::raw::Encoder> =
             std::cell::RefCell::new(snap::raw::Encoder::new());
     }
-    let mut out = vec![0u8; snap::raw::max_compress_len(body.len())];
+    let mut out = pool.take_filled(snap::raw::max_compress_len(body.len()));
     let n = ENCODER.with(|e| e.borrow_mut().compress(body, &mut out));
     // Compressing into a buffer of max_compress_len cannot fail.
     out.truncate(n.unwrap_or(0));
-    Bytes::from(out)
+    Bytes::from_owner(Pooled::new(out, pool.clone()))
 }
 
 /// CPUs this process may run on (respects affinity masks and cgroup quotas).
@@ -146,7 +149,7 @@ pub fn process(
     router: &Router,
     table: &Snapshot,
     families: &FamilyIndex,
-    pool: &BufferPool,
+    pool: &Arc<BufferPool>,
 ) -> Result<(Vec<Outgoing>, Stats), ProcessError> {
     let size = decoded_len(compressed, max_decoded)?;
     let decoded = decompress(compressed, size, pool)?;

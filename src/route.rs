@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use crate::config::{Mode, Routing, UnmappedPolicy};
 use crate::pool::BufferPool;
@@ -220,7 +220,8 @@ impl Router {
             batches: Vec::new(),
             by_tenant: HashMap::new(),
             stats: Stats::default(),
-            seen: Vec::new(),
+            seen: HashSet::new(),
+            last_seen: None,
             size_hint: body.len(),
         };
         let mut metadata = Vec::new();
@@ -272,9 +273,12 @@ struct State<'a> {
     batches: Vec<Batch<'a>>,
     by_tenant: HashMap<Cow<'a, str>, u32>,
     stats: Stats,
-    /// (metric name, group) pairs, recorded when they change between
-    /// consecutive series, to teach the [`FamilyIndex`].
-    seen: Vec<(&'a str, u32)>,
+    /// Distinct (metric name, group) pairs of this request, to teach the
+    /// [`FamilyIndex`]. A set rather than a sorted list: sorting would
+    /// compare metric names thousands of times per request.
+    seen: HashSet<(&'a str, u32)>,
+    /// The last pair inserted into `seen`: runs of one metric skip the hash.
+    last_seen: Option<(&'a str, u32)>,
     size_hint: usize,
 }
 
@@ -351,8 +355,13 @@ impl<'a> State<'a> {
         batch.exemplars += u64::from(series.exemplars);
         batch.histograms += u64::from(series.histograms);
         if let Some(name) = series.metric_name {
-            if self.seen.last() != Some(&(name, group)) {
-                self.seen.push((name, group));
+            let fresh = match self.last_seen {
+                Some((n, g)) => g != group || !crate::wire::same(n.as_bytes(), name.as_bytes()),
+                None => true,
+            };
+            if fresh {
+                self.seen.insert((name, group));
+                self.last_seen = Some((name, group));
             }
         }
         Ok(())
@@ -413,8 +422,6 @@ impl<'a> State<'a> {
         if self.seen.is_empty() {
             return;
         }
-        self.seen.sort_unstable();
-        self.seen.dedup();
         let batches = &self.batches;
         families.learn(
             self.seen

@@ -41,7 +41,7 @@ pub struct App {
     pub table: OrgTable,
     pub families: FamilyIndex,
     /// Decompression and batch buffers, reused across requests.
-    pub pool: BufferPool,
+    pub pool: Arc<BufferPool>,
     pub forwarder: Forwarder,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
@@ -83,7 +83,7 @@ impl App {
             ),
             table,
             families: FamilyIndex::default(),
-            pool: BufferPool::default(),
+            pool: Arc::default(),
             forwarder: Forwarder::new(&config.upstream)?,
             inflight_requests: Semaphore::new(limits.max_inflight_requests),
             inflight_kib: Semaphore::new(limits.max_inflight_bytes.div_ceil(1024)),

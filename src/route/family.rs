@@ -49,9 +49,10 @@ impl FamilyIndex {
         let current = self.map.load();
         let new: Vec<(&str, &str)> = pairs
             .filter(|(name, tenant)| {
-                !current
-                    .get(*name)
-                    .is_some_and(|ts| ts.iter().any(|t| &**t == *tenant))
+                !current.get(*name).is_some_and(|ts| {
+                    ts.iter()
+                        .any(|t| crate::wire::same(t.as_bytes(), tenant.as_bytes()))
+                })
             })
             .collect();
         if new.is_empty() {

@@ -1,0 +1,416 @@
+//! Load test: runs the real `orgsplit` binary as a server in front of an
+//! in-process upstream over loopback HTTP, drives it with concurrent pushes
+//! for a fixed time, and reports throughput, CPU, latency and memory.
+//!
+//! ```text
+//!  this process (core 1): workers ──POST──► orgsplit (core 0) ──POST × tenants──► upstream (this process)
+//!                                  └──────────────────── direct (baseline) ──────►
+//! ```
+//!
+//! Figures:
+//! - samples/s accepted (2xx) through orgsplit;
+//! - CPU seconds of the orgsplit process (utime + stime from /proc) per
+//!   million samples, next to the snappy floor (decompress + compress of the
+//!   same bodies, measured in this process) and their ratio;
+//! - p50/p99 latency through orgsplit, the same for the bodies pushed
+//!   straight to the upstream, and the difference (the added latency);
+//! - peak RSS of orgsplit (VmHWM).
+//!
+//! `cargo run --release --bin orgsplit-bench -- --duration 10s --pin`
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use clap::Parser;
+use orgsplit::testing::{self, Shape};
+
+#[derive(Parser, Debug)]
+#[command(about = "Load test orgsplit as a real server")]
+struct Args {
+    /// How long to drive load.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent pushes in flight.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Target samples per second (0: as fast as it goes).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Series per request (1 sample each, ~12 labels).
+    #[arg(long, default_value_t = 2000)]
+    series: usize,
+    /// Tenants the series spread over.
+    #[arg(long, default_value_t = 20)]
+    tenants: usize,
+    /// The orgsplit binary (default: next to this one).
+    #[arg(long)]
+    orgsplit: Option<PathBuf>,
+    /// Pin orgsplit to CPU 0 and this process to CPU 1 (needs `taskset`).
+    #[arg(long)]
+    pin: bool,
+    /// Extra YAML appended to orgsplit's config (e.g. limits).
+    #[arg(long, default_value = "")]
+    extra_config: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.pin {
+        let me = std::process::id().to_string();
+        let ok = std::process::Command::new("taskset")
+            .args(["-a", "-cp", "1", &me])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            bail!("--pin needs `taskset` (util-linux) and two CPUs");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+/// Requests, each with its compressed body and sample count.
+struct Corpus {
+    bodies: Vec<Bytes>,
+    samples: u64,
+    decoded_bytes: usize,
+}
+
+fn corpus(args: &Args) -> Corpus {
+    let mut bodies = Vec::new();
+    let mut decoded_bytes = 0;
+    for seed in 1..=8 {
+        let req = testing::request(&Shape {
+            series: args.series,
+            namespaces: args.tenants.max(20),
+            seed,
+            ..Default::default()
+        });
+        decoded_bytes = prost::Message::encoded_len(&req);
+        bodies.push(Bytes::from(testing::compress(&req)));
+    }
+    Corpus {
+        bodies,
+        samples: args.series as u64,
+        decoded_bytes,
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let corpus = corpus(&args);
+    let upstream = start_upstream().await?;
+    let dir = tempfile::tempdir()?;
+    let (mut child, port) = start_orgsplit(&args, dir.path(), upstream).await?;
+    let pid = child.id().context("orgsplit has no pid")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
+    let via = format!("http://127.0.0.1:{port}/api/v1/push");
+    let direct = format!("http://{upstream}/api/v1/push");
+
+    // Warm up connections and pools.
+    drive(&client, &via, &corpus, 2, Duration::from_millis(500), 0).await;
+
+    let cpu0 = cpu_seconds(pid)?;
+    let started = Instant::now();
+    let load = drive(
+        &client,
+        &via,
+        &corpus,
+        args.concurrency,
+        args.duration,
+        args.rate,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds(pid)? - cpu0;
+    let rss = peak_rss_kib(pid)?;
+
+    // The latency of the same bodies straight to the upstream, at the same
+    // concurrency and request rate, as the baseline.
+    let rate = if args.rate > 0 {
+        args.rate
+    } else {
+        (load.ok as f64 * corpus.samples as f64 / elapsed.as_secs_f64()) as u64
+    };
+    let base = drive(
+        &client,
+        &direct,
+        &corpus,
+        args.concurrency,
+        Duration::from_secs(2).min(args.duration),
+        rate,
+    )
+    .await;
+
+    let _ = child.kill().await;
+    let floor = floor_cpu_per_million(&corpus);
+    let samples = load.ok * corpus.samples;
+    let per_million = cpu / (samples as f64 / 1e6);
+    let (p50, p99) = (load.percentile(0.50), load.percentile(0.99));
+    let (b50, b99) = (base.percentile(0.50), base.percentile(0.99));
+    println!("orgsplit-bench: {} series x ~12 labels per request, {} tenants, {} bytes decoded, concurrency {}, {}",
+        args.series, args.tenants, corpus.decoded_bytes, args.concurrency,
+        if args.rate > 0 { format!("target {} samples/s", args.rate) } else { "unthrottled".into() });
+    println!(
+        "requests:               {} ok, {} failed in {:.1}s",
+        load.ok,
+        load.failed,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "throughput:             {:.0} samples/s ({:.1} MB/s decoded)",
+        samples as f64 / elapsed.as_secs_f64(),
+        load.ok as f64 * corpus.decoded_bytes as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    println!(
+        "orgsplit CPU:           {:.2} s = {:.3} CPU-s per million samples",
+        cpu, per_million
+    );
+    println!(
+        "snappy floor:           {:.3} CPU-s per million samples (ratio {:.2}x)",
+        floor,
+        per_million / floor
+    );
+    println!(
+        "latency via orgsplit:   p50 {:.2} ms, p99 {:.2} ms",
+        p50, p99
+    );
+    println!(
+        "latency direct:         p50 {:.2} ms, p99 {:.2} ms",
+        b50, b99
+    );
+    println!(
+        "added latency:          p50 {:.2} ms, p99 {:.2} ms",
+        p50 - b50,
+        p99 - b99
+    );
+    println!("orgsplit peak RSS:      {:.1} MiB", rss as f64 / 1024.0);
+    if load.ok == 0 {
+        bail!("no push succeeded");
+    }
+    Ok(())
+}
+
+async fn start_upstream() -> anyhow::Result<std::net::SocketAddr> {
+    let app = axum::Router::new().route(
+        "/api/v1/push",
+        axum::routing::post(|body: Bytes| async move {
+            std::hint::black_box(body.len());
+            axum::http::StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+async fn start_orgsplit(
+    args: &Args,
+    dir: &std::path::Path,
+    upstream: std::net::SocketAddr,
+) -> anyhow::Result<(tokio::process::Child, u16)> {
+    let bin = match &args.orgsplit {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no exe dir")?
+            .join("orgsplit"),
+    };
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it first (cargo build --release)",
+            bin.display()
+        );
+    }
+    let table: String = testing::table_pairs(args.tenants.max(20), args.tenants)
+        .into_iter()
+        .map(|(ns, org)| format!("{ns}: {org}\n"))
+        .collect();
+    std::fs::write(dir.join("table.yaml"), table)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "listen: 127.0.0.1:{port}\nupstream: {{url: \"http://{upstream}/api/v1/push\"}}\nrouting: {{unmapped: drop}}\nlookup: {{file: \"{}\"}}\nlog: {{level: warn}}\n{}\n",
+            dir.join("table.yaml").display(),
+            args.extra_config
+        ),
+    )?;
+    let mut cmd = if args.pin {
+        let mut c = tokio::process::Command::new("taskset");
+        c.args(["-c", "0"]).arg(&bin);
+        c
+    } else {
+        tokio::process::Command::new(&bin)
+    };
+    let child = cmd
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(&ready).await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("orgsplit never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((child, port))
+}
+
+struct Load {
+    ok: u64,
+    failed: u64,
+    latencies_us: Vec<u64>,
+}
+
+impl Load {
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+/// Pushes bodies from `corpus` to `url` with `concurrency` workers for
+/// `duration`, at most `rate` samples/s in total (0: no limit).
+async fn drive(
+    client: &reqwest::Client,
+    url: &str,
+    corpus: &Corpus,
+    concurrency: usize,
+    duration: Duration,
+    rate: u64,
+) -> Load {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    // Each worker sends one request per `interval` when throttled.
+    let interval = (rate > 0)
+        .then(|| Duration::from_secs_f64(concurrency as f64 * corpus.samples as f64 / rate as f64));
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_string();
+        let bodies = corpus.bodies.clone();
+        let (ok, failed) = (ok.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = w;
+            // Spread throttled workers over the interval.
+            let mut next = Instant::now()
+                + interval.map_or(Duration::ZERO, |iv| {
+                    iv.mul_f64(w as f64 / concurrency as f64)
+                });
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let body = bodies[i % bodies.len()].clone();
+                i += 1;
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("Content-Encoding", "snappy")
+                    .header("Content-Type", "application/x-protobuf")
+                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                    .body(body)
+                    .send()
+                    .await;
+                let good = matches!(&r, Ok(r) if r.status().is_success());
+                if let Ok(r) = r {
+                    let _ = r.bytes().await;
+                }
+                lat.push(t.elapsed().as_micros() as u64);
+                if good { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
+            }
+            lat
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for w in workers {
+        latencies_us.extend(w.await.unwrap_or_default());
+    }
+    latencies_us.sort_unstable();
+    Load {
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        latencies_us,
+    }
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("stime")?.parse()?;
+    let ticks = 100.0; // USER_HZ on Linux
+    Ok((utime + stime) / ticks)
+}
+
+/// Peak resident set size (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    Ok(line.split_whitespace().nth(1).context("VmHWM")?.parse()?)
+}
+
+/// CPU seconds per million samples for decompressing and recompressing the
+/// same bodies: what any proxy that re-encodes must pay at least.
+/// The best of five 1-second runs, so a noisy neighbour inflates it less.
+fn floor_cpu_per_million(corpus: &Corpus) -> f64 {
+    let mut raw = Vec::new();
+    let mut out = Vec::new();
+    let mut enc = snap::raw::Encoder::new();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_secs(1) {
+            for body in &corpus.bodies {
+                raw.resize(snap::raw::decompress_len(body).unwrap_or(0), 0);
+                let len = snap::raw::Decoder::new()
+                    .decompress(body, &mut raw)
+                    .unwrap_or(0);
+                out.resize(snap::raw::max_compress_len(len), 0);
+                std::hint::black_box(enc.compress(&raw[..len], &mut out).unwrap_or(0));
+                n += 1;
+            }
+        }
+        let per_million =
+            started.elapsed().as_secs_f64() / (n as f64 * corpus.samples as f64 / 1e6);
+        best = best.min(per_million);
+    }
+    best
+}
