@@ -184,3 +184,53 @@ pub fn decompress(body: &[u8]) -> Result<pb::WriteRequest, String> {
         .map_err(|e| e.to_string())?;
     pb::WriteRequest::decode(raw.as_slice()).map_err(|e| e.to_string())
 }
+
+/// Checks that the zero-copy split and the prost reference agree on `body`:
+/// both reject it, or both produce the same tenants with the same series
+/// (bit for bit, in order), metadata and drop count.
+pub fn agreement(
+    router: &crate::route::Router,
+    body: &[u8],
+    table: &crate::table::Snapshot,
+) -> Result<(), String> {
+    use std::collections::BTreeMap;
+    let reference = crate::route::reference::split(router, body, table);
+    let fast = router.split(body, table, &crate::route::FamilyIndex::default());
+    match (reference, fast) {
+        (None, Err(_)) => Ok(()),
+        (Some(r), Ok(split)) => {
+            let mut got = BTreeMap::new();
+            for b in &split.batches {
+                let decoded = pb::WriteRequest::decode(b.body.as_slice())
+                    .map_err(|e| format!("batch for {} does not decode: {e}", b.tenant))?;
+                // encodings, so NaNs compare bitwise
+                got.insert(b.tenant.to_string(), decoded.encode_to_vec());
+            }
+            let want: BTreeMap<String, Vec<u8>> = r
+                .tenants
+                .iter()
+                .map(|(k, v)| (k.clone(), v.encode_to_vec()))
+                .collect();
+            if got != want {
+                return Err(format!(
+                    "tenants differ: zero-copy {:?}, reference {:?}",
+                    got.keys().collect::<Vec<_>>(),
+                    want.keys().collect::<Vec<_>>()
+                ));
+            }
+            let dropped: u64 = split.stats.dropped.iter().sum();
+            if dropped != r.dropped {
+                return Err(format!("dropped {dropped} vs reference {}", r.dropped));
+            }
+            Ok(())
+        }
+        (r, f) => Err(format!(
+            "paths disagree: reference {}, zero-copy {}",
+            if r.is_some() { "accepts" } else { "rejects" },
+            match f {
+                Ok(_) => "accepts".to_string(),
+                Err(e) => format!("rejects: {e}"),
+            }
+        )),
+    }
+}

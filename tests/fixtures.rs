@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use common::*;
 use orgsplit::config::{Routing, UnmappedPolicy};
-use orgsplit::route::{reference, FamilyIndex, Router};
+use orgsplit::route::{reference, Router};
 use orgsplit::table::Snapshot;
-use orgsplit::wire::{pb, SeriesLimits};
+use orgsplit::wire::SeriesLimits;
 use prost::Message;
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
@@ -40,22 +40,10 @@ fn zero_copy_and_reference_agree_on_captured_requests() {
         );
         for (name, body) in fixtures() {
             let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
-            let want = reference::split(&router, &raw, &table).unwrap();
-            let got = router.split(&raw, &table, &FamilyIndex::default()).unwrap();
-            let got: BTreeMap<String, Vec<u8>> = got
-                .batches
-                .iter()
-                .map(|b| {
-                    let r = pb::WriteRequest::decode(b.body.as_slice()).unwrap();
-                    (b.tenant.to_string(), r.encode_to_vec())
-                })
-                .collect();
-            let want: BTreeMap<String, Vec<u8>> = want
-                .tenants
-                .iter()
-                .map(|(t, r)| (t.clone(), r.encode_to_vec()))
-                .collect();
-            assert_eq!(got, want, "{name} with {policy:?}");
+            assert!(reference::split(&router, &raw, &table).is_some(), "{name}");
+            if let Err(e) = orgsplit::testing::agreement(&router, &raw, &table) {
+                panic!("{name} with {policy:?}: {e}");
+            }
         }
     }
 }

@@ -317,33 +317,8 @@ fn too_many_series() {
 /// The zero-copy split and the reference split agree: same tenants, same
 /// series (in order), same metadata.
 fn assert_agrees(router: &Router, req: &pb::WriteRequest, table: &Snapshot) {
-    let body = req.encode_to_vec();
-    let reference = reference::split(router, &body, table);
-    let fast = router.split(&body, table, &FamilyIndex::default());
-    match (reference, fast) {
-        (None, Err(_)) => {}
-        (Some(r), Ok(split)) => {
-            let mut got = BTreeMap::new();
-            for b in &split.batches {
-                got.insert(
-                    b.tenant.to_string(),
-                    pb::WriteRequest::decode(b.body.as_slice()).unwrap(),
-                );
-            }
-            // compare encodings so NaNs compare bitwise
-            let enc = |m: &BTreeMap<String, pb::WriteRequest>| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.encode_to_vec()))
-                    .collect::<BTreeMap<_, _>>()
-            };
-            assert_eq!(enc(&got), enc(&r.tenants));
-            assert_eq!(split.stats.dropped.iter().sum::<u64>(), r.dropped);
-        }
-        (r, f) => panic!(
-            "paths disagree: reference {:?}, zero-copy {:?}",
-            r.is_some(),
-            f.map(|s| s.batches.len())
-        ),
+    if let Err(e) = testing::agreement(router, &req.encode_to_vec(), table) {
+        panic!("{e}");
     }
 }
 

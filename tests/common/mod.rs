@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod kube_api;
+pub mod prom;
+pub mod proxy;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};

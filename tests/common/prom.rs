@@ -1,0 +1,208 @@
+//! Real processes for end-to-end tests: Prometheus (Debian's package) as
+//! sender or receiver, scrape targets, and the orgsplit binary.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use super::metric;
+
+/// The Prometheus binary, or `None` (skip) outside CI.
+pub fn prometheus_bin() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("prometheus"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("prometheus is not installed; .ci/run installs Debian's `prometheus` package");
+        }
+        eprintln!("SKIPPED: prometheus not installed (apt-get install prometheus)");
+    }
+    found
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Scrape targets: one HTTP server whose `/metrics` page is the same for
+/// every job; the jobs differ in the `namespace` target label they attach.
+pub async fn start_targets() -> SocketAddr {
+    let page = "# HELP app_requests_total Requests served.\n\
+# TYPE app_requests_total counter\n\
+app_requests_total{path=\"/\"} 5\n\
+app_requests_total{path=\"/cart\"} 7\n\
+# HELP app_temperature_celsius Temperature.\n\
+# TYPE app_temperature_celsius gauge\n\
+app_temperature_celsius 21.5\n\
+# HELP app_latency_seconds Latency.\n\
+# TYPE app_latency_seconds histogram\n\
+app_latency_seconds_bucket{le=\"0.1\"} 3\n\
+app_latency_seconds_bucket{le=\"+Inf\"} 4\n\
+app_latency_seconds_sum 0.9\n\
+app_latency_seconds_count 4\n";
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move {
+            ([("content-type", "text/plain; version=0.0.4")], page)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+pub fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+}
+
+/// Starts the real orgsplit binary with a file table and waits until it is
+/// ready.
+pub async fn start_orgsplit(dir: &Path, upstream_url: &str, table: &str) -> (Child, u16) {
+    std::fs::write(dir.join("namespaces.yaml"), table).unwrap();
+    let rest = format!(
+        "upstream:
+  url: {upstream_url}
+routing:
+  unmapped: drop
+lookup:
+  file: {}
+",
+        dir.join("namespaces.yaml").display()
+    );
+    start_orgsplit_with(dir, &rest).await
+}
+
+/// Starts the real orgsplit binary with `config` (everything but `listen`)
+/// and waits until it is ready.
+pub async fn start_orgsplit_with(dir: &Path, config: &str) -> (Child, u16) {
+    let port = free_port();
+    let config = format!("listen: 127.0.0.1:{port}\n{config}");
+    std::fs::write(dir.join("orgsplit.yaml"), config).unwrap();
+    let child = spawn(
+        Path::new(env!("CARGO_BIN_EXE_orgsplit")),
+        &[
+            "--config".into(),
+            dir.join("orgsplit.yaml").display().to_string(),
+        ],
+        &dir.join("orgsplit.log"),
+    );
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        &dir.join("orgsplit.log"),
+    )
+    .await;
+    (child, port)
+}
+
+pub async fn wait_ready(url: &str, log: &Path) {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = super::client().get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            panic!(
+                "{url} never became ready; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a Prometheus that scrapes `targets` as jobs with the given
+/// namespace labels (`None`: no namespace label) and remote-writes to
+/// `remote_write` (if any). Extra flags are appended.
+pub async fn start_prometheus(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    targets: SocketAddr,
+    jobs: &[(&str, Option<&str>)],
+    remote_write: Option<&str>,
+    extra: &[&str],
+) -> (Child, u16) {
+    let port = free_port();
+    let mut cfg = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (job, ns) in jobs {
+        cfg.push_str(&format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: ['{targets}']\n"
+        ));
+        if let Some(ns) = ns {
+            cfg.push_str(&format!("        labels: {{namespace: {ns}}}\n"));
+        }
+    }
+    if let Some(url) = remote_write {
+        cfg.push_str(&format!(
+            "remote_write:
+  - url: {url}
+    queue_config:
+      batch_send_deadline: 500ms
+      min_backoff: 100ms
+      max_backoff: 1s
+    metadata_config:
+      send: true
+      send_interval: 2s
+"
+        ));
+    }
+    let cfg_path = dir.join(format!("{name}.yml"));
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut args = vec![
+        format!("--config.file={}", cfg_path.display()),
+        format!(
+            "--storage.tsdb.path={}",
+            dir.join(format!("{name}-data")).display()
+        ),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--log.level=warn".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let log = dir.join(format!("{name}.log"));
+    let child = spawn(bin, &args, &log);
+    wait_ready(&format!("http://127.0.0.1:{port}/-/ready"), &log).await;
+    (child, port)
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn scrape_metric(port: u16, name: &str) -> f64 {
+    let page = super::client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric(&page, name)
+}
