@@ -17,6 +17,10 @@
 //! - peak RSS of orgsplit (VmHWM).
 //!
 //! `cargo run --release --bin orgsplit-bench -- --duration 10s --pin`
+//!
+//! With `--soak` it runs the soak test instead (see `soak.rs`).
+
+mod soak;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -56,6 +60,10 @@ struct Args {
     /// Extra YAML appended to orgsplit's config (e.g. limits).
     #[arg(long, default_value = "")]
     extra_config: String,
+    /// Soak test: table churn and upstream faults for `--duration`, at
+    /// `--rate` (default 50 000) samples/s; reports RSS, FDs and losses.
+    #[arg(long)]
+    soak: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +84,13 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if args.soak {
+        let args = Args {
+            rate: if args.rate == 0 { 50_000 } else { args.rate },
+            ..args
+        };
+        return runtime.block_on(soak::run(&args));
+    }
     runtime.block_on(run(args))
 }
 
@@ -261,6 +276,7 @@ async fn start_orgsplit(
         .arg("--config")
         .arg(dir.join("config.yaml"))
         .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("orgsplit.log"))?)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
