@@ -86,7 +86,9 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
             let entry = unmapped.entry(reason.as_str()).or_default();
             entry.0 += 1;
             if entry.1.len() < EXAMPLES {
-                entry.1.push(labels(series));
+                entry
+                    .1
+                    .push(crate::wire::describe_labels(&series.labels, 8));
             }
         }
     }
@@ -124,20 +126,5 @@ fn explain(reason: &str) -> &'static str {
         r if r == Unmapped::NoLabel.as_str() => "no namespace / tenant label",
         r if r == Unmapped::NoOrganization.as_str() => "namespace has no organization",
         _ => "organization is not a valid tenant ID",
-    }
-}
-
-fn labels(series: &pb::TimeSeries) -> String {
-    let shown: Vec<String> = series
-        .labels
-        .iter()
-        .take(8)
-        .map(|l| format!("{}={:?}", l.name, l.value))
-        .collect();
-    let more = series.labels.len().saturating_sub(8);
-    if more > 0 {
-        format!("{{{}, +{more} more}}", shown.join(", "))
-    } else {
-        format!("{{{}}}", shown.join(", "))
     }
 }

@@ -459,15 +459,7 @@ impl<'a> State<'a> {
 fn describe(series: &SeriesView<'_>) -> String {
     use prost::Message;
     match crate::wire::pb::TimeSeries::decode(series.body) {
-        Ok(ts) => {
-            let labels: Vec<String> = ts
-                .labels
-                .iter()
-                .take(12)
-                .map(|l| format!("{}={:?}", l.name, l.value))
-                .collect();
-            format!("{{{}}}", labels.join(", "))
-        }
+        Ok(ts) => crate::wire::describe_labels(&ts.labels, 12),
         Err(_) => "(undecodable)".into(),
     }
 }

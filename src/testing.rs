@@ -162,6 +162,15 @@ pub fn request(shape: &Shape) -> pb::WriteRequest {
     }
 }
 
+/// Puts every series of `req` into namespace `ns`.
+pub fn set_namespace(req: &mut pb::WriteRequest, ns: &str) {
+    for label in req.timeseries.iter_mut().flat_map(|s| s.labels.iter_mut()) {
+        if label.name == "namespace" {
+            label.value = ns.into();
+        }
+    }
+}
+
 /// `namespace: organization` pairs for `namespaces` namespaces spread over
 /// `orgs` organizations: `ns-i` belongs to `org-(i % orgs)`.
 pub fn table_pairs(namespaces: usize, orgs: usize) -> Vec<(String, String)> {

@@ -267,13 +267,7 @@ async fn the_byte_budget_bounds_decoded_data_in_flight() {
         namespaces: 1,
         ..Default::default()
     });
-    for s in &mut big.timeseries {
-        for l in &mut s.labels {
-            if l.name == "namespace" {
-                l.value = "shop-prod".into();
-            }
-        }
-    }
+    orgsplit::testing::set_namespace(&mut big, "shop-prod");
     // A request holds twice its decoded size; the budget fits one at a time.
     let len = {
         use prost::Message;
@@ -333,13 +327,7 @@ async fn metrics_count_known_traffic() {
         exemplar_every: 5,
         ..Default::default()
     });
-    for s in &mut req.timeseries {
-        for l in &mut s.labels {
-            if l.name == "namespace" {
-                l.value = "billing".into();
-            }
-        }
-    }
+    orgsplit::testing::set_namespace(&mut req, "billing");
     req.timeseries.push(series(
         &[("__name__", "x"), ("namespace", "nowhere")],
         1.0,

@@ -177,13 +177,7 @@ async fn histograms_exemplars_and_float_bits_arrive_unchanged() {
         exemplar_every: 4,
         ..Default::default()
     });
-    for ts in &mut req.timeseries {
-        for l in &mut ts.labels {
-            if l.name == "namespace" {
-                l.value = "billing".into();
-            }
-        }
-    }
+    orgsplit::testing::set_namespace(&mut req, "billing");
     req.timeseries[1].samples[0].value = f64::from_bits(0x7ff0_0000_0000_0002); // Prometheus' stale marker
     let (status, _, body) = orgsplit.push(&req).await;
     assert_eq!(status, 204, "{body}");

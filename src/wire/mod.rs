@@ -33,6 +33,20 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
+/// A short, human-readable form of a series' labels, for error messages
+/// and `inspect`: `{__name__="up", job="x", +3 more}`.
+pub fn describe_labels(labels: &[pb::Label], max: usize) -> String {
+    let shown: Vec<String> = labels
+        .iter()
+        .take(max)
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    match labels.len().saturating_sub(max) {
+        0 => format!("{{{}}}", shown.join(", ")),
+        more => format!("{{{}, +{more} more}}", shown.join(", ")),
+    }
+}
+
 /// Why a body is not a well-formed `WriteRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

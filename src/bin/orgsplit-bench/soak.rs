@@ -51,7 +51,13 @@ pub async fn run(args: &super::Args) -> anyhow::Result<()> {
                         .iter()
                         .flat_map(|s| s.samples.iter().map(|x| x.timestamp))
                         .collect();
-                    state.accepted.lock().unwrap().entry(tenant).or_default().extend(ids);
+                    state
+                        .accepted
+                        .lock()
+                        .unwrap()
+                        .entry(tenant)
+                        .or_default()
+                        .extend(ids);
                     StatusCode::OK
                 }
             }),
@@ -97,7 +103,9 @@ pub async fn run(args: &super::Args) -> anyhow::Result<()> {
             let mut i = 0u64;
             while Instant::now() < deadline {
                 i += 1;
-                let extra: String = (0..(i % 50)).map(|j| format!("churn-{j}: org-{}\n", (i + j) % 7)).collect();
+                let extra: String = (0..(i % 50))
+                    .map(|j| format!("churn-{j}: org-{}\n", (i + j) % 7))
+                    .collect();
                 let tmp = table.with_extension("tmp");
                 let _ = std::fs::write(&tmp, format!("{base}{extra}"));
                 let _ = std::fs::rename(&tmp, &table);
@@ -111,7 +119,9 @@ pub async fn run(args: &super::Args) -> anyhow::Result<()> {
     let next_id = Arc::new(AtomicU64::new(1));
     let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
     let retries = Arc::new(AtomicU64::new(0));
-    let interval = Duration::from_secs_f64(args.concurrency as f64 * args.series as f64 / args.rate.max(1) as f64);
+    let interval = Duration::from_secs_f64(
+        args.concurrency as f64 * args.series as f64 / args.rate.max(1) as f64,
+    );
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let (client, url, template) = (client.clone(), url.clone(), template.clone());
@@ -141,11 +151,17 @@ pub async fn run(args: &super::Args) -> anyhow::Result<()> {
         }));
     }
 
-    println!("{:>6} {:>10} {:>6} {:>10} {:>8}", "t(s)", "RSS(MiB)", "FDs", "acked", "retries");
+    println!(
+        "{:>6} {:>10} {:>6} {:>10} {:>8}",
+        "t(s)", "RSS(MiB)", "FDs", "acked", "retries"
+    );
     let started = Instant::now();
     let mut rss_series = Vec::new();
     while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
         let rss = rss_kib(pid)? as f64 / 1024.0;
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
         rss_series.push(rss);
@@ -178,7 +194,10 @@ pub async fn run(args: &super::Args) -> anyhow::Result<()> {
             lost += 1;
         }
     }
-    let (first, last) = (rss_series.first().copied().unwrap_or(0.0), rss_series.last().copied().unwrap_or(0.0));
+    let (first, last) = (
+        rss_series.first().copied().unwrap_or(0.0),
+        rss_series.last().copied().unwrap_or(0.0),
+    );
     println!(
         "soak: {} pushes acknowledged ({} samples), {} retries, {} lost; RSS first {:.1} MiB, last {:.1} MiB, max {:.1} MiB",
         acked.len(),
@@ -208,6 +227,9 @@ fn stamp(template: &pb::WriteRequest, id: i64) -> pb::WriteRequest {
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(Path::new(&format!("/proc/{pid}/status")))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
     Ok(line.split_whitespace().nth(1).context("VmRSS")?.parse()?)
 }
