@@ -362,3 +362,50 @@ async fn metrics_count_known_traffic() {
     assert!(page.contains("orgsplit_upstream_request_duration_seconds_bucket"));
     assert!(page.contains("orgsplit_inflight_requests"));
 }
+
+#[tokio::test]
+async fn a_separate_metrics_listener_serves_metrics_and_health_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    write_table(dir.path(), TABLE);
+    let cfg = yaml(
+        dir.path(),
+        &upstream.url(),
+        "",
+        &format!("metrics_listen: 127.0.0.1:{port}"),
+    );
+    std::fs::write(dir.path().join("c.yaml"), cfg).unwrap();
+    let config =
+        orgsplit::config::Config::load(Some(&dir.path().join("c.yaml")), &Default::default())
+            .unwrap();
+    orgsplit::metrics::install();
+    let table = orgsplit::table::OrgTable::new();
+    orgsplit::table::file::start(config.lookup.file.clone().unwrap(), table.clone()).unwrap();
+    let app = std::sync::Arc::new(orgsplit::server::App::new(&config, table).unwrap());
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind(config.metrics_listen.unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(orgsplit::server::serve(
+        app,
+        main,
+        Some(metrics),
+        std::future::pending(),
+    ));
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| client().get(format!("{base}{path}")).send();
+    assert_eq!(get("/metrics").await.unwrap().status().as_u16(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 200);
+    let push = client()
+        .post(format!("{base}/api/v1/push"))
+        .body(orgsplit::testing::compress(&mixed()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(push.status().as_u16(), 404, "no pushes on the metrics port");
+}
