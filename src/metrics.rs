@@ -235,8 +235,20 @@ pub fn answered(status: u16, elapsed: Duration) {
     histogram!("orgsplit_request_duration_seconds").record(elapsed.as_secs_f64());
 }
 
-pub fn inflight(delta: f64) {
-    gauge!("orgsplit_inflight_requests").increment(delta);
+/// Counts a push in `orgsplit_inflight_requests` while it lives.
+pub struct Inflight(());
+
+impl Inflight {
+    pub fn enter() -> Self {
+        gauge!("orgsplit_inflight_requests").increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        gauge!("orgsplit_inflight_requests").decrement(1.0);
+    }
 }
 
 /// Status codes as static strings, so the hot path does not format them.

@@ -25,9 +25,10 @@ use crate::server::App;
 /// The push handler.
 pub async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    crate::metrics::inflight(1.0);
+    // A guard, so the gauge is right even when the sender hangs up and the
+    // handler is dropped mid-way.
+    let _inflight = crate::metrics::Inflight::enter();
     let answer = handle(&app, &headers, body).await;
-    crate::metrics::inflight(-1.0);
     crate::metrics::answered(answer.status.as_u16(), started.elapsed());
     respond(answer)
 }

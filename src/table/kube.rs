@@ -169,6 +169,8 @@ async fn follow(client: Client, cfg: KubeLookup, table: OrgTable) {
         }
         if changed {
             table.replace(feed.current.clone());
+        } else if feed.healthy && table.is_synced() {
+            table.touch();
         }
         crate::metrics::table_source_up(feed.healthy);
     }

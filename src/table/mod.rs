@@ -146,6 +146,17 @@ impl OrgTable {
         crate::metrics::table_synced(size, now);
     }
 
+    /// Records that the source confirmed the table is current without
+    /// changing it (a watch event that changed nothing).
+    pub fn touch(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        self.inner.last_sync.store(now, Ordering::Relaxed);
+        crate::metrics::table_synced(self.snapshot().len(), now);
+    }
+
     /// True once a complete table has been loaded.
     pub fn is_synced(&self) -> bool {
         self.inner.synced.load(Ordering::Acquire)
