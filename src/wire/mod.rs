@@ -87,14 +87,19 @@ pub(crate) mod wt {
 /// Reads a base-128 varint at `*pos`, advancing it.
 #[inline(always)]
 pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
-    // Field keys and most lengths in a WriteRequest fit in one byte.
-    if let Some(&byte) = buf.get(*pos) {
-        if byte < 0x80 {
+    // Field keys and most lengths in a WriteRequest fit in one byte, series
+    // lengths in two.
+    match buf.get(*pos..*pos + 2) {
+        Some(&[b0, _]) if b0 < 0x80 => {
             *pos += 1;
-            return Ok(u64::from(byte));
+            Ok(u64::from(b0))
         }
+        Some(&[b0, b1]) if b1 < 0x80 => {
+            *pos += 2;
+            Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7))
+        }
+        _ => read_varint_slow(buf, pos),
     }
-    read_varint_slow(buf, pos)
 }
 
 #[inline(never)]
