@@ -127,8 +127,9 @@ pub struct Split<'a> {
 pub struct Router {
     mode: Mode,
     query: LabelQuery,
-    namespace_labels: Vec<String>,
-    tenant_label: String,
+    /// The label names the router looks for, in priority order (the
+    /// namespace labels, or the tenant label).
+    names: Vec<String>,
     remove_tenant_label: bool,
     tenant_prefix: String,
     default_tenant: Option<String>,
@@ -148,15 +149,15 @@ impl Router {
     /// Compiles the routing section. `default_tenant` must already be
     /// validated (see `config`).
     pub fn new(routing: &Routing, limits: SeriesLimits, max_series: usize) -> Self {
-        let query = match routing.mode {
-            Mode::Namespace => LabelQuery::new(&routing.namespace_labels),
-            Mode::Label => LabelQuery::new([&routing.tenant_label]),
+        let names = match routing.mode {
+            Mode::Namespace => routing.namespace_labels.clone(),
+            Mode::Label => vec![routing.tenant_label.clone()],
         };
+        let query = LabelQuery::new(&names);
         Self {
             mode: routing.mode,
             query,
-            namespace_labels: routing.namespace_labels.clone(),
-            tenant_label: routing.tenant_label.clone(),
+            names,
             remove_tenant_label: routing.remove_tenant_label && routing.mode == Mode::Label,
             tenant_prefix: routing.tenant_prefix.clone(),
             default_tenant: Some(routing.default_tenant.clone()).filter(|t| !t.is_empty()),
@@ -181,11 +182,8 @@ impl Router {
     }
 
     /// The label names the router looks for, in priority order.
-    pub fn query_names(&self) -> Vec<String> {
-        match self.mode {
-            Mode::Namespace => self.namespace_labels.clone(),
-            Mode::Label => vec![self.tenant_label.clone()],
-        }
+    pub fn query_names(&self) -> &[String] {
+        &self.names
     }
 
     /// Splits a decompressed `WriteRequest` into one batch per tenant.

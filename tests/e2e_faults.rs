@@ -40,21 +40,9 @@ type Samples = BTreeMap<String, BTreeSet<(i64, u64)>>;
 /// What the sender stored: series key → (timestamp ms, value bits), for the
 /// given namespace, up to `until_ms`.
 async fn scraped(prom_port: u16, namespace: &str, until_ms: i64) -> Samples {
-    let query = format!("{{namespace=\"{namespace}\"}}[10m]");
-    let r: serde_json::Value = client()
-        .get(format!("http://127.0.0.1:{prom_port}/api/v1/query"))
-        .query(&[
-            ("query", query.as_str()),
-            ("time", &format!("{}", until_ms as f64 / 1000.0)),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let selector = format!("{{namespace=\"{namespace}\"}}[10m]");
     let mut out = Samples::new();
-    for s in r["data"]["result"].as_array().cloned().unwrap_or_default() {
+    for s in query(prom_port, &selector, Some(until_ms as f64 / 1000.0)).await {
         let labels: BTreeMap<String, String> = serde_json::from_value(s["metric"].clone()).unwrap();
         let set = out.entry(key(&labels)).or_default();
         for v in s["values"].as_array().cloned().unwrap_or_default() {

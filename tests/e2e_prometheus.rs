@@ -165,19 +165,8 @@ async fn a_real_receiver_accepts_the_reencoded_pushes() {
     .await;
 
     let query = |q: &'static str| async move {
-        let r: serde_json::Value = common::client()
-            .get(format!("http://127.0.0.1:{receiver_port}/api/v1/query"))
-            .query(&[("query", q)])
-            .send()
+        query(receiver_port, q, None)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
             .into_iter()
             .map(|s| {
                 (

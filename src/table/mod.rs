@@ -137,10 +137,7 @@ impl OrgTable {
     pub fn replace(&self, snapshot: Snapshot) {
         let size = snapshot.len();
         self.inner.current.store(Arc::new(snapshot));
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now = unix_now();
         self.inner.last_sync.store(now, Ordering::Relaxed);
         self.inner.synced.store(true, Ordering::Release);
         crate::metrics::table_synced(size, now);
@@ -149,10 +146,7 @@ impl OrgTable {
     /// Records that the source confirmed the table is current without
     /// changing it (a watch event that changed nothing).
     pub fn touch(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now = unix_now();
         self.inner.last_sync.store(now, Ordering::Relaxed);
         crate::metrics::table_synced(self.snapshot().len(), now);
     }
@@ -166,6 +160,13 @@ impl OrgTable {
     pub fn last_sync(&self) -> u64 {
         self.inner.last_sync.load(Ordering::Relaxed)
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

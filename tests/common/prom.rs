@@ -206,3 +206,22 @@ pub async fn scrape_metric(port: u16, name: &str) -> f64 {
         .unwrap();
     metric(&page, name)
 }
+
+/// Runs an instant query against a Prometheus (at `time`, Unix seconds, if
+/// given) and returns `data.result`.
+pub async fn query(port: u16, query: &str, time: Option<f64>) -> Vec<serde_json::Value> {
+    let mut params = vec![("query", query.to_string())];
+    if let Some(t) = time {
+        params.push(("time", t.to_string()));
+    }
+    let r: serde_json::Value = super::client()
+        .get(format!("http://127.0.0.1:{port}/api/v1/query"))
+        .query(&params)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["data"]["result"].as_array().cloned().unwrap_or_default()
+}
