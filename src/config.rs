@@ -302,10 +302,24 @@ pub struct Overrides {
 pub enum ConfigError {
     #[error("config file {0} does not exist")]
     Missing(PathBuf),
-    #[error("{0}")]
+    #[error("{}", load_message(.0))]
     Load(#[from] Box<figment::Error>),
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// figment's message, plus a hint when a YAML or environment value was read
+/// as a number, boolean or null where text is expected: such a value is
+/// refused, never turned into text (`0x1f` would become `31`).
+fn load_message(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    let mut out = e.to_string();
+    if matches!(&e.kind, Kind::InvalidType(_, expected) if expected.contains("string")) {
+        out.push_str(
+            " (numbers, booleans and null are not read as text: quote the value, e.g. \"0x1f\")",
+        );
+    }
+    out
 }
 
 /// Sections whose keys an `ORGSPLIT_<SECTION>_<KEY>` variable can set.
@@ -597,6 +611,49 @@ lookup:
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("upstream.url is required"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tenant_values_are_literal_text_or_refused() {
+        // A YAML value that is a number, boolean or null to YAML is refused
+        // with a hint, never coerced (0x1f would become the tenant "31").
+        for v in ["0x1f", "1e3", "0o17", "true", "null", "~", ".inf"] {
+            Jail::expect_with(|jail| {
+                let text =
+                    MINIMAL.replace("default_tenant: fallback", &format!("default_tenant: {v}"));
+                let err = load(jail, &text).unwrap_err().to_string();
+                assert!(
+                    err.contains("default_tenant") && err.contains("quote"),
+                    "{v}: {err}"
+                );
+                let text =
+                    MINIMAL.replace("routing:\n", &format!("routing:\n  tenant_prefix: {v}\n"));
+                let err = load(jail, &text).unwrap_err().to_string();
+                assert!(
+                    err.contains("tenant_prefix") && err.contains("quote"),
+                    "{v}: {err}"
+                );
+                Ok(())
+            });
+        }
+        // Quoted, or as text YAML does not resolve, the characters are kept.
+        Jail::expect_with(|jail| {
+            let c = load(jail, &MINIMAL.replace("fallback", "'0x1F'")).unwrap();
+            assert_eq!(c.routing.default_tenant, "0x1F");
+            let c = load(jail, &MINIMAL.replace("fallback", "017")).unwrap();
+            assert_eq!(c.routing.default_tenant, "017");
+            // From the environment, what figment cannot read as a number is
+            // kept as written; what it can is refused the same way.
+            jail.set_env("ORGSPLIT_ROUTING_DEFAULT_TENANT", "0x1f");
+            jail.set_env("ORGSPLIT_ROUTING_TENANT_PREFIX", "1e3-");
+            let c = load(jail, MINIMAL).unwrap();
+            assert_eq!(c.routing.default_tenant, "0x1f");
+            assert_eq!(c.routing.tenant_prefix, "1e3-");
+            jail.set_env("ORGSPLIT_ROUTING_DEFAULT_TENANT", "017");
+            let err = load(jail, MINIMAL).unwrap_err().to_string();
+            assert!(err.contains("quote"), "{err}");
             Ok(())
         });
     }

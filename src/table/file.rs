@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::Watcher;
-use serde_yaml::Value;
 
 use super::{OrgTable, Snapshot};
 
@@ -44,54 +43,95 @@ pub fn load(path: &Path) -> Result<Snapshot, FileError> {
     })
 }
 
-/// Parses `namespace: organization` YAML. A namespace whose value is null is
-/// listed without an organization and so stays unmapped; numbers and booleans
-/// are taken as their text.
+/// Parses `namespace: organization` YAML.
+///
+/// Every key and value is taken as the exact characters written: YAML's
+/// type resolution is never applied, so `0x1f`, `1e3`, `017`, `true`, `no`,
+/// `null` or `2024-01-01` are the namespace or organization of that name,
+/// not a number, boolean, null or date (Kubernetes allows namespaces called
+/// `1e3` or `null`; reading `0x1f` as 31 would send one namespace's series
+/// to another's tenant). A namespace with an empty value is listed without
+/// an organization and stays unmapped.
+///
+/// Not a table, so an error (the caller keeps the last good table): a file
+/// with no YAML content at all (empty, whitespace or comments only, as a
+/// truncated write leaves it; `{}` is the explicit empty table), anything
+/// but a map, a list or map as a value, and a namespace listed twice.
 pub fn parse(text: &str) -> Result<Snapshot, String> {
-    let value: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    let map = match value {
-        Value::Mapping(map) => map,
-        Value::Null => Default::default(),
-        other => return Err(format!("expected a map, found {}", kind(&other))),
-    };
-    let mut pairs = Vec::with_capacity(map.len());
-    for (key, value) in map {
-        let namespace = scalar(&key)
-            .ok_or_else(|| format!("namespace keys must be strings, found {}", kind(&key)))?;
-        match value {
-            Value::Null => continue,
-            ref v => {
-                let org = scalar(v).ok_or_else(|| {
-                    format!(
-                        "organization of {namespace:?} must be a string, found {}",
-                        kind(v)
-                    )
-                })?;
-                pairs.push((namespace, org));
+    if is_blank(text) {
+        return Err("the file is empty (no YAML content); write `{}` for an empty table".into());
+    }
+    let table: LiteralTable = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    Ok(Snapshot::from_pairs(
+        table.0.into_iter().filter(|(_, org)| !org.is_empty()),
+    ))
+}
+
+/// True when `text` holds no YAML node: only whitespace, comments and
+/// document markers.
+fn is_blank(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|line| line.is_empty() || line.starts_with('#') || line == "---" || line == "...")
+}
+
+/// The table as literal `(namespace, organization)` text pairs.
+///
+/// Deserialized by hand rather than through `serde_yaml::Value`, which
+/// resolves plain scalars to numbers and booleans (and would even call the
+/// keys `0x1f` and `31` duplicates). `deserialize_str` hands back a scalar's
+/// characters as written, whatever they look like.
+struct LiteralTable(Vec<(String, String)>);
+
+impl<'de> serde::Deserialize<'de> for LiteralTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(TableVisitor)
+    }
+}
+
+struct TableVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TableVisitor {
+    type Value = LiteralTable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map of namespace: organization")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut seen = std::collections::HashSet::new();
+        while let Some(Text(namespace)) = map.next_key::<Text>()? {
+            let Text(org) = map.next_value::<Text>().map_err(|e| {
+                serde::de::Error::custom(format_args!("organization of {namespace:?}: {e}"))
+            })?;
+            if !seen.insert(namespace.clone()) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "namespace {namespace:?} is listed twice"
+                )));
+            }
+            pairs.push((namespace, org));
+        }
+        Ok(LiteralTable(pairs))
+    }
+}
+
+/// One scalar, as the characters written.
+struct Text(String);
+
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
             }
         }
-    }
-    Ok(Snapshot::from_pairs(pairs))
-}
-
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a map",
-        Value::Tagged(_) => "a tagged value",
+        d.deserialize_str(V)
     }
 }
 
@@ -108,6 +148,7 @@ pub fn start(path: PathBuf, table: OrgTable) -> Result<(), FileError> {
     let snapshot = load(&path)?;
     tracing::info!(path = %path.display(), namespaces = snapshot.len(), "loaded namespace table");
     table.replace(snapshot);
+    crate::metrics::table_source_up(true);
     tokio::spawn(follow(path, table));
     Ok(())
 }
@@ -180,19 +221,92 @@ mod tests {
     use crate::table::Org;
 
     #[test]
-    fn parses_the_map_and_skips_nulls() {
-        let s = parse("shop-prod: acme\nbilling: 1234\nkube-system:\n").unwrap();
+    fn parses_the_map_and_skips_empty_values() {
+        let s = parse("shop-prod: acme\nbilling: 1234\nkube-system:\nquoted: ''\n").unwrap();
         assert_eq!(s.get("shop-prod"), Some(&Org::Tenant("acme".into())));
         assert_eq!(s.get("billing"), Some(&Org::Tenant("1234".into())));
         assert_eq!(s.get("kube-system"), None);
+        assert_eq!(s.get("quoted"), None);
         assert_eq!(s.len(), 2);
-        assert!(parse("").unwrap().is_empty());
+        assert!(parse("{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_key_and_value_is_the_text_written() {
+        // Each of these is a number, boolean, null or date to a YAML 1.1/1.2
+        // reader; here each is a namespace and an organization of its own.
+        let words = [
+            "0x1f",
+            "31",
+            "1e3",
+            "1000",
+            "0o17",
+            "017",
+            "15",
+            "true",
+            "no",
+            "on",
+            "yes",
+            "off",
+            "null",
+            "Null",
+            "~",
+            ".inf",
+            "-.inf",
+            ".nan",
+            "2024-01-01",
+            "1_000",
+            "0b11",
+            "+1",
+        ];
+        let text: String = words.iter().map(|w| format!("{w}: {w}\n")).collect();
+        let s = parse(&text).unwrap();
+        assert_eq!(s.len(), words.len(), "no two keys merged");
+        for w in words {
+            let want = match crate::tenant::validate(w) {
+                Ok(()) => Org::Tenant(w.into()),
+                Err(e) => Org::Invalid(e),
+            };
+            assert_eq!(s.get(w), Some(&want), "{w}");
+        }
+        let s = parse("31: acme\n0x1f: globex\nshop: 0x1F\nlogs: 1e3\n").unwrap();
+        assert_eq!(s.get("31"), Some(&Org::Tenant("acme".into())));
+        assert_eq!(s.get("0x1f"), Some(&Org::Tenant("globex".into())));
+        assert_eq!(s.get("shop"), Some(&Org::Tenant("0x1F".into())));
+        assert_eq!(s.get("logs"), Some(&Org::Tenant("1e3".into())));
+        // quoting and block styles give the same text
+        let s = parse("'0x1f': \"1e3\"\nb: |-\n  acme\n").unwrap();
+        assert_eq!(s.get("0x1f"), Some(&Org::Tenant("1e3".into())));
+        assert_eq!(s.get("b"), Some(&Org::Tenant("acme".into())));
+    }
+
+    #[test]
+    fn a_truncated_or_ambiguous_file_is_not_a_table() {
+        for blank in [
+            "",
+            "   ",
+            "\n\n",
+            "# only a comment\n",
+            "---\n",
+            "\t\n  # x\n",
+        ] {
+            let e = parse(blank).unwrap_err();
+            assert!(e.contains("empty"), "{blank:?}: {e}");
+        }
+        let e = parse("a: x\nb: y\na: z\n").unwrap_err();
+        assert!(e.contains("\"a\" is listed twice"), "{e}");
+        assert!(parse("null").unwrap_err().contains("map"));
+        assert!(parse("a: x\n---\nb: y\n").is_err(), "two documents");
     }
 
     #[test]
     fn rejects_what_is_not_a_map() {
         assert!(parse("- a\n- b\n").unwrap_err().contains("expected a map"));
-        assert!(parse("a: [x]").unwrap_err().contains("must be a string"));
+        let e = parse("a: x\nb: [x]\n").unwrap_err();
+        assert!(
+            e.contains("organization of \"b\"") && e.contains("line 2"),
+            "{e}"
+        );
         assert!(parse("a: b: c").is_err());
     }
 }
