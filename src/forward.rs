@@ -173,27 +173,53 @@ impl Forwarder {
             Err(e) => return Upstream::Unreachable(error_chain(&e)),
         };
         let status = response.status();
-        if status.is_success() {
-            // Drain the (normally empty) body so the connection is reused.
-            let _ = response.bytes().await;
-            return Upstream::Accepted;
-        }
         let retry_after = response
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let message = match response.bytes().await {
-            Ok(b) => String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned(),
+        // Read at most a small prefix of the answer, whatever its status or
+        // length: an upstream (or something posing as one) must not be able
+        // to make orgsplit buffer a large body. A body longer than that is
+        // not drained; dropping the response closes its connection instead.
+        let prefix = match read_prefix(response, MAX_ANSWER_BYTES).await {
+            Ok(p) => p,
+            Err(e) if status.is_success() => {
+                // The push was accepted; only the (ignored) body failed.
+                tracing::debug!(error = %error_chain(&e), "reading an accepted push's answer");
+                Vec::new()
+            }
             Err(e) if e.is_timeout() => return Upstream::Timeout,
-            Err(e) => error_chain(&e),
+            Err(e) => error_chain(&e).into_bytes(),
         };
+        if status.is_success() {
+            return Upstream::Accepted;
+        }
         Upstream::Status {
             status: status.as_u16(),
             retry_after,
-            message,
+            message: String::from_utf8_lossy(&prefix).into_owned(),
         }
     }
+}
+
+/// Most bytes of an upstream answer that are read (for the error message).
+pub const MAX_ANSWER_BYTES: usize = 4096;
+
+/// Reads at most `limit` bytes of `response`'s body, chunk by chunk, and
+/// drops the rest unread.
+async fn read_prefix(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match response.chunk().await? {
+            Some(chunk) => out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]),
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 /// Logs failed pushes: one line per failure, but at most one per tenant

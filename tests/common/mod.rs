@@ -36,11 +36,16 @@ pub struct Received {
 pub enum Behaviour {
     Status(u16, Option<u64>, &'static str),
     Delay(Duration),
+    /// Answers this status with a streamed body of this many bytes, and
+    /// counts how many of them the client took ([`Upstream::streamed`]).
+    HugeBody(u16, u64),
 }
 
 #[derive(Default)]
 struct UpstreamState {
     received: Mutex<Vec<Received>>,
+    /// Bytes of `HugeBody` answers handed to the connection so far.
+    streamed: std::sync::atomic::AtomicU64,
     behaviour: Mutex<HashMap<String, Behaviour>>,
 }
 
@@ -96,6 +101,11 @@ impl Upstream {
         self.state.received.lock().unwrap().clone()
     }
 
+    /// Bytes of `HugeBody` answers the client has read (or the socket took).
+    pub fn streamed(&self) -> u64 {
+        self.state.streamed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn reset(&self) {
         self.state.received.lock().unwrap().clear();
     }
@@ -132,6 +142,23 @@ async fn receive(
             return r;
         }
         Some(Behaviour::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Behaviour::HugeBody(code, total)) => {
+            const CHUNK: u64 = 64 << 10;
+            let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+            let counter = state.clone();
+            let stream = futures::stream::iter((0..total.div_ceil(CHUNK)).map(move |_| {
+                counter
+                    .streamed
+                    .fetch_add(CHUNK, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, std::io::Error>(chunk.clone())
+            }));
+            return (
+                StatusCode::from_u16(code).unwrap(),
+                [("content-length", total.to_string())],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
         None => {}
     }
     let request = match orgsplit::testing::decompress(&body) {
