@@ -58,7 +58,6 @@ fn router() -> Router {
             ..Default::default()
         },
         Default::default(),
-        0,
     )
 }
 

@@ -231,6 +231,16 @@ pub struct Limits {
     pub max_decoded_bytes: usize,
     /// Most series in one request (413 beyond); 0 for no limit.
     pub max_series_per_request: usize,
+    /// Most metadata entries in one request (413 beyond); 0 for no limit.
+    pub max_metadata_per_request: usize,
+    /// Most samples (float and native histogram) in one request (413
+    /// beyond); 0 for no limit.
+    pub max_samples_per_request: usize,
+    /// Most exemplars in one request (413 beyond); 0 for no limit.
+    pub max_exemplars_per_request: usize,
+    /// Most spans, buckets and custom values in one native histogram (413
+    /// beyond); 0 for no limit.
+    pub max_buckets_per_histogram: usize,
     /// Most labels on one series (400 beyond).
     pub max_labels_per_series: usize,
     /// Longest label name or value in bytes (400 beyond).
@@ -254,11 +264,43 @@ impl Default for Limits {
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 64 << 20,
             max_series_per_request: 100_000,
+            max_metadata_per_request: 100_000,
+            max_samples_per_request: 2_000_000,
+            max_exemplars_per_request: 100_000,
+            max_buckets_per_histogram: 16_384,
             max_labels_per_series: 1024,
             max_label_bytes: 64 << 10,
             max_inflight_requests: 256,
             max_inflight_bytes: 128 << 20,
             overload_status: 503,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits the wire walk checks (0, "no limit", becomes `usize::MAX`).
+    pub fn wire(&self) -> crate::wire::Limits {
+        let or_max = |n: usize| if n == 0 { usize::MAX } else { n };
+        crate::wire::Limits {
+            max_labels: self.max_labels_per_series,
+            max_label_bytes: self.max_label_bytes,
+            max_series: or_max(self.max_series_per_request),
+            max_metadata: or_max(self.max_metadata_per_request),
+            max_samples: or_max(self.max_samples_per_request),
+            max_exemplars: or_max(self.max_exemplars_per_request),
+            max_buckets: or_max(self.max_buckets_per_histogram),
+        }
+    }
+
+    /// The config key of the limit on `item`, for error messages.
+    pub fn key(item: crate::wire::Item) -> &'static str {
+        use crate::wire::Item;
+        match item {
+            Item::Series => "limits.max_series_per_request",
+            Item::Metadata => "limits.max_metadata_per_request",
+            Item::Samples => "limits.max_samples_per_request",
+            Item::Exemplars => "limits.max_exemplars_per_request",
+            Item::Buckets => "limits.max_buckets_per_histogram",
         }
     }
 }

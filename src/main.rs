@@ -111,15 +111,7 @@ fn inspect(config: &Config, capture: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let app_limits = &config.limits;
-    let router = orgsplit::route::Router::new(
-        &config.routing,
-        orgsplit::wire::SeriesLimits {
-            max_labels: app_limits.max_labels_per_series,
-            max_label_bytes: app_limits.max_label_bytes,
-        },
-        app_limits.max_series_per_request,
-    );
+    let router = orgsplit::route::Router::new(&config.routing, config.limits.wire());
     match orgsplit::inspect::report(&router, &snapshot, &bytes) {
         Ok(text) => {
             print!("{text}");

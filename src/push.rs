@@ -21,6 +21,7 @@ use crate::answer::{self, Answer};
 use crate::pipeline::{self, DecodeError};
 use crate::route::RouteError;
 use crate::server::App;
+use crate::wire::{Item, WireError};
 
 /// The push handler.
 pub async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
@@ -133,13 +134,8 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
             pipeline::compress(split.batches, &app.pool)
         }
         Err(e) => {
-            let (status, reason) = match &e {
-                RouteError::Wire(_) => (StatusCode::BAD_REQUEST, "malformed"),
-                RouteError::Rejected { .. } => (StatusCode::BAD_REQUEST, "unmapped"),
-                RouteError::TooManySeries(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_series"),
-            };
             app.pool.give(decoded);
-            return reject(status, reason, e.to_string());
+            return route_error(e);
         }
     };
     app.pool.give(decoded);
@@ -189,6 +185,33 @@ fn decode_error(e: DecodeError) -> Answer {
         DecodeError::Empty => (StatusCode::BAD_REQUEST, "empty"),
     };
     reject(status, reason, e.to_string())
+}
+
+fn route_error(e: RouteError) -> Answer {
+    let (status, reason) = match &e {
+        RouteError::Wire(WireError::TooMany { item, limit }) => {
+            let message = format!(
+                "request has more than {limit} {} ({})",
+                item.noun(),
+                crate::config::Limits::key(*item)
+            );
+            return reject(StatusCode::PAYLOAD_TOO_LARGE, too_many(*item), message);
+        }
+        RouteError::Wire(_) => (StatusCode::BAD_REQUEST, "malformed"),
+        RouteError::Rejected { .. } => (StatusCode::BAD_REQUEST, "unmapped"),
+    };
+    reject(status, reason, e.to_string())
+}
+
+/// The `reason` label of a request refused for too many of `item`.
+fn too_many(item: Item) -> &'static str {
+    match item {
+        Item::Series => "too_many_series",
+        Item::Metadata => "too_many_metadata",
+        Item::Samples => "too_many_samples",
+        Item::Exemplars => "too_many_exemplars",
+        Item::Buckets => "too_many_buckets",
+    }
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {

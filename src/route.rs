@@ -25,7 +25,7 @@ use crate::config::{Mode, Routing, UnmappedPolicy};
 use crate::pool::BufferPool;
 use crate::table::{Org, Snapshot};
 use crate::tenant::{self, InvalidTenant};
-use crate::wire::{encode, Field, LabelQuery, Request, SeriesLimits, SeriesView, WireError};
+use crate::wire::{encode, Field, LabelQuery, Limits, Request, SeriesView, WireError};
 
 pub mod family;
 pub mod reference;
@@ -71,8 +71,6 @@ pub enum RouteError {
     Wire(#[from] WireError),
     #[error("series {series} has no tenant ({reason}) and routing.unmapped is reject")]
     Rejected { series: String, reason: String },
-    #[error("request has more than {0} series")]
-    TooManySeries(usize),
 }
 
 /// The series and metadata for one tenant, encoded as a `WriteRequest`.
@@ -134,8 +132,7 @@ pub struct Router {
     tenant_prefix: String,
     default_tenant: Option<String>,
     policy: UnmappedPolicy,
-    limits: SeriesLimits,
-    max_series: usize,
+    limits: Limits,
 }
 
 /// Where a key (namespace or tenant label value) sends its series.
@@ -148,7 +145,7 @@ enum Outcome {
 impl Router {
     /// Compiles the routing section. `default_tenant` must already be
     /// validated (see `config`).
-    pub fn new(routing: &Routing, limits: SeriesLimits, max_series: usize) -> Self {
+    pub fn new(routing: &Routing, limits: Limits) -> Self {
         let names = match routing.mode {
             Mode::Namespace => routing.namespace_labels.clone(),
             Mode::Label => vec![routing.tenant_label.clone()],
@@ -163,11 +160,6 @@ impl Router {
             default_tenant: Some(routing.default_tenant.clone()).filter(|t| !t.is_empty()),
             policy: routing.unmapped,
             limits,
-            max_series: if max_series == 0 {
-                usize::MAX
-            } else {
-                max_series
-            },
         }
     }
 
@@ -285,9 +277,6 @@ impl<'a> State<'a> {
     fn series(&mut self, series: SeriesView<'a>) -> Result<(), RouteError> {
         let stats = &mut self.stats;
         stats.series += 1;
-        if stats.series as usize > self.router.max_series {
-            return Err(RouteError::TooManySeries(self.router.max_series));
-        }
         stats.samples += u64::from(series.samples);
         stats.exemplars += u64::from(series.exemplars);
         stats.histograms += u64::from(series.histograms);
@@ -454,12 +443,9 @@ impl<'a> State<'a> {
 }
 
 /// A short, human-readable form of a series' labels for error messages.
+/// Reads only the labels (a series may carry millions of samples).
 fn describe(series: &SeriesView<'_>) -> String {
-    use prost::Message;
-    match crate::wire::pb::TimeSeries::decode(series.body) {
-        Ok(ts) => crate::wire::describe_labels(&ts.labels, 12),
-        Err(_) => "(undecodable)".into(),
-    }
+    crate::wire::describe_series_labels(series.body, 12)
 }
 
 #[cfg(test)]

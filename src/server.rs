@@ -33,7 +33,6 @@ use crate::forward::{ForwardError, Forwarder};
 use crate::pool::BufferPool;
 use crate::route::{FamilyIndex, Router};
 use crate::table::OrgTable;
-use crate::wire::SeriesLimits;
 
 /// Everything a request handler needs, shared by all requests.
 pub struct App {
@@ -71,16 +70,8 @@ impl App {
     /// fed elsewhere (file or Kubernetes). Must run inside the runtime.
     pub fn new(config: &Config, table: OrgTable) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
-        let series_limits = SeriesLimits {
-            max_labels: limits.max_labels_per_series,
-            max_label_bytes: limits.max_label_bytes,
-        };
         Ok(Self {
-            router: Router::new(
-                &config.routing,
-                series_limits,
-                limits.max_series_per_request,
-            ),
+            router: Router::new(&config.routing, limits.wire()),
             table,
             families: FamilyIndex::default(),
             pool: Arc::default(),

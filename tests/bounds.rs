@@ -37,10 +37,17 @@ async fn a_huge_upstream_answer_is_read_only_as_far_as_the_message_needs() {
     let (status, _, body) = o.push(&two_tenants()).await;
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("globex"), "{body}");
-    assert!(body.len() < 16 << 10, "message is a prefix: {} bytes", body.len());
+    assert!(
+        body.len() < 16 << 10,
+        "message is a prefix: {} bytes",
+        body.len()
+    );
     // A few socket buffers' worth at most, not the 400 MiB.
     let taken = upstream.streamed();
-    assert!(taken < 32 << 20, "orgsplit read {taken} bytes of the answer");
+    assert!(
+        taken < 32 << 20,
+        "orgsplit read {taken} bytes of the answer"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // Same for a 2xx with a body nobody asked for: accepted, not drained.
@@ -53,4 +60,189 @@ async fn a_huge_upstream_answer_is_read_only_as_far_as_the_message_needs() {
     upstream.clear("globex");
     let (status, _, _) = o.push(&two_tenants()).await;
     assert_eq!(status, 204);
+}
+
+fn snappy(b: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(b).unwrap()
+}
+
+/// A request of `n` copies of the raw field `field` (tag and body), after
+/// one good series.
+fn flood(field: &[u8], n: usize) -> Vec<u8> {
+    use prost::Message;
+    let mut body = request(vec![series(
+        &[("__name__", "a"), ("namespace", "shop-prod")],
+        1.0,
+        1,
+    )])
+    .encode_to_vec();
+    body.reserve(field.len() * n);
+    for _ in 0..n {
+        body.extend_from_slice(field);
+    }
+    body
+}
+
+/// Asserts a 413 naming `key`, that nothing was forwarded, and that the
+/// server still serves a good push.
+async fn too_many(o: &Orgsplit, upstream: &Upstream, body: Vec<u8>, key: &str) {
+    let (status, _, text) = o.push_raw(snappy(&body)).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains(key), "{key} not in {text}");
+    assert!(upstream.received().is_empty(), "something was forwarded");
+    let (status, _, _) = o.push(&two_tenants()).await;
+    assert_eq!(status, 204);
+    upstream.reset();
+}
+
+#[tokio::test]
+async fn thirty_million_empty_metadata_entries_are_refused_as_they_are_counted() {
+    let (_d, upstream, o) = setup("").await;
+    // 3 MB compressed, 62 MB decoded, 31 million `metadata {}` fields: with
+    // no count limit this took the process past 1 GiB and was answered 204.
+    let body = flood(&[0x1a, 0x00], 31_000_000);
+    let started = Instant::now();
+    too_many(&o, &upstream, body, "limits.max_metadata_per_request").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            "orgsplit_requests_rejected_total{reason=\"too_many_metadata\""
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn each_repeated_item_has_a_limit_and_is_accepted_up_to_it() {
+    let (_d, upstream, o) = setup(
+        "limits:
+  max_series_per_request: 10
+  max_metadata_per_request: 10
+  max_samples_per_request: 20
+  max_exemplars_per_request: 10
+  max_buckets_per_histogram: 10
+",
+    )
+    .await;
+    use orgsplit::wire::pb;
+    use prost::Message;
+    let one = |f: &dyn Fn(&mut pb::TimeSeries)| {
+        let mut s = series(&[("__name__", "a"), ("namespace", "shop-prod")], 1.0, 1);
+        f(&mut s);
+        s
+    };
+    // At the limit: accepted, everything forwarded.
+    let metadata = |n: usize| pb::WriteRequest {
+        timeseries: vec![one(&|_| {})],
+        metadata: (0..n)
+            .map(|i| pb::MetricMetadata {
+                r#type: 1,
+                metric_family_name: format!("a{i}"),
+                help: "h".into(),
+                unit: String::new(),
+            })
+            .collect(),
+    };
+    let series_n = |n: usize| request((0..n).map(|_| one(&|_| {})).collect());
+    let samples = |n: usize| {
+        request(vec![one(&|s| {
+            s.samples = (0..n as i64)
+                .map(|t| pb::Sample {
+                    value: 1.0,
+                    timestamp: t,
+                })
+                .collect()
+        })])
+    };
+    let exemplars = |n: usize| {
+        request(vec![one(&|s| {
+            s.exemplars = (0..n as i64)
+                .map(|t| pb::Exemplar {
+                    labels: vec![label("trace_id", "x")],
+                    value: 1.0,
+                    timestamp: t,
+                })
+                .collect()
+        })])
+    };
+    let buckets = |n: usize| {
+        request(vec![one(&|s| {
+            s.samples.clear();
+            s.histograms = vec![pb::Histogram {
+                schema: 0,
+                positive_spans: vec![pb::BucketSpan {
+                    offset: 0,
+                    length: (n - 1) as u32,
+                }],
+                positive_deltas: vec![1; n - 1],
+                ..Default::default()
+            }];
+        })])
+    };
+    let cases: [(&dyn Fn(usize) -> pb::WriteRequest, usize, &str); 5] = [
+        (&series_n, 10, "max_series_per_request"),
+        (&metadata, 10, "max_metadata_per_request"),
+        (&samples, 20, "max_samples_per_request"),
+        (&exemplars, 10, "max_exemplars_per_request"),
+        (&buckets, 10, "max_buckets_per_histogram"),
+    ];
+    for (make, limit, key) in cases {
+        let (status, _, text) = o.push(&make(limit)).await;
+        assert_eq!(status, 204, "{key} at its limit: {text}");
+        assert!(!upstream.received().is_empty(), "{key}");
+        upstream.reset();
+        too_many(&o, &upstream, make(limit + 1).encode_to_vec(), key).await;
+    }
+}
+
+#[tokio::test]
+async fn floods_of_empty_exemplars_samples_and_buckets_are_refused() {
+    let (_d, upstream, o) = setup("").await;
+    // One series holding millions of empty items: each costs two bytes on
+    // the wire and far more in any decoder downstream.
+    let mut labels = Vec::new();
+    for (n, v) in [("__name__", "a"), ("namespace", "shop-prod")] {
+        let mut l = Vec::new();
+        orgsplit::wire::encode::put_bytes_field(&mut l, 1, n.as_bytes());
+        orgsplit::wire::encode::put_bytes_field(&mut l, 2, v.as_bytes());
+        orgsplit::wire::encode::put_bytes_field(&mut labels, 1, &l);
+    }
+    let one_series = |item: &[u8], n: usize| {
+        let mut s = labels.clone();
+        for _ in 0..n {
+            s.extend_from_slice(item);
+        }
+        let mut body = Vec::new();
+        orgsplit::wire::encode::put_bytes_field(&mut body, 1, &s);
+        body
+    };
+    // exemplar {} and sample {} repeated
+    too_many(
+        &o,
+        &upstream,
+        one_series(&[0x1a, 0x00], 20_000_000),
+        "limits.max_exemplars_per_request",
+    )
+    .await;
+    too_many(
+        &o,
+        &upstream,
+        one_series(&[0x12, 0x00], 20_000_000),
+        "limits.max_samples_per_request",
+    )
+    .await;
+    // a histogram with 10 million packed deltas
+    let mut h = Vec::new();
+    orgsplit::wire::encode::put_bytes_field(&mut h, 12, &vec![0u8; 10_000_000]);
+    let mut item = Vec::new();
+    orgsplit::wire::encode::put_bytes_field(&mut item, 4, &h);
+    too_many(
+        &o,
+        &upstream,
+        one_series(&item, 1),
+        "limits.max_buckets_per_histogram",
+    )
+    .await;
 }

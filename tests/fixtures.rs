@@ -9,7 +9,6 @@ use common::*;
 use orgsplit::config::{Routing, UnmappedPolicy};
 use orgsplit::route::{reference, Router};
 use orgsplit::table::Snapshot;
-use orgsplit::wire::SeriesLimits;
 use prost::Message;
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
@@ -35,8 +34,7 @@ fn zero_copy_and_reference_agree_on_captured_requests() {
                 unmapped: policy,
                 ..Default::default()
             },
-            SeriesLimits::default(),
-            0,
+            Default::default(),
         );
         for (name, body) in fixtures() {
             let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();

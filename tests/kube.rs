@@ -337,7 +337,6 @@ async fn ten_thousand_namespaces_sync_with_paging_and_route_fast() {
             ..Default::default()
         },
         Default::default(),
-        0,
     );
     let body = {
         use prost::Message;

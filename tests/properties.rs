@@ -66,7 +66,6 @@ proptest! {
                 ..Default::default()
             },
             Default::default(),
-            0,
         );
         let req = pb::WriteRequest { timeseries: series.clone(), metadata: vec![] };
         let body = req.encode_to_vec();
@@ -150,7 +149,6 @@ fn stats_match_the_outputs_on_a_large_request() {
             ..Default::default()
         },
         Default::default(),
-        0,
     );
     let body = req.encode_to_vec();
     let split = router

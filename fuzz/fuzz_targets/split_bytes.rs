@@ -11,12 +11,17 @@ use orgsplit::pipeline;
 use orgsplit::pool::BufferPool;
 use orgsplit::route::{FamilyIndex, Router};
 use orgsplit::table::Snapshot;
-use orgsplit::wire::SeriesLimits;
+use orgsplit::wire::Limits;
 
-static LIMITS: SeriesLimits = SeriesLimits {
+static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
     max_labels: 64,
     max_label_bytes: 1024,
-};
+    max_series: 10_000,
+    max_metadata: 10_000,
+    max_samples: 100_000,
+    max_exemplars: 1_000,
+    max_buckets: 256,
+});
 static NAMESPACE: LazyLock<Router> = LazyLock::new(|| {
     Router::new(
         &Routing {
@@ -24,8 +29,7 @@ static NAMESPACE: LazyLock<Router> = LazyLock::new(|| {
             default_tenant: "fallback".into(),
             ..Default::default()
         },
-        LIMITS,
-        10_000,
+        *LIMITS,
     )
 });
 static LABEL: LazyLock<Router> = LazyLock::new(|| {
@@ -37,8 +41,7 @@ static LABEL: LazyLock<Router> = LazyLock::new(|| {
             unmapped: UnmappedPolicy::Drop,
             ..Default::default()
         },
-        LIMITS,
-        10_000,
+        *LIMITS,
     )
 });
 static TABLE: LazyLock<Snapshot> =

@@ -113,7 +113,6 @@ fuzz_target!(|input: Input| {
             ..Default::default()
         },
         Default::default(),
-        0,
     );
     let table = Snapshot::from_pairs([("a", "acme"), ("b", "globex"), ("c", "x|y")]);
     if let Err(e) = orgsplit::testing::agreement(&router, &req.encode_to_vec(), &table) {

@@ -32,7 +32,7 @@ fn routing(f: impl FnOnce(&mut Routing)) -> Router {
         ..Default::default()
     };
     f(&mut r);
-    Router::new(&r, SeriesLimits::default(), 0)
+    Router::new(&r, Limits::default())
 }
 
 fn table() -> Snapshot {
@@ -306,12 +306,20 @@ fn too_many_series() {
             default_tenant: "x".into(),
             ..Default::default()
         },
-        SeriesLimits::default(),
-        3,
+        Limits {
+            max_series: 3,
+            ..Limits::default()
+        },
     );
     let (body, t) = (mixed().encode_to_vec(), table());
     let err = router.split(&body, &t, &FamilyIndex::default());
-    assert!(matches!(err, Err(RouteError::TooManySeries(3))));
+    assert!(matches!(
+        err,
+        Err(RouteError::Wire(WireError::TooMany {
+            item: crate::wire::Item::Series,
+            limit: 3
+        }))
+    ));
 }
 
 /// The zero-copy split and the reference split agree: same tenants, same

@@ -24,7 +24,7 @@ pub mod encode;
 mod walk;
 
 pub(crate) use walk::same;
-pub use walk::{Field, LabelQuery, MetadataView, Request, SeriesLimits, SeriesView};
+pub use walk::{Field, Item, LabelQuery, Limits, MetadataView, Request, SeriesView};
 
 /// Prost types generated from `proto/remote.proto`: the reference decoder and
 /// encoder, used by tests, `inspect` and the fallback path.
@@ -44,6 +44,37 @@ pub fn describe_labels(labels: &[pb::Label], max: usize) -> String {
     match labels.len().saturating_sub(max) {
         0 => format!("{{{}}}", shown.join(", ")),
         more => format!("{{{}, +{more} more}}", shown.join(", ")),
+    }
+}
+
+/// [`describe_labels`] for an encoded (already validated) `TimeSeries`
+/// body, reading its first `max` labels and nothing else.
+pub fn describe_series_labels(series: &[u8], max: usize) -> String {
+    use prost::Message;
+    let mut labels = Vec::new();
+    let mut more = 0;
+    let mut pos = 0;
+    while pos < series.len() {
+        let Ok((field, wire_type)) = read_key(series, &mut pos, "TimeSeries") else {
+            break;
+        };
+        if field == 1 && wire_type == wt::LEN {
+            let Ok(label) = read_len(series, &mut pos, "label") else {
+                break;
+            };
+            if labels.len() < max {
+                labels.extend(pb::Label::decode(label));
+            } else {
+                more += 1;
+            }
+        } else if skip_value(series, &mut pos, wire_type, "TimeSeries", field).is_err() {
+            break;
+        }
+    }
+    let text = describe_labels(&labels, max);
+    match more {
+        0 => text,
+        more => format!("{}, +{more} more}}", text.trim_end_matches('}')),
     }
 }
 
@@ -74,6 +105,8 @@ pub enum WireError {
     },
     #[error("series has no labels")]
     NoLabels,
+    #[error("request has more than {limit} {}", item.noun())]
+    TooMany { item: Item, limit: usize },
 }
 
 /// Protobuf wire types.

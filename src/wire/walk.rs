@@ -2,22 +2,82 @@
 
 use super::{read_key, read_len, read_varint, skip_value, wt, WireError};
 
-/// Per-series limits checked during the walk, before anything is forwarded.
+/// Limits checked during the walk, as each item is met and before anything
+/// is kept or forwarded: every repeated item of a request is counted, so no
+/// input can make the walk (or whatever consumes its output) build a list
+/// longer than a limit.
 #[derive(Debug, Clone, Copy)]
-pub struct SeriesLimits {
-    /// Most labels one series may carry.
+pub struct Limits {
+    /// Most labels one series (or exemplar) may carry.
     pub max_labels: usize,
     /// Most bytes of one label name or value.
     pub max_label_bytes: usize,
+    /// Most series in one request.
+    pub max_series: usize,
+    /// Most metadata entries in one request.
+    pub max_metadata: usize,
+    /// Most samples in one request, float and histogram samples together.
+    pub max_samples: usize,
+    /// Most exemplars in one request.
+    pub max_exemplars: usize,
+    /// Most spans, buckets and custom values in one native histogram.
+    pub max_buckets: usize,
 }
 
-impl Default for SeriesLimits {
+impl Default for Limits {
     fn default() -> Self {
         Self {
             max_labels: 1024,
             max_label_bytes: 64 * 1024,
+            max_series: 100_000,
+            max_metadata: 100_000,
+            max_samples: 2_000_000,
+            max_exemplars: 100_000,
+            max_buckets: 16_384,
         }
     }
+}
+
+/// A repeated item of a request that has a count limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    Series,
+    Metadata,
+    Samples,
+    Exemplars,
+    /// Spans, buckets and custom values of one histogram.
+    Buckets,
+}
+
+impl Item {
+    /// What the item is called in messages ("request has more than 10 ...").
+    pub fn noun(self) -> &'static str {
+        match self {
+            Item::Series => "series",
+            Item::Metadata => "metadata entries",
+            Item::Samples => "samples",
+            Item::Exemplars => "exemplars",
+            Item::Buckets => "spans and buckets in one native histogram",
+        }
+    }
+}
+
+/// Items counted so far in one request, against [`Limits`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    series: usize,
+    metadata: usize,
+    samples: usize,
+    exemplars: usize,
+}
+
+#[inline(always)]
+fn count(n: &mut usize, limit: usize, item: Item) -> Result<(), WireError> {
+    *n += 1;
+    if *n > limit {
+        return Err(WireError::TooMany { item, limit });
+    }
+    Ok(())
 }
 
 /// Label names the walk should pick out of each series, in priority order.
@@ -118,12 +178,13 @@ impl<'a> Request<'a> {
 
     /// Iterates over the series and metadata of the request, validating each
     /// as it goes. The first error ends the walk.
-    pub fn fields<'q>(&self, query: &'q LabelQuery, limits: SeriesLimits) -> Fields<'a, 'q> {
+    pub fn fields<'q>(&self, query: &'q LabelQuery, limits: Limits) -> Fields<'a, 'q> {
         Fields {
             buf: self.buf,
             pos: 0,
             query,
             limits,
+            counts: Counts::default(),
             failed: false,
         }
     }
@@ -134,7 +195,8 @@ pub struct Fields<'a, 'q> {
     buf: &'a [u8],
     pos: usize,
     query: &'q LabelQuery,
-    limits: SeriesLimits,
+    limits: Limits,
+    counts: Counts,
     failed: bool,
 }
 
@@ -167,11 +229,22 @@ impl<'a> Fields<'a, '_> {
             (1, wt::LEN) => {
                 let body = read_len(buf, &mut self.pos, "timeseries")?;
                 let raw = &buf[start..self.pos];
-                series(raw, body, self.query, self.limits).map(|s| Some(Field::Series(s)))
+                count(
+                    &mut self.counts.series,
+                    self.limits.max_series,
+                    Item::Series,
+                )?;
+                series(raw, body, self.query, self.limits, &mut self.counts)
+                    .map(|s| Some(Field::Series(s)))
             }
             (3, wt::LEN) => {
                 let body = read_len(buf, &mut self.pos, "metadata")?;
                 let raw = &buf[start..self.pos];
+                count(
+                    &mut self.counts.metadata,
+                    self.limits.max_metadata,
+                    Item::Metadata,
+                )?;
                 let family = metadata(body)?;
                 Ok(Some(Field::Metadata(MetadataView { raw, family })))
             }
@@ -191,7 +264,8 @@ fn series<'a>(
     raw: &'a [u8],
     body: &'a [u8],
     query: &LabelQuery,
-    limits: SeriesLimits,
+    limits: Limits,
+    counts: &mut Counts,
 ) -> Result<SeriesView<'a>, WireError> {
     let mut view = SeriesView {
         raw,
@@ -251,14 +325,17 @@ fn series<'a>(
                 if !canonical {
                     check_message(sample, &SAMPLE)?;
                 }
+                count(&mut counts.samples, limits.max_samples, Item::Samples)?;
                 view.samples += 1;
             }
             3 => {
+                count(&mut counts.exemplars, limits.max_exemplars, Item::Exemplars)?;
                 exemplar(read_len(body, &mut pos, "exemplar")?, limits)?;
                 view.exemplars += 1;
             }
             4 => {
-                histogram(read_len(body, &mut pos, "histogram")?)?;
+                count(&mut counts.samples, limits.max_samples, Item::Samples)?;
+                histogram(read_len(body, &mut pos, "histogram")?, limits)?;
                 view.histograms += 1;
             }
             _ => skip_value(body, &mut pos, wire_type, "TimeSeries", field)?,
@@ -291,7 +368,7 @@ fn count_labels(body: &[u8]) -> usize {
 
 /// Parses a `Label` message into its name and value.
 #[inline(always)]
-fn label_pair(label: &[u8], limits: SeriesLimits) -> Result<(&[u8], &str), WireError> {
+fn label_pair(label: &[u8], limits: Limits) -> Result<(&[u8], &str), WireError> {
     // Fast path for the layout every encoder produces for short labels:
     // 0x0a <n> name 0x12 <m> value, with n, m < 128. Then the whole message
     // is ASCII exactly when name and value are, and one word-at-a-time
@@ -318,7 +395,7 @@ fn label_pair(label: &[u8], limits: SeriesLimits) -> Result<(&[u8], &str), WireE
 /// The general `Label` parser: any field order, unknown fields, long or
 /// non-ASCII strings.
 #[inline(never)]
-fn label_pair_slow(label: &[u8], limits: SeriesLimits) -> Result<(&[u8], &str), WireError> {
+fn label_pair_slow(label: &[u8], limits: Limits) -> Result<(&[u8], &str), WireError> {
     let mut name: &[u8] = &[];
     let mut value: &[u8] = &[];
     let mut pos = 0;
@@ -351,7 +428,7 @@ fn label_pair_slow(label: &[u8], limits: SeriesLimits) -> Result<(&[u8], &str), 
     Ok((name, value))
 }
 
-fn exemplar(body: &[u8], limits: SeriesLimits) -> Result<(), WireError> {
+fn exemplar(body: &[u8], limits: Limits) -> Result<(), WireError> {
     let mut pos = 0;
     let mut labels = 0usize;
     while pos < body.len() {
@@ -372,17 +449,47 @@ fn exemplar(body: &[u8], limits: SeriesLimits) -> Result<(), WireError> {
     Ok(())
 }
 
-fn histogram(body: &[u8]) -> Result<(), WireError> {
+fn histogram(body: &[u8], limits: Limits) -> Result<(), WireError> {
     let mut pos = 0;
+    // Spans, bucket values and custom values, packed or not.
+    let mut buckets = 0usize;
     while pos < body.len() {
         let (field, wire_type) = read_key(body, &mut pos, "Histogram")?;
-        if (field == 8 || field == 11) && wire_type == wt::LEN {
+        let items = if (field == 8 || field == 11) && wire_type == wt::LEN {
             check_message(read_len(body, &mut pos, "bucket span")?, &BUCKET_SPAN)?;
+            1
         } else {
+            let before = pos;
             check_field(body, &mut pos, field, wire_type, &HISTOGRAM)?;
+            match (field, wire_type) {
+                (9 | 12, wt::LEN) => packed_varints(&body[before..pos]),
+                (10 | 13 | 16, wt::LEN) => packed_payload(&body[before..pos]).len() / 8,
+                (9 | 10 | 12 | 13 | 16, _) => 1,
+                _ => 0,
+            }
+        };
+        buckets += items;
+        if buckets > limits.max_buckets {
+            return Err(WireError::TooMany {
+                item: Item::Buckets,
+                limit: limits.max_buckets,
+            });
         }
     }
     Ok(())
+}
+
+/// The payload of a packed field whose length prefix starts `field` (the
+/// field was validated already).
+fn packed_payload(field: &[u8]) -> &[u8] {
+    let mut pos = 0;
+    read_len(field, &mut pos, "packed").unwrap_or_default()
+}
+
+/// Number of varints in a validated packed field (length prefix included):
+/// one per byte without the continuation bit.
+fn packed_varints(field: &[u8]) -> usize {
+    packed_payload(field).iter().filter(|&&b| b < 0x80).count()
 }
 
 /// Parses a `MetricMetadata` message, returning its family name.
@@ -574,7 +681,7 @@ mod tests {
         let bytes = request().encode_to_vec();
         let query = LabelQuery::new(["namespace", "exported_namespace"]);
         let fields: Vec<_> = Request::new(&bytes)
-            .fields(&query, SeriesLimits::default())
+            .fields(&query, Limits::default())
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(fields.len(), 3);
@@ -613,7 +720,7 @@ mod tests {
         };
         let bytes = req.encode_to_vec();
         let query = LabelQuery::new(["namespace"]);
-        let mut it = Request::new(&bytes).fields(&query, SeriesLimits::default());
+        let mut it = Request::new(&bytes).fields(&query, Limits::default());
         let Some(Ok(Field::Series(s))) = it.next() else {
             panic!()
         };
@@ -631,9 +738,10 @@ mod tests {
             metadata: vec![],
         }
         .encode_to_vec();
-        let limits = SeriesLimits {
+        let limits = Limits {
             max_labels: 10,
             max_label_bytes: 4,
+            ..Limits::default()
         };
         let err = Request::new(&many).fields(&query, limits).next().unwrap();
         assert_eq!(
@@ -664,7 +772,7 @@ mod tests {
         let mut req = Vec::new();
         crate::wire::encode::put_bytes_field(&mut req, 1, &series);
         let err = Request::new(&req)
-            .fields(&query, SeriesLimits::default())
+            .fields(&query, Limits::default())
             .next()
             .unwrap();
         assert_eq!(err.unwrap_err(), WireError::Utf8("value"));
@@ -681,7 +789,7 @@ mod tests {
             b"hello world",
         ] {
             let results: Vec<_> = Request::new(bytes)
-                .fields(&query, SeriesLimits::default())
+                .fields(&query, Limits::default())
                 .collect();
             assert!(results.iter().any(|r| r.is_err()), "{bytes:?} accepted");
         }

@@ -103,7 +103,9 @@ impl Upstream {
 
     /// Bytes of `HugeBody` answers the client has read (or the socket took).
     pub fn streamed(&self) -> u64 {
-        self.state.streamed.load(std::sync::atomic::Ordering::Relaxed)
+        self.state
+            .streamed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn reset(&self) {
