@@ -241,6 +241,9 @@ pub struct Limits {
     /// Most spans, buckets and custom values in one native histogram (413
     /// beyond); 0 for no limit.
     pub max_buckets_per_histogram: usize,
+    /// Most tenants one request is split into, each an upstream push of its
+    /// own (413 beyond); 0 for no limit.
+    pub max_tenants_per_request: usize,
     /// Most labels on one series (400 beyond).
     pub max_labels_per_series: usize,
     /// Longest label name or value in bytes (400 beyond).
@@ -268,6 +271,7 @@ impl Default for Limits {
             max_samples_per_request: 2_000_000,
             max_exemplars_per_request: 100_000,
             max_buckets_per_histogram: 16_384,
+            max_tenants_per_request: crate::route::DEFAULT_MAX_TENANTS,
             max_labels_per_series: 1024,
             max_label_bytes: 64 << 10,
             max_inflight_requests: 256,

@@ -114,6 +114,22 @@ fn describe() {
         "Metadata entries whose family no tenant owns, with no default tenant."
     );
     describe_counter!(
+        "orgsplit_metadata_defaulted_total",
+        "Metadata entries whose family no tenant owns (or whose owners were forgotten), sent to the default tenant."
+    );
+    describe_gauge!(
+        "orgsplit_family_index_pairs",
+        "(metric family, tenant) pairs the metadata routing index holds."
+    );
+    describe_gauge!(
+        "orgsplit_family_index_bytes",
+        "Bytes of names the metadata routing index holds."
+    );
+    describe_counter!(
+        "orgsplit_family_index_rotations_total",
+        "Times the metadata routing index forgot its older half (it was full)."
+    );
+    describe_counter!(
         "orgsplit_upstream_requests_total",
         "Pushes to the upstream, by status class (2xx, 4xx, 429, 5xx, timeout, error)."
     );
@@ -197,6 +213,16 @@ pub fn split(stats: &Stats) {
     if stats.metadata_dropped > 0 {
         counter!("orgsplit_metadata_dropped_total").increment(stats.metadata_dropped);
     }
+    if stats.metadata_defaulted > 0 {
+        counter!("orgsplit_metadata_defaulted_total").increment(stats.metadata_defaulted);
+    }
+}
+
+/// The metric-family index (metadata routing), read at scrape time.
+pub fn family_index(stats: crate::route::family::FamilyStats) {
+    gauge!("orgsplit_family_index_pairs").set(stats.pairs as f64);
+    gauge!("orgsplit_family_index_bytes").set(stats.bytes as f64);
+    counter!("orgsplit_family_index_rotations_total").absolute(stats.rotations);
 }
 
 pub fn overloaded(what: &'static str) {
@@ -216,10 +242,33 @@ pub fn forwarded(batch: &Outgoing) {
     counter!("orgsplit_forwarded_metadata_total").increment(batch.metadata);
 }
 
-/// Per-tenant counters (`metrics.per_tenant`); tenant count is unbounded, so
-/// this is opt-in.
+/// Most distinct `tenant` label values of the per-tenant counters; the
+/// tenants seen after that are counted as `tenant="__other__"`.
+pub const MAX_TENANT_LABELS: usize = 1000;
+
+/// Per-tenant counters (`metrics.per_tenant`, opt-in): the first
+/// [`MAX_TENANT_LABELS`] tenants by name, the rest as `__other__`, so that
+/// label mode (where senders make up tenants) cannot grow the registry
+/// without bound.
 pub fn forwarded_tenant(batch: &Outgoing) {
-    let tenant = batch.tenant.clone();
+    static LABELLED: std::sync::RwLock<Option<hashbrown::HashSet<String>>> =
+        std::sync::RwLock::new(None);
+    let known = LABELLED
+        .read()
+        .map(|set| set.as_ref().is_some_and(|s| s.contains(&batch.tenant)))
+        .unwrap_or(false);
+    let tenant = if known {
+        batch.tenant.clone()
+    } else {
+        let mut set = LABELLED.write().unwrap_or_else(|e| e.into_inner());
+        let set = set.get_or_insert_with(Default::default);
+        if set.len() < MAX_TENANT_LABELS {
+            set.insert(batch.tenant.clone());
+            batch.tenant.clone()
+        } else {
+            "__other__".to_string()
+        }
+    };
     counter!("orgsplit_tenant_series_total", "tenant" => tenant.clone()).increment(batch.series);
     counter!("orgsplit_tenant_samples_total", "tenant" => tenant)
         .increment(batch.samples + batch.histograms);

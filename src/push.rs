@@ -199,6 +199,7 @@ fn route_error(e: RouteError) -> Answer {
         }
         RouteError::Wire(_) => (StatusCode::BAD_REQUEST, "malformed"),
         RouteError::Rejected { .. } => (StatusCode::BAD_REQUEST, "unmapped"),
+        RouteError::TooManyTenants(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_tenants"),
     };
     reject(status, reason, e.to_string())
 }

@@ -71,6 +71,8 @@ pub enum RouteError {
     Wire(#[from] WireError),
     #[error("series {series} has no tenant ({reason}) and routing.unmapped is reject")]
     Rejected { series: String, reason: String },
+    #[error("request has series of more than {0} tenants (limits.max_tenants_per_request)")]
+    TooManyTenants(usize),
 }
 
 /// The series and metadata for one tenant, encoded as a `WriteRequest`.
@@ -102,6 +104,9 @@ pub struct Stats {
     pub dropped_samples: u64,
     /// Metadata entries whose family no tenant has series of, with no default tenant.
     pub metadata_dropped: u64,
+    /// Metadata entries whose family no tenant has series of (or whose
+    /// tenants were forgotten), sent to the default tenant.
+    pub metadata_defaulted: u64,
 }
 
 impl Stats {
@@ -120,6 +125,9 @@ pub struct Split<'a> {
     pub stats: Stats,
 }
 
+/// Default of [`Router::with_max_tenants`].
+pub const DEFAULT_MAX_TENANTS: usize = 20_000;
+
 /// The routing rules, compiled from [`Routing`] once at startup.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -133,6 +141,8 @@ pub struct Router {
     default_tenant: Option<String>,
     policy: UnmappedPolicy,
     limits: Limits,
+    /// Most tenants one request may be split into.
+    max_tenants: usize,
 }
 
 /// Where a key (namespace or tenant label value) sends its series.
@@ -160,7 +170,19 @@ impl Router {
             default_tenant: Some(routing.default_tenant.clone()).filter(|t| !t.is_empty()),
             policy: routing.unmapped,
             limits,
+            max_tenants: DEFAULT_MAX_TENANTS,
         }
+    }
+
+    /// Sets the most tenants one request may be split into (each is an
+    /// upstream request of its own); `0` for no limit.
+    pub fn with_max_tenants(mut self, max_tenants: usize) -> Self {
+        self.max_tenants = if max_tenants == 0 {
+            usize::MAX
+        } else {
+            max_tenants
+        };
+        self
     }
 
     /// What happens to unmapped series.
@@ -214,6 +236,7 @@ impl Router {
             last_seen: None,
             size_hint: body.len(),
         };
+        // Bounded by `limits.max_metadata` (the walk counts them).
         let mut metadata = Vec::new();
         for field in Request::new(body).fields(&self.query, self.limits) {
             match field? {
@@ -222,22 +245,32 @@ impl Router {
             }
         }
         state.learn(families);
+        let mut scratch = String::new();
         for m in metadata {
             state.stats.metadata += 1;
             let mut routed = false;
-            for tenant in families.tenants(m.family) {
-                let group = state.group(Cow::Owned(tenant.to_string()));
-                let batch = &mut state.batches[group as usize];
-                batch.body.extend_from_slice(m.raw);
-                batch.metadata += 1;
-                routed = true;
+            let mut failed = None;
+            families.for_each_tenant(m.family, &mut scratch, |tenant| {
+                match state.group_of(tenant) {
+                    Ok(group) => {
+                        let batch = &mut state.batches[group as usize];
+                        batch.body.extend_from_slice(m.raw);
+                        batch.metadata += 1;
+                        routed = true;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
             }
             if !routed {
                 if let Some(default) = &self.default_tenant {
-                    let group = state.group(Cow::Borrowed(default.as_str()));
+                    let group = state.group(Cow::Borrowed(default.as_str()))?;
                     let batch = &mut state.batches[group as usize];
                     batch.body.extend_from_slice(m.raw);
                     batch.metadata += 1;
+                    state.stats.metadata_defaulted += 1;
                 } else {
                     state.stats.metadata_dropped += 1;
                 }
@@ -291,7 +324,7 @@ impl<'a> State<'a> {
                     let outcome = match self.cache.get(hit.value) {
                         Some(&o) => o,
                         None => {
-                            let o = self.resolve(hit.value);
+                            let o = self.resolve(hit.value)?;
                             self.cache.insert(hit.value, o);
                             o
                         }
@@ -316,7 +349,7 @@ impl<'a> State<'a> {
             Outcome::Unmapped(reason) => match self.router.policy {
                 UnmappedPolicy::Default => {
                     let default = self.router.default_tenant.as_deref().unwrap_or_default();
-                    let group = self.group(Cow::Borrowed(default));
+                    let group = self.group(Cow::Borrowed(default))?;
                     self.stats.defaulted[reason.index()] += 1;
                     let batch = &mut self.batches[group as usize];
                     encode::append_series(&mut batch.body, &series);
@@ -355,10 +388,10 @@ impl<'a> State<'a> {
     }
 
     /// Resolves a key that is not in the per-request cache.
-    fn resolve(&mut self, key: &'a str) -> Outcome {
-        match self.router.mode {
+    fn resolve(&mut self, key: &'a str) -> Result<Outcome, RouteError> {
+        Ok(match self.router.mode {
             Mode::Namespace => match self.table.get(key) {
-                Some(Org::Tenant(t)) => Outcome::Group(self.group(Cow::Borrowed(&**t))),
+                Some(Org::Tenant(t)) => Outcome::Group(self.group(Cow::Borrowed(&**t))?),
                 Some(Org::Invalid(_)) => Outcome::Unmapped(Unmapped::InvalidTenant),
                 None => Outcome::Unmapped(Unmapped::NoOrganization),
             },
@@ -369,28 +402,42 @@ impl<'a> State<'a> {
                     Cow::Owned(format!("{}{key}", self.router.tenant_prefix))
                 };
                 match tenant::validate(&tenant) {
-                    Ok(()) => Outcome::Group(self.group(tenant)),
+                    Ok(()) => Outcome::Group(self.group(tenant)?),
                     Err(e) => {
                         crate::metrics::invalid_tenant_label(key, &e);
                         Outcome::Unmapped(Unmapped::InvalidTenant)
                     }
                 }
             }
+        })
+    }
+
+    /// [`State::group`] for a tenant name that does not live as long as the
+    /// request (it is copied only when its batch is created).
+    fn group_of(&mut self, tenant: &str) -> Result<u32, RouteError> {
+        match self.by_tenant.get(tenant) {
+            Some(&g) => Ok(g),
+            None => self.group(Cow::Owned(tenant.to_owned())),
         }
     }
 
     /// The batch index of `tenant`, creating the batch on first use.
-    fn group(&mut self, tenant: Cow<'a, str>) -> u32 {
+    fn group(&mut self, tenant: Cow<'a, str>) -> Result<u32, RouteError> {
         if let Some(&g) = self.by_tenant.get(&*tenant) {
-            return g;
+            return Ok(g);
+        }
+        if self.batches.len() >= self.router.max_tenants {
+            return Err(RouteError::TooManyTenants(self.router.max_tenants));
         }
         let g = self.batches.len() as u32;
-        // Size the batch from the input so it rarely grows: the first tenant
-        // may well get everything; later ones get a share.
-        let capacity = if g == 0 {
-            self.size_hint
-        } else {
-            (self.size_hint / (g as usize + 1)).max(256)
+        // Size the first batches from the input so they rarely grow: the
+        // first tenant may well get everything, the next few a share. Past
+        // those, batches start small and grow as needed, so that many
+        // tenants do not reserve many times the input.
+        let capacity = match g {
+            0 => self.size_hint,
+            1..8 => (self.size_hint / (g as usize + 1)).max(256),
+            _ => 1024,
         };
         self.batches.push(Batch {
             tenant: tenant.clone(),
@@ -402,7 +449,7 @@ impl<'a> State<'a> {
             metadata: 0,
         });
         self.by_tenant.insert(tenant, g);
-        g
+        Ok(g)
     }
 
     fn learn(&mut self, families: &FamilyIndex) {

@@ -71,7 +71,8 @@ impl App {
     pub fn new(config: &Config, table: OrgTable) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
         Ok(Self {
-            router: Router::new(&config.routing, limits.wire()),
+            router: Router::new(&config.routing, limits.wire())
+                .with_max_tenants(limits.max_tenants_per_request),
             table,
             families: FamilyIndex::default(),
             pool: Arc::default(),
@@ -135,6 +136,7 @@ fn ops_routes() -> axum::Router<Arc<App>> {
 }
 
 async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> String {
+    crate::metrics::family_index(app.families.stats());
     app.metrics.render()
 }
 

@@ -246,3 +246,88 @@ async fn floods_of_empty_exemplars_samples_and_buckets_are_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn pushes_of_thousands_of_new_tenants_cost_the_same_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let cfg = format!(
+        "listen: 127.0.0.1:0
+upstream: {{url: \"{}\", timeout: 20s}}
+routing: {{mode: label, tenant_label: tenant, unmapped: drop}}
+metrics: {{per_tenant: true}}
+",
+        upstream.url()
+    );
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    const TENANTS: usize = 3000;
+    let mut took = Vec::new();
+    for round in 0..4 {
+        upstream.reset();
+        let all = (0..TENANTS)
+            .map(|i| {
+                let t = format!("r{round}-t{i}");
+                series(&[("__name__", "up"), ("tenant", &t)], 1.0, 1)
+            })
+            .collect();
+        let started = Instant::now();
+        let (status, _, body) = o.push(&request(all)).await;
+        took.push(started.elapsed());
+        assert_eq!(status, 204, "{body}");
+        let got = upstream.series_by_tenant();
+        assert_eq!(got.len(), TENANTS, "every tenant got its series");
+        assert!(got.values().all(|s| s.len() == 1));
+    }
+    assert!(took[3] < took[0] * 3, "later pushes slowed down: {took:?}");
+    let page = o.metrics().await;
+    // per-tenant counters are bounded too
+    let labelled = page
+        .lines()
+        .filter(|l| l.starts_with("orgsplit_tenant_series_total{"))
+        .count();
+    assert!(labelled <= 1001, "{labelled} tenant label values");
+    assert_eq!(
+        metric(&page, "orgsplit_tenant_series_total"),
+        (4 * TENANTS) as f64,
+        "every series still counted"
+    );
+    assert_eq!(
+        metric(&page, "orgsplit_family_index_pairs"),
+        (4 * TENANTS) as f64
+    );
+}
+
+#[tokio::test]
+async fn tenants_per_request_are_limited() {
+    let (_d, upstream, o) = setup("limits: {max_tenants_per_request: 2}\n").await;
+    let (status, _, body) = o.push(&two_tenants()).await;
+    assert_eq!(status, 204, "{body}");
+    upstream.reset();
+    let mut three = two_tenants();
+    three.timeseries.push(series(
+        &[("__name__", "c"), ("namespace", "unknown-ns")],
+        1.0,
+        1,
+    ));
+    // the dropped series has no tenant: still two
+    let (status, _, body) = o.push(&three).await;
+    assert_eq!(status, 204, "{body}");
+    upstream.reset();
+    let dir = tempfile::tempdir().unwrap();
+    let up2 = Upstream::start().await;
+    let cfg = format!(
+        "listen: 127.0.0.1:0\nupstream: {{url: \"{}\"}}\nrouting: {{mode: label, unmapped: drop}}\nlimits: {{max_tenants_per_request: 2}}\n",
+        up2.url()
+    );
+    let o2 = Orgsplit::start(dir.path(), &cfg).await;
+    let req = request(
+        ["a", "b", "c"]
+            .iter()
+            .map(|t| series(&[("__name__", "x"), ("tenant", t)], 1.0, 1))
+            .collect(),
+    );
+    let (status, _, body) = o2.push(&req).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("limits.max_tenants_per_request"), "{body}");
+    assert!(up2.received().is_empty());
+}
