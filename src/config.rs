@@ -248,13 +248,31 @@ pub struct Limits {
     pub max_labels_per_series: usize,
     /// Longest label name or value in bytes (400 beyond).
     pub max_label_bytes: usize,
-    /// Most push requests handled at once; beyond it the sender is told to
+    /// Most push requests processed and forwarded at once (counted from
+    /// when a request's body has arrived); beyond it the sender is told to
     /// back off (`overload_status` with `Retry-After`).
     pub max_inflight_requests: usize,
-    /// Most bytes of the requests handled at once, counted as twice the
-    /// decompressed size (same answer beyond it). Must be at least twice
-    /// `max_decoded_bytes`.
+    /// Memory budget of all requests in flight: compressed bytes as they
+    /// arrive, then three times the decoded size while a request is split,
+    /// then its compressed tenant bodies until the upstream answered (same
+    /// answer beyond it). Must be at least twice `max_decoded_bytes`.
     pub max_inflight_bytes: usize,
+    /// Time a sender has to deliver the whole body once its headers
+    /// arrived; a slower one gets a retryable 503.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Time a connection may take to send a request's headers (also how
+    /// long an idle keep-alive connection is kept); then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Most client connections open at once; further ones are closed as
+    /// they are accepted, until some close.
+    pub max_connections: usize,
+    /// `(metric family, tenant)` pairs remembered for routing metadata, in
+    /// each of the index's two generations (the older is forgotten when
+    /// the newer is full; a forgotten family's metadata follows the
+    /// default-tenant rule until its series are seen again).
+    pub max_metadata_index_pairs: usize,
     /// Status for "too much in flight": 503 (default; every Prometheus
     /// retries it) or 429 (Prometheus retries it only with
     /// `retry_on_http_429: true`, and drops the batch otherwise).
@@ -265,7 +283,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 16 << 20,
-            max_decoded_bytes: 64 << 20,
+            max_decoded_bytes: 32 << 20,
             max_series_per_request: 100_000,
             max_metadata_per_request: 100_000,
             max_samples_per_request: 2_000_000,
@@ -276,6 +294,10 @@ impl Default for Limits {
             max_label_bytes: 64 << 10,
             max_inflight_requests: 256,
             max_inflight_bytes: 128 << 20,
+            body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 2048,
+            max_metadata_index_pairs: 100_000,
             overload_status: 503,
         }
     }
@@ -500,8 +522,16 @@ impl Config {
                 "limits.max_labels_per_series and limits.max_label_bytes must be > 0".into(),
             );
         }
-        if l.max_inflight_requests == 0 {
-            return bad("limits.max_inflight_requests must be > 0".into());
+        if l.max_inflight_requests == 0 || l.max_connections == 0 {
+            return bad(
+                "limits.max_inflight_requests and limits.max_connections must be > 0".into(),
+            );
+        }
+        if l.body_timeout.is_zero() || l.header_timeout.is_zero() {
+            return bad("limits.body_timeout and limits.header_timeout must be more than 0".into());
+        }
+        if l.max_metadata_index_pairs == 0 {
+            return bad("limits.max_metadata_index_pairs must be > 0".into());
         }
         // A request holds its decompressed body and the batches built
         // from it: twice its decoded size.

@@ -34,6 +34,7 @@ pub mod credentials;
 pub mod forward;
 pub mod health;
 pub mod inspect;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod pool;

@@ -139,6 +139,14 @@ fn describe() {
         "Duration of one tenant push to the upstream."
     );
     describe_gauge!("orgsplit_inflight_requests", "Push requests being handled.");
+    describe_gauge!(
+        "orgsplit_inflight_bytes",
+        "Bytes of requests in flight charged to limits.max_inflight_bytes."
+    );
+    describe_counter!(
+        "orgsplit_connections_refused_total",
+        "Connections closed on accept because limits.max_connections was reached."
+    );
     describe_gauge!("orgsplit_table_namespaces", "Namespaces in the org table.");
     describe_gauge!(
         "orgsplit_table_last_sync_timestamp_seconds",
@@ -223,6 +231,16 @@ pub fn family_index(stats: crate::route::family::FamilyStats) {
     gauge!("orgsplit_family_index_pairs").set(stats.pairs as f64);
     gauge!("orgsplit_family_index_bytes").set(stats.bytes as f64);
     counter!("orgsplit_family_index_rotations_total").absolute(stats.rotations);
+}
+
+/// Bytes charged to the memory budget now, read at scrape time.
+pub fn inflight_bytes(bytes: usize) {
+    gauge!("orgsplit_inflight_bytes").set(bytes as f64);
+}
+
+/// A connection closed on accept because `limits.max_connections` was reached.
+pub fn connection_refused() {
+    counter!("orgsplit_connections_refused_total").increment(1);
 }
 
 pub fn overloaded(what: &'static str) {

@@ -48,26 +48,44 @@ pub fn decoded_len(compressed: &[u8], limit: usize) -> Result<usize, DecodeError
     Ok(size)
 }
 
+/// A buffer that goes back to its pool when dropped, however the code that
+/// holds it ends.
+pub struct Lent<'p> {
+    buf: Vec<u8>,
+    pool: &'p BufferPool,
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
+
 /// Decompresses `compressed` (whose declared size `decoded_len` already
 /// checked) into a buffer from `pool`.
-pub fn decompress(
+pub fn decompress<'p>(
     compressed: &[u8],
     size: usize,
-    pool: &BufferPool,
-) -> Result<Vec<u8>, DecodeError> {
+    pool: &'p BufferPool,
+) -> Result<Lent<'p>, DecodeError> {
     // snap writes into an initialised slice; a reused buffer is not zeroed
     // again, decompression overwrites it.
-    let mut buf = pool.take_filled(size);
-    match snap::raw::Decoder::new().decompress(compressed, &mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            Ok(buf)
-        }
-        Err(e) => {
-            pool.give(buf);
-            Err(DecodeError::NotSnappy(e))
-        }
-    }
+    let mut buf = Lent {
+        buf: pool.take_filled(size),
+        pool,
+    };
+    let n = snap::raw::Decoder::new()
+        .decompress(compressed, &mut buf.buf)
+        .map_err(DecodeError::NotSnappy)?;
+    buf.buf.truncate(n);
+    Ok(buf)
 }
 
 /// One tenant's push, ready to send.
@@ -81,6 +99,9 @@ pub struct Outgoing {
     pub histograms: u64,
     pub exemplars: u64,
     pub metadata: u64,
+    /// Bytes of memory `body` holds (its buffer is sized for the worst
+    /// case of compression), for the memory budget.
+    pub held: usize,
 }
 
 /// Batches larger than this (in total) are compressed in parallel when the
@@ -94,9 +115,11 @@ pub fn compress(batches: Vec<Batch<'_>>, pool: &Arc<BufferPool>) -> Vec<Outgoing
     let total: usize = batches.iter().map(|b| b.body.len()).sum();
     let parallel = batches.len() > 1 && total >= PARALLEL_BYTES && cores() > 1;
     let one = |b: Batch<'_>| {
+        let (body, held) = compress_one(&b.body, pool);
         let out = Outgoing {
             tenant: b.tenant.into_owned(),
-            body: compress_one(&b.body, pool),
+            body,
+            held,
             series: b.series,
             samples: b.samples,
             histograms: b.histograms,
@@ -113,7 +136,7 @@ pub fn compress(batches: Vec<Batch<'_>>, pool: &Arc<BufferPool>) -> Vec<Outgoing
     }
 }
 
-fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> Bytes {
+fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
     thread_local! {
         // snap's encoder keeps a hash table; reuse it per thread.
         static ENCODER: std::cell::RefCell<snap::raw::Encoder> =
@@ -123,7 +146,8 @@ fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> Bytes {
     let n = ENCODER.with(|e| e.borrow_mut().compress(body, &mut out));
     // Compressing into a buffer of max_compress_len cannot fail.
     out.truncate(n.unwrap_or(0));
-    Bytes::from_owner(Pooled::new(out, pool.clone()))
+    let held = out.capacity();
+    (Bytes::from_owner(Pooled::new(out, pool.clone())), held)
 }
 
 /// CPUs this process may run on (respects affinity masks and cgroup quotas).
@@ -141,8 +165,10 @@ pub enum ProcessError {
     Route(#[from] RouteError),
 }
 
-/// The whole CPU path for one compressed body: what the push handler does
-/// between reading the body and sending the tenant pushes.
+/// The whole CPU path for one compressed body, in one call: the benches,
+/// fuzzers and the load test use it. The push handler runs the same two
+/// phases with its admission check between them: [`decoded_len`], then
+/// [`run`].
 pub fn process(
     compressed: &[u8],
     max_decoded: usize,
@@ -152,10 +178,26 @@ pub fn process(
     pool: &Arc<BufferPool>,
 ) -> Result<(Vec<Outgoing>, Stats), ProcessError> {
     let size = decoded_len(compressed, max_decoded)?;
+    run(compressed, size, router, table, families, pool)
+}
+
+/// The second phase: decompress `compressed` (declaring `size` bytes, as
+/// [`decoded_len`] measured), split it, compress each tenant's request.
+pub fn run(
+    compressed: &[u8],
+    size: usize,
+    router: &Router,
+    table: &Snapshot,
+    families: &FamilyIndex,
+    pool: &Arc<BufferPool>,
+) -> Result<(Vec<Outgoing>, Stats), ProcessError> {
     let decoded = decompress(compressed, size, pool)?;
-    let result = router
-        .split_with(&decoded, table, families, pool)
-        .map(|Split { batches, stats }| (compress(batches, pool), stats));
-    pool.give(decoded);
-    Ok(result?)
+    let Split { batches, stats } = router.split_with(&decoded, table, families, pool)?;
+    Ok((compress(batches, pool), stats))
+}
+
+/// Bytes the outgoing requests hold until they are sent: their buffers,
+/// and a little for each request's own state.
+pub fn held_bytes(outgoing: &[Outgoing]) -> usize {
+    outgoing.iter().map(|o| o.held + 512).sum()
 }

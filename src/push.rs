@@ -1,13 +1,21 @@
-//! `POST /api/v1/push`: limits → decode → route → forward → answer.
+//! `POST /api/v1/push`: receive → admit → decode → route → forward → answer.
 //!
 //! ```text
-//!  body ─► size limit (413) ─► snappy declared length (413) ─► decompress (400)
-//!       ─► route::Router::split (400 / 413) ─► forward::Forwarder::push × tenants
-//!       ─► answer::combine ─► status to the sender
+//!  headers ─► ready? (503) ─► encoding (415) ─► Content-Length (413)
+//!  body frames ─► charged to the byte budget as they arrive (503 when full),
+//!                 within limits.body_timeout (503), at most max_body_bytes (413)
+//!  ─► request slot (503) ─► declared decoded size (413) ─► budget for 3× it (503)
+//!  ─► pipeline::run on a blocking thread: decompress (400) → split (400/413) → compress
+//!  ─► forward::Forwarder::push × tenants ─► answer::combine ─► status to the sender
 //! ```
 //!
 //! Nothing is forwarded until the whole request has been decoded and routed,
 //! so a malformed or rejected request reaches no tenant at all.
+//!
+//! A request takes one of the `limits.max_inflight_requests` slots only once
+//! its body has arrived: a sender that opens a request and then stalls holds
+//! nothing but its connection and the bytes it sent (charged to the budget),
+//! and is cut off at `limits.body_timeout`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,12 +24,21 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 
 use crate::answer::{self, Answer};
-use crate::pipeline::{self, DecodeError};
+use crate::limits::Charge;
+use crate::pipeline::{self, DecodeError, ProcessError};
 use crate::route::RouteError;
 use crate::server::App;
 use crate::wire::{Item, WireError};
+
+/// Requests whose decoded body is at least this large are split on a
+/// blocking thread, so they cannot delay other requests' I/O, `/readyz` or
+/// `/metrics` on the same runtime worker; smaller ones take well under the
+/// ~100 µs between awaits that async code should keep to.
+const BLOCKING_BYTES: usize = 32 << 10;
 
 /// The push handler.
 pub async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
@@ -51,12 +68,8 @@ fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) 
     Answer::new(status, body)
 }
 
-async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
+async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
     let limits = &app.limits;
-    // Admission: bounded work in flight, the rest is told to come back.
-    let Ok(_request_permit) = app.inflight_requests.try_acquire() else {
-        return overloaded(app, "requests");
-    };
     if !app.table.is_synced() {
         // Routing now would send every series to the unmapped policy.
         let mut answer = reject(
@@ -95,50 +108,38 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
         return too_large_body(limits.max_body_bytes);
     }
-    let compressed = match axum::body::to_bytes(body, limits.max_body_bytes).await {
+
+    let mut charge = app.budget.charge();
+    let compressed = match receive(app, body, &mut charge).await {
         Ok(b) => b,
-        Err(e) if is_length_limit(&e) => return too_large_body(limits.max_body_bytes),
-        Err(e) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                "read",
-                format!("reading the request body failed: {e}"),
-            )
-        }
+        Err(answer) => return answer,
     };
     if compressed.is_empty() {
         return reject(StatusCode::BAD_REQUEST, "empty", "empty request body");
     }
+
+    // Admission: bounded work in flight, the rest is told to come back.
+    let Ok(_request_permit) = app.inflight_requests.try_acquire() else {
+        return overloaded(app, "requests");
+    };
     let size = match pipeline::decoded_len(&compressed, limits.max_decoded_bytes) {
         Ok(n) => n,
         Err(e) => return decode_error(e),
     };
-    // The decompressed body plus the tenant batches built from it.
-    let kib = u32::try_from((2 * size).div_ceil(1024)).unwrap_or(u32::MAX);
-    let Ok(_bytes_permit) = app.inflight_kib.try_acquire_many(kib) else {
+    // The decompressed body, the tenant batches built from it and their
+    // compressed bodies: at most about three times the decoded size.
+    if !charge.try_grow_alone(size.saturating_mul(3)) {
         return overloaded(app, "bytes");
-    };
-    let decoded = match pipeline::decompress(&compressed, size, &app.pool) {
-        Ok(d) => d,
-        Err(e) => return decode_error(e),
-    };
-    drop(compressed);
+    }
 
-    let table = app.table.snapshot();
-    let split = app
-        .router
-        .split_with(&decoded, &table, &app.families, &app.pool);
-    let outgoing = match split {
-        Ok(split) => {
-            crate::metrics::split(&split.stats);
-            pipeline::compress(split.batches, &app.pool)
-        }
-        Err(e) => {
-            app.pool.give(decoded);
-            return route_error(e);
-        }
+    let (outgoing, stats) = match split(app, compressed, size).await {
+        Ok(done) => done,
+        Err(ProcessError::Decode(e)) => return decode_error(e),
+        Err(ProcessError::Route(e)) => return route_error(e),
     };
-    app.pool.give(decoded);
+    crate::metrics::split(&stats);
+    // From here on the request holds only its tenants' compressed bodies.
+    charge.shrink_to(pipeline::held_bytes(&outgoing));
 
     let pushes = outgoing
         .iter()
@@ -156,6 +157,106 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Answer {
         results.push((out.tenant.as_str(), outcome));
     }
     answer::combine(&results)
+}
+
+/// Reads the body frame by frame, charging each frame to the budget before
+/// keeping it, within `limits.body_timeout` of now.
+async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes, Answer> {
+    let limits = &app.limits;
+    let deadline = tokio::time::Instant::now() + limits.body_timeout;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(too_slow(limits.body_timeout)),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => {
+                return Err(reject(
+                    StatusCode::BAD_REQUEST,
+                    "read",
+                    format!("reading the request body failed: {e}"),
+                ))
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len();
+        if total > limits.max_body_bytes {
+            return Err(too_large_body(limits.max_body_bytes));
+        }
+        if !charge.try_grow(data.len()) {
+            return Err(overloaded(app, "bytes"));
+        }
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            // Charged twice while the pieces are joined; the pieces are
+            // released right after.
+            if !charge.try_grow(total) {
+                return Err(overloaded(app, "bytes"));
+            }
+            let mut joined = Vec::with_capacity(total);
+            for c in chunks.drain(..) {
+                joined.extend_from_slice(&c);
+            }
+            charge.shrink_to(charge.bytes() - total);
+            Bytes::from(joined)
+        }
+    })
+}
+
+/// Runs the CPU part of the push, on a blocking thread when it is large.
+async fn split(
+    app: &Arc<App>,
+    compressed: Bytes,
+    size: usize,
+) -> Result<(Vec<pipeline::Outgoing>, crate::route::Stats), ProcessError> {
+    let table = app.table.snapshot();
+    let work = {
+        let app = app.clone();
+        move || {
+            pipeline::run(
+                &compressed,
+                size,
+                &app.router,
+                &table,
+                &app.families,
+                &app.pool,
+            )
+        }
+    };
+    if size < BLOCKING_BYTES {
+        return work();
+    }
+    // At most as many splits at once as there are cores: the rest wait here
+    // (holding their admitted budget) instead of crowding the blocking pool.
+    let Ok(_cpu) = app.cpu.acquire().await else {
+        return work();
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// The answer to a sender whose body did not arrive in time: retryable
+/// (a 408 would make Prometheus drop the batch).
+fn too_slow(limit: std::time::Duration) -> Answer {
+    let mut answer = reject(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "body_timeout",
+        format!(
+            "the request body did not arrive within limits.body_timeout ({}); retry",
+            humantime::format_duration(limit)
+        ),
+    );
+    answer.retry_after = Some(1);
+    answer
 }
 
 /// The answer when too much is in flight: retryable, with `Retry-After`.
@@ -213,15 +314,4 @@ fn too_many(item: Item) -> &'static str {
         Item::Exemplars => "too_many_exemplars",
         Item::Buckets => "too_many_buckets",
     }
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits, ServerTls};
 use crate::forward::{ForwardError, Forwarder};
+use crate::limits::ByteBudget;
 use crate::pool::BufferPool;
 use crate::route::{FamilyIndex, Router};
 use crate::table::OrgTable;
@@ -45,10 +46,13 @@ pub struct App {
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     pub per_tenant_metrics: bool,
-    /// Push requests being handled (`limits.max_inflight_requests`).
+    /// Push requests being processed and forwarded
+    /// (`limits.max_inflight_requests`), taken once a body has arrived.
     pub inflight_requests: Semaphore,
-    /// Decompressed KiB being handled (`limits.max_inflight_bytes`).
-    pub inflight_kib: Semaphore,
+    /// Memory of the requests in flight (`limits.max_inflight_bytes`).
+    pub budget: Arc<ByteBudget>,
+    /// Splits running on blocking threads at once: one per core.
+    pub cpu: Semaphore,
     /// Set when shutdown begins; `/readyz` answers 503 from then on.
     pub shutting_down: AtomicBool,
     grace_period: Duration,
@@ -74,11 +78,17 @@ impl App {
             router: Router::new(&config.routing, limits.wire())
                 .with_max_tenants(limits.max_tenants_per_request),
             table,
-            families: FamilyIndex::default(),
+            // Names are metric names and tenant IDs: 80 bytes a pair on
+            // average is generous for real ones and bounds made-up ones.
+            families: FamilyIndex::new(
+                limits.max_metadata_index_pairs,
+                limits.max_metadata_index_pairs.saturating_mul(80),
+            ),
             pool: Arc::default(),
             forwarder: Forwarder::new(&config.upstream)?,
             inflight_requests: Semaphore::new(limits.max_inflight_requests),
-            inflight_kib: Semaphore::new(limits.max_inflight_bytes.div_ceil(1024)),
+            budget: ByteBudget::new(limits.max_inflight_bytes),
+            cpu: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             limits,
             metrics: crate::metrics::install(),
             per_tenant_metrics: config.metrics.per_tenant,
@@ -137,6 +147,7 @@ fn ops_routes() -> axum::Router<Arc<App>> {
 
 async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> String {
     crate::metrics::family_index(app.families.stats());
+    crate::metrics::inflight_bytes(app.budget.used());
     app.metrics.render()
 }
 
@@ -149,17 +160,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    // One connection limit for both listeners: what it bounds is memory.
+    let connections = Arc::new(Semaphore::new(app.limits.max_connections));
     let mut loops = vec![tokio::spawn(accept_loop(
         listener,
         routes(app.clone()),
-        app.tls.clone(),
+        Accept::new(&app, &connections),
         stop_rx.clone(),
     ))];
     if let Some(l) = metrics_listener {
         loops.push(tokio::spawn(accept_loop(
             l,
             ops_routes().with_state(app.clone()),
-            app.tls.clone(),
+            Accept::new(&app, &connections),
             stop_rx,
         )));
     }
@@ -187,16 +200,57 @@ pub async fn serve(
     Ok(())
 }
 
+/// How connections are accepted and served.
+struct Accept {
+    tls: Option<TlsAcceptor>,
+    connections: Arc<Semaphore>,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl Accept {
+    fn new(app: &App, connections: &Arc<Semaphore>) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A connection that does not deliver a request's headers in time
+        // (or stays idle that long between requests) is closed, and what it
+        // may make hyper buffer is small: a request's headers and the
+        // part of its body not yet read are the only memory a connection
+        // holds outside the byte budget.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(app.limits.header_timeout)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_concurrent_streams(MAX_STREAMS)
+            .initial_stream_window_size(256 << 10)
+            .initial_connection_window_size(1 << 20)
+            .keep_alive_interval(app.limits.header_timeout)
+            .keep_alive_timeout(app.limits.header_timeout);
+        Self {
+            tls: app.tls.clone(),
+            connections: connections.clone(),
+            builder,
+        }
+    }
+}
+
+/// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list).
+const MAX_HEADER_BYTES: usize = 64 << 10;
+/// Requests at once on one HTTP/2 connection.
+const MAX_STREAMS: u32 = 64;
+
 /// Accepts connections until `stop`; returns the handle that waits for the
 /// accepted connections to finish.
 async fn accept_loop(
     listener: TcpListener,
     router: axum::Router,
-    tls: Option<TlsAcceptor>,
+    accept: Accept,
     mut stop: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -210,16 +264,31 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
+        let Ok(permit) = accept.connections.clone().try_acquire_owned() else {
+            // Closing at once tells the client to retry (elsewhere) now,
+            // rather than leaving it waiting in the listen backlog.
+            crate::metrics::connection_refused();
+            static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            if crate::metrics::rate_limit(&LAST, Duration::from_secs(10)) {
+                tracing::warn!(%peer, "limits.max_connections reached; closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
+        let builder = accept.builder.clone();
         let watcher = graceful.watcher();
-        match tls.clone() {
+        match accept.tls.clone() {
             None => {
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                tokio::spawn(watcher.watch(conn));
+                let served = watcher.watch(conn);
+                tokio::spawn(async move {
+                    let _ = served.await;
+                    drop(permit);
+                });
             }
             Some(tls) => {
                 tokio::spawn(async move {
@@ -233,6 +302,7 @@ async fn accept_loop(
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
+                    drop(permit);
                 });
             }
         }

@@ -97,10 +97,16 @@ async fn too_many(o: &Orgsplit, upstream: &Upstream, body: Vec<u8>, key: &str) {
 
 #[tokio::test]
 async fn thirty_million_empty_metadata_entries_are_refused_as_they_are_counted() {
-    let (_d, upstream, o) = setup("").await;
     // 3 MB compressed, 62 MB decoded, 31 million `metadata {}` fields: with
     // no count limit this took the process past 1 GiB and was answered 204.
     let body = flood(&[0x1a, 0x00], 31_000_000);
+    // With the defaults, its decoded size alone is too much.
+    let (_d, upstream, o) = setup("").await;
+    too_many(&o, &upstream, body.clone(), "limits.max_decoded_bytes").await;
+    drop(o);
+    // Allowed that size, it is refused as the entries are counted.
+    let (_d, upstream, o) =
+        setup("limits: {max_decoded_bytes: 67108864, max_inflight_bytes: 268435456}\n").await;
     let started = Instant::now();
     too_many(&o, &upstream, body, "limits.max_metadata_per_request").await;
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -181,7 +187,8 @@ async fn each_repeated_item_has_a_limit_and_is_accepted_up_to_it() {
             }];
         })])
     };
-    let cases: [(&dyn Fn(usize) -> pb::WriteRequest, usize, &str); 5] = [
+    type Make<'a> = &'a dyn Fn(usize) -> pb::WriteRequest;
+    let cases: [(Make, usize, &str); 5] = [
         (&series_n, 10, "max_series_per_request"),
         (&metadata, 10, "max_metadata_per_request"),
         (&samples, 20, "max_samples_per_request"),
@@ -222,14 +229,14 @@ async fn floods_of_empty_exemplars_samples_and_buckets_are_refused() {
     too_many(
         &o,
         &upstream,
-        one_series(&[0x1a, 0x00], 20_000_000),
+        one_series(&[0x1a, 0x00], 15_000_000),
         "limits.max_exemplars_per_request",
     )
     .await;
     too_many(
         &o,
         &upstream,
-        one_series(&[0x12, 0x00], 20_000_000),
+        one_series(&[0x12, 0x00], 15_000_000),
         "limits.max_samples_per_request",
     )
     .await;
@@ -330,4 +337,242 @@ async fn tenants_per_request_are_limited() {
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("limits.max_tenants_per_request"), "{body}");
     assert!(up2.received().is_empty());
+}
+
+/// A sender that sends a push's headers (declaring `declared` body bytes)
+/// and `send` bytes of body, then stalls. Returns the connection, to read
+/// the answer from.
+async fn stall(o: &Orgsplit, declared: usize, send: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(o.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\n\
+         Content-Type: application/x-protobuf\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![0u8; send]).await.unwrap();
+    s
+}
+
+/// The status line orgsplit wrote on `s`, if any arrives within `wait`.
+async fn status_of(s: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(wait, s.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    text.lines()
+        .next()
+        .map(|l| l.to_string())
+        .filter(|l| !l.is_empty())
+}
+
+#[tokio::test]
+async fn senders_that_stall_do_not_lock_out_the_others() {
+    // Four request slots; four senders send 10 bytes of body and stall.
+    let (_d, upstream, o) = setup("limits: {max_inflight_requests: 4, body_timeout: 2s}\n").await;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stall(&o, 100_000, 10).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Everyone else is served, at once.
+    for _ in 0..8 {
+        let started = Instant::now();
+        let (status, _, body) = o.push(&two_tenants()).await;
+        assert_eq!(status, 204, "{body}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    assert_eq!(upstream.received().len(), 16);
+    // The stalled ones are told to retry once body_timeout has passed.
+    for s in &mut stalled {
+        let line = status_of(s, Duration::from_secs(5)).await;
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains(" 503 ")),
+            "{line:?}"
+        );
+    }
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            "orgsplit_requests_rejected_total{reason=\"body_timeout\""
+        ),
+        4.0
+    );
+}
+
+#[tokio::test]
+async fn hundreds_of_stalled_senders_with_default_limits() {
+    let (_d, _upstream, o) = setup("").await;
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        stalled.push(stall(&o, 1000, 10).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, body) = o.push(&two_tenants()).await;
+    assert_eq!(status, 204, "{body}");
+    // default body_timeout is 10 s: well under Prometheus' 30 s
+    assert_eq!(o.app.limits.body_timeout, Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn bytes_still_arriving_are_charged_to_the_budget() {
+    // A 2 MiB budget; senders declare 1 MiB bodies, send 700 KiB and stall.
+    let (_d, upstream, o) = setup(
+        "limits: {max_body_bytes: 1048576, max_decoded_bytes: 1048576, \
+         max_inflight_bytes: 2097152, body_timeout: 3s}\n",
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stall(&o, 1 << 20, 700 << 10).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The bytes held are charged, and the budget is never exceeded.
+    let page = o.metrics().await;
+    let held = metric(&page, "orgsplit_inflight_bytes");
+    assert!(held >= (1400 << 10) as f64, "held {held}");
+    assert!(held <= (2 << 20) as f64, "held {held}");
+    // Those that would go past it were told to retry at once.
+    let mut refused = 0;
+    for s in &mut stalled {
+        if let Some(line) = status_of(s, Duration::from_millis(300)).await {
+            assert!(line.contains(" 503 "), "{line}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 2, "two 700 KiB bodies fit in 2 MiB, four do not");
+    assert_eq!(
+        metric(
+            &o.metrics().await,
+            "orgsplit_requests_overloaded_total{limit=\"bytes\""
+        ),
+        2.0
+    );
+    // A small push still fits beside them.
+    let (status, _, body) = o.push(&two_tenants()).await;
+    assert_eq!(status, 204, "{body}");
+    // Once the stalled ones time out, their bytes are released.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let page = o.metrics().await;
+    assert_eq!(metric(&page, "orgsplit_inflight_bytes"), 0.0, "{page}");
+    drop(stalled);
+    upstream.reset();
+    let (status, _, _) = o.push(&two_tenants()).await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn chunked_bodies_are_charged_and_bounded_too() {
+    use tokio::io::AsyncWriteExt;
+    let (_d, _upstream, o) = setup(
+        "limits: {max_body_bytes: 1048576, max_decoded_bytes: 1048576, \
+         max_inflight_bytes: 2097152, body_timeout: 3s}\n",
+    )
+    .await;
+    // No Content-Length: 1.5 MiB in 64 KiB chunks is cut off at max_body_bytes.
+    let mut s = tokio::net::TcpStream::connect(o.addr).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\n\
+          Transfer-Encoding: chunked\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    for _ in 0..24 {
+        let head = format!("{:x}\r\n", chunk.len());
+        if s.write_all(head.as_bytes()).await.is_err()
+            || s.write_all(&chunk).await.is_err()
+            || s.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let line = status_of(&mut s, Duration::from_secs(2)).await;
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains(" 413 ")),
+        "{line:?}"
+    );
+    // Chunked and stalled: charged as it arrives, released at the timeout.
+    let mut s = tokio::net::TcpStream::connect(o.addr).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Encoding: snappy\r\n\
+          Transfer-Encoding: chunked\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
+        s.write_all(&chunk).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = metric(&o.metrics().await, "orgsplit_inflight_bytes");
+    assert!(held >= (640 << 10) as f64, "held {held}");
+    let line = status_of(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains(" 503 ")),
+        "{line:?}"
+    );
+    assert_eq!(metric(&o.metrics().await, "orgsplit_inflight_bytes"), 0.0);
+}
+
+/// Splitting a large push must not hold up the runtime: `/readyz` and
+/// small pushes are answered while it runs. The test runtime has a single
+/// thread, so any CPU work done on it shows up as their latency.
+#[tokio::test(flavor = "current_thread")]
+async fn large_pushes_do_not_stall_health_checks_or_other_senders() {
+    let (_d, upstream, o) = setup(
+        "limits: {max_decoded_bytes: 67108864, max_inflight_bytes: 268435456, \
+         max_series_per_request: 0}\n",
+    )
+    .await;
+    let mut big = orgsplit::testing::request(&orgsplit::testing::Shape {
+        series: 120_000,
+        namespaces: 3,
+        labels: 14,
+        ..Default::default()
+    });
+    for (i, s) in big.timeseries.iter_mut().enumerate() {
+        for l in &mut s.labels {
+            if l.name == "namespace" {
+                l.value = ["shop-prod", "billing", "shop-dev"][i % 3].into();
+            }
+        }
+    }
+    let body = orgsplit::testing::compress(&big);
+    // How long the split alone takes here (debug builds are slow).
+    let started = Instant::now();
+    let (status, _, text) = o.push_raw(body.clone()).await;
+    let alone = started.elapsed();
+    assert_eq!(status, 204, "{text}");
+    upstream.reset();
+
+    let big_push = o.push_raw(body);
+    let probes = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut worst = Duration::ZERO;
+        let until = Instant::now() + alone / 2;
+        while Instant::now() < until {
+            let started = Instant::now();
+            let r = client().get(o.url("/readyz")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let (status, _, _) = o.push(&two_tenants()).await;
+            assert_eq!(status, 204);
+            worst = worst.max(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        worst
+    };
+    let ((status, _, text), worst) = tokio::join!(big_push, probes);
+    assert_eq!(status, 204, "{text}");
+    assert!(
+        worst < alone / 4 && worst < Duration::from_millis(500),
+        "a probe waited {worst:?} while a {alone:?} split ran"
+    );
 }

@@ -268,7 +268,8 @@ async fn the_byte_budget_bounds_decoded_data_in_flight() {
         ..Default::default()
     });
     orgsplit::testing::set_namespace(&mut big, "shop-prod");
-    // A request holds twice its decoded size; the budget fits one at a time.
+    // A request being split holds three times its decoded size (clamped to
+    // the whole budget); the budget fits one at a time.
     let len = {
         use prost::Message;
         big.encode_to_vec().len()

@@ -46,7 +46,7 @@ static LABEL: LazyLock<Router> = LazyLock::new(|| {
 });
 static TABLE: LazyLock<Snapshot> =
     LazyLock::new(|| Snapshot::from_pairs([("a", "acme"), ("b", "globex"), ("c", "../bad")]));
-static FAMILIES: LazyLock<FamilyIndex> = LazyLock::new(|| FamilyIndex::new(10_000));
+static FAMILIES: LazyLock<FamilyIndex> = LazyLock::new(|| FamilyIndex::new(10_000, 1 << 20));
 static POOL: LazyLock<Arc<BufferPool>> = LazyLock::new(Arc::default);
 
 fuzz_target!(|data: &[u8]| {

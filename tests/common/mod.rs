@@ -76,6 +76,7 @@ impl Upstream {
     fn router(state: &Arc<UpstreamState>) -> axum::Router {
         axum::Router::new()
             .route("/api/v1/push", axum::routing::post(receive))
+            .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
             .with_state(state.clone())
     }
 
