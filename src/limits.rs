@@ -6,6 +6,12 @@
 //!  tenant bodies compressed ─► Charge::shrink_to(what is still held) ─► forward ─► drop: released
 //! ```
 //!
+//! When the budget is full, a request that needs room waits briefly and
+//! signals *pressure*; requests whose bodies have made no progress for a
+//! while (stalled senders) give up their bytes at that signal and are told
+//! to retry. So senders that stall part-way through their bodies can fill
+//! the budget only until someone who is actually sending needs it.
+//!
 //! Invariant: every byte a request makes orgsplit hold (the compressed body
 //! while it arrives, chunked or not; the decompressed body; the per-tenant
 //! batches and their compressed bodies until the upstream answered) is
@@ -16,12 +22,19 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 /// A byte budget shared by all requests.
 #[derive(Debug)]
 pub struct ByteBudget {
     used: AtomicUsize,
     max: usize,
+    /// Signalled when a request found the budget full.
+    pressure: Notify,
+    /// Signalled when bytes are released.
+    released: Notify,
 }
 
 impl ByteBudget {
@@ -29,7 +42,14 @@ impl ByteBudget {
         Arc::new(Self {
             used: AtomicUsize::new(0),
             max,
+            pressure: Notify::new(),
+            released: Notify::new(),
         })
+    }
+
+    /// Resolves at the next signal that some request needs room.
+    pub async fn pressure(&self) {
+        self.pressure.notified().await
     }
 
     /// A new, empty charge against this budget.
@@ -50,10 +70,22 @@ impl ByteBudget {
         self.max
     }
 
-    fn try_take(&self, n: usize) -> bool {
+    /// Requests holding at most this much are *small*: a typical push.
+    fn small(&self) -> usize {
+        self.max / 32
+    }
+
+    /// What a request that is not small may fill the budget up to: the
+    /// rest is kept for small ones, so that large senders (stalled or not)
+    /// cannot take every byte and lock out ordinary pushes.
+    fn large_limit(&self) -> usize {
+        self.max - self.max / 4
+    }
+
+    fn try_take(&self, n: usize, limit: usize) -> bool {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            let Some(next) = used.checked_add(n).filter(|&next| next <= self.max) else {
+            let Some(next) = used.checked_add(n).filter(|&next| next <= limit) else {
                 return false;
             };
             match self
@@ -67,7 +99,10 @@ impl ByteBudget {
     }
 
     fn give(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::AcqRel);
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            self.released.notify_waiters();
+        }
     }
 }
 
@@ -79,9 +114,21 @@ pub struct Charge {
 }
 
 impl Charge {
-    /// Charges `n` more bytes, if the budget has room.
+    /// Charges `n` more bytes, if the budget has room. A charge that grows
+    /// past a small request's size may only use the part of the budget not
+    /// kept for small requests.
     pub fn try_grow(&mut self, n: usize) -> bool {
-        if self.budget.try_take(n) {
+        let b = &self.budget;
+        let limit = if self.bytes.saturating_add(n) <= b.small() {
+            b.max
+        } else {
+            b.large_limit()
+        };
+        self.take(n, limit)
+    }
+
+    fn take(&mut self, n: usize, limit: usize) -> bool {
+        if self.budget.try_take(n, limit) {
             self.bytes += n;
             true
         } else {
@@ -94,8 +141,37 @@ impl Charge {
     /// one request's size that is larger than the budget cannot make that
     /// request fail forever.
     pub fn try_grow_alone(&mut self, n: usize) -> bool {
+        if self.bytes.saturating_add(n) <= self.budget.large_limit() {
+            return self.try_grow(n);
+        }
         let room = self.budget.max.saturating_sub(self.bytes);
-        self.try_grow(n.min(room))
+        self.take(n.min(room), self.budget.max)
+    }
+
+    /// [`Charge::try_grow`] (or [`Charge::try_grow_alone`] with `alone`),
+    /// and when the budget is full: signal pressure, so stalled requests
+    /// release their bytes, and try again as bytes are released, for at
+    /// most `wait`.
+    pub async fn grow(&mut self, n: usize, alone: bool, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        let budget = self.budget.clone();
+        loop {
+            let released = budget.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let grown = if alone {
+                self.try_grow_alone(n)
+            } else {
+                self.try_grow(n)
+            };
+            if grown {
+                return true;
+            }
+            self.budget.pressure.notify_waiters();
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Releases what is charged beyond `n` bytes.
@@ -124,25 +200,61 @@ mod tests {
 
     #[test]
     fn charges_are_bounded_and_released() {
-        let budget = ByteBudget::new(100);
+        let budget = ByteBudget::new(3200);
         let mut a = budget.charge();
-        assert!(a.try_grow(60));
+        assert!(a.try_grow(1400));
         let mut b = budget.charge();
-        assert!(!b.try_grow(41), "over the budget");
-        assert!(b.try_grow(40));
-        assert_eq!(budget.used(), 100);
-        a.shrink_to(10);
-        assert_eq!(budget.used(), 50);
+        assert!(!b.try_grow(1001), "past the part large requests may use");
+        assert!(b.try_grow(1000));
+        assert_eq!(budget.used(), 2400);
+        // what is kept back serves small requests only
+        let mut small: Vec<Charge> = (0..8).map(|_| budget.charge()).collect();
+        for c in &mut small {
+            assert!(c.try_grow(100), "a small request fits");
+        }
+        assert!(!budget.charge().try_grow(1), "the whole budget is used");
+        drop(small);
+        a.shrink_to(400);
+        assert_eq!(budget.used(), 1400);
         drop(b);
-        assert_eq!(budget.used(), 10);
+        assert_eq!(budget.used(), 400);
+        let mut a = {
+            let mut c = budget.charge();
+            assert!(c.try_grow(10));
+            drop(a);
+            c
+        };
         // a request larger than the whole budget runs only alone
         let mut big = budget.charge();
-        assert!(!big.try_grow_alone(500), "another request holds bytes");
-        drop(a);
-        assert!(big.try_grow_alone(500));
-        assert_eq!(budget.used(), 100);
+        assert!(!big.try_grow_alone(5000), "another request holds bytes");
+        a.shrink_to(0);
+        assert!(big.try_grow_alone(5000));
+        assert_eq!(budget.used(), 3200);
         assert!(!budget.charge().try_grow(1));
         drop(big);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_needs_room_makes_stalled_ones_let_go() {
+        let budget = ByteBudget::new(3200);
+        let mut stalled = budget.charge();
+        assert!(stalled.try_grow(2000));
+        // The stalled request gives up its bytes when pressure is signalled.
+        let b = budget.clone();
+        let holder = tokio::spawn(async move {
+            b.pressure().await;
+            drop(stalled);
+        });
+        tokio::task::yield_now().await;
+        let mut fresh = budget.charge();
+        assert!(fresh.grow(1500, false, Duration::from_secs(5)).await);
+        holder.await.unwrap();
+        assert_eq!(budget.used(), 1500);
+        // Nobody lets go: it gives up after `wait`.
+        let mut more = budget.charge();
+        let started = std::time::Instant::now();
+        assert!(!more.grow(1000, false, Duration::from_millis(100)).await);
+        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 }

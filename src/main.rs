@@ -151,6 +151,7 @@ fn load_table_once(config: &Config) -> anyhow::Result<table::Snapshot> {
 
 fn run(config: Config) -> ExitCode {
     orgsplit::telemetry::init(&config.log);
+    return_large_buffers_to_the_os();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -165,6 +166,22 @@ fn run(config: Config) -> ExitCode {
             eprintln!("orgsplit: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc serves allocations of up to 32 MiB from its heaps once a large
+/// buffer has been freed (its mmap threshold adapts upwards), and freed heap
+/// memory mostly stays resident. A push's decompressed body and tenant
+/// batches are such buffers, so RSS would keep the high-water mark of every
+/// allocation pattern ever seen, well past the byte budget. A fixed 1 MiB
+/// threshold makes them mmap'd and unmapped on free; buffers of ordinary
+/// pushes are smaller than that, and pooled anyway.
+fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before the
+    // runtime starts other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

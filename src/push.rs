@@ -18,14 +18,16 @@
 //! and is cut off at `limits.body_timeout`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 
 use crate::answer::{self, Answer};
 use crate::limits::Charge;
@@ -128,7 +130,7 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
     };
     // The decompressed body, the tenant batches built from it and their
     // compressed bodies: at most about three times the decoded size.
-    if !charge.try_grow_alone(size.saturating_mul(3)) {
+    if !charge.grow(size.saturating_mul(3), true, ROOM_WAIT).await {
         return overloaded(app, "bytes");
     }
 
@@ -141,10 +143,20 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
     // From here on the request holds only its tenants' compressed bodies.
     charge.shrink_to(pipeline::held_bytes(&outgoing));
 
-    let pushes = outgoing
-        .iter()
-        .map(|o| app.forwarder.push(&o.tenant, o.body.clone()));
-    let outcomes = futures::future::join_all(pushes).await;
+    // In parallel, but at most MAX_PARALLEL_PUSHES at once per request, so
+    // a request split into thousands of tenants does not hold thousands of
+    // upstream requests' state at once.
+    // (By index: a closure taking `&Outgoing` would make the future's
+    // lifetime higher-ranked, which the handler's `Send` bound rejects.)
+    let outgoing = &outgoing;
+    let outcomes: Vec<_> = futures::stream::iter(0..outgoing.len())
+        .map(|i| {
+            app.forwarder
+                .push(&outgoing[i].tenant, outgoing[i].body.clone())
+        })
+        .buffered(MAX_PARALLEL_PUSHES)
+        .collect()
+        .await;
 
     let mut results = Vec::with_capacity(outcomes.len());
     for (out, outcome) in outgoing.iter().zip(outcomes) {
@@ -159,15 +171,48 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
     answer::combine(&results)
 }
 
+/// Tenant pushes of one request in flight at once.
+const MAX_PARALLEL_PUSHES: usize = 256;
+
+/// How long a request waits for room in a full budget (while stalled
+/// requests are made to let go) before it is told to retry.
+const ROOM_WAIT: Duration = Duration::from_millis(500);
+
+/// A body that made no progress for this long gives up its bytes when
+/// another request needs room.
+const STALLED: Duration = Duration::from_millis(250);
+
 /// Reads the body frame by frame, charging each frame to the budget before
 /// keeping it, within `limits.body_timeout` of now.
 async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes, Answer> {
     let limits = &app.limits;
     let deadline = tokio::time::Instant::now() + limits.body_timeout;
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
+    // Each frame is copied out at once, so hyper's buffers are reused and
+    // what the request holds is exactly what was charged. With a declared
+    // length the buffer is reserved up front (pages become resident only
+    // as they are written); chunked bodies grow it.
+    let mut received: Vec<u8> = Vec::new();
+    if let Some(len) = body.size_hint().exact() {
+        received.reserve_exact((len as usize).min(limits.max_body_bytes));
+    }
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+        let last_progress = tokio::time::Instant::now();
+        let held = received.len();
+        // Resolves when another request needs room while this body is
+        // stalled (holding bytes, nothing new for `STALLED`).
+        let yield_to_others = async {
+            loop {
+                app.budget.pressure().await;
+                if last_progress.elapsed() >= STALLED && held > 0 {
+                    return;
+                }
+            }
+        };
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, body.frame()) => next,
+            () = yield_to_others => return Err(stalled_under_pressure()),
+        };
+        let frame = match next {
             Err(_) => return Err(too_slow(limits.body_timeout)),
             Ok(None) => break,
             Ok(Some(Ok(frame))) => frame,
@@ -182,32 +227,17 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        total += data.len();
-        if total > limits.max_body_bytes {
+        if received.len() + data.len() > limits.max_body_bytes {
             return Err(too_large_body(limits.max_body_bytes));
         }
-        if !charge.try_grow(data.len()) {
+        // Charged by what is written: reserved pages that were never
+        // written are not resident (buffers this large are mmap'd).
+        if !charge.grow(data.len(), false, ROOM_WAIT).await {
             return Err(overloaded(app, "bytes"));
         }
-        chunks.push(data);
+        received.extend_from_slice(&data);
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            // Charged twice while the pieces are joined; the pieces are
-            // released right after.
-            if !charge.try_grow(total) {
-                return Err(overloaded(app, "bytes"));
-            }
-            let mut joined = Vec::with_capacity(total);
-            for c in chunks.drain(..) {
-                joined.extend_from_slice(&c);
-            }
-            charge.shrink_to(charge.bytes() - total);
-            Bytes::from(joined)
-        }
-    })
+    Ok(Bytes::from(received))
 }
 
 /// Runs the CPU part of the push, on a blocking thread when it is large.
@@ -242,6 +272,18 @@ async fn split(
         Ok(result) => result,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
+}
+
+/// The answer to a sender whose body stalled while others needed the
+/// memory it held: retryable.
+fn stalled_under_pressure() -> Answer {
+    let mut answer = reject(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "body_stalled",
+        "the request body stalled while orgsplit's memory budget was needed by others; retry",
+    );
+    answer.retry_after = Some(1);
+    answer
 }
 
 /// The answer to a sender whose body did not arrive in time: retryable

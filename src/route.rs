@@ -437,7 +437,7 @@ impl<'a> State<'a> {
         let capacity = match g {
             0 => self.size_hint,
             1..8 => (self.size_hint / (g as usize + 1)).max(256),
-            _ => 1024,
+            _ => 256,
         };
         self.batches.push(Batch {
             tenant: tenant.clone(),

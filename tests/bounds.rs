@@ -427,39 +427,50 @@ async fn bytes_still_arriving_are_charged_to_the_budget() {
     )
     .await;
     let mut stalled = Vec::new();
+    let mut peak = 0f64;
     for _ in 0..4 {
         stalled.push(stall(&o, 1 << 20, 700 << 10).await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        peak = peak.max(metric(&o.metrics().await, "orgsplit_inflight_bytes"));
     }
-    // The bytes held are charged, and the budget is never exceeded.
-    let page = o.metrics().await;
-    let held = metric(&page, "orgsplit_inflight_bytes");
-    assert!(held >= (1400 << 10) as f64, "held {held}");
-    assert!(held <= (2 << 20) as f64, "held {held}");
-    // Those that would go past it were told to retry at once.
-    let mut refused = 0;
-    for s in &mut stalled {
-        if let Some(line) = status_of(s, Duration::from_millis(300)).await {
-            assert!(line.contains(" 503 "), "{line}");
-            refused += 1;
-        }
-    }
-    assert_eq!(refused, 2, "two 700 KiB bodies fit in 2 MiB, four do not");
-    assert_eq!(
-        metric(
-            &o.metrics().await,
-            "orgsplit_requests_overloaded_total{limit=\"bytes\""
-        ),
-        2.0
-    );
-    // A small push still fits beside them.
+    // What arrived is charged, and large requests never take more than
+    // three quarters of the budget (the rest is kept for small pushes).
+    assert!(peak >= (700 << 10) as f64, "peak {peak}");
+    assert!(peak <= (1536 << 10) as f64, "peak {peak}");
+    // A small push is served at once beside them.
+    let started = Instant::now();
     let (status, _, body) = o.push(&two_tenants()).await;
     assert_eq!(status, 204, "{body}");
-    // Once the stalled ones time out, their bytes are released.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // Stalled bodies gave way to the later senders that needed the room,
+    // and were told to retry.
+    // (Two 700 KiB bodies fit in the 1.5 MiB large requests may use: the
+    // third and fourth sender made the first two give way.)
+    for s in &mut stalled[..2] {
+        let line = status_of(s, Duration::from_millis(200)).await;
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains(" 503 ")),
+            "{line:?}"
+        );
+    }
     let page = o.metrics().await;
-    assert_eq!(metric(&page, "orgsplit_inflight_bytes"), 0.0, "{page}");
-    drop(stalled);
+    assert!(
+        metric(
+            &page,
+            "orgsplit_requests_rejected_total{reason=\"body_stalled\""
+        ) + metric(&page, "orgsplit_requests_overloaded_total{limit=\"bytes\"")
+            >= 2.0,
+        "{page}"
+    );
+    // The last two time out; then every byte is released.
+    for s in &mut stalled[2..] {
+        let line = status_of(s, Duration::from_secs(5)).await;
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains(" 503 ")),
+            "{line:?}"
+        );
+    }
+    assert_eq!(metric(&o.metrics().await, "orgsplit_inflight_bytes"), 0.0);
     upstream.reset();
     let (status, _, _) = o.push(&two_tenants()).await;
     assert_eq!(status, 204);

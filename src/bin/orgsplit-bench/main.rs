@@ -18,8 +18,10 @@
 //!
 //! `cargo run --release --bin orgsplit-bench -- --duration 10s --pin`
 //!
-//! With `--soak` it runs the soak test instead (see `soak.rs`).
+//! With `--soak` it runs the soak test instead (see `soak.rs`), with
+//! `--attack` the hostile-input run (see `attack.rs`).
 
+mod attack;
 mod soak;
 
 use std::path::PathBuf;
@@ -64,6 +66,12 @@ struct Args {
     /// `--rate` (default 50 000) samples/s; reports RSS, FDs and losses.
     #[arg(long)]
     soak: bool,
+    /// Hostile-input run: each attack (or only the named ones, comma
+    /// separated) for `--duration` against a fresh orgsplit with default
+    /// limits, while a well-behaved sender keeps pushing; reports peak RSS
+    /// and what the well-behaved sender saw. See `attack.rs`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "all")]
+    attack: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +92,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(which) = args.attack.clone() {
+        return runtime.block_on(attack::run(&args, &which));
+    }
     if args.soak {
         let args = Args {
             rate: if args.rate == 0 { 50_000 } else { args.rate },
@@ -236,6 +247,16 @@ async fn start_orgsplit(
     dir: &std::path::Path,
     upstream: std::net::SocketAddr,
 ) -> anyhow::Result<(tokio::process::Child, u16)> {
+    start_orgsplit_with(args, dir, upstream, "{unmapped: drop}").await
+}
+
+/// [`start_orgsplit`] with its own `routing` section (YAML flow map).
+async fn start_orgsplit_with(
+    args: &Args,
+    dir: &std::path::Path,
+    upstream: std::net::SocketAddr,
+    routing: &str,
+) -> anyhow::Result<(tokio::process::Child, u16)> {
     let bin = match &args.orgsplit {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -260,7 +281,7 @@ async fn start_orgsplit(
     std::fs::write(
         dir.join("config.yaml"),
         format!(
-            "listen: 127.0.0.1:{port}\nupstream: {{url: \"http://{upstream}/api/v1/push\"}}\nrouting: {{unmapped: drop}}\nlookup: {{file: \"{}\"}}\nlog: {{level: warn}}\n{}\n",
+            "listen: 127.0.0.1:{port}\nupstream: {{url: \"http://{upstream}/api/v1/push\"}}\nrouting: {routing}\nlookup: {{file: \"{}\"}}\nlog: {{level: warn}}\n{}\n",
             dir.join("table.yaml").display(),
             args.extra_config
         ),
