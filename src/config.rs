@@ -296,7 +296,7 @@ impl Default for Limits {
             max_inflight_bytes: 128 << 20,
             body_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
-            max_connections: 2048,
+            max_connections: 1024,
             max_metadata_index_pairs: 100_000,
             overload_status: 503,
         }

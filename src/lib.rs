@@ -30,6 +30,7 @@
 
 pub mod answer;
 pub mod config;
+pub mod connections;
 pub mod credentials;
 pub mod forward;
 pub mod health;

@@ -22,13 +22,13 @@ use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Limits, ServerTls};
+use crate::connections::Connections;
 use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
 use crate::pool::BufferPool;
@@ -161,7 +161,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     // One connection limit for both listeners: what it bounds is memory.
-    let connections = Arc::new(Semaphore::new(app.limits.max_connections));
+    let connections = Connections::new(app.limits.max_connections);
     let mut loops = vec![tokio::spawn(accept_loop(
         listener,
         routes(app.clone()),
@@ -203,12 +203,12 @@ pub async fn serve(
 /// How connections are accepted and served.
 struct Accept {
     tls: Option<TlsAcceptor>,
-    connections: Arc<Semaphore>,
+    connections: Arc<Connections>,
     builder: auto::Builder<TokioExecutor>,
 }
 
 impl Accept {
-    fn new(app: &App, connections: &Arc<Semaphore>) -> Self {
+    fn new(app: &App, connections: &Arc<Connections>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // A connection that does not deliver a request's headers in time
         // (or stays idle that long between requests) is closed, and what it
@@ -238,7 +238,7 @@ impl Accept {
 }
 
 /// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list).
-const MAX_HEADER_BYTES: usize = 64 << 10;
+const MAX_HEADER_BYTES: usize = 16 << 10;
 /// Requests at once on one HTTP/2 connection.
 const MAX_STREAMS: u32 = 64;
 
@@ -264,7 +264,7 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        let Ok(permit) = accept.connections.clone().try_acquire_owned() else {
+        let Some(slot) = accept.connections.admit().await else {
             // Closing at once tells the client to retry (elsewhere) now,
             // rather than leaving it waiting in the listen backlog.
             crate::metrics::connection_refused();
@@ -276,36 +276,46 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The router, noting on the connection's flags that it has spoken.
+        let service = {
+            let (router, flags) = (router.clone(), slot.flags.clone());
+            hyper::service::service_fn(move |request| {
+                flags.spoke();
+                tower::ServiceExt::oneshot(router.clone(), request)
+            })
+        };
         let builder = accept.builder.clone();
         let watcher = graceful.watcher();
-        match accept.tls.clone() {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let served = watcher.watch(conn);
-                tokio::spawn(async move {
-                    let _ = served.await;
-                    drop(permit);
-                });
-            }
-            Some(tls) => {
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .into_owned();
-                            let _ = watcher.watch(conn).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        let tls = accept.tls.clone();
+        tokio::spawn(async move {
+            let flags = slot.flags.clone();
+            let serve = async move {
+                let Some(tls) = tls else {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                    return;
+                };
+                match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        let _ = watcher.watch(conn).await;
                     }
-                    drop(permit);
-                });
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            };
+            // A connection that never sent a request may be closed to let a
+            // new one in (see `connections`).
+            tokio::select! {
+                () = serve => {}
+                () = flags.evicted() => {}
             }
-        }
+            drop(slot);
+        });
     }
     graceful
 }

@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 async fn setup(extra: &str) -> (tempfile::TempDir, Upstream, Orgsplit) {
-    let dir = tempfile::tempdir().unwrap();
-    write_table(dir.path(), TABLE);
-    let upstream = Upstream::start().await;
-    let cfg = format!(
-        "{}{extra}",
-        config(dir.path(), &upstream.url(), "  unmapped: drop")
-    );
-    let orgsplit = Orgsplit::start(dir.path(), &cfg).await;
-    (dir, upstream, orgsplit)
+    start_dropping(TABLE, extra).await
 }
 
 fn two_tenants() -> orgsplit::wire::pb::WriteRequest {
@@ -60,10 +52,6 @@ async fn a_huge_upstream_answer_is_read_only_as_far_as_the_message_needs() {
     upstream.clear("globex");
     let (status, _, _) = o.push(&two_tenants()).await;
     assert_eq!(status, 204);
-}
-
-fn snappy(b: &[u8]) -> Vec<u8> {
-    snap::raw::Encoder::new().compress_vec(b).unwrap()
 }
 
 /// A request of `n` copies of the raw field `field` (tag and body), after
@@ -354,6 +342,15 @@ async fn stall(o: &Orgsplit, declared: usize, send: usize) -> tokio::net::TcpStr
     s
 }
 
+/// Asserts that orgsplit told the sender on `s` to retry (503) within `wait`.
+async fn told_to_retry(s: &mut tokio::net::TcpStream, wait: Duration) {
+    let line = status_of(s, wait).await;
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains(" 503 ")),
+        "{line:?}"
+    );
+}
+
 /// The status line orgsplit wrote on `s`, if any arrives within `wait`.
 async fn status_of(s: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
     use tokio::io::AsyncReadExt;
@@ -388,11 +385,7 @@ async fn senders_that_stall_do_not_lock_out_the_others() {
     assert_eq!(upstream.received().len(), 16);
     // The stalled ones are told to retry once body_timeout has passed.
     for s in &mut stalled {
-        let line = status_of(s, Duration::from_secs(5)).await;
-        assert!(
-            line.as_deref().is_some_and(|l| l.contains(" 503 ")),
-            "{line:?}"
-        );
+        told_to_retry(s, Duration::from_secs(5)).await;
     }
     let page = o.metrics().await;
     assert_eq!(
@@ -447,11 +440,7 @@ async fn bytes_still_arriving_are_charged_to_the_budget() {
     // (Two 700 KiB bodies fit in the 1.5 MiB large requests may use: the
     // third and fourth sender made the first two give way.)
     for s in &mut stalled[..2] {
-        let line = status_of(s, Duration::from_millis(200)).await;
-        assert!(
-            line.as_deref().is_some_and(|l| l.contains(" 503 ")),
-            "{line:?}"
-        );
+        told_to_retry(s, Duration::from_millis(200)).await;
     }
     let page = o.metrics().await;
     assert!(
@@ -464,11 +453,7 @@ async fn bytes_still_arriving_are_charged_to_the_budget() {
     );
     // The last two time out; then every byte is released.
     for s in &mut stalled[2..] {
-        let line = status_of(s, Duration::from_secs(5)).await;
-        assert!(
-            line.as_deref().is_some_and(|l| l.contains(" 503 ")),
-            "{line:?}"
-        );
+        told_to_retry(s, Duration::from_secs(5)).await;
     }
     assert_eq!(metric(&o.metrics().await, "orgsplit_inflight_bytes"), 0.0);
     upstream.reset();
@@ -525,11 +510,7 @@ async fn chunked_bodies_are_charged_and_bounded_too() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let held = metric(&o.metrics().await, "orgsplit_inflight_bytes");
     assert!(held >= (640 << 10) as f64, "held {held}");
-    let line = status_of(&mut s, Duration::from_secs(5)).await;
-    assert!(
-        line.as_deref().is_some_and(|l| l.contains(" 503 ")),
-        "{line:?}"
-    );
+    told_to_retry(&mut s, Duration::from_secs(5)).await;
     assert_eq!(metric(&o.metrics().await, "orgsplit_inflight_bytes"), 0.0);
 }
 
@@ -586,4 +567,29 @@ async fn large_pushes_do_not_stall_health_checks_or_other_senders() {
         worst < alone / 4 && worst < Duration::from_millis(500),
         "a probe waited {worst:?} while a {alone:?} split ran"
     );
+}
+
+#[tokio::test]
+async fn silent_connections_give_way_at_the_connection_limit() {
+    let (_d, _upstream, o) = setup("limits: {max_connections: 20}\n").await;
+    // More sockets than the limit, none of which ever sends a byte.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(tokio::net::TcpStream::connect(o.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A sender that pushes still gets in, and keeps its connection.
+    let client = client();
+    for _ in 0..5 {
+        let r = client
+            .post(o.url("/api/v1/push"))
+            .header("Content-Encoding", "snappy")
+            .body(orgsplit::testing::compress(&two_tenants()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let page = o.metrics().await;
+    assert_eq!(metric(&page, "orgsplit_connections_refused_total"), 0.0);
 }

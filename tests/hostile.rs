@@ -9,25 +9,14 @@ use orgsplit::wire::encode::put_bytes_field;
 use orgsplit::wire::pb;
 
 async fn setup(extra: &str) -> (tempfile::TempDir, Upstream, Orgsplit) {
-    let dir = tempfile::tempdir().unwrap();
-    write_table(
-        dir.path(),
+    start_dropping(
         &format!(
             "shop-prod: acme\nbilling: globex\ndotdot: \"../x\"\npipe: \"a|b\"\nlong: \"{}\"\n",
             "o".repeat(200)
         ),
-    );
-    let upstream = Upstream::start().await;
-    let cfg = format!(
-        "{}{extra}",
-        config(dir.path(), &upstream.url(), "  unmapped: drop")
-    );
-    let orgsplit = Orgsplit::start(dir.path(), &cfg).await;
-    (dir, upstream, orgsplit)
-}
-
-fn snappy(b: &[u8]) -> Vec<u8> {
-    snap::raw::Encoder::new().compress_vec(b).unwrap()
+        extra,
+    )
+    .await
 }
 
 fn good_series() -> pb::TimeSeries {

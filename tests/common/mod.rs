@@ -349,3 +349,22 @@ pub const TABLE: &str = "shop-prod: acme\nshop-dev: acme\nbilling: globex\nbroke
 pub fn write_table(dir: &Path, text: &str) {
     std::fs::write(dir.join("table.yaml"), text).unwrap();
 }
+
+/// An orgsplit in namespace mode with policy `drop` over `table`, `extra`
+/// appended to its config, in front of a fresh recording upstream.
+pub async fn start_dropping(table: &str, extra: &str) -> (tempfile::TempDir, Upstream, Orgsplit) {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), table);
+    let upstream = Upstream::start().await;
+    let cfg = format!(
+        "{}{extra}",
+        config(dir.path(), &upstream.url(), "  unmapped: drop")
+    );
+    let orgsplit = Orgsplit::start(dir.path(), &cfg).await;
+    (dir, upstream, orgsplit)
+}
+
+/// Snappy block compression of raw bytes (hand-made bodies).
+pub fn snappy(b: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(b).unwrap()
+}
