@@ -57,6 +57,7 @@ impl ByteBudget {
         Charge {
             budget: self.clone(),
             bytes: 0,
+            expected: 0,
         }
     }
 
@@ -111,6 +112,10 @@ impl ByteBudget {
 pub struct Charge {
     budget: Arc<ByteBudget>,
     bytes: usize,
+    /// What the request is expected to hold in the end (a body's declared
+    /// length, say): whether it is small is judged by this too, so a
+    /// large body is not small while it is still arriving.
+    expected: usize,
 }
 
 impl Charge {
@@ -119,7 +124,7 @@ impl Charge {
     /// kept for small requests.
     pub fn try_grow(&mut self, n: usize) -> bool {
         let b = &self.budget;
-        let limit = if self.bytes.saturating_add(n) <= b.small() {
+        let limit = if self.bytes.saturating_add(n).max(self.expected) <= b.small() {
             b.max
         } else {
             b.large_limit()
@@ -174,6 +179,12 @@ impl Charge {
         }
     }
 
+    /// Declares what this request will hold at least in the end
+    /// (`usize::MAX` when unknown: not small).
+    pub fn expect(&mut self, n: usize) {
+        self.expected = n;
+    }
+
     /// Releases what is charged beyond `n` bytes.
     pub fn shrink_to(&mut self, n: usize) {
         if n < self.bytes {
@@ -212,6 +223,12 @@ mod tests {
         for c in &mut small {
             assert!(c.try_grow(100), "a small request fits");
         }
+        let mut declared_large = budget.charge();
+        declared_large.expect(1000);
+        assert!(
+            !declared_large.try_grow(1),
+            "a large body is large from its first byte"
+        );
         assert!(!budget.charge().try_grow(1), "the whole budget is used");
         drop(small);
         a.shrink_to(400);

@@ -130,6 +130,7 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
     };
     // The decompressed body, the tenant batches built from it and their
     // compressed bodies: at most about three times the decoded size.
+    charge.expect(compressed.len().saturating_add(size.saturating_mul(3)));
     if !charge.grow(size.saturating_mul(3), true, ROOM_WAIT).await {
         return overloaded(app, "bytes");
     }
@@ -192,8 +193,14 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
     // length the buffer is reserved up front (pages become resident only
     // as they are written); chunked bodies grow it.
     let mut received: Vec<u8> = Vec::new();
-    if let Some(len) = body.size_hint().exact() {
-        received.reserve_exact((len as usize).min(limits.max_body_bytes));
+    match body.size_hint().exact() {
+        Some(len) => {
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            received.reserve_exact(len.min(limits.max_body_bytes));
+            charge.expect(len);
+        }
+        // A chunked body may be as large as allowed.
+        None => charge.expect(limits.max_body_bytes),
     }
     loop {
         let last_progress = tokio::time::Instant::now();

@@ -519,11 +519,16 @@ async fn chunked_bodies_are_charged_and_bounded_too() {
 /// thread, so any CPU work done on it shows up as their latency.
 #[tokio::test(flavor = "current_thread")]
 async fn large_pushes_do_not_stall_health_checks_or_other_senders() {
-    let (_d, upstream, o) = setup(
-        "limits: {max_decoded_bytes: 67108864, max_inflight_bytes: 268435456, \
-         max_series_per_request: 0}\n",
-    )
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let upstream = Upstream::start().await;
+    // The fake upstream decodes the large tenant bodies slowly in a debug
+    // build on a busy machine: give it time.
+    let cfg = config(dir.path(), &upstream.url(), "  unmapped: drop")
+        .replace("timeout: 2s", "timeout: 60s")
+        + "limits: {max_decoded_bytes: 67108864, max_inflight_bytes: 268435456, \
+         max_series_per_request: 0}\n";
+    let o = Orgsplit::start(dir.path(), &cfg).await;
     let mut big = orgsplit::testing::request(&orgsplit::testing::Shape {
         series: 120_000,
         namespaces: 3,
