@@ -21,9 +21,12 @@
 //! - [`pipeline`]: the CPU part of a push (decompress → split → compress),
 //!   shared by the handler, the benches and the load test; [`pool`] reuses
 //!   its buffers.
-//! - [`push`]: the HTTP handler tying the stages together.
-//! - [`server`], [`health`], [`shutdown`], [`metrics`], [`telemetry`],
-//!   [`config`]: the service around the data path.
+//! - [`push`]: the HTTP handler tying the stages together: receives the
+//!   body against the memory budget of [`limits`], runs the pipeline on a
+//!   blocking thread when it is large, forwards, answers.
+//! - [`server`], [`connections`] (the connection limit), [`health`],
+//!   [`shutdown`], [`metrics`], [`telemetry`], [`config`]: the service
+//!   around the data path.
 //!
 //! Lower modules never import higher ones: `wire`, `tenant` and `table` know
 //! nothing of HTTP, and `route` knows nothing of the network.
