@@ -47,13 +47,19 @@ fn yaml(table: &Path, upstream: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn edits_apply_and_broken_edits_keep_the_last_good_table() {
+/// orgsplit over a table file holding `text`; returns the file's path.
+async fn start_with(text: &str) -> (tempfile::TempDir, std::path::PathBuf, Upstream, Orgsplit) {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("table.yaml");
-    std::fs::write(&table, "shop-prod: acme\n").unwrap();
+    std::fs::write(&table, text).unwrap();
     let upstream = Upstream::start().await;
     let orgsplit = Orgsplit::start(dir.path(), &yaml(&table, &upstream.url())).await;
+    (dir, table, upstream, orgsplit)
+}
+
+#[tokio::test]
+async fn edits_apply_and_broken_edits_keep_the_last_good_table() {
+    let (_dir, table, upstream, orgsplit) = start_with("shop-prod: acme\n").await;
     wait_for_tenant(&orgsplit, &upstream, "acme").await;
 
     std::fs::write(&table, "shop-prod: newco\n").unwrap();
@@ -133,17 +139,11 @@ async fn route_each(
 
 #[tokio::test]
 async fn table_keys_and_values_are_the_literal_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table.yaml");
     // A YAML 1.1/1.2 reader makes 0x1f the number 31 (overwriting the real
     // namespace 31) and the organization 0x1F the tenant "31".
-    std::fs::write(
-        &table,
-        "31: acme\n0x1f: globex\n1e3: 0x1F\n'017': \"1e3\"\ntrue: no\nnull: ~ok\n",
-    )
-    .unwrap();
-    let upstream = Upstream::start().await;
-    let orgsplit = Orgsplit::start(dir.path(), &yaml(&table, &upstream.url())).await;
+    let (_dir, _table, upstream, orgsplit) =
+        start_with("31: acme\n0x1f: globex\n1e3: 0x1F\n'017': \"1e3\"\ntrue: no\nnull: ~ok\n")
+            .await;
     let got = route_each(
         &orgsplit,
         &upstream,
@@ -182,11 +182,7 @@ async fn table_keys_and_values_are_the_literal_text() {
 
 #[tokio::test]
 async fn an_empty_file_is_a_truncated_write_not_an_empty_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table.yaml");
-    std::fs::write(&table, "shop-prod: acme\n").unwrap();
-    let upstream = Upstream::start().await;
-    let orgsplit = Orgsplit::start(dir.path(), &yaml(&table, &upstream.url())).await;
+    let (_dir, table, upstream, orgsplit) = start_with("shop-prod: acme\n").await;
     wait_for_tenant(&orgsplit, &upstream, "acme").await;
 
     for (i, broken) in ["", "  \n\n", "# truncated\n"].into_iter().enumerate() {
