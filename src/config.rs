@@ -289,7 +289,7 @@ impl Default for Limits {
             max_samples_per_request: 2_000_000,
             max_exemplars_per_request: 100_000,
             max_buckets_per_histogram: 16_384,
-            max_tenants_per_request: crate::route::DEFAULT_MAX_TENANTS,
+            max_tenants_per_request: 20_000,
             max_labels_per_series: 1024,
             max_label_bytes: 64 << 10,
             max_inflight_requests: 256,
@@ -315,6 +315,7 @@ impl Limits {
             max_samples: or_max(self.max_samples_per_request),
             max_exemplars: or_max(self.max_exemplars_per_request),
             max_buckets: or_max(self.max_buckets_per_histogram),
+            max_tenants: or_max(self.max_tenants_per_request),
         }
     }
 

@@ -66,11 +66,6 @@ impl ByteBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// The budget.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Requests holding at most this much are *small*: a typical push.
     fn small(&self) -> usize {
         self.max / 32
@@ -191,11 +186,6 @@ impl Charge {
             self.budget.give(self.bytes - n);
             self.bytes = n;
         }
-    }
-
-    /// Bytes this charge holds.
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 }
 

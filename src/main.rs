@@ -111,8 +111,7 @@ fn inspect(config: &Config, capture: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let router = orgsplit::route::Router::new(&config.routing, config.limits.wire())
-        .with_max_tenants(config.limits.max_tenants_per_request);
+    let router = orgsplit::route::Router::new(&config.routing, config.limits.wire());
     match orgsplit::inspect::report(&router, &snapshot, &bytes) {
         Ok(text) => {
             print!("{text}");

@@ -269,17 +269,13 @@ pub const MAX_TENANT_LABELS: usize = 1000;
 /// label mode (where senders make up tenants) cannot grow the registry
 /// without bound.
 pub fn forwarded_tenant(batch: &Outgoing) {
-    static LABELLED: std::sync::RwLock<Option<hashbrown::HashSet<String>>> =
-        std::sync::RwLock::new(None);
-    let known = LABELLED
-        .read()
-        .map(|set| set.as_ref().is_some_and(|s| s.contains(&batch.tenant)))
-        .unwrap_or(false);
+    static LABELLED: std::sync::LazyLock<std::sync::RwLock<hashbrown::HashSet<String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let known = LABELLED.read().is_ok_and(|set| set.contains(&batch.tenant));
     let tenant = if known {
         batch.tenant.clone()
     } else {
         let mut set = LABELLED.write().unwrap_or_else(|e| e.into_inner());
-        let set = set.get_or_insert_with(Default::default);
         if set.len() < MAX_TENANT_LABELS {
             set.insert(batch.tenant.clone());
             batch.tenant.clone()

@@ -151,7 +151,7 @@ fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
 }
 
 /// CPUs this process may run on (respects affinity masks and cgroup quotas).
-fn cores() -> usize {
+pub(crate) fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

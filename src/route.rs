@@ -125,9 +125,6 @@ pub struct Split<'a> {
     pub stats: Stats,
 }
 
-/// Default of [`Router::with_max_tenants`].
-pub const DEFAULT_MAX_TENANTS: usize = 20_000;
-
 /// The routing rules, compiled from [`Routing`] once at startup.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -141,8 +138,6 @@ pub struct Router {
     default_tenant: Option<String>,
     policy: UnmappedPolicy,
     limits: Limits,
-    /// Most tenants one request may be split into.
-    max_tenants: usize,
 }
 
 /// Where a key (namespace or tenant label value) sends its series.
@@ -170,19 +165,7 @@ impl Router {
             default_tenant: Some(routing.default_tenant.clone()).filter(|t| !t.is_empty()),
             policy: routing.unmapped,
             limits,
-            max_tenants: DEFAULT_MAX_TENANTS,
         }
-    }
-
-    /// Sets the most tenants one request may be split into (each is an
-    /// upstream request of its own); `0` for no limit.
-    pub fn with_max_tenants(mut self, max_tenants: usize) -> Self {
-        self.max_tenants = if max_tenants == 0 {
-            usize::MAX
-        } else {
-            max_tenants
-        };
-        self
     }
 
     /// What happens to unmapped series.
@@ -249,21 +232,14 @@ impl Router {
         for m in metadata {
             state.stats.metadata += 1;
             let mut routed = false;
-            let mut failed = None;
-            families.for_each_tenant(m.family, &mut scratch, |tenant| {
-                match state.group_of(tenant) {
-                    Ok(group) => {
-                        let batch = &mut state.batches[group as usize];
-                        batch.body.extend_from_slice(m.raw);
-                        batch.metadata += 1;
-                        routed = true;
-                    }
-                    Err(e) => failed = Some(e),
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            families.try_for_each_tenant(m.family, &mut scratch, |tenant| {
+                let group = state.group_of(tenant)?;
+                let batch = &mut state.batches[group as usize];
+                batch.body.extend_from_slice(m.raw);
+                batch.metadata += 1;
+                routed = true;
+                Ok::<(), RouteError>(())
+            })?;
             if !routed {
                 if let Some(default) = &self.default_tenant {
                     let group = state.group(Cow::Borrowed(default.as_str()))?;
@@ -426,8 +402,9 @@ impl<'a> State<'a> {
         if let Some(&g) = self.by_tenant.get(&*tenant) {
             return Ok(g);
         }
-        if self.batches.len() >= self.router.max_tenants {
-            return Err(RouteError::TooManyTenants(self.router.max_tenants));
+        let max_tenants = self.router.limits.max_tenants;
+        if self.batches.len() >= max_tenants {
+            return Err(RouteError::TooManyTenants(max_tenants));
         }
         let g = self.batches.len() as u32;
         // Size the first batches from the input so they rarely grow: the

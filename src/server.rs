@@ -75,8 +75,7 @@ impl App {
     pub fn new(config: &Config, table: OrgTable) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
         Ok(Self {
-            router: Router::new(&config.routing, limits.wire())
-                .with_max_tenants(limits.max_tenants_per_request),
+            router: Router::new(&config.routing, limits.wire()),
             table,
             // Names are metric names and tenant IDs: 80 bytes a pair on
             // average is generous for real ones and bounds made-up ones.
@@ -88,7 +87,7 @@ impl App {
             forwarder: Forwarder::new(&config.upstream)?,
             inflight_requests: Semaphore::new(limits.max_inflight_requests),
             budget: ByteBudget::new(limits.max_inflight_bytes),
-            cpu: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            cpu: Semaphore::new(crate::pipeline::cores()),
             limits,
             metrics: crate::metrics::install(),
             per_tenant_metrics: config.metrics.per_tenant,

@@ -21,6 +21,7 @@ static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
     max_samples: 100_000,
     max_exemplars: 1_000,
     max_buckets: 256,
+    max_tenants: 1_000,
 });
 static NAMESPACE: LazyLock<Router> = LazyLock::new(|| {
     Router::new(

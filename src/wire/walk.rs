@@ -22,6 +22,9 @@ pub struct Limits {
     pub max_exemplars: usize,
     /// Most spans, buckets and custom values in one native histogram.
     pub max_buckets: usize,
+    /// Most tenants one request is split into (each an upstream push of
+    /// its own); checked by the router as it meets new tenants.
+    pub max_tenants: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             max_samples: 2_000_000,
             max_exemplars: 100_000,
             max_buckets: 16_384,
+            max_tenants: 20_000,
         }
     }
 }
@@ -459,13 +463,12 @@ fn histogram(body: &[u8], limits: Limits) -> Result<(), WireError> {
             check_message(read_len(body, &mut pos, "bucket span")?, &BUCKET_SPAN)?;
             1
         } else {
-            let before = pos;
-            check_field(body, &mut pos, field, wire_type, &HISTOGRAM)?;
-            match (field, wire_type) {
-                (9 | 12, wt::LEN) => packed_varints(&body[before..pos]),
-                (10 | 13 | 16, wt::LEN) => packed_payload(&body[before..pos]).len() / 8,
-                (9 | 10 | 12 | 13 | 16, _) => 1,
-                _ => 0,
+            let values = check_field(body, &mut pos, field, wire_type, &HISTOGRAM)?;
+            // Bucket deltas and counts (both sides) and custom values.
+            if matches!(field, 9 | 10 | 12 | 13 | 16) {
+                values
+            } else {
+                0
             }
         };
         buckets += items;
@@ -477,19 +480,6 @@ fn histogram(body: &[u8], limits: Limits) -> Result<(), WireError> {
         }
     }
     Ok(())
-}
-
-/// The payload of a packed field whose length prefix starts `field` (the
-/// field was validated already).
-fn packed_payload(field: &[u8]) -> &[u8] {
-    let mut pos = 0;
-    read_len(field, &mut pos, "packed").unwrap_or_default()
-}
-
-/// Number of varints in a validated packed field (length prefix included):
-/// one per byte without the continuation bit.
-fn packed_varints(field: &[u8]) -> usize {
-    packed_payload(field).iter().filter(|&&b| b < 0x80).count()
 }
 
 /// Parses a `MetricMetadata` message, returning its family name.
@@ -506,7 +496,9 @@ fn metadata(body: &[u8]) -> Result<&str, WireError> {
                     family = text;
                 }
             }
-            _ => check_field(body, &mut pos, field, wire_type, &METADATA)?,
+            _ => {
+                check_field(body, &mut pos, field, wire_type, &METADATA)?;
+            }
         }
     }
     // Checked just above.
@@ -574,7 +566,8 @@ fn check_message(body: &[u8], schema: &Schema) -> Result<(), WireError> {
 
 /// Checks (and skips) one field against its expected kind. Unknown fields
 /// are skipped; a known field with the wrong wire type is an error, as it is
-/// for prost and for Mimir.
+/// for prost and for Mimir. Returns how many values the field held (more
+/// than one for a packed field).
 #[inline]
 fn check_field(
     body: &[u8],
@@ -582,7 +575,7 @@ fn check_field(
     field: u32,
     wire_type: u8,
     schema: &Schema,
-) -> Result<(), WireError> {
+) -> Result<usize, WireError> {
     let kind = schema.get(field as usize).copied().flatten();
     let ok = match (kind, wire_type) {
         (None, _) => true,
@@ -591,18 +584,19 @@ fn check_field(
         (Some(Kind::Len), wt::LEN) => true,
         (Some(Kind::PackedVarint), wt::LEN) => {
             let packed = read_len(body, pos, "packed varints")?;
-            let mut p = 0;
+            let (mut p, mut values) = (0, 0);
             while p < packed.len() {
                 read_varint(packed, &mut p)?;
+                values += 1;
             }
-            return Ok(());
+            return Ok(values);
         }
         (Some(Kind::PackedFixed64), wt::LEN) => {
             let packed = read_len(body, pos, "packed doubles")?;
             if packed.len() % 8 != 0 {
                 return Err(WireError::Truncated("packed doubles"));
             }
-            return Ok(());
+            return Ok(packed.len() / 8);
         }
         _ => false,
     };
@@ -613,7 +607,7 @@ fn check_field(
             wire_type,
         });
     }
-    skip_value(body, pos, wire_type, "message", field)
+    skip_value(body, pos, wire_type, "message", field).map(|()| 1)
 }
 
 #[cfg(test)]
