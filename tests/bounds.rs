@@ -598,3 +598,99 @@ async fn silent_connections_give_way_at_the_connection_limit() {
     let page = o.metrics().await;
     assert_eq!(metric(&page, "orgsplit_connections_refused_total"), 0.0);
 }
+
+#[tokio::test]
+async fn one_push_sends_at_most_256_tenant_pushes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let cfg = format!(
+        "listen: 127.0.0.1:0\nupstream: {{url: \"{}\", timeout: 20s}}\n\
+         routing: {{mode: label, tenant_label: tenant, unmapped: drop}}\n",
+        upstream.url()
+    );
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    let tenants: Vec<String> = (0..400).map(|i| format!("t{i}")).collect();
+    for t in &tenants {
+        upstream.set(t, Behaviour::Delay(Duration::from_millis(300)));
+    }
+    let req = request(
+        tenants
+            .iter()
+            .map(|t| series(&[("__name__", "up"), ("tenant", t)], 1.0, 1))
+            .collect(),
+    );
+    let (status, _, body) = o.push(&req).await;
+    assert_eq!(status, 204, "{body}");
+    let peak = upstream.delayed_peak();
+    assert!((200..=256).contains(&peak), "{peak} tenant pushes at once");
+    assert_eq!(upstream.series_by_tenant().len(), 400);
+}
+
+#[tokio::test]
+async fn request_heads_are_bounded_in_size_and_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_d, _upstream, o) = setup("limits: {header_timeout: 1s}\n").await;
+    // Headers that never finish: the connection is closed at header_timeout.
+    let mut s = tokio::net::TcpStream::connect(o.addr).await.unwrap();
+    s.write_all(b"POST /api/v1/push HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "connection still open: {closed:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // A request head over 16 KiB is refused before it is buffered further.
+    let mut s = tokio::net::TcpStream::connect(o.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/push HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+        "a".repeat(32 << 10)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "a 32 KiB head was served: {text}"
+    );
+    // and the server still works
+    let (status, _, _) = o.push(&two_tenants()).await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn at_the_connection_limit_new_connections_are_refused_when_all_speak() {
+    let (_d, _upstream, o) = setup("limits: {max_connections: 2}\n").await;
+    // Two clients push and keep their connections open.
+    let (a, b) = (client(), client());
+    for c in [&a, &b] {
+        let r = c
+            .post(o.url("/api/v1/push"))
+            .header("Content-Encoding", "snappy")
+            .body(orgsplit::testing::compress(&two_tenants()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    // Neither is silent, so a third is closed as it is accepted.
+    let third = client().get(o.url("/readyz")).send().await;
+    assert!(third.is_err(), "{third:?}");
+    // The two keep working; the refusal is counted.
+    let page = a
+        .get(o.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&page, "orgsplit_connections_refused_total") >= 1.0,
+        "{page}"
+    );
+}

@@ -46,6 +46,9 @@ struct UpstreamState {
     received: Mutex<Vec<Received>>,
     /// Bytes of `HugeBody` answers handed to the connection so far.
     streamed: std::sync::atomic::AtomicU64,
+    /// Delayed pushes in progress now, and the most at once.
+    delayed_now: std::sync::atomic::AtomicU64,
+    delayed_peak: std::sync::atomic::AtomicU64,
     behaviour: Mutex<HashMap<String, Behaviour>>,
 }
 
@@ -102,6 +105,13 @@ impl Upstream {
         self.state.received.lock().unwrap().clone()
     }
 
+    /// The most `Delay`ed pushes that were in progress at once.
+    pub fn delayed_peak(&self) -> u64 {
+        self.state
+            .delayed_peak
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Bytes of `HugeBody` answers the client has read (or the socket took).
     pub fn streamed(&self) -> u64 {
         self.state
@@ -144,7 +154,13 @@ async fn receive(
             }
             return r;
         }
-        Some(Behaviour::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Behaviour::Delay(d)) => {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = state.delayed_now.fetch_add(1, SeqCst) + 1;
+            state.delayed_peak.fetch_max(now, SeqCst);
+            tokio::time::sleep(d).await;
+            state.delayed_now.fetch_sub(1, SeqCst);
+        }
         Some(Behaviour::HugeBody(code, total)) => {
             const CHUNK: u64 = 64 << 10;
             let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
