@@ -1,16 +1,19 @@
-//! Split throughput, in process: the zero-copy path (what orgsplit runs),
-//! the prost reference path, and the floor (snappy decompress + compress of
-//! the same bytes, which any proxy must pay).
+//! Split throughput, in process: the pipeline (what orgsplit runs), the
+//! prost reference path, and the floor (snappy decompress + compress of the
+//! same bytes, which any proxy must pay), on two corpora: `random` (random
+//! label values, compresses ~2:1) and `cadvisor` (shaped like real cAdvisor
+//! and kube-state-metrics output, compresses ~5:1).
 //!
 //! `cargo bench --bench split`; throughput is in samples (elements) per
-//! second; the decoded size per request is printed first, for MB/s.
+//! second; the decoded size per request is printed first, for MB/s, and a
+//! summary of the pipeline's cost against the floor per corpus.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orgsplit::config::{Routing, UnmappedPolicy};
-use orgsplit::pipeline;
-use orgsplit::pool::BufferPool;
+use orgsplit::formats::rw1::Rw1;
+use orgsplit::pipeline::Pipeline;
 use orgsplit::route::{reference, FamilyIndex, Router};
 use orgsplit::table::Snapshot;
 use orgsplit::testing::{self, Shape};
@@ -26,13 +29,22 @@ struct Case {
 }
 
 fn case(series: usize, tenants: usize, histograms: bool) -> Case {
+    corpus_case(false, series, tenants, histograms)
+}
+
+fn corpus_case(cadvisor: bool, series: usize, tenants: usize, histograms: bool) -> Case {
     let namespaces = tenants.max(20);
-    let req = testing::request(&Shape {
+    let shape = Shape {
         series,
         namespaces,
         histogram_every: if histograms { 4 } else { 0 },
         ..Default::default()
-    });
+    };
+    let req = if cadvisor {
+        testing::cadvisor_request(&shape)
+    } else {
+        testing::request(&shape)
+    };
     let samples = req
         .timeseries
         .iter()
@@ -41,7 +53,8 @@ fn case(series: usize, tenants: usize, histograms: bool) -> Case {
     let decoded = req.encode_to_vec();
     Case {
         name: format!(
-            "{series}x12/{tenants}t{}",
+            "{}{series}x12/{tenants}t{}",
+            if cadvisor { "cadvisor/" } else { "" },
             if histograms { "/hist" } else { "" }
         ),
         compressed: testing::compress(&req),
@@ -59,6 +72,64 @@ fn router() -> Router {
         },
         Default::default(),
     )
+}
+
+/// The pipeline the server runs, with the bench's routing.
+fn pipeline() -> Pipeline<Rw1> {
+    Pipeline::new(
+        Rw1,
+        router(),
+        FamilyIndex::default(),
+        Default::default(),
+        usize::MAX,
+    )
+}
+
+/// Best-of-three seconds per call of `f`, each run about `budget` long.
+fn time(budget: std::time::Duration, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < budget {
+            f();
+            n += 1;
+        }
+        best = best.min(started.elapsed().as_secs_f64() / f64::from(n));
+    }
+    best
+}
+
+/// The pipeline against the floor on both corpora, printed before the
+/// criterion groups (the in-process target is 1.2×).
+fn summary() {
+    let pipeline = pipeline();
+    let budget = std::time::Duration::from_millis(300);
+    for cadvisor in [false, true] {
+        for tenants in [20, 200] {
+            let k = corpus_case(cadvisor, 2000, tenants, false);
+            let mut decoded = vec![0u8; k.decoded.len()];
+            let mut out = vec![0u8; snap::raw::max_compress_len(k.decoded.len())];
+            let mut enc = snap::raw::Encoder::new();
+            let floor = time(budget, || {
+                let n = snap::raw::Decoder::new()
+                    .decompress(&k.compressed, &mut decoded)
+                    .unwrap();
+                black_box(enc.compress(&decoded[..n], &mut out).unwrap());
+            });
+            let split = time(budget, || {
+                black_box(pipeline.process(&k.compressed, &k.table).unwrap());
+            });
+            eprintln!(
+                "summary {:<28} ratio {:.1}:1  floor {:.3} CPU-s/M samples  pipeline {:.3} CPU-s/M  = {:.2}x floor",
+                k.name,
+                k.decoded.len() as f64 / k.compressed.len() as f64,
+                floor / k.samples as f64 * 1e6,
+                split / k.samples as f64 * 1e6,
+                split / floor
+            );
+        }
+    }
 }
 
 /// The reference path: prost decode, group owned series, encode, compress.
@@ -80,11 +151,13 @@ fn reference_path(router: &Router, c: &Case) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
+    summary();
     let router = router();
-    let families = FamilyIndex::default();
-    let pool = std::sync::Arc::new(BufferPool::default());
+    let pipeline = pipeline();
     let cases = [
         case(2000, 20, false),
+        corpus_case(true, 2000, 20, false),
+        corpus_case(true, 2000, 200, false),
         case(2000, 20, true),
         case(500, 20, false),
         case(10_000, 20, false),
@@ -105,16 +178,11 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(k.samples));
         group.bench_with_input(BenchmarkId::new("zero-copy", &k.name), k, |b, k| {
             b.iter(|| {
-                let (out, _) = pipeline::process(
-                    black_box(&k.compressed),
-                    usize::MAX,
-                    &router,
-                    &k.table,
-                    &families,
-                    &pool,
-                )
-                .unwrap();
-                out.len()
+                pipeline
+                    .process(black_box(&k.compressed), &k.table)
+                    .unwrap()
+                    .outgoing
+                    .len()
             })
         });
         group.bench_with_input(BenchmarkId::new("floor", &k.name), k, |b, k| {
@@ -137,25 +205,26 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// The pieces of the zero-copy path on the headline request.
+/// The pieces of the pipeline on the headline request.
 fn stages(c: &mut Criterion) {
     let router = router();
     let families = FamilyIndex::default();
-    let pool = std::sync::Arc::new(BufferPool::default());
+    let pool = orgsplit::pool::BufferPool::default();
     let k = case(2000, 20, false);
     let mut group = c.benchmark_group("stages/2000x12/20t");
     group.throughput(Throughput::Elements(k.samples));
     group.bench_function("decompress", |b| {
+        let mut out = vec![0u8; k.decoded.len()];
         b.iter(|| {
-            let size = pipeline::decoded_len(&k.compressed, usize::MAX).unwrap();
-            // Dropping the buffer gives it back to the pool.
-            drop(pipeline::decompress(black_box(&k.compressed), size, &pool).unwrap());
+            snap::raw::Decoder::new()
+                .decompress(black_box(&k.compressed), &mut out)
+                .unwrap()
         })
     });
     group.bench_function("route", |b| {
         b.iter(|| {
             let split = router
-                .split_with(black_box(&k.decoded), &k.table, &families, &pool)
+                .split_with(&Rw1, black_box(&k.decoded), &k.table, &families, &pool)
                 .unwrap();
             for batch in split.batches {
                 pool.give(batch.body);

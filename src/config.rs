@@ -134,6 +134,33 @@ pub struct Upstream {
     /// File holding a bearer token (re-read when it changes).
     pub bearer_token_file: Option<PathBuf>,
     pub tls: ClientTls,
+    pub coalesce: Coalesce,
+}
+
+/// Merging concurrent pushes' batches for one tenant into one upstream
+/// request (see `forward::coalesce`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Coalesce {
+    /// Merge batches for a tenant while its previous request is out.
+    pub enabled: bool,
+    /// Longest a batch waits for the tenant's previous request before it is
+    /// sent anyway (with whatever joined it).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Most decoded bytes of one merged request. A single push larger than
+    /// this is sent as it is, never cut.
+    pub max_bytes: usize,
+}
+
+impl Default for Coalesce {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_millis(5),
+            max_bytes: 4 << 20,
+        }
+    }
 }
 
 impl Default for Upstream {
@@ -142,11 +169,12 @@ impl Default for Upstream {
             url: String::new(),
             tenant_header: "X-Scope-OrgID".into(),
             timeout: Duration::from_secs(10),
-            max_idle_per_host: 64,
+            max_idle_per_host: 256,
             max_connections: 512,
             basic_auth: None,
             bearer_token_file: None,
             tls: ClientTls::default(),
+            coalesce: Coalesce::default(),
         }
     }
 }
@@ -405,7 +433,12 @@ fn env_key(key: &str) -> Option<String> {
     if NOT_CONFIG.contains(&key.as_str()) {
         return None;
     }
-    for nested in ["lookup_kubernetes", "upstream_tls", "upstream_basic_auth"] {
+    for nested in [
+        "lookup_kubernetes",
+        "upstream_tls",
+        "upstream_basic_auth",
+        "upstream_coalesce",
+    ] {
         if let Some(rest) = key.strip_prefix(nested).and_then(|r| r.strip_prefix('_')) {
             return Some(format!("{}.{rest}", nested.replacen('_', ".", 1)));
         }
@@ -459,13 +492,21 @@ impl Config {
         if self.upstream.url.is_empty() {
             return bad("upstream.url is required (the Mimir/Cortex push URL)".into());
         }
-        match reqwest::Url::parse(&self.upstream.url) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            Ok(u) => return bad(format!("upstream.url: unsupported scheme {:?}", u.scheme())),
+        match self.upstream.url.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            Ok(u) => {
+                return bad(format!(
+                    "upstream.url {:?}: unsupported scheme {:?} (use http:// or https://)",
+                    self.upstream.url,
+                    u.scheme_str().unwrap_or("")
+                ))
+            }
             Err(e) => return bad(format!("upstream.url {:?}: {e}", self.upstream.url)),
         }
-        if reqwest::header::HeaderName::from_bytes(self.upstream.tenant_header.as_bytes()).is_err()
-        {
+        if self.upstream.coalesce.max_bytes == 0 {
+            return bad("upstream.coalesce.max_bytes must be more than 0".into());
+        }
+        if http::HeaderName::from_bytes(self.upstream.tenant_header.as_bytes()).is_err() {
             return bad(format!(
                 "upstream.tenant_header {:?} is not a valid HTTP header name",
                 self.upstream.tenant_header

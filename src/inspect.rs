@@ -2,8 +2,8 @@
 //! anything. Operators use it to debug routing.
 //!
 //! ```text
-//!  capture (snappy or raw protobuf) ─► Router::split ─► per-tenant table
-//!                                   └► reference::tenant_of ─► unmapped examples
+//!  capture (snappy or raw protobuf) ─► Pipeline::process (the server's own) ─► per-tenant table
+//!                                   └► prost decode ─► Router::tenant_of ─► unmapped examples
 //! ```
 
 use std::collections::BTreeMap;
@@ -11,9 +11,13 @@ use std::fmt::Write as _;
 
 use prost::Message;
 
-use crate::config::UnmappedPolicy;
-use crate::route::{reference, FamilyIndex, Router, Unmapped};
-use crate::table::Snapshot;
+use std::path::Path;
+
+use crate::config::{Config, UnmappedPolicy};
+use crate::formats::rw1::Rw1;
+use crate::pipeline::{Pipeline, ProcessError};
+use crate::route::{FamilyIndex, Router, Unmapped};
+use crate::table::{self, OrgTable, Snapshot};
 use crate::wire::pb;
 
 /// Examples of unmapped series shown per reason.
@@ -26,6 +30,46 @@ pub enum InspectError {
     Decode(String),
     #[error(transparent)]
     Route(#[from] crate::route::RouteError),
+}
+
+/// Reads the capture at `path` (`-`: standard input), loads the table as
+/// the config says, and renders the split.
+pub fn run(config: &Config, path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut capture = Vec::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut capture)?;
+    } else {
+        capture =
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    }
+    let snapshot = load_table_once(config)?;
+    let router = Router::new(&config.routing, config.limits.wire());
+    Ok(report(&router, &snapshot, &capture)?)
+}
+
+/// The table as it is now: the file, or one complete list of the
+/// Namespaces (waiting at most 30 s for the API).
+fn load_table_once(config: &Config) -> anyhow::Result<Snapshot> {
+    if let Some(file) = &config.lookup.file {
+        return Ok(table::file::load(file)?);
+    }
+    let Some(kube) = &config.lookup.kubernetes else {
+        return Ok(Snapshot::default());
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let table = OrgTable::new();
+        table::kube::start(kube.clone(), table.clone()).await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !table.is_synced() {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the Kubernetes API did not list the namespaces within 30 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(std::sync::Arc::unwrap_or_clone(table.snapshot()))
+    })
 }
 
 /// Renders the split of `capture` as text.
@@ -49,31 +93,54 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
         },
         body.len()
     );
-    let split = match router.split(&body, table, &FamilyIndex::default()) {
+    // The server's own pipeline, on the capture as the server would get it.
+    let snappy = if compressed {
+        capture.to_vec()
+    } else {
+        snap::raw::Encoder::new()
+            .compress_vec(&body)
+            .map_err(|e| InspectError::Decode(e.to_string()))?
+    };
+    let pipeline = Pipeline::new(
+        Rw1,
+        router.clone(),
+        FamilyIndex::default(),
+        Default::default(),
+        usize::MAX,
+    );
+    let split = match pipeline.process(&snappy, table) {
         Ok(s) => s,
-        Err(e) => {
+        Err(ProcessError::Route(e)) => {
             let _ = writeln!(out, "orgsplit would answer 400: {e}");
             return Ok(out);
         }
+        Err(ProcessError::Decode(e)) => return Err(InspectError::Decode(e.to_string())),
     };
     let st = &split.stats;
+    let r = &st.received;
     let _ = writeln!(
         out,
         "request: {} series, {} samples, {} histograms, {} exemplars, {} metadata\n",
-        st.series, st.samples, st.histograms, st.exemplars, st.metadata
+        r.series, r.samples, r.histograms, r.exemplars, r.metadata
     );
     let _ = writeln!(
         out,
         "{:<40} {:>8} {:>9} {:>10} {:>9} {:>8}",
         "tenant", "series", "samples", "histograms", "exemplars", "metadata"
     );
-    let mut batches: Vec<_> = split.batches.iter().collect();
+    let mut batches: Vec<_> = split.outgoing.iter().collect();
     batches.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     for b in batches {
+        let c = &b.counts;
         let _ = writeln!(
             out,
             "{:<40} {:>8} {:>9} {:>10} {:>9} {:>8}",
-            b.tenant, b.series, b.samples, b.histograms, b.exemplars, b.metadata
+            b.tenant.as_str(),
+            c.series,
+            c.samples,
+            c.histograms,
+            c.exemplars,
+            c.metadata
         );
     }
 
@@ -82,7 +149,11 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
         .map_err(|e| InspectError::Decode(e.to_string()))?;
     let mut unmapped: BTreeMap<&'static str, (u64, Vec<String>)> = BTreeMap::new();
     for series in &decoded.timeseries {
-        if let Err(reason) = reference::tenant_of(router, series, table) {
+        let labels = series
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()));
+        if let Err(reason) = router.tenant_of(labels, table) {
             let entry = unmapped.entry(reason.as_str()).or_default();
             entry.0 += 1;
             if entry.1.len() < EXAMPLES {

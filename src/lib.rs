@@ -5,36 +5,55 @@
 //! The modules follow the data flow of one push:
 //!
 //! ```text
-//!  server ─► push ─► wire (zero-copy walk) ─► route (series → tenant, uses table, tenant)
-//!                                              └─► batches ─► forward ─► answer ─► sender
-//!  table::file (YAML) ──► table (lock-free snapshot read by route)
+//!  server ─► push (HTTP: receive, admit, answer)
+//!              └─► pipeline: decompress ─► formats (walk) ─► route (series → tenant; table, tenant)
+//!                            ─► formats (encode per tenant) ─► compress
+//!              └─► forward (coalesce per tenant, upstream client) ─► answer ─► sender
+//!  table::file (YAML) / table::kube (watch) ──► table (lock-free snapshot read by route)
+//!  every stage ─► signals (counts, metric handles) ◄── metrics (registers, renders)
 //! ```
 //!
-//! - [`wire`]: the remote-write protobuf format, walked without copying; prost
+//! The data path:
+//! - [`formats`]: the seam between the pipeline and a push format; remote
+//!   write 1.0 ([`formats::rw1`], over the zero-copy codec in [`wire`]) is
+//!   the first format.
+//! - [`wire`]: the remote-write 1.0 protobuf, walked without copying; prost
 //!   types as the reference.
-//! - [`tenant`]: tenant ID rules (Mimir's).
+//! - [`tenant`]: tenant ID rules (Mimir's) and the shared [`tenant::TenantId`].
 //! - [`table`]: the namespace → organization table and what feeds it.
 //! - [`route`]: resolving each series' tenant and building per-tenant batches,
-//!   with the unmapped policy.
-//! - [`forward`]: compressing and pushing batches upstream in parallel.
+//!   with the unmapped policy; format-agnostic.
+//! - [`pipeline`]: the CPU part of a push (measure → admit → decompress →
+//!   split → compress), the one piece the handler, the benches, the fuzzers
+//!   and `inspect` all run; [`pool`] reuses its buffers.
+//! - [`forward`]: sending tenant requests upstream in parallel over a lean
+//!   pooled client, merging concurrent pushes' batches per tenant.
 //! - [`answer`]: many upstream answers → one answer (the retry contract).
-//! - [`pipeline`]: the CPU part of a push (decompress → split → compress),
-//!   shared by the handler, the benches and the load test; [`pool`] reuses
-//!   its buffers.
 //! - [`push`]: the HTTP handler tying the stages together: receives the
 //!   body against the memory budget of [`limits`], runs the pipeline on a
 //!   blocking thread when it is large, forwards, answers.
-//! - [`server`], [`connections`] (the connection limit), [`health`],
-//!   [`shutdown`], [`metrics`], [`telemetry`], [`config`]: the service
-//!   around the data path.
 //!
-//! Lower modules never import higher ones: `wire`, `tenant` and `table` know
-//! nothing of HTTP, and `route` knows nothing of the network.
+//! The service around it: [`server`] (listeners, routes, shutdown),
+//! [`app`] (the shared state), [`connections`] (the connection limit),
+//! [`health`], [`shutdown`], [`signals`] and [`metrics`], [`telemetry`],
+//! [`config`], [`credentials`], [`cli`] and [`inspect`] (the commands).
+//!
+//! Lower modules never import higher ones: `wire`, `formats`, `tenant`,
+//! `table` and `route` know nothing of HTTP, and `route` knows nothing of
+//! the network. No stage imports `metrics`, and `metrics` imports no stage:
+//! stages report through the handles and counts of `signals`, and the push
+//! handler tells `metrics` what happened.
+//!
+//! Test helpers ([`testing`], the prost reference splitter) are built only
+//! with the `test-util` feature.
 
 pub mod answer;
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod credentials;
+pub mod formats;
 pub mod forward;
 pub mod health;
 pub mod inspect;
@@ -46,9 +65,10 @@ pub mod push;
 pub mod route;
 pub mod server;
 pub mod shutdown;
+pub mod signals;
 pub mod table;
 pub mod telemetry;
 pub mod tenant;
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod wire;

@@ -1,316 +1,457 @@
 //! Prometheus metrics, kept apart from the logic that counts them.
 //!
+//! ```text
+//!  Metrics::new ─► its own registry (no process-global recorder) ─► every
+//!                  metric registered once, as handles
+//!  stages ◄── TableSignals / RouteSignals / UpstreamSignals (handles)
+//!  push handler ─► Metrics::split / forwarded / answered / rejected ...
+//!  GET /metrics ─► Metrics::render
+//! ```
+//!
+//! Each server instance owns its registry, so two servers in one process
+//! (tests) count apart. Nothing here looks a metric up by name on the hot
+//! path: handles are registered once; only the opt-in per-tenant counters
+//! and rejection reasons are registered on first use.
+//!
 //! Every series that is not forwarded shows up here by reason, so that
 //! nothing is lost silently. Label values are bounded: status codes, status
-//! classes, reasons; no tenant or namespace names.
+//! classes, reasons, and at most [`MAX_TENANT_LABELS`] tenant names.
+//!
+//! This module imports no stage: what it is told comes in the types of
+//! [`crate::signals`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use hashbrown::HashMap;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
-use crate::pipeline::Outgoing;
-use crate::route::{Stats, Unmapped};
-
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the global recorder (once per process) and returns the handle
-/// that renders `/metrics`.
-pub fn install() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            let seconds = [
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
-                .expect("bucket list is not empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (a test harness); then
-            // this handle renders an empty page, which is harmless.
-            let _ = metrics::set_global_recorder(recorder);
-            describe();
-            handle
-        })
-        .clone()
-}
-
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(
-        "orgsplit_requests_total",
-        "Push requests answered, by status code."
-    );
-    describe_histogram!(
-        "orgsplit_request_duration_seconds",
-        Unit::Seconds,
-        "Time from receiving a push to answering it."
-    );
-    describe_counter!("orgsplit_received_series_total", "Series received.");
-    describe_counter!("orgsplit_received_samples_total", "Float samples received.");
-    describe_counter!(
-        "orgsplit_received_histograms_total",
-        "Native histogram samples received."
-    );
-    describe_counter!("orgsplit_received_exemplars_total", "Exemplars received.");
-    describe_counter!(
-        "orgsplit_received_metadata_total",
-        "Metadata entries received."
-    );
-    describe_counter!(
-        "orgsplit_forwarded_series_total",
-        "Series accepted by the upstream (2xx)."
-    );
-    describe_counter!(
-        "orgsplit_forwarded_samples_total",
-        "Float samples accepted by the upstream."
-    );
-    describe_counter!(
-        "orgsplit_forwarded_histograms_total",
-        "Native histogram samples accepted by the upstream."
-    );
-    describe_counter!(
-        "orgsplit_forwarded_exemplars_total",
-        "Exemplars accepted by the upstream."
-    );
-    describe_counter!(
-        "orgsplit_forwarded_metadata_total",
-        "Metadata entries accepted by the upstream."
-    );
-    describe_counter!(
-        "orgsplit_tenant_series_total",
-        "Series accepted by the upstream, per tenant (metrics.per_tenant)."
-    );
-    describe_counter!(
-        "orgsplit_tenant_samples_total",
-        "Samples accepted by the upstream, per tenant (metrics.per_tenant)."
-    );
-    describe_counter!(
-        "orgsplit_requests_overloaded_total",
-        "Pushes refused because too many requests or bytes were in flight."
-    );
-    describe_counter!(
-        "orgsplit_series_defaulted_total",
-        "Series sent to the default tenant, by reason."
-    );
-    describe_counter!(
-        "orgsplit_series_dropped_total",
-        "Series dropped by the unmapped policy, by reason."
-    );
-    describe_counter!(
-        "orgsplit_samples_dropped_total",
-        "Samples in series dropped by the unmapped policy."
-    );
-    describe_counter!(
-        "orgsplit_requests_rejected_total",
-        "Requests rejected before forwarding, by reason."
-    );
-    describe_counter!(
-        "orgsplit_metadata_dropped_total",
-        "Metadata entries whose family no tenant owns, with no default tenant."
-    );
-    describe_counter!(
-        "orgsplit_metadata_defaulted_total",
-        "Metadata entries whose family no tenant owns (or whose owners were forgotten), sent to the default tenant."
-    );
-    describe_gauge!(
-        "orgsplit_family_index_pairs",
-        "(metric family, tenant) pairs the metadata routing index holds."
-    );
-    describe_gauge!(
-        "orgsplit_family_index_bytes",
-        "Bytes of names the metadata routing index holds."
-    );
-    describe_counter!(
-        "orgsplit_family_index_rotations_total",
-        "Times the metadata routing index forgot its older half (it was full)."
-    );
-    describe_counter!(
-        "orgsplit_upstream_requests_total",
-        "Pushes to the upstream, by status class (2xx, 4xx, 429, 5xx, timeout, error)."
-    );
-    describe_histogram!(
-        "orgsplit_upstream_request_duration_seconds",
-        Unit::Seconds,
-        "Duration of one tenant push to the upstream."
-    );
-    describe_gauge!("orgsplit_inflight_requests", "Push requests being handled.");
-    describe_gauge!(
-        "orgsplit_inflight_bytes",
-        "Bytes of requests in flight charged to limits.max_inflight_bytes."
-    );
-    describe_counter!(
-        "orgsplit_connections_refused_total",
-        "Connections closed on accept because limits.max_connections was reached."
-    );
-    describe_gauge!("orgsplit_table_namespaces", "Namespaces in the org table.");
-    describe_gauge!(
-        "orgsplit_table_last_sync_timestamp_seconds",
-        "Unix time of the last successful org table load."
-    );
-    describe_counter!(
-        "orgsplit_table_sync_errors_total",
-        "Failed org table loads."
-    );
-    describe_counter!(
-        "orgsplit_invalid_tenant_total",
-        "Label-mode tenant values that are not valid tenant IDs."
-    );
-}
-
-pub fn table_synced(namespaces: usize, unix_seconds: u64) {
-    gauge!("orgsplit_table_namespaces").set(namespaces as f64);
-    gauge!("orgsplit_table_last_sync_timestamp_seconds").set(unix_seconds as f64);
-}
-
-/// Whether the table's source (file, Kubernetes API) answered last time.
-pub fn table_source_up(up: bool) {
-    gauge!("orgsplit_table_source_up").set(if up { 1.0 } else { 0.0 });
-}
-
-pub fn table_sync_error() {
-    counter!("orgsplit_table_sync_errors_total").increment(1);
-}
-
-/// Counts a label-mode tenant value that is not a valid tenant ID, and logs it
-/// at most once a minute.
-pub fn invalid_tenant_label(value: &str, error: &crate::tenant::InvalidTenant) {
-    counter!("orgsplit_invalid_tenant_total").increment(1);
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    if rate_limit(&LAST, Duration::from_secs(60)) {
-        tracing::warn!(value = %value.escape_debug(), %error, "tenant label value is not a valid tenant ID; series is unmapped");
-    }
-}
-
-/// True at most once per `every`, process-wide for the given slot.
-pub fn rate_limit(slot: &AtomicU64, every: Duration) -> bool {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
-    let last = slot.load(Ordering::Relaxed);
-    if last != 0 && now.saturating_sub(last) < every.as_millis() as u64 {
-        return false;
-    }
-    slot.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-        .is_ok()
-}
-
-/// Counts what a split request contained and what the policy did with it.
-pub fn split(stats: &Stats) {
-    counter!("orgsplit_received_series_total").increment(stats.series);
-    counter!("orgsplit_received_samples_total").increment(stats.samples);
-    counter!("orgsplit_received_histograms_total").increment(stats.histograms);
-    counter!("orgsplit_received_exemplars_total").increment(stats.exemplars);
-    counter!("orgsplit_received_metadata_total").increment(stats.metadata);
-    for reason in Unmapped::ALL {
-        let d = stats.defaulted(reason);
-        if d > 0 {
-            counter!("orgsplit_series_defaulted_total", "reason" => reason.as_str()).increment(d);
-        }
-        let d = stats.dropped(reason);
-        if d > 0 {
-            counter!("orgsplit_series_dropped_total", "reason" => reason.as_str()).increment(d);
-        }
-    }
-    if stats.dropped_samples > 0 {
-        counter!("orgsplit_samples_dropped_total").increment(stats.dropped_samples);
-    }
-    if stats.metadata_dropped > 0 {
-        counter!("orgsplit_metadata_dropped_total").increment(stats.metadata_dropped);
-    }
-    if stats.metadata_defaulted > 0 {
-        counter!("orgsplit_metadata_defaulted_total").increment(stats.metadata_defaulted);
-    }
-}
-
-/// The metric-family index (metadata routing), read at scrape time.
-pub fn family_index(stats: crate::route::family::FamilyStats) {
-    gauge!("orgsplit_family_index_pairs").set(stats.pairs as f64);
-    gauge!("orgsplit_family_index_bytes").set(stats.bytes as f64);
-    counter!("orgsplit_family_index_rotations_total").absolute(stats.rotations);
-}
-
-/// Bytes charged to the memory budget now, read at scrape time.
-pub fn inflight_bytes(bytes: usize) {
-    gauge!("orgsplit_inflight_bytes").set(bytes as f64);
-}
-
-/// A connection closed on accept because `limits.max_connections` was reached.
-pub fn connection_refused() {
-    counter!("orgsplit_connections_refused_total").increment(1);
-}
-
-pub fn overloaded(what: &'static str) {
-    counter!("orgsplit_requests_overloaded_total", "limit" => what).increment(1);
-}
-
-pub fn rejected(reason: &'static str) {
-    counter!("orgsplit_requests_rejected_total", "reason" => reason).increment(1);
-}
-
-/// Counts what an upstream accepted.
-pub fn forwarded(batch: &Outgoing) {
-    counter!("orgsplit_forwarded_series_total").increment(batch.series);
-    counter!("orgsplit_forwarded_samples_total").increment(batch.samples);
-    counter!("orgsplit_forwarded_histograms_total").increment(batch.histograms);
-    counter!("orgsplit_forwarded_exemplars_total").increment(batch.exemplars);
-    counter!("orgsplit_forwarded_metadata_total").increment(batch.metadata);
-}
+use crate::signals::{
+    Counts, RouteSignals, SplitCounts, TableSignals, Unmapped, UpstreamSignals, UPSTREAM_CLASSES,
+};
 
 /// Most distinct `tenant` label values of the per-tenant counters; the
 /// tenants seen after that are counted as `tenant="__other__"`.
 pub const MAX_TENANT_LABELS: usize = 1000;
 
-/// Per-tenant counters (`metrics.per_tenant`, opt-in): the first
-/// [`MAX_TENANT_LABELS`] tenants by name, the rest as `__other__`, so that
-/// label mode (where senders make up tenants) cannot grow the registry
-/// without bound.
-pub fn forwarded_tenant(batch: &Outgoing) {
-    static LABELLED: std::sync::LazyLock<std::sync::RwLock<hashbrown::HashSet<String>>> =
-        std::sync::LazyLock::new(Default::default);
-    let known = LABELLED.read().is_ok_and(|set| set.contains(&batch.tenant));
-    let tenant = if known {
-        batch.tenant.clone()
-    } else {
-        let mut set = LABELLED.write().unwrap_or_else(|e| e.into_inner());
-        if set.len() < MAX_TENANT_LABELS {
-            set.insert(batch.tenant.clone());
-            batch.tenant.clone()
-        } else {
-            "__other__".to_string()
-        }
-    };
-    counter!("orgsplit_tenant_series_total", "tenant" => tenant.clone()).increment(batch.series);
-    counter!("orgsplit_tenant_samples_total", "tenant" => tenant)
-        .increment(batch.samples + batch.histograms);
+/// A server's metrics: its registry and the handles registered in it.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
 }
 
-pub fn upstream(class: &'static str, elapsed: Duration) {
-    counter!("orgsplit_upstream_requests_total", "status" => class).increment(1);
-    histogram!("orgsplit_upstream_request_duration_seconds").record(elapsed.as_secs_f64());
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    received: CountHandles,
+    forwarded: CountHandles,
+    defaulted: [Counter; 3],
+    dropped: [Counter; 3],
+    dropped_samples: Counter,
+    metadata_dropped: Counter,
+    metadata_defaulted: Counter,
+    /// By status label (see [`status_label`]), registered on first use.
+    answered: Mutex<HashMap<&'static str, Counter>>,
+    duration: Histogram,
+    /// By reason, registered on first use (a fixed set of static strings).
+    rejected: Mutex<HashMap<&'static str, Counter>>,
+    overloaded: Mutex<HashMap<&'static str, Counter>>,
+    inflight: Gauge,
+    inflight_bytes: Gauge,
+    connections_refused: Counter,
+    family_pairs: Gauge,
+    family_bytes: Gauge,
+    family_rotations: Counter,
+    per_tenant: Mutex<HashMap<String, (Counter, Counter)>>,
+    table: TableSignals,
+    route: RouteSignals,
+    upstream: UpstreamSignals,
 }
 
-pub fn answered(status: u16, elapsed: Duration) {
-    counter!("orgsplit_requests_total", "code" => status_label(status)).increment(1);
-    histogram!("orgsplit_request_duration_seconds").record(elapsed.as_secs_f64());
+/// One counter per field of [`Counts`].
+struct CountHandles {
+    series: Counter,
+    samples: Counter,
+    histograms: Counter,
+    exemplars: Counter,
+    metadata: Counter,
 }
 
-/// Counts a push in `orgsplit_inflight_requests` while it lives.
-pub struct Inflight(());
-
-impl Inflight {
-    pub fn enter() -> Self {
-        gauge!("orgsplit_inflight_requests").increment(1.0);
-        Self(())
+impl CountHandles {
+    fn add(&self, c: &Counts) {
+        self.series.increment(c.series);
+        self.samples.increment(c.samples);
+        self.histograms.increment(c.histograms);
+        self.exemplars.increment(c.exemplars);
+        self.metadata.increment(c.metadata);
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric described and registered.
+    pub fn new() -> Self {
+        let seconds = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let r = Reg(&recorder);
+        let counts = |what: &str, whom: &str| CountHandles {
+            series: r.counter(
+                &format!("orgsplit_{what}_series_total"),
+                &format!("Series {whom}."),
+            ),
+            samples: r.counter(
+                &format!("orgsplit_{what}_samples_total"),
+                &format!("Float samples {whom}."),
+            ),
+            histograms: r.counter(
+                &format!("orgsplit_{what}_histograms_total"),
+                &format!("Native histogram samples {whom}."),
+            ),
+            exemplars: r.counter(
+                &format!("orgsplit_{what}_exemplars_total"),
+                &format!("Exemplars {whom}."),
+            ),
+            metadata: r.counter(
+                &format!("orgsplit_{what}_metadata_total"),
+                &format!("Metadata entries {whom}."),
+            ),
+        };
+        let received = counts("received", "received");
+        let forwarded = counts("forwarded", "accepted by the upstream (2xx)");
+        let by_reason = |name: &str, help: &str| {
+            r.describe_counter(name, help);
+            Unmapped::ALL.map(|u| r.labelled_counter(name, "reason", u.as_str()))
+        };
+        let defaulted = by_reason(
+            "orgsplit_series_defaulted_total",
+            "Series sent to the default tenant, by reason.",
+        );
+        let dropped = by_reason(
+            "orgsplit_series_dropped_total",
+            "Series dropped by the unmapped policy, by reason.",
+        );
+        r.describe_counter(
+            "orgsplit_requests_total",
+            "Push requests answered, by status code.",
+        );
+        r.describe_counter(
+            "orgsplit_requests_rejected_total",
+            "Requests rejected before forwarding, by reason.",
+        );
+        r.describe_counter(
+            "orgsplit_requests_overloaded_total",
+            "Pushes refused because too many requests or bytes were in flight.",
+        );
+        r.describe_counter(
+            "orgsplit_tenant_series_total",
+            "Series accepted by the upstream, per tenant (metrics.per_tenant).",
+        );
+        r.describe_counter(
+            "orgsplit_tenant_samples_total",
+            "Samples accepted by the upstream, per tenant (metrics.per_tenant).",
+        );
+        r.describe_counter(
+            "orgsplit_upstream_requests_total",
+            "Pushes to the upstream, by status class (2xx, 4xx, 429, 5xx, timeout, error).",
+        );
+        let upstream = UpstreamSignals {
+            requests: UPSTREAM_CLASSES
+                .map(|class| r.labelled_counter("orgsplit_upstream_requests_total", "status", class)),
+            duration: r.histogram(
+                "orgsplit_upstream_request_duration_seconds",
+                "Duration of one upstream request (a tenant push, or several pushes' batches merged).",
+            ),
+            coalesced: r.counter(
+                "orgsplit_upstream_coalesced_batches_total",
+                "Tenant batches that were sent merged with other pushes' batches for the same tenant.",
+            ),
+        };
+        let table = TableSignals {
+            namespaces: r.gauge("orgsplit_table_namespaces", "Namespaces in the org table."),
+            last_sync: r.gauge(
+                "orgsplit_table_last_sync_timestamp_seconds",
+                "Unix time of the last successful org table load.",
+            ),
+            sync_errors: r.counter(
+                "orgsplit_table_sync_errors_total",
+                "Failed org table loads.",
+            ),
+            source_up: r.gauge(
+                "orgsplit_table_source_up",
+                "Whether the org table's source (file, Kubernetes API) answered last time.",
+            ),
+        };
+        let route = RouteSignals {
+            invalid_tenant: r.counter(
+                "orgsplit_invalid_tenant_total",
+                "Label-mode tenant values that are not valid tenant IDs.",
+            ),
+        };
+        let inner = Inner {
+            received,
+            forwarded,
+            defaulted,
+            dropped,
+            dropped_samples: r.counter(
+                "orgsplit_samples_dropped_total",
+                "Samples in series dropped by the unmapped policy.",
+            ),
+            metadata_dropped: r.counter(
+                "orgsplit_metadata_dropped_total",
+                "Metadata entries whose family no tenant owns, with no default tenant.",
+            ),
+            metadata_defaulted: r.counter(
+                "orgsplit_metadata_defaulted_total",
+                "Metadata entries whose family no tenant owns (or whose owners were forgotten), sent to the default tenant.",
+            ),
+            answered: Mutex::default(),
+            duration: r.histogram(
+                "orgsplit_request_duration_seconds",
+                "Time from receiving a push to answering it.",
+            ),
+            rejected: Mutex::default(),
+            overloaded: Mutex::default(),
+            inflight: r.gauge("orgsplit_inflight_requests", "Push requests being handled."),
+            inflight_bytes: r.gauge(
+                "orgsplit_inflight_bytes",
+                "Bytes of requests in flight charged to limits.max_inflight_bytes.",
+            ),
+            connections_refused: r.counter(
+                "orgsplit_connections_refused_total",
+                "Connections closed on accept because limits.max_connections was reached.",
+            ),
+            family_pairs: r.gauge(
+                "orgsplit_family_index_pairs",
+                "(metric family, tenant) pairs the metadata routing index holds.",
+            ),
+            family_bytes: r.gauge(
+                "orgsplit_family_index_bytes",
+                "Bytes of names the metadata routing index holds.",
+            ),
+            family_rotations: r.counter(
+                "orgsplit_family_index_rotations_total",
+                "Times the metadata routing index forgot its older half (it was full).",
+            ),
+            per_tenant: Mutex::default(),
+            table,
+            route,
+            upstream,
+            recorder,
+            handle,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The page `/metrics` serves.
+    pub fn render(&self) -> String {
+        self.inner.handle.render()
+    }
+
+    /// Folds recorded histogram values into their buckets. Run it every few
+    /// seconds: without it, histograms keep every value until the next scrape.
+    pub fn upkeep(&self) {
+        self.inner.handle.run_upkeep();
+    }
+
+    /// Handles for the org table and its feeds.
+    pub fn table(&self) -> TableSignals {
+        self.inner.table.clone()
+    }
+
+    /// Handles for the router.
+    pub fn route(&self) -> RouteSignals {
+        self.inner.route.clone()
+    }
+
+    /// Handles for the forwarder.
+    pub fn upstream(&self) -> UpstreamSignals {
+        self.inner.upstream.clone()
+    }
+
+    /// Counts what a split request contained and what the policy did with it.
+    pub fn split(&self, stats: &SplitCounts) {
+        let m = &*self.inner;
+        m.received.add(&stats.received);
+        for reason in Unmapped::ALL {
+            let i = reason as usize;
+            if stats.defaulted[i] > 0 {
+                m.defaulted[i].increment(stats.defaulted[i]);
+            }
+            if stats.dropped[i] > 0 {
+                m.dropped[i].increment(stats.dropped[i]);
+            }
+        }
+        m.dropped_samples.increment(stats.dropped_samples);
+        m.metadata_dropped.increment(stats.metadata_dropped);
+        m.metadata_defaulted.increment(stats.metadata_defaulted);
+    }
+
+    /// Counts what an upstream accepted for one tenant.
+    pub fn forwarded(&self, counts: &Counts) {
+        self.inner.forwarded.add(counts);
+    }
+
+    /// Per-tenant counters (`metrics.per_tenant`, opt-in): the first
+    /// [`MAX_TENANT_LABELS`] tenants by name, the rest as `__other__`, so that
+    /// label mode (where senders make up tenants) cannot grow the registry
+    /// without bound.
+    pub fn forwarded_tenant(&self, tenant: &str, counts: &Counts) {
+        let mut map = lock(&self.inner.per_tenant);
+        let key = if map.contains_key(tenant) || map.len() < MAX_TENANT_LABELS {
+            tenant
+        } else {
+            "__other__"
+        };
+        if !map.contains_key(key) {
+            let r = Reg(&self.inner.recorder);
+            let handles = (
+                r.labelled_counter("orgsplit_tenant_series_total", "tenant", key),
+                r.labelled_counter("orgsplit_tenant_samples_total", "tenant", key),
+            );
+            map.insert(key.to_owned(), handles);
+        }
+        if let Some((series, samples)) = map.get(key) {
+            series.increment(counts.series);
+            samples.increment(counts.samples + counts.histograms);
+        }
+    }
+
+    /// A push was answered with `status` after `elapsed`.
+    pub fn answered(&self, status: u16, elapsed: Duration) {
+        self.labelled(
+            &self.inner.answered,
+            "orgsplit_requests_total",
+            "code",
+            status_label(status),
+        )
+        .increment(1);
+        self.inner.duration.record(elapsed.as_secs_f64());
+    }
+
+    /// A push was refused before forwarding, for `reason`.
+    pub fn rejected(&self, reason: &'static str) {
+        self.labelled(
+            &self.inner.rejected,
+            "orgsplit_requests_rejected_total",
+            "reason",
+            reason,
+        )
+        .increment(1);
+    }
+
+    /// A push was refused because too many `what` (requests, bytes) were in flight.
+    pub fn overloaded(&self, what: &'static str) {
+        self.labelled(
+            &self.inner.overloaded,
+            "orgsplit_requests_overloaded_total",
+            "limit",
+            what,
+        )
+        .increment(1);
+    }
+
+    /// A connection was closed on accept because `limits.max_connections` was reached.
+    pub fn connection_refused(&self) {
+        self.inner.connections_refused.increment(1);
+    }
+
+    /// Counts a push in `orgsplit_inflight_requests` while the guard lives.
+    pub fn inflight(&self) -> Inflight {
+        self.inner.inflight.increment(1.0);
+        Inflight(self.inner.inflight.clone())
+    }
+
+    /// Gauges read at scrape time: bytes charged to the memory budget, and
+    /// the metric-family index's size.
+    pub fn at_scrape(&self, inflight_bytes: usize, family: crate::signals::FamilyIndexSize) {
+        let m = &*self.inner;
+        m.inflight_bytes.set(inflight_bytes as f64);
+        m.family_pairs.set(family.pairs as f64);
+        m.family_bytes.set(family.bytes as f64);
+        m.family_rotations.absolute(family.rotations);
+    }
+
+    fn labelled(
+        &self,
+        map: &Mutex<HashMap<&'static str, Counter>>,
+        name: &'static str,
+        label: &'static str,
+        value: &'static str,
+    ) -> Counter {
+        lock(map)
+            .entry(value)
+            .or_insert_with(|| Reg(&self.inner.recorder).labelled_counter(name, label, value))
+            .clone()
+    }
+}
+
+/// Decrements `orgsplit_inflight_requests` when dropped.
+pub struct Inflight(Gauge);
+
 impl Drop for Inflight {
     fn drop(&mut self) {
-        gauge!("orgsplit_inflight_requests").decrement(1.0);
+        self.0.decrement(1.0);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Registration helpers over the recorder.
+struct Reg<'r>(&'r PrometheusRecorder);
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+
+impl Reg<'_> {
+    fn describe_counter(&self, name: &str, help: &str) {
+        self.0
+            .describe_counter(KeyName::from(name.to_owned()), None, help.to_owned().into());
+    }
+
+    fn counter(&self, name: &str, help: &str) -> Counter {
+        self.describe_counter(name, help);
+        self.0
+            .register_counter(&Key::from_name(name.to_owned()), &METADATA)
+    }
+
+    fn labelled_counter(&self, name: &str, label: &'static str, value: &str) -> Counter {
+        let key = Key::from_parts(name.to_owned(), vec![Label::new(label, value.to_owned())]);
+        self.0.register_counter(&key, &METADATA)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.0
+            .describe_gauge(KeyName::from(name.to_owned()), None, help.to_owned().into());
+        self.0
+            .register_gauge(&Key::from_name(name.to_owned()), &METADATA)
+    }
+
+    fn histogram(&self, name: &str, help: &str) -> Histogram {
+        self.0.describe_histogram(
+            KeyName::from(name.to_owned()),
+            Some(Unit::Seconds),
+            help.to_owned().into(),
+        );
+        self.0
+            .register_histogram(&Key::from_name(name.to_owned()), &METADATA)
     }
 }
 
@@ -336,5 +477,45 @@ fn status_label(status: u16) -> &'static str {
         402..=499 => "4xx",
         501..=599 => "5xx",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_registries_count_apart() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.rejected("unmapped");
+        a.forwarded(&Counts {
+            series: 3,
+            ..Default::default()
+        });
+        assert!(a
+            .render()
+            .contains("orgsplit_requests_rejected_total{reason=\"unmapped\"} 1"));
+        assert!(a.render().contains("orgsplit_forwarded_series_total 3"));
+        assert!(!b.render().contains("orgsplit_requests_rejected_total{"));
+        assert!(b.render().contains("orgsplit_forwarded_series_total 0"));
+    }
+
+    #[test]
+    fn tenant_labels_are_bounded() {
+        let m = Metrics::new();
+        let one = Counts {
+            series: 1,
+            samples: 1,
+            ..Default::default()
+        };
+        for i in 0..MAX_TENANT_LABELS + 5 {
+            m.forwarded_tenant(&format!("t{i}"), &one);
+        }
+        let page = m.render();
+        assert!(page.contains("orgsplit_tenant_series_total{tenant=\"__other__\"} 5"));
+        assert_eq!(
+            page.matches("orgsplit_tenant_series_total{").count(),
+            MAX_TENANT_LABELS + 1
+        );
     }
 }

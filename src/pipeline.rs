@@ -1,21 +1,107 @@
-//! The CPU work of one push, without I/O: decompress → split → compress.
+//! The CPU work of one push, for every format, without I/O: measure →
+//! (admit) → decompress → split → compress.
 //!
 //! ```text
-//!  snappy body ─► decompress (pooled buffer, size checked first)
-//!              ─► route::Router::split (zero-copy, batches in pooled buffers)
-//!              ─► compress each batch (in parallel on several cores) ─► Outgoing
+//!  snappy body ─► Pipeline::measure: declared decoded size, checked (413)
+//!              ── the caller admits that much against its memory budget ──
+//!              ─► Pipeline::run: decompress into a pooled buffer (Lent)
+//!                  ─► Router::split_with(format) (zero-copy, batches in pooled buffers)
+//!                  ─► compress each batch (in parallel on several cores) ─► Output
 //! ```
 //!
-//! The push handler, the benches and the load test all run this same code.
+//! The push handler, the benches, the fuzzers, the load test and `inspect`
+//! all run this same code. The decoded buffer goes back to the pool by a
+//! guard ([`Lent`]), however a run ends.
 
 use bytes::Bytes;
 use rayon::prelude::*;
 
 use std::sync::Arc;
 
+use crate::formats::Format;
 use crate::pool::{BufferPool, Pooled};
-use crate::route::{Batch, FamilyIndex, RouteError, Router, Split, Stats};
+use crate::route::{Batch, FamilyIndex, RouteError, Router, Split, SplitCounts};
+use crate::signals::Counts;
 use crate::table::Snapshot;
+use crate::tenant::TenantId;
+
+/// The CPU path of one format: its router, the metric-family index that
+/// routes metadata, and the buffer pool.
+pub struct Pipeline<F> {
+    format: F,
+    router: Router,
+    families: FamilyIndex,
+    pool: Arc<BufferPool>,
+    max_decoded: usize,
+}
+
+/// What a run produced: one compressed request per tenant, and what the
+/// request held and what the unmapped policy did.
+#[derive(Debug)]
+pub struct Output {
+    pub outgoing: Vec<Outgoing>,
+    pub stats: SplitCounts,
+}
+
+impl<F: Format> Pipeline<F> {
+    /// A pipeline for `format` that refuses bodies declaring more than
+    /// `max_decoded` bytes.
+    pub fn new(
+        format: F,
+        router: Router,
+        families: FamilyIndex,
+        pool: Arc<BufferPool>,
+        max_decoded: usize,
+    ) -> Self {
+        Self {
+            format,
+            router,
+            families,
+            pool,
+            max_decoded,
+        }
+    }
+
+    /// The first phase: the decoded size `compressed` declares, checked
+    /// against the limit before anything is allocated.
+    pub fn measure(&self, compressed: &[u8]) -> Result<usize, DecodeError> {
+        decoded_len(compressed, self.max_decoded)
+    }
+
+    /// The second phase: decompress `compressed` (declaring `size` bytes, as
+    /// [`Pipeline::measure`] said), split it, compress each tenant's request.
+    pub fn run(
+        &self,
+        compressed: &[u8],
+        size: usize,
+        table: &Snapshot,
+    ) -> Result<Output, ProcessError> {
+        let decoded = decompress(compressed, size, &self.pool)?;
+        let Split { batches, stats } =
+            self.router
+                .split_with(&self.format, &decoded, table, &self.families, &self.pool)?;
+        drop(decoded);
+        Ok(Output {
+            outgoing: compress(batches, &self.pool),
+            stats,
+        })
+    }
+
+    /// Both phases in one call, with no admission between them (benches,
+    /// fuzzers, `inspect`).
+    pub fn process(&self, compressed: &[u8], table: &Snapshot) -> Result<Output, ProcessError> {
+        let size = self.measure(compressed)?;
+        self.run(compressed, size, table)
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn families(&self) -> &FamilyIndex {
+        &self.families
+    }
+}
 
 /// Why a body cannot be decompressed.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +118,7 @@ pub enum DecodeError {
 
 /// The decompressed size a snappy body declares, checked against `limit`
 /// before anything is allocated.
-pub fn decoded_len(compressed: &[u8], limit: usize) -> Result<usize, DecodeError> {
+fn decoded_len(compressed: &[u8], limit: usize) -> Result<usize, DecodeError> {
     let size = match snap::raw::decompress_len(compressed) {
         Ok(n) => n,
         // A declared length beyond what snappy itself allows (4 GiB).
@@ -50,7 +136,7 @@ pub fn decoded_len(compressed: &[u8], limit: usize) -> Result<usize, DecodeError
 
 /// A buffer that goes back to its pool when dropped, however the code that
 /// holds it ends.
-pub struct Lent<'p> {
+struct Lent<'p> {
     buf: Vec<u8>,
     pool: &'p BufferPool,
 }
@@ -70,7 +156,7 @@ impl Drop for Lent<'_> {
 
 /// Decompresses `compressed` (whose declared size `decoded_len` already
 /// checked) into a buffer from `pool`.
-pub fn decompress<'p>(
+fn decompress<'p>(
     compressed: &[u8],
     size: usize,
     pool: &'p BufferPool,
@@ -91,14 +177,12 @@ pub fn decompress<'p>(
 /// One tenant's push, ready to send.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub tenant: String,
-    /// Snappy-compressed `WriteRequest`.
+    pub tenant: TenantId,
+    /// The snappy-compressed request.
     pub body: Bytes,
-    pub series: u64,
-    pub samples: u64,
-    pub histograms: u64,
-    pub exemplars: u64,
-    pub metadata: u64,
+    /// Bytes `body` decompresses to.
+    pub decoded_len: usize,
+    pub counts: Counts,
     /// Bytes of memory `body` holds (its buffer is sized for the worst
     /// case of compression), for the memory budget.
     pub held: usize,
@@ -111,20 +195,17 @@ const PARALLEL_BYTES: usize = 256 << 10;
 /// Compresses each batch and gives its buffer back to `pool`; the
 /// compressed bodies come from `pool` too and return to it when the HTTP
 /// client drops them.
-pub fn compress(batches: Vec<Batch<'_>>, pool: &Arc<BufferPool>) -> Vec<Outgoing> {
+fn compress(batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Outgoing> {
     let total: usize = batches.iter().map(|b| b.body.len()).sum();
     let parallel = batches.len() > 1 && total >= PARALLEL_BYTES && cores() > 1;
-    let one = |b: Batch<'_>| {
+    let one = |b: Batch| {
         let (body, held) = compress_one(&b.body, pool);
         let out = Outgoing {
-            tenant: b.tenant.into_owned(),
+            tenant: b.tenant,
             body,
+            decoded_len: b.body.len(),
             held,
-            series: b.series,
-            samples: b.samples,
-            histograms: b.histograms,
-            exemplars: b.exemplars,
-            metadata: b.metadata,
+            counts: b.counts,
         };
         pool.give(b.body);
         out
@@ -156,44 +237,13 @@ pub(crate) fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Errors of [`process`].
+/// Errors of a pipeline run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Route(#[from] RouteError),
-}
-
-/// The whole CPU path for one compressed body, in one call: the benches,
-/// fuzzers and the load test use it. The push handler runs the same two
-/// phases with its admission check between them: [`decoded_len`], then
-/// [`run`].
-pub fn process(
-    compressed: &[u8],
-    max_decoded: usize,
-    router: &Router,
-    table: &Snapshot,
-    families: &FamilyIndex,
-    pool: &Arc<BufferPool>,
-) -> Result<(Vec<Outgoing>, Stats), ProcessError> {
-    let size = decoded_len(compressed, max_decoded)?;
-    run(compressed, size, router, table, families, pool)
-}
-
-/// The second phase: decompress `compressed` (declaring `size` bytes, as
-/// [`decoded_len`] measured), split it, compress each tenant's request.
-pub fn run(
-    compressed: &[u8],
-    size: usize,
-    router: &Router,
-    table: &Snapshot,
-    families: &FamilyIndex,
-    pool: &Arc<BufferPool>,
-) -> Result<(Vec<Outgoing>, Stats), ProcessError> {
-    let decoded = decompress(compressed, size, pool)?;
-    let Split { batches, stats } = router.split_with(&decoded, table, families, pool)?;
-    Ok((compress(batches, pool), stats))
 }
 
 /// Bytes the outgoing requests hold until they are sent: their buffers,

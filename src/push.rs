@@ -30,10 +30,12 @@ use http_body_util::BodyExt;
 use hyper::body::Body as _;
 
 use crate::answer::{self, Answer};
+use crate::app::App;
+use crate::formats::Format;
+use crate::forward::Push;
 use crate::limits::Charge;
-use crate::pipeline::{self, DecodeError, ProcessError};
+use crate::pipeline::{self, DecodeError, Output, Pipeline, ProcessError};
 use crate::route::RouteError;
-use crate::server::App;
 use crate::wire::{Item, WireError};
 
 /// Requests whose decoded body is at least this large are split on a
@@ -47,9 +49,13 @@ pub async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -
     let started = Instant::now();
     // A guard, so the gauge is right even when the sender hangs up and the
     // handler is dropped mid-way.
-    let _inflight = crate::metrics::Inflight::enter();
-    let answer = handle(&app, &headers, body).await;
-    crate::metrics::answered(answer.status.as_u16(), started.elapsed());
+    let _inflight = app.metrics().inflight();
+    let answer = match handle(&app, &headers, body).await {
+        Ok(answer) => answer,
+        Err(refusal) => refusal.answer(&app),
+    };
+    app.metrics()
+        .answered(answer.status.as_u16(), started.elapsed());
     respond(answer)
 }
 
@@ -63,32 +69,86 @@ fn respond(answer: Answer) -> Response {
     response
 }
 
-fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Answer {
-    crate::metrics::rejected(reason);
-    let mut body = message.into();
-    body.push('\n');
-    Answer::new(status, body)
+/// A push refused before anything was forwarded.
+enum Refusal {
+    /// A 4xx or 503 with a reason label for `orgsplit_requests_rejected_total`.
+    Rejected {
+        status: StatusCode,
+        reason: &'static str,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// Too many requests or bytes in flight.
+    Overloaded(&'static str),
 }
 
-async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
-    let limits = &app.limits;
-    if !app.table.is_synced() {
+impl Refusal {
+    fn answer(self, app: &App) -> Answer {
+        match self {
+            Refusal::Rejected {
+                status,
+                reason,
+                mut message,
+                retry_after,
+            } => {
+                app.metrics().rejected(reason);
+                message.push('\n');
+                Answer {
+                    status,
+                    retry_after,
+                    body: message,
+                }
+            }
+            Refusal::Overloaded(what) => {
+                app.metrics().overloaded(what);
+                let status = StatusCode::from_u16(app.limits().overload_status)
+                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                Answer {
+                    status,
+                    retry_after: Some(1),
+                    body: format!(
+                        "orgsplit is overloaded (too many {what} in flight); retry later\n"
+                    ),
+                }
+            }
+        }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        if let Refusal::Rejected { retry_after, .. } = &mut self {
+            *retry_after = Some(secs);
+        }
+        self
+    }
+}
+
+fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::Rejected {
+        status,
+        reason,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
+async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Result<Answer, Refusal> {
+    let limits = app.limits();
+    if !app.table().is_synced() {
         // Routing now would send every series to the unmapped policy.
-        let mut answer = reject(
+        return Err(reject(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             "namespace table not loaded yet; retry",
-        );
-        answer.retry_after = Some(1);
-        return answer;
+        )
+        .retry_after(1));
     }
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
         if !encoding.as_bytes().eq_ignore_ascii_case(b"snappy") {
-            return reject(
+            return Err(reject(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "encoding",
                 format!("unsupported Content-Encoding {encoding:?}: remote write bodies are snappy-compressed"),
-            );
+            ));
         }
     }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
@@ -96,11 +156,11 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
             .to_str()
             .is_ok_and(|ct| ct.contains("io.prometheus.write.v2"))
         {
-            return reject(
+            return Err(reject(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "content_type",
                 "remote write 2.0 is not supported; send prometheus.WriteRequest (remote write 1.0)",
-            );
+            ));
         }
     }
     let declared = headers
@@ -108,53 +168,72 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
-        return too_large_body(limits.max_body_bytes);
+        return Err(too_large_body(limits.max_body_bytes));
     }
 
-    let mut charge = app.budget.charge();
-    let compressed = match receive(app, body, &mut charge).await {
-        Ok(b) => b,
-        Err(answer) => return answer,
-    };
+    let mut charge = app.budget().charge();
+    let compressed = receive(app, body, &mut charge).await?;
     if compressed.is_empty() {
-        return reject(StatusCode::BAD_REQUEST, "empty", "empty request body");
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "empty",
+            "empty request body",
+        ));
     }
 
     // Admission: bounded work in flight, the rest is told to come back.
-    let Ok(_request_permit) = app.inflight_requests.try_acquire() else {
-        return overloaded(app, "requests");
+    let Some(_request_permit) = app.request_slot() else {
+        return Err(Refusal::Overloaded("requests"));
     };
-    let size = match pipeline::decoded_len(&compressed, limits.max_decoded_bytes) {
-        Ok(n) => n,
-        Err(e) => return decode_error(e),
-    };
+    forward(app, App::rw1, compressed, charge).await
+}
+
+/// Runs `pipeline` on a received body and forwards what it produced: the
+/// part of a push that is the same for every format.
+async fn forward<F: Format + 'static>(
+    app: &Arc<App>,
+    pipeline: fn(&App) -> &Pipeline<F>,
+    compressed: Bytes,
+    mut charge: Charge,
+) -> Result<Answer, Refusal> {
+    let size = pipeline(app).measure(&compressed).map_err(decode_error)?;
     // The decompressed body, the tenant batches built from it and their
     // compressed bodies: at most about three times the decoded size.
     charge.expect(compressed.len().saturating_add(size.saturating_mul(3)));
     if !charge.grow(size.saturating_mul(3), true, ROOM_WAIT).await {
-        return overloaded(app, "bytes");
+        return Err(Refusal::Overloaded("bytes"));
     }
 
-    let (outgoing, stats) = match split(app, compressed, size).await {
+    let splitting = app.forwarder().splitting();
+    let Output { outgoing, stats } = match split(app, pipeline, compressed, size).await {
         Ok(done) => done,
-        Err(ProcessError::Decode(e)) => return decode_error(e),
-        Err(ProcessError::Route(e)) => return route_error(e),
+        Err(ProcessError::Decode(e)) => return Err(decode_error(e)),
+        Err(ProcessError::Route(e)) => return Err(route_error(e)),
     };
-    crate::metrics::split(&stats);
-    // From here on the request holds only its tenants' compressed bodies.
-    charge.shrink_to(pipeline::held_bytes(&outgoing));
+    drop(splitting);
+    app.metrics().split(&stats);
+    // From here on the request holds only its tenants' compressed bodies
+    // (and, while a merged request is built, a copy of them).
+    charge.shrink_to(pipeline::held_bytes(&outgoing) * if F::CONCATENATES { 2 } else { 1 });
 
+    let pushes: Vec<Push> = outgoing
+        .iter()
+        .map(|o| Push {
+            tenant: o.tenant.clone(),
+            body: o.body.clone(),
+            decoded_len: o.decoded_len,
+            mergeable: F::CONCATENATES,
+        })
+        .collect();
     // In parallel, but at most MAX_PARALLEL_PUSHES at once per request, so
     // a request split into thousands of tenants does not hold thousands of
     // upstream requests' state at once.
-    // (By index: a closure taking `&Outgoing` would make the future's
+    // (By index: a closure taking `&Push` would make the future's
     // lifetime higher-ranked, which the handler's `Send` bound rejects.)
-    let outgoing = &outgoing;
-    let outcomes: Vec<_> = futures::stream::iter(0..outgoing.len())
-        .map(|i| {
-            app.forwarder
-                .push(&outgoing[i].tenant, outgoing[i].body.clone())
-        })
+    let pushes = &pushes;
+    let forwarder = app.forwarder();
+    let outcomes: Vec<_> = futures::stream::iter(0..pushes.len())
+        .map(|i| forwarder.push(&pushes[i]))
         .buffered(MAX_PARALLEL_PUSHES)
         .collect()
         .await;
@@ -162,14 +241,14 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Answer {
     let mut results = Vec::with_capacity(outcomes.len());
     for (out, outcome) in outgoing.iter().zip(outcomes) {
         if outcome == answer::Upstream::Accepted {
-            crate::metrics::forwarded(out);
-            if app.per_tenant_metrics {
-                crate::metrics::forwarded_tenant(out);
+            app.metrics().forwarded(&out.counts);
+            if app.per_tenant_metrics() {
+                app.metrics().forwarded_tenant(&out.tenant, &out.counts);
             }
         }
         results.push((out.tenant.as_str(), outcome));
     }
-    answer::combine(&results)
+    Ok(answer::combine(&results))
 }
 
 /// Tenant pushes of one request in flight at once.
@@ -185,8 +264,8 @@ const STALLED: Duration = Duration::from_millis(250);
 
 /// Reads the body frame by frame, charging each frame to the budget before
 /// keeping it, within `limits.body_timeout` of now.
-async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes, Answer> {
-    let limits = &app.limits;
+async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes, Refusal> {
+    let limits = app.limits();
     let deadline = tokio::time::Instant::now() + limits.body_timeout;
     // Each frame is copied out at once, so hyper's buffers are reused and
     // what the request holds is exactly what was charged. With a declared
@@ -209,7 +288,7 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
         // stalled (holding bytes, nothing new for `STALLED`).
         let yield_to_others = async {
             loop {
-                app.budget.pressure().await;
+                app.budget().pressure().await;
                 if last_progress.elapsed() >= STALLED && held > 0 {
                     return;
                 }
@@ -240,7 +319,7 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
         // Charged by what is written: reserved pages that were never
         // written are not resident (buffers this large are mmap'd).
         if !charge.grow(data.len(), false, ROOM_WAIT).await {
-            return Err(overloaded(app, "bytes"));
+            return Err(Refusal::Overloaded("bytes"));
         }
         received.extend_from_slice(&data);
     }
@@ -248,34 +327,21 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
 }
 
 /// Runs the CPU part of the push, on a blocking thread when it is large.
-async fn split(
+async fn split<F: Format + 'static>(
     app: &Arc<App>,
+    pipeline: fn(&App) -> &Pipeline<F>,
     compressed: Bytes,
     size: usize,
-) -> Result<(Vec<pipeline::Outgoing>, crate::route::Stats), ProcessError> {
-    let table = app.table.snapshot();
-    let work = {
-        let app = app.clone();
-        move || {
-            pipeline::run(
-                &compressed,
-                size,
-                &app.router,
-                &table,
-                &app.families,
-                &app.pool,
-            )
-        }
-    };
+) -> Result<Output, ProcessError> {
+    let table = app.table().snapshot();
     if size < BLOCKING_BYTES {
-        return work();
+        return pipeline(app).run(&compressed, size, &table);
     }
     // At most as many splits at once as there are cores: the rest wait here
     // (holding their admitted budget) instead of crowding the blocking pool.
-    let Ok(_cpu) = app.cpu.acquire().await else {
-        return work();
-    };
-    match tokio::task::spawn_blocking(work).await {
+    let _cpu = app.core().await;
+    let app = app.clone();
+    match tokio::task::spawn_blocking(move || pipeline(&app).run(&compressed, size, &table)).await {
         Ok(result) => result,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
@@ -283,44 +349,30 @@ async fn split(
 
 /// The answer to a sender whose body stalled while others needed the
 /// memory it held: retryable.
-fn stalled_under_pressure() -> Answer {
-    let mut answer = reject(
+fn stalled_under_pressure() -> Refusal {
+    reject(
         StatusCode::SERVICE_UNAVAILABLE,
         "body_stalled",
         "the request body stalled while orgsplit's memory budget was needed by others; retry",
-    );
-    answer.retry_after = Some(1);
-    answer
+    )
+    .retry_after(1)
 }
 
 /// The answer to a sender whose body did not arrive in time: retryable
 /// (a 408 would make Prometheus drop the batch).
-fn too_slow(limit: std::time::Duration) -> Answer {
-    let mut answer = reject(
+fn too_slow(limit: std::time::Duration) -> Refusal {
+    reject(
         StatusCode::SERVICE_UNAVAILABLE,
         "body_timeout",
         format!(
             "the request body did not arrive within limits.body_timeout ({}); retry",
             humantime::format_duration(limit)
         ),
-    );
-    answer.retry_after = Some(1);
-    answer
+    )
+    .retry_after(1)
 }
 
-/// The answer when too much is in flight: retryable, with `Retry-After`.
-fn overloaded(app: &App, what: &'static str) -> Answer {
-    crate::metrics::overloaded(what);
-    let status =
-        StatusCode::from_u16(app.limits.overload_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    Answer {
-        status,
-        retry_after: Some(1),
-        body: format!("orgsplit is overloaded (too many {what} in flight); retry later\n"),
-    }
-}
-
-fn too_large_body(limit: usize) -> Answer {
+fn too_large_body(limit: usize) -> Refusal {
     reject(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
@@ -328,7 +380,7 @@ fn too_large_body(limit: usize) -> Answer {
     )
 }
 
-fn decode_error(e: DecodeError) -> Answer {
+fn decode_error(e: DecodeError) -> Refusal {
     let (status, reason) = match e {
         DecodeError::NotSnappy(_) => (StatusCode::BAD_REQUEST, "not_snappy"),
         DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "decoded_too_large"),
@@ -337,7 +389,7 @@ fn decode_error(e: DecodeError) -> Answer {
     reject(status, reason, e.to_string())
 }
 
-fn route_error(e: RouteError) -> Answer {
+fn route_error(e: RouteError) -> Refusal {
     let (status, reason) = match &e {
         RouteError::Wire(WireError::TooMany { item, limit }) => {
             let message = format!(

@@ -17,52 +17,22 @@
 //!   body or the table snapshot, and a namespace is hashed at most once per
 //!   series (not at all when it repeats the previous series').
 
-use std::borrow::Cow;
-
 use hashbrown::{HashMap, HashSet};
 
 use crate::config::{Mode, Routing, UnmappedPolicy};
+use crate::formats::{rw1::Rw1, Format, Item};
 use crate::pool::BufferPool;
+use crate::signals::{Counts, RouteSignals};
 use crate::table::{Org, Snapshot};
-use crate::tenant::{self, InvalidTenant};
-use crate::wire::{encode, Field, LabelQuery, Limits, Request, SeriesView, WireError};
+use crate::tenant::{self, InvalidTenant, TenantId};
+use crate::wire::{LabelQuery, Limits, WireError};
 
 pub mod family;
+#[cfg(any(test, feature = "test-util"))]
 pub mod reference;
 
+pub use crate::signals::{SplitCounts, Unmapped};
 pub use family::FamilyIndex;
-
-/// Why a series has no tenant of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Unmapped {
-    /// None of the namespace labels (or the tenant label) is on the series.
-    NoLabel,
-    /// The namespace is not in the table, or has no organization.
-    NoOrganization,
-    /// The organization (or tenant label value) is not a valid tenant ID.
-    InvalidTenant,
-}
-
-impl Unmapped {
-    pub const ALL: [Unmapped; 3] = [
-        Unmapped::NoLabel,
-        Unmapped::NoOrganization,
-        Unmapped::InvalidTenant,
-    ];
-
-    /// Metric label value for this reason.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unmapped::NoLabel => "no_label",
-            Unmapped::NoOrganization => "no_organization",
-            Unmapped::InvalidTenant => "invalid_tenant",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// Why a request cannot be split.
 #[derive(Debug, thiserror::Error)]
@@ -75,54 +45,21 @@ pub enum RouteError {
     TooManyTenants(usize),
 }
 
-/// The series and metadata for one tenant, encoded as a `WriteRequest`.
+/// The series and metadata for one tenant, encoded as one request of the
+/// input's format.
 #[derive(Debug)]
-pub struct Batch<'a> {
-    pub tenant: Cow<'a, str>,
-    /// Encoded (uncompressed) `WriteRequest`.
+pub struct Batch {
+    pub tenant: TenantId,
+    /// The encoded (uncompressed) request.
     pub body: Vec<u8>,
-    pub series: u64,
-    pub samples: u64,
-    pub exemplars: u64,
-    pub histograms: u64,
-    pub metadata: u64,
-}
-
-/// What happened to a request's content, for metrics and `inspect`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stats {
-    pub series: u64,
-    pub samples: u64,
-    pub exemplars: u64,
-    pub histograms: u64,
-    pub metadata: u64,
-    /// Series sent to the default tenant, by [`Unmapped`] reason.
-    pub defaulted: [u64; 3],
-    /// Series dropped by the `drop` policy, by [`Unmapped`] reason.
-    pub dropped: [u64; 3],
-    /// Samples (and histogram samples) in the dropped series.
-    pub dropped_samples: u64,
-    /// Metadata entries whose family no tenant has series of, with no default tenant.
-    pub metadata_dropped: u64,
-    /// Metadata entries whose family no tenant has series of (or whose
-    /// tenants were forgotten), sent to the default tenant.
-    pub metadata_defaulted: u64,
-}
-
-impl Stats {
-    pub fn defaulted(&self, reason: Unmapped) -> u64 {
-        self.defaulted[reason.index()]
-    }
-    pub fn dropped(&self, reason: Unmapped) -> u64 {
-        self.dropped[reason.index()]
-    }
+    pub counts: Counts,
 }
 
 /// A request split by tenant.
 #[derive(Debug)]
-pub struct Split<'a> {
-    pub batches: Vec<Batch<'a>>,
-    pub stats: Stats,
+pub struct Split {
+    pub batches: Vec<Batch>,
+    pub stats: SplitCounts,
 }
 
 /// The routing rules, compiled from [`Routing`] once at startup.
@@ -135,9 +72,10 @@ pub struct Router {
     names: Vec<String>,
     remove_tenant_label: bool,
     tenant_prefix: String,
-    default_tenant: Option<String>,
+    default_tenant: Option<TenantId>,
     policy: UnmappedPolicy,
     limits: Limits,
+    signals: RouteSignals,
 }
 
 /// Where a key (namespace or tenant label value) sends its series.
@@ -162,10 +100,19 @@ impl Router {
             names,
             remove_tenant_label: routing.remove_tenant_label && routing.mode == Mode::Label,
             tenant_prefix: routing.tenant_prefix.clone(),
-            default_tenant: Some(routing.default_tenant.clone()).filter(|t| !t.is_empty()),
+            // `config` validated it; an invalid one would be refused there.
+            default_tenant: TenantId::new(&routing.default_tenant).ok(),
             policy: routing.unmapped,
             limits,
+            signals: RouteSignals::default(),
         }
+    }
+
+    /// Reports what the router notices (invalid tenant label values) to
+    /// `signals`.
+    pub fn with_signals(mut self, signals: RouteSignals) -> Self {
+        self.signals = signals;
+        self
     }
 
     /// What happens to unmapped series.
@@ -175,7 +122,7 @@ impl Router {
 
     /// The default tenant, if one is configured.
     pub fn default_tenant(&self) -> Option<&str> {
-        self.default_tenant.as_deref()
+        self.default_tenant.as_ref().map(TenantId::as_str)
     }
 
     /// The label names the router looks for, in priority order.
@@ -183,30 +130,61 @@ impl Router {
         &self.names
     }
 
-    /// Splits a decompressed `WriteRequest` into one batch per tenant.
+    /// The tenant a series with `labels` resolves to, or why it has none
+    /// (before the unmapped policy applies). The slow, allocating path, for
+    /// `inspect` and the reference splitter.
+    pub fn tenant_of<'l>(
+        &self,
+        labels: impl Iterator<Item = (&'l str, &'l str)> + Clone,
+        table: &Snapshot,
+    ) -> Result<String, Unmapped> {
+        let key = self
+            .names
+            .iter()
+            .find_map(|name| labels.clone().find(|(n, _)| n == name).map(|(_, v)| v));
+        match (key, self.mode) {
+            (None, _) => Err(Unmapped::NoLabel),
+            (Some(ns), Mode::Namespace) => match table.get(ns) {
+                Some(Org::Tenant(t)) => Ok(t.to_string()),
+                Some(Org::Invalid(_)) => Err(Unmapped::InvalidTenant),
+                None => Err(Unmapped::NoOrganization),
+            },
+            (Some(v), Mode::Label) => {
+                let t = format!("{}{v}", self.tenant_prefix);
+                tenant::validate(&t)
+                    .map(|()| t)
+                    .map_err(|_| Unmapped::InvalidTenant)
+            }
+        }
+    }
+
+    /// Splits a decompressed remote write 1.0 `WriteRequest` into one
+    /// batch per tenant, with unpooled buffers (tests, `inspect`).
     ///
     /// `families` remembers which tenants have series of which metric, so that
     /// metadata (which carries no labels) goes only to tenants that own that
     /// metric.
-    pub fn split<'a>(
-        &'a self,
-        body: &'a [u8],
-        table: &'a Snapshot,
+    pub fn split(
+        &self,
+        body: &[u8],
+        table: &Snapshot,
         families: &FamilyIndex,
-    ) -> Result<Split<'a>, RouteError> {
+    ) -> Result<Split, RouteError> {
         static NO_POOL: BufferPool = BufferPool::disabled();
-        self.split_with(body, table, families, &NO_POOL)
+        self.split_with(&Rw1, body, table, families, &NO_POOL)
     }
 
-    /// [`Router::split`], with batch buffers taken from `pool`.
-    pub fn split_with<'a>(
-        &'a self,
-        body: &'a [u8],
-        table: &'a Snapshot,
+    /// Splits a decoded request of `format` into one batch per tenant, with
+    /// batch buffers taken from `pool`.
+    pub fn split_with<F: Format>(
+        &self,
+        format: &F,
+        body: &[u8],
+        table: &Snapshot,
         families: &FamilyIndex,
-        pool: &'a BufferPool,
-    ) -> Result<Split<'a>, RouteError> {
-        let mut state = State {
+        pool: &BufferPool,
+    ) -> Result<Split, RouteError> {
+        let mut state = State::<F> {
             pool,
             router: self,
             table,
@@ -214,64 +192,91 @@ impl Router {
             last: None,
             batches: Vec::new(),
             by_tenant: HashMap::new(),
-            stats: Stats::default(),
+            stats: SplitCounts::default(),
             seen: HashSet::new(),
             last_seen: None,
             size_hint: body.len(),
         };
         // Bounded by `limits.max_metadata` (the walk counts them).
-        let mut metadata = Vec::new();
-        for field in Request::new(body).fields(&self.query, self.limits) {
-            match field? {
-                Field::Series(series) => state.series(series)?,
-                Field::Metadata(m) => metadata.push(m),
+        let mut extras = Vec::new();
+        format.walk(body, &self.query, self.limits, |item| {
+            match item {
+                Item::Series(series) => state.series(series)?,
+                Item::Extra(m) => extras.push(m),
             }
-        }
+            Ok::<(), RouteError>(())
+        })?;
         state.learn(families);
         let mut scratch = String::new();
-        for m in metadata {
-            state.stats.metadata += 1;
+        for m in extras {
+            state.stats.received.metadata += 1;
             let mut routed = false;
-            families.try_for_each_tenant(m.family, &mut scratch, |tenant| {
+            families.try_for_each_tenant(F::extra_family(&m), &mut scratch, |tenant| {
                 let group = state.group_of(tenant)?;
-                let batch = &mut state.batches[group as usize];
-                batch.body.extend_from_slice(m.raw);
-                batch.metadata += 1;
+                state.batches[group as usize].append_extra(&m);
                 routed = true;
                 Ok::<(), RouteError>(())
             })?;
             if !routed {
                 if let Some(default) = &self.default_tenant {
-                    let group = state.group(Cow::Borrowed(default.as_str()))?;
-                    let batch = &mut state.batches[group as usize];
-                    batch.body.extend_from_slice(m.raw);
-                    batch.metadata += 1;
+                    let group = state.group(default)?;
+                    state.batches[group as usize].append_extra(&m);
                     state.stats.metadata_defaulted += 1;
                 } else {
                     state.stats.metadata_dropped += 1;
                 }
             }
         }
+        let batches = state
+            .batches
+            .into_iter()
+            .map(|b| {
+                let mut body = b.body;
+                F::finish(b.state, &mut body);
+                Batch {
+                    tenant: b.tenant,
+                    body,
+                    counts: b.counts,
+                }
+            })
+            .collect();
         Ok(Split {
-            batches: state.batches,
+            batches,
             stats: state.stats,
         })
     }
 }
 
-/// Per-request working state of [`Router::split`].
-struct State<'a> {
-    router: &'a Router,
-    pool: &'a BufferPool,
-    table: &'a Snapshot,
+/// A tenant's batch while it is being built.
+struct Building<F: Format> {
+    tenant: TenantId,
+    body: Vec<u8>,
+    counts: Counts,
+    state: F::Batch,
+}
+
+impl<F: Format> Building<F> {
+    #[inline]
+    fn append_extra(&mut self, extra: &F::Extra<'_>) {
+        F::append_extra(&mut self.state, &mut self.body, extra);
+        self.counts.metadata += 1;
+    }
+}
+
+/// Per-request working state of [`Router::split_with`]. `'a` is the
+/// request body's lifetime, `'t` the table snapshot's.
+struct State<'a, 't, F: Format> {
+    router: &'t Router,
+    pool: &'t BufferPool,
+    table: &'t Snapshot,
     /// Key → outcome, so each distinct namespace is resolved once per request.
     cache: HashMap<&'a str, Outcome>,
     /// The previous series' key and outcome: consecutive series usually share
     /// a namespace, and a byte compare is cheaper than a hash.
     last: Option<(&'a str, Outcome)>,
-    batches: Vec<Batch<'a>>,
-    by_tenant: HashMap<Cow<'a, str>, u32>,
-    stats: Stats,
+    batches: Vec<Building<F>>,
+    by_tenant: HashMap<TenantId, u32>,
+    stats: SplitCounts,
     /// Distinct (metric name, group) pairs of this request, to teach the
     /// [`FamilyIndex`]. A set rather than a sorted list: sorting would
     /// compare metric names thousands of times per request.
@@ -281,16 +286,14 @@ struct State<'a> {
     size_hint: usize,
 }
 
-impl<'a> State<'a> {
+impl<'a, 't, F: Format> State<'a, 't, F> {
     #[inline]
-    fn series(&mut self, series: SeriesView<'a>) -> Result<(), RouteError> {
-        let stats = &mut self.stats;
-        stats.series += 1;
-        stats.samples += u64::from(series.samples);
-        stats.exemplars += u64::from(series.exemplars);
-        stats.histograms += u64::from(series.histograms);
+    fn series(&mut self, series: F::Series<'a>) -> Result<(), RouteError> {
+        let counts = F::counts(&series);
+        self.stats.received.add(&counts);
+        let hit = F::key(&series);
 
-        let outcome = match series.hit {
+        let outcome = match hit {
             None => Outcome::Unmapped(Unmapped::NoLabel),
             Some(hit) => match self.last {
                 Some((key, outcome)) if crate::wire::same(key.as_bytes(), hit.value.as_bytes()) => {
@@ -313,44 +316,43 @@ impl<'a> State<'a> {
 
         let group = match outcome {
             Outcome::Group(group) => {
-                let batch = &mut self.batches[group as usize];
-                match (self.router.remove_tenant_label, series.hit) {
-                    (true, Some(hit)) => {
-                        encode::append_series_without(&mut batch.body, &series, hit.field)
-                    }
-                    _ => encode::append_series(&mut batch.body, &series),
-                }
+                let without = hit.filter(|_| self.router.remove_tenant_label);
+                let b = &mut self.batches[group as usize];
+                F::append_series(&mut b.state, &mut b.body, &series, without);
                 group
             }
             Outcome::Unmapped(reason) => match self.router.policy {
                 UnmappedPolicy::Default => {
-                    let default = self.router.default_tenant.as_deref().unwrap_or_default();
-                    let group = self.group(Cow::Borrowed(default))?;
+                    let group = match &self.router.default_tenant {
+                        Some(default) => self.group(default)?,
+                        // `config` requires a default tenant for this policy.
+                        None => {
+                            return Err(RouteError::Rejected {
+                                series: F::describe(&series),
+                                reason: "no default tenant".into(),
+                            })
+                        }
+                    };
                     self.stats.defaulted[reason.index()] += 1;
-                    let batch = &mut self.batches[group as usize];
-                    encode::append_series(&mut batch.body, &series);
+                    let b = &mut self.batches[group as usize];
+                    F::append_series(&mut b.state, &mut b.body, &series, None);
                     group
                 }
                 UnmappedPolicy::Drop => {
                     self.stats.dropped[reason.index()] += 1;
-                    self.stats.dropped_samples +=
-                        u64::from(series.samples) + u64::from(series.histograms);
+                    self.stats.dropped_samples += counts.samples + counts.histograms;
                     return Ok(());
                 }
                 UnmappedPolicy::Reject => {
                     return Err(RouteError::Rejected {
-                        series: describe(&series),
-                        reason: self.explain(reason, series.hit.map(|h| h.value)),
+                        series: F::describe(&series),
+                        reason: self.explain(reason, hit.map(|h| h.value)),
                     })
                 }
             },
         };
-        let batch = &mut self.batches[group as usize];
-        batch.series += 1;
-        batch.samples += u64::from(series.samples);
-        batch.exemplars += u64::from(series.exemplars);
-        batch.histograms += u64::from(series.histograms);
-        if let Some(name) = series.metric_name {
+        self.batches[group as usize].counts.add(&counts);
+        if let Some(name) = F::family(&series) {
             let fresh = match self.last_seen {
                 Some((n, g)) => g != group || !crate::wire::same(n.as_bytes(), name.as_bytes()),
                 None => true,
@@ -365,22 +367,24 @@ impl<'a> State<'a> {
 
     /// Resolves a key that is not in the per-request cache.
     fn resolve(&mut self, key: &'a str) -> Result<Outcome, RouteError> {
+        let table = self.table;
         Ok(match self.router.mode {
-            Mode::Namespace => match self.table.get(key) {
-                Some(Org::Tenant(t)) => Outcome::Group(self.group(Cow::Borrowed(&**t))?),
+            Mode::Namespace => match table.get(key) {
+                Some(Org::Tenant(t)) => Outcome::Group(self.group(t)?),
                 Some(Org::Invalid(_)) => Outcome::Unmapped(Unmapped::InvalidTenant),
                 None => Outcome::Unmapped(Unmapped::NoOrganization),
             },
             Mode::Label => {
-                let tenant: Cow<'a, str> = if self.router.tenant_prefix.is_empty() {
-                    Cow::Borrowed(key)
+                let id = if self.router.tenant_prefix.is_empty() {
+                    TenantId::new(key)
                 } else {
-                    Cow::Owned(format!("{}{key}", self.router.tenant_prefix))
+                    TenantId::new(&format!("{}{key}", self.router.tenant_prefix))
                 };
-                match tenant::validate(&tenant) {
-                    Ok(()) => Outcome::Group(self.group(tenant)?),
+                match id {
+                    Ok(tenant) => Outcome::Group(self.group(&tenant)?),
                     Err(e) => {
-                        crate::metrics::invalid_tenant_label(key, &e);
+                        self.router.signals.invalid_tenant.increment(1);
+                        log_invalid_tenant_label(key, &e);
                         Outcome::Unmapped(Unmapped::InvalidTenant)
                     }
                 }
@@ -388,18 +392,25 @@ impl<'a> State<'a> {
         })
     }
 
-    /// [`State::group`] for a tenant name that does not live as long as the
-    /// request (it is copied only when its batch is created).
+    /// [`State::group`] for a tenant known only by name (from the
+    /// [`FamilyIndex`]); the ID is copied only when its batch is created.
     fn group_of(&mut self, tenant: &str) -> Result<u32, RouteError> {
         match self.by_tenant.get(tenant) {
             Some(&g) => Ok(g),
-            None => self.group(Cow::Owned(tenant.to_owned())),
+            None => match TenantId::new(tenant) {
+                Ok(id) => self.group(&id),
+                // The index only learns tenants of batches, which are valid.
+                Err(e) => Err(RouteError::Rejected {
+                    series: String::new(),
+                    reason: e.to_string(),
+                }),
+            },
         }
     }
 
     /// The batch index of `tenant`, creating the batch on first use.
-    fn group(&mut self, tenant: Cow<'a, str>) -> Result<u32, RouteError> {
-        if let Some(&g) = self.by_tenant.get(&*tenant) {
+    fn group(&mut self, tenant: &TenantId) -> Result<u32, RouteError> {
+        if let Some(&g) = self.by_tenant.get(tenant.as_str()) {
             return Ok(g);
         }
         let max_tenants = self.router.limits.max_tenants;
@@ -416,16 +427,13 @@ impl<'a> State<'a> {
             1..8 => (self.size_hint / (g as usize + 1)).max(256),
             _ => 256,
         };
-        self.batches.push(Batch {
+        self.batches.push(Building {
             tenant: tenant.clone(),
             body: self.pool.take(capacity),
-            series: 0,
-            samples: 0,
-            exemplars: 0,
-            histograms: 0,
-            metadata: 0,
+            counts: Counts::default(),
+            state: F::Batch::default(),
         });
-        self.by_tenant.insert(tenant, g);
+        self.by_tenant.insert(tenant.clone(), g);
         Ok(g)
     }
 
@@ -437,7 +445,7 @@ impl<'a> State<'a> {
         families.learn(
             self.seen
                 .iter()
-                .map(|&(name, g)| (name, &*batches[g as usize].tenant)),
+                .map(|&(name, g)| (name, batches[g as usize].tenant.as_str())),
         );
     }
 
@@ -466,10 +474,13 @@ impl<'a> State<'a> {
     }
 }
 
-/// A short, human-readable form of a series' labels for error messages.
-/// Reads only the labels (a series may carry millions of samples).
-fn describe(series: &SeriesView<'_>) -> String {
-    crate::wire::describe_series_labels(series.body, 12)
+/// Logs a label-mode tenant value that is not a valid tenant ID, at most
+/// once a minute (the counter counts every one).
+fn log_invalid_tenant_label(value: &str, error: &InvalidTenant) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if crate::telemetry::rate_limit(&LAST, std::time::Duration::from_secs(60)) {
+        tracing::warn!(value = %value.escape_debug(), %error, "tenant label value is not a valid tenant ID; series is unmapped");
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,7 @@
 //! close and in-flight pushes finish, bounded by `upstream.timeout`.
 
 use std::future::Future;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,112 +21,82 @@ use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, Limits, ServerTls};
+use crate::app::App;
+use crate::config::{Config, Mode};
 use crate::connections::Connections;
-use crate::forward::{ForwardError, Forwarder};
-use crate::limits::ByteBudget;
-use crate::pool::BufferPool;
-use crate::route::{FamilyIndex, Router};
-use crate::table::OrgTable;
+use crate::metrics::Metrics;
+use crate::table::{self, OrgTable};
 
-/// Everything a request handler needs, shared by all requests.
-pub struct App {
-    pub router: Router,
-    pub table: OrgTable,
-    pub families: FamilyIndex,
-    /// Decompression and batch buffers, reused across requests.
-    pub pool: Arc<BufferPool>,
-    pub forwarder: Forwarder,
-    pub limits: Limits,
-    pub metrics: PrometheusHandle,
-    pub per_tenant_metrics: bool,
-    /// Push requests being processed and forwarded
-    /// (`limits.max_inflight_requests`), taken once a body has arrived.
-    pub inflight_requests: Semaphore,
-    /// Memory of the requests in flight (`limits.max_inflight_bytes`).
-    pub budget: Arc<ByteBudget>,
-    /// Splits running on blocking threads at once: one per core.
-    pub cpu: Semaphore,
-    /// Set when shutdown begins; `/readyz` answers 503 from then on.
-    pub shutting_down: AtomicBool,
-    grace_period: Duration,
-    drain_timeout: Duration,
-    tls: Option<TlsAcceptor>,
+/// A configured server: the org table's feed started, the shared state
+/// built, the listeners bound. [`Server::serve`] runs it.
+pub struct Server {
+    app: Arc<App>,
+    table: OrgTable,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
 }
 
-/// Errors building the server from its configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error(transparent)]
-    Forward(#[from] ForwardError),
-    #[error("tls: {0}")]
-    Tls(String),
-}
-
-impl App {
-    /// Builds the shared state from a validated config and a table that is
-    /// fed elsewhere (file or Kubernetes). Must run inside the runtime.
-    pub fn new(config: &Config, table: OrgTable) -> Result<Self, ServerError> {
-        let limits = config.limits.clone();
+impl Server {
+    /// Starts the table feed (file or Kubernetes), builds the state and
+    /// binds `listen` (and `metrics_listen`). Must run inside the runtime.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let table = OrgTable::with_signals(metrics.table());
+        if let Some(file) = &config.lookup.file {
+            table::file::start(file.clone(), table.clone())?;
+        }
+        if let Some(kube) = &config.lookup.kubernetes {
+            table::kube::start(kube.clone(), table.clone()).await?;
+        }
+        if config.routing.mode == Mode::Label && !table.is_synced() {
+            // Label mode needs no table.
+            table.replace(Default::default());
+        }
+        let app = Arc::new(App::new(config, table.clone(), metrics)?);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+        };
+        let listener = bind(config.listen).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
-            router: Router::new(&config.routing, limits.wire()),
+            app,
             table,
-            // Names are metric names and tenant IDs: 80 bytes a pair on
-            // average is generous for real ones and bounds made-up ones.
-            families: FamilyIndex::new(
-                limits.max_metadata_index_pairs,
-                limits.max_metadata_index_pairs.saturating_mul(80),
-            ),
-            pool: Arc::default(),
-            forwarder: Forwarder::new(&config.upstream)?,
-            inflight_requests: Semaphore::new(limits.max_inflight_requests),
-            budget: ByteBudget::new(limits.max_inflight_bytes),
-            cpu: Semaphore::new(crate::pipeline::cores()),
-            limits,
-            metrics: crate::metrics::install(),
-            per_tenant_metrics: config.metrics.per_tenant,
-            shutting_down: AtomicBool::new(false),
-            grace_period: config.shutdown.grace_period,
-            // In-flight pushes end within upstream.timeout (plus the time to
-            // read and split the request).
-            drain_timeout: config.upstream.timeout + Duration::from_secs(5),
-            tls: config.tls.as_ref().map(tls_acceptor).transpose()?,
+            listener,
+            metrics_listener,
         })
     }
-}
 
-fn tls_acceptor(tls: &ServerTls) -> Result<TlsAcceptor, ServerError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
-        .and_then(|i| i.collect())
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert_file.display())))?;
-    if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no certificate",
-            tls.cert_file.display()
-        )));
+    /// The address the push listener is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key_file.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", Path::new(&tls.key_file).display())))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+
+    /// The org table the server routes with.
+    pub fn table(&self) -> &OrgTable {
+        &self.table
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully (see
+    /// the module doc).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        serve(self.app, self.listener, self.metrics_listener, shutdown).await
+    }
 }
 
 /// The HTTP routes of the main listener.
-pub fn routes(app: Arc<App>) -> axum::Router {
+fn routes(app: Arc<App>) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/push", post(crate::push::push))
         .route("/push", post(crate::push::push))
@@ -145,14 +114,12 @@ fn ops_routes() -> axum::Router<Arc<App>> {
 }
 
 async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> String {
-    crate::metrics::family_index(app.families.stats());
-    crate::metrics::inflight_bytes(app.budget.used());
-    app.metrics.render()
+    app.render_metrics()
 }
 
 /// Serves `listener` (and `metrics_listener`, if any) until `shutdown`
 /// resolves, then shuts down gracefully (see the module doc).
-pub async fn serve(
+async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -160,7 +127,18 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     // One connection limit for both listeners: what it bounds is memory.
-    let connections = Connections::new(app.limits.max_connections);
+    let connections = Connections::new(app.limits().max_connections);
+    // Histogram values are folded into buckets every few seconds, so they
+    // do not pile up between scrapes (or when nobody scrapes).
+    let upkeep = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                app.metrics().upkeep();
+            }
+        })
+    };
     let mut loops = vec![tokio::spawn(accept_loop(
         listener,
         routes(app.clone()),
@@ -177,9 +155,13 @@ pub async fn serve(
     }
 
     shutdown.await;
-    app.shutting_down.store(true, Ordering::Release);
-    tracing::info!(grace_period = ?app.grace_period, "not ready; still serving during the grace period");
-    tokio::time::sleep(app.grace_period).await;
+    app.begin_shutdown();
+    let grace_period = app.grace_period();
+    tracing::info!(
+        ?grace_period,
+        "not ready; still serving during the grace period"
+    );
+    tokio::time::sleep(grace_period).await;
 
     tracing::info!("closing listeners; waiting for in-flight requests");
     let _ = stop_tx.send(true);
@@ -190,7 +172,8 @@ pub async fn serve(
         }
     }
     let drained = futures::future::join_all(connections);
-    if tokio::time::timeout(app.drain_timeout, drained)
+    upkeep.abort();
+    if tokio::time::timeout(app.drain_timeout(), drained)
         .await
         .is_err()
     {
@@ -204,6 +187,7 @@ struct Accept {
     tls: Option<TlsAcceptor>,
     connections: Arc<Connections>,
     builder: auto::Builder<TokioExecutor>,
+    metrics: Metrics,
 }
 
 impl Accept {
@@ -217,7 +201,7 @@ impl Accept {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(app.limits.header_timeout)
+            .header_read_timeout(app.limits().header_timeout)
             .max_buf_size(MAX_HEADER_BYTES);
         builder
             .http2()
@@ -226,12 +210,13 @@ impl Accept {
             .max_concurrent_streams(MAX_STREAMS)
             .initial_stream_window_size(256 << 10)
             .initial_connection_window_size(1 << 20)
-            .keep_alive_interval(app.limits.header_timeout)
-            .keep_alive_timeout(app.limits.header_timeout);
+            .keep_alive_interval(app.limits().header_timeout)
+            .keep_alive_timeout(app.limits().header_timeout);
         Self {
-            tls: app.tls.clone(),
+            tls: app.tls().cloned(),
             connections: connections.clone(),
             builder,
+            metrics: app.metrics().clone(),
         }
     }
 }
@@ -266,9 +251,9 @@ async fn accept_loop(
         let Some(slot) = accept.connections.admit().await else {
             // Closing at once tells the client to retry (elsewhere) now,
             // rather than leaving it waiting in the listen backlog.
-            crate::metrics::connection_refused();
+            accept.metrics.connection_refused();
             static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            if crate::metrics::rate_limit(&LAST, Duration::from_secs(10)) {
+            if crate::telemetry::rate_limit(&LAST, Duration::from_secs(10)) {
                 tracing::warn!(%peer, "limits.max_connections reached; closing new connections");
             }
             drop(stream);

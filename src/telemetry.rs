@@ -18,3 +18,21 @@ pub fn init(log: &Log) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// True at most once per `every` for the given slot (a `static` of the
+/// caller's): for log lines that input can trigger at any rate.
+pub fn rate_limit(slot: &std::sync::atomic::AtomicU64, every: std::time::Duration) -> bool {
+    use std::sync::atomic::Ordering;
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let now = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1;
+    let last = slot.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < every.as_millis() as u64 {
+        return false;
+    }
+    slot.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+}

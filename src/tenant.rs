@@ -43,6 +43,63 @@ pub fn validate(id: &str) -> Result<(), InvalidTenant> {
     Ok(())
 }
 
+/// A tenant ID that passed [`validate`]. Cloning it costs one atomic
+/// increment, not an allocation: the table, batches, outgoing pushes and the
+/// upstream header all share the one copy made when the ID was read.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TenantId(bytes::Bytes);
+
+/// Hashes as the `str` it is, so maps keyed by `TenantId` can be looked up
+/// by `&str` (`Borrow<str>` requires equal hashes).
+impl std::hash::Hash for TenantId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl TenantId {
+    /// Validates `id` and keeps a copy of it.
+    pub fn new(id: &str) -> Result<Self, InvalidTenant> {
+        validate(id)?;
+        Ok(Self(bytes::Bytes::copy_from_slice(id.as_bytes())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Validated as a subset of ASCII on construction.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The ID's bytes, shared (for a header value without a copy).
+    pub fn shared(&self) -> bytes::Bytes {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for TenantId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')')
 }

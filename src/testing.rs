@@ -162,6 +162,109 @@ pub fn request(shape: &Shape) -> pb::WriteRequest {
     }
 }
 
+/// A request shaped like real cAdvisor and kube-state-metrics output, as
+/// a Prometheus scraping kubelets sends it: pods of a few containers, each
+/// container with a run of metrics, long label values (cgroup paths, image
+/// references, container IDs) repeated across the run; namespaces spread
+/// over `shape.namespaces`. It compresses about 5:1 with snappy, like the
+/// real thing, where [`request`]'s random values compress about 2:1.
+pub fn cadvisor_request(shape: &Shape) -> pb::WriteRequest {
+    let mut rng = Rng(shape.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let metrics = [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_rss",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_bytes_total",
+        "container_fs_reads_bytes_total",
+        "container_fs_writes_bytes_total",
+        "container_spec_memory_limit_bytes",
+        "kube_pod_container_status_restarts_total",
+        "kube_pod_container_resource_requests",
+        "container_cpu_cfs_throttled_periods_total",
+    ];
+    let images = [
+        "registry.example.com/platform/api-gateway:v2.14.3",
+        "docker.io/library/nginx:1.27.2-alpine",
+        "quay.io/prometheus/node-exporter:v1.8.2",
+        "ghcr.io/acme/billing-worker@sha256:5f1d8c2e4b7a9c0d3e6f8a1b2c4d5e7f9a0b1c3d5e7f9a2b4c6d8e0f1a3b5c7d",
+    ];
+    let base_ts = 1_700_000_000_000i64;
+    let mut timeseries = Vec::with_capacity(shape.series);
+    while timeseries.len() < shape.series {
+        // One pod: a namespace, a node, a few containers.
+        let ns = (rng.next() % shape.namespaces.max(1) as u64) as usize;
+        let node = rng.next() % 40;
+        let pod_uid = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            rng.next() as u32,
+            rng.next() as u16,
+            rng.next() as u16,
+            rng.next() as u16,
+            rng.next() & 0xffff_ffff_ffff
+        );
+        let pod = format!(
+            "workload-{ns}-{:x}-{:05x}",
+            rng.next() % 0xffff_ffff,
+            rng.next() % 0xfffff
+        );
+        for c in 0..(1 + rng.next() % 3) {
+            let container = ["app", "sidecar", "init-config"][c as usize];
+            let cid = format!(
+                "{:016x}{:016x}{:016x}{:016x}",
+                rng.next(),
+                rng.next(),
+                rng.next(),
+                rng.next()
+            );
+            let image = images[(rng.next() % images.len() as u64) as usize];
+            for metric in metrics {
+                if timeseries.len() == shape.series {
+                    break;
+                }
+                let mut labels = vec![
+                    label("__name__", metric),
+                    label("container", container),
+                    label("endpoint", "https-metrics"),
+                    label(
+                        "id",
+                        format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{cid}.scope", pod_uid.replace('-', "_")),
+                    ),
+                    label("image", image),
+                    label("instance", format!("10.20.{}.{}:10250", node / 8, 10 + node)),
+                    label("job", "kubelet"),
+                    label("metrics_path", "/metrics/cadvisor"),
+                    label("name", cid.clone()),
+                    label("namespace", format!("ns-{ns}")),
+                    label("node", format!("worker-{node:02}.cluster.example.com")),
+                    label("pod", pod.clone()),
+                    label("service", "kubelet"),
+                ];
+                labels.truncate(shape.labels.max(3).min(labels.len()));
+                if !labels.iter().any(|l| l.name == "namespace") {
+                    labels.push(label("namespace", format!("ns-{ns}")));
+                }
+                labels.sort_by(|a, b| a.name.cmp(&b.name));
+                let samples = (0..shape.samples_per_series.max(1))
+                    .map(|s| pb::Sample {
+                        value: (rng.next() % 10_000_000) as f64,
+                        timestamp: base_ts + (s as i64) * 15_000,
+                    })
+                    .collect();
+                timeseries.push(pb::TimeSeries {
+                    labels,
+                    samples,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    pb::WriteRequest {
+        timeseries,
+        metadata: vec![],
+    }
+}
+
 /// Puts every series of `req` into namespace `ns`.
 pub fn set_namespace(req: &mut pb::WriteRequest, ns: &str) {
     for label in req.timeseries.iter_mut().flat_map(|s| s.labels.iter_mut()) {
@@ -211,7 +314,7 @@ pub fn agreement(
             let mut got = BTreeMap::new();
             for b in &split.batches {
                 let decoded = pb::WriteRequest::decode(b.body.as_slice())
-                    .map_err(|e| format!("batch for {} does not decode: {e}", b.tenant))?;
+                    .map_err(|e| format!("batch for {:?} does not decode: {e}", b.tenant))?;
                 // encodings, so NaNs compare bitwise
                 got.insert(b.tenant.to_string(), decoded.encode_to_vec());
             }

@@ -408,7 +408,10 @@ async fn hundreds_of_stalled_senders_with_default_limits() {
     let (status, _, body) = o.push(&two_tenants()).await;
     assert_eq!(status, 204, "{body}");
     // default body_timeout is 10 s: well under Prometheus' 30 s
-    assert_eq!(o.app.limits.body_timeout, Duration::from_secs(10));
+    assert_eq!(
+        orgsplit::config::Limits::default().body_timeout,
+        Duration::from_secs(10)
+    );
 }
 
 #[tokio::test]

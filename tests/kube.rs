@@ -330,7 +330,7 @@ async fn ten_thousand_namespaces_sync_with_paging_and_route_fast() {
     use orgsplit::route::{FamilyIndex, Router};
     use orgsplit::table::Snapshot;
     let small = Snapshot::from_pairs((0..10).map(|i| (format!("ns-{i}"), "acme".to_string())));
-    let big = orgsplit.app.table.snapshot();
+    let big = orgsplit.table.snapshot();
     let router = Router::new(
         &Routing {
             unmapped: orgsplit::config::UnmappedPolicy::Drop,

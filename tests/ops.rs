@@ -381,23 +381,12 @@ async fn a_separate_metrics_listener_serves_metrics_and_health_only() {
         &format!("metrics_listen: 127.0.0.1:{port}"),
     );
     std::fs::write(dir.path().join("c.yaml"), cfg).unwrap();
-    let config =
+    let mut config =
         orgsplit::config::Config::load(Some(&dir.path().join("c.yaml")), &Default::default())
             .unwrap();
-    orgsplit::metrics::install();
-    let table = orgsplit::table::OrgTable::new();
-    orgsplit::table::file::start(config.lookup.file.clone().unwrap(), table.clone()).unwrap();
-    let app = std::sync::Arc::new(orgsplit::server::App::new(&config, table).unwrap());
-    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = tokio::net::TcpListener::bind(config.metrics_listen.unwrap())
-        .await
-        .unwrap();
-    tokio::spawn(orgsplit::server::serve(
-        app,
-        main,
-        Some(metrics),
-        std::future::pending(),
-    ));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let server = orgsplit::server::Server::bind(&config).await.unwrap();
+    tokio::spawn(server.serve(std::future::pending()));
     let base = format!("http://127.0.0.1:{port}");
     let get = |path: &str| client().get(format!("{base}{path}")).send();
     assert_eq!(get("/metrics").await.unwrap().status().as_u16(), 200);

@@ -95,7 +95,7 @@ proptest! {
         expected.sort();
         prop_assert_eq!(out, expected);
         prop_assert_eq!(split.stats.dropped.iter().sum::<u64>(), dropped);
-        prop_assert_eq!(split.stats.series, series.len() as u64);
+        prop_assert_eq!(split.stats.received.series, series.len() as u64);
     }
 
     /// 2xx only if every tenant push succeeded; retryable whenever any push
@@ -160,7 +160,7 @@ fn stats_match_the_outputs_on_a_large_request() {
             .unwrap()
             .timeseries
             .len() as u64;
-        assert_eq!(n, b.series);
+        assert_eq!(n, b.counts.series);
         per_tenant.insert(b.tenant.to_string(), n);
     }
     let forwarded: u64 = per_tenant.values().sum();

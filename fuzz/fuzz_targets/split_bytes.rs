@@ -1,14 +1,14 @@
 //! Arbitrary bytes, both as a decompressed WriteRequest and as a snappy
-//! body, through the splitter in namespace and label mode. Must never panic,
-//! hang or allocate beyond the limits.
+//! body through the server's pipeline, in namespace and label mode. Must
+//! never panic, hang or allocate beyond the limits.
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use orgsplit::config::{Mode, Routing, UnmappedPolicy};
-use orgsplit::pipeline;
-use orgsplit::pool::BufferPool;
+use orgsplit::formats::rw1::Rw1;
+use orgsplit::pipeline::Pipeline;
 use orgsplit::route::{FamilyIndex, Router};
 use orgsplit::table::Snapshot;
 use orgsplit::wire::Limits;
@@ -48,10 +48,21 @@ static LABEL: LazyLock<Router> = LazyLock::new(|| {
 static TABLE: LazyLock<Snapshot> =
     LazyLock::new(|| Snapshot::from_pairs([("a", "acme"), ("b", "globex"), ("c", "../bad")]));
 static FAMILIES: LazyLock<FamilyIndex> = LazyLock::new(|| FamilyIndex::new(10_000, 1 << 20));
-static POOL: LazyLock<Arc<BufferPool>> = LazyLock::new(Arc::default);
+/// The pipelines, with a 1 MiB decoded limit.
+static PIPELINES: LazyLock<[Pipeline<Rw1>; 2]> = LazyLock::new(|| {
+    [&*NAMESPACE, &*LABEL].map(|router| {
+        Pipeline::new(
+            Rw1,
+            router.clone(),
+            FamilyIndex::new(10_000, 1 << 20),
+            Arc::default(),
+            1 << 20,
+        )
+    })
+});
 
 fuzz_target!(|data: &[u8]| {
-    for router in [&*NAMESPACE, &*LABEL] {
+    for (router, pipeline) in [&*NAMESPACE, &*LABEL].into_iter().zip(PIPELINES.iter()) {
         // As a decompressed WriteRequest: every batch must decode again.
         if let Ok(split) = router.split(data, &TABLE, &FAMILIES) {
             for b in &split.batches {
@@ -59,7 +70,13 @@ fuzz_target!(|data: &[u8]| {
                 assert!(b.body.len() <= data.len() * 2 + 64);
             }
         }
-        // As a snappy body, with a 1 MiB decoded limit.
-        let _ = pipeline::process(data, 1 << 20, router, &TABLE, &FAMILIES, &POOL);
+        // As a snappy body: every tenant request must decompress to a
+        // request that decodes again.
+        if let Ok(out) = pipeline.process(data, &TABLE) {
+            for o in &out.outgoing {
+                let raw = snap::raw::Decoder::new().decompress_vec(&o.body).unwrap();
+                assert_eq!(raw.len(), o.decoded_len);
+            }
+        }
     }
 });

@@ -142,16 +142,7 @@ pub struct FamilyIndex {
     rotations: AtomicU64,
 }
 
-/// What the index holds, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FamilyStats {
-    /// `(family, tenant)` pairs held, both generations.
-    pub pairs: usize,
-    /// Bytes of names held, both generations.
-    pub bytes: usize,
-    /// Times the older generation was forgotten.
-    pub rotations: u64,
-}
+pub use crate::signals::FamilyIndexSize as FamilyStats;
 
 impl Default for FamilyIndex {
     /// 250 000 pairs and 16 MiB of names per generation: a few tens of MiB

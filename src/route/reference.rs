@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use prost::Message;
 
 use super::{Router, Unmapped};
-use crate::config::{Mode, UnmappedPolicy};
-use crate::table::{Org, Snapshot};
-use crate::tenant;
+use crate::config::UnmappedPolicy;
+use crate::table::Snapshot;
 use crate::wire::pb;
 
 /// What the reference splitter produced: tenant → request, and drops.
@@ -26,27 +25,13 @@ pub fn tenant_of(
     series: &pb::TimeSeries,
     table: &Snapshot,
 ) -> Result<String, Unmapped> {
-    let key = router.query_names().iter().find_map(|name| {
+    router.tenant_of(
         series
             .labels
             .iter()
-            .find(|l| l.name == *name)
-            .map(|l| l.value.as_str())
-    });
-    match (key, router.mode) {
-        (None, _) => Err(Unmapped::NoLabel),
-        (Some(ns), Mode::Namespace) => match table.get(ns) {
-            Some(Org::Tenant(t)) => Ok(t.to_string()),
-            Some(Org::Invalid(_)) => Err(Unmapped::InvalidTenant),
-            None => Err(Unmapped::NoOrganization),
-        },
-        (Some(v), Mode::Label) => {
-            let t = format!("{}{v}", router.tenant_prefix);
-            tenant::validate(&t)
-                .map(|()| t)
-                .map_err(|_| Unmapped::InvalidTenant)
-        }
-    }
+            .map(|l| (l.name.as_str(), l.value.as_str())),
+        table,
+    )
 }
 
 /// Splits `body` the slow way. Returns `None` where the zero-copy path
@@ -68,7 +53,7 @@ pub fn split(router: &Router, body: &[u8], table: &Snapshot) -> Option<Reference
                 t
             }
             Err(_) => match router.policy {
-                UnmappedPolicy::Default => router.default_tenant.clone()?,
+                UnmappedPolicy::Default => router.default_tenant()?.to_string(),
                 UnmappedPolicy::Drop => {
                     out.dropped += 1;
                     continue;
@@ -97,7 +82,7 @@ pub fn split(router: &Router, body: &[u8], table: &Snapshot) -> Option<Reference
         targets.sort();
         targets.dedup();
         if targets.is_empty() {
-            targets.extend(router.default_tenant.clone());
+            targets.extend(router.default_tenant().map(str::to_string));
         }
         for t in targets {
             out.tenants.entry(t).or_default().metadata.push(m.clone());

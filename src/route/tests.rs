@@ -49,13 +49,13 @@ fn run(
     router: &Router,
     req: &pb::WriteRequest,
     table: &Snapshot,
-) -> (BTreeMap<String, pb::WriteRequest>, Stats) {
+) -> (BTreeMap<String, pb::WriteRequest>, SplitCounts) {
     let body = req.encode_to_vec();
     let split = router.split(&body, table, &FamilyIndex::default()).unwrap();
     let mut out = BTreeMap::new();
     for b in &split.batches {
         let decoded = pb::WriteRequest::decode(b.body.as_slice()).unwrap();
-        assert_eq!(b.series as usize, decoded.timeseries.len());
+        assert_eq!(b.counts.series as usize, decoded.timeseries.len());
         assert!(
             out.insert(b.tenant.to_string(), decoded).is_none(),
             "one batch per tenant"
@@ -96,8 +96,8 @@ fn namespace_mode_groups_by_organization() {
     assert_eq!(stats.defaulted(Unmapped::NoLabel), 1);
     assert_eq!(stats.defaulted(Unmapped::NoOrganization), 1);
     assert_eq!(stats.defaulted(Unmapped::InvalidTenant), 1);
-    assert_eq!(stats.series, 7);
-    assert_eq!(stats.samples, 7);
+    assert_eq!(stats.received.series, 7);
+    assert_eq!(stats.received.samples, 7);
 }
 
 #[test]
@@ -218,8 +218,8 @@ fn histograms_exemplars_and_odd_floats_are_untouched() {
         got.iter().map(|t| t.encode_to_vec()).collect::<Vec<_>>(),
         want.iter().map(|t| t.encode_to_vec()).collect::<Vec<_>>()
     );
-    assert_eq!(stats.histograms, 17);
-    assert_eq!(stats.exemplars, 13);
+    assert_eq!(stats.received.histograms, 17);
+    assert_eq!(stats.received.exemplars, 13);
 }
 
 #[test]
@@ -285,7 +285,7 @@ fn metadata_goes_to_the_tenants_that_own_the_family() {
     assert!(split
         .batches
         .iter()
-        .any(|b| b.tenant == "fallback" && b.metadata == 1));
+        .any(|b| b.tenant.as_str() == "fallback" && b.counts.metadata == 1));
 }
 
 #[test]

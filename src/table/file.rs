@@ -148,7 +148,7 @@ pub fn start(path: PathBuf, table: OrgTable) -> Result<(), FileError> {
     let snapshot = load(&path)?;
     tracing::info!(path = %path.display(), namespaces = snapshot.len(), "loaded namespace table");
     table.replace(snapshot);
-    crate::metrics::table_source_up(true);
+    table.signals().source_up.set(1.0);
     tokio::spawn(follow(path, table));
     Ok(())
 }
@@ -178,11 +178,11 @@ async fn follow(path: PathBuf, table: OrgTable) {
             Ok(snapshot) => {
                 tracing::info!(path = %path.display(), namespaces = snapshot.len(), "reloaded namespace table");
                 table.replace(snapshot);
-                crate::metrics::table_source_up(true);
+                table.signals().source_up.set(1.0);
             }
             Err(e) => {
-                crate::metrics::table_source_up(false);
-                crate::metrics::table_sync_error();
+                table.signals().source_up.set(0.0);
+                table.signals().sync_errors.increment(1);
                 tracing::error!(error = %e, "keeping the last good namespace table");
             }
         }
@@ -223,8 +223,8 @@ mod tests {
     #[test]
     fn parses_the_map_and_skips_empty_values() {
         let s = parse("shop-prod: acme\nbilling: 1234\nkube-system:\nquoted: ''\n").unwrap();
-        assert_eq!(s.get("shop-prod"), Some(&Org::Tenant("acme".into())));
-        assert_eq!(s.get("billing"), Some(&Org::Tenant("1234".into())));
+        assert_eq!(s.get("shop-prod"), Some(&Org::tenant("acme")));
+        assert_eq!(s.get("billing"), Some(&Org::tenant("1234")));
         assert_eq!(s.get("kube-system"), None);
         assert_eq!(s.get("quoted"), None);
         assert_eq!(s.len(), 2);
@@ -263,21 +263,17 @@ mod tests {
         let s = parse(&text).unwrap();
         assert_eq!(s.len(), words.len(), "no two keys merged");
         for w in words {
-            let want = match crate::tenant::validate(w) {
-                Ok(()) => Org::Tenant(w.into()),
-                Err(e) => Org::Invalid(e),
-            };
-            assert_eq!(s.get(w), Some(&want), "{w}");
+            assert_eq!(s.get(w), Some(&Org::tenant(w)), "{w}");
         }
         let s = parse("31: acme\n0x1f: globex\nshop: 0x1F\nlogs: 1e3\n").unwrap();
-        assert_eq!(s.get("31"), Some(&Org::Tenant("acme".into())));
-        assert_eq!(s.get("0x1f"), Some(&Org::Tenant("globex".into())));
-        assert_eq!(s.get("shop"), Some(&Org::Tenant("0x1F".into())));
-        assert_eq!(s.get("logs"), Some(&Org::Tenant("1e3".into())));
+        assert_eq!(s.get("31"), Some(&Org::tenant("acme")));
+        assert_eq!(s.get("0x1f"), Some(&Org::tenant("globex")));
+        assert_eq!(s.get("shop"), Some(&Org::tenant("0x1F")));
+        assert_eq!(s.get("logs"), Some(&Org::tenant("1e3")));
         // quoting and block styles give the same text
         let s = parse("'0x1f': \"1e3\"\nb: |-\n  acme\n").unwrap();
-        assert_eq!(s.get("0x1f"), Some(&Org::Tenant("1e3".into())));
-        assert_eq!(s.get("b"), Some(&Org::Tenant("acme".into())));
+        assert_eq!(s.get("0x1f"), Some(&Org::tenant("1e3")));
+        assert_eq!(s.get("b"), Some(&Org::tenant("acme")));
     }
 
     #[test]

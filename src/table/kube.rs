@@ -160,6 +160,7 @@ async fn follow(client: Client, cfg: KubeLookup, table: OrgTable) {
         current: Snapshot::default(),
         building: None,
         healthy: true,
+        sync_errors: table.signals().sync_errors.clone(),
     };
     while let Some(first) = events.next().await {
         let mut changed = feed.apply(first);
@@ -172,7 +173,10 @@ async fn follow(client: Client, cfg: KubeLookup, table: OrgTable) {
         } else if feed.healthy && table.is_synced() {
             table.touch();
         }
-        crate::metrics::table_source_up(feed.healthy);
+        table
+            .signals()
+            .source_up
+            .set(if feed.healthy { 1.0 } else { 0.0 });
     }
     tracing::error!("namespace watch ended; keeping the last table");
 }
@@ -185,6 +189,7 @@ struct Feed {
     /// A relist in progress (between `Init` and `InitDone`).
     building: Option<Snapshot>,
     healthy: bool,
+    sync_errors: metrics::Counter,
 }
 
 impl Feed {
@@ -195,7 +200,7 @@ impl Feed {
             Ok(e) => e,
             Err(e) => {
                 self.healthy = false;
-                crate::metrics::table_sync_error();
+                self.sync_errors.increment(1);
                 tracing::warn!(error = %e, "Kubernetes API error; routing with the last good namespace table");
                 return false;
             }
@@ -276,6 +281,7 @@ mod tests {
                 ..Default::default()
             },
             current: Snapshot::default(),
+            sync_errors: metrics::Counter::noop(),
             building: None,
             healthy: true,
         }
@@ -304,7 +310,7 @@ mod tests {
         assert!(!f.apply(Ok(watcher::Event::InitApply(ns("a", &label("acme"), &[])))));
         assert!(f.current.is_empty(), "not published before InitDone");
         assert!(f.apply(Ok(watcher::Event::InitDone)));
-        assert_eq!(f.current.get("a"), Some(&Org::Tenant("acme".into())));
+        assert_eq!(f.current.get("a"), Some(&Org::tenant("acme")));
 
         assert!(f.apply(Ok(watcher::Event::Apply(ns("b", &label("globex"), &[])))));
         assert!(

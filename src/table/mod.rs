@@ -21,15 +21,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
 
-use crate::tenant::{self, InvalidTenant};
+use crate::signals::TableSignals;
+use crate::tenant::{InvalidTenant, TenantId};
 
 /// What a namespace maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Org {
     /// A valid tenant ID.
-    Tenant(Box<str>),
+    Tenant(TenantId),
     /// The namespace has an organization value that is not a valid tenant ID.
     Invalid(InvalidTenant),
+}
+
+impl Org {
+    /// The entry for organization `id`: a tenant if it is a valid tenant
+    /// ID, else why not.
+    pub fn tenant(id: &str) -> Org {
+        match TenantId::new(id) {
+            Ok(t) => Org::Tenant(t),
+            Err(e) => Org::Invalid(e),
+        }
+    }
 }
 
 /// One immutable version of the table.
@@ -63,10 +75,7 @@ impl Snapshot {
         let Some(org) = org else {
             return self.map.remove(&namespace).is_some();
         };
-        let entry = match tenant::validate(org) {
-            Ok(()) => Org::Tenant(org.into()),
-            Err(e) => Org::Invalid(e),
-        };
+        let entry = Org::tenant(org);
         if self.map.get(&namespace) == Some(&entry) {
             return false;
         }
@@ -113,11 +122,27 @@ struct Inner {
     synced: AtomicBool,
     /// Unix seconds of the last successful load.
     last_sync: AtomicU64,
+    signals: TableSignals,
 }
 
 impl OrgTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty table whose loads are reported to `signals`.
+    pub fn with_signals(signals: TableSignals) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                signals,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Where the table and its feeds report loads and failures.
+    pub fn signals(&self) -> &TableSignals {
+        &self.inner.signals
     }
 
     /// A table that is already synced with `snapshot` (tests, `inspect`).
@@ -140,7 +165,7 @@ impl OrgTable {
         let now = unix_now();
         self.inner.last_sync.store(now, Ordering::Relaxed);
         self.inner.synced.store(true, Ordering::Release);
-        crate::metrics::table_synced(size, now);
+        self.report(size, now);
     }
 
     /// Records that the source confirmed the table is current without
@@ -148,7 +173,13 @@ impl OrgTable {
     pub fn touch(&self) {
         let now = unix_now();
         self.inner.last_sync.store(now, Ordering::Relaxed);
-        crate::metrics::table_synced(self.snapshot().len(), now);
+        self.report(self.snapshot().len(), now);
+    }
+
+    fn report(&self, namespaces: usize, unix_seconds: u64) {
+        let s = &self.inner.signals;
+        s.namespaces.set(namespaces as f64);
+        s.last_sync.set(unix_seconds as f64);
     }
 
     /// True once a complete table has been loaded.
@@ -176,7 +207,7 @@ mod tests {
     #[test]
     fn invalid_orgs_are_kept_as_invalid() {
         let s = Snapshot::from_pairs([("a", "acme"), ("b", "../x"), ("c", "")]);
-        assert_eq!(s.get("a"), Some(&Org::Tenant("acme".into())));
+        assert_eq!(s.get("a"), Some(&Org::tenant("acme")));
         assert!(matches!(s.get("b"), Some(Org::Invalid(_))));
         assert_eq!(s.get("c"), Some(&Org::Invalid(InvalidTenant::Empty)));
         assert_eq!(s.get("d"), None);
@@ -188,7 +219,7 @@ mod tests {
         assert!(table.is_synced());
         let before = table.snapshot();
         table.replace(Snapshot::from_pairs([("a", "two")]));
-        assert_eq!(before.get("a"), Some(&Org::Tenant("one".into())));
-        assert_eq!(table.snapshot().get("a"), Some(&Org::Tenant("two".into())));
+        assert_eq!(before.get("a"), Some(&Org::tenant("one")));
+        assert_eq!(table.snapshot().get("a"), Some(&Org::tenant("two")));
     }
 }

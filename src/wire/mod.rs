@@ -24,7 +24,7 @@ pub mod encode;
 mod walk;
 
 pub(crate) use walk::same;
-pub use walk::{Field, Item, LabelQuery, Limits, MetadataView, Request, SeriesView};
+pub use walk::{Field, Hit, Item, LabelQuery, Limits, MetadataView, Request, SeriesView};
 
 /// Prost types generated from `proto/remote.proto`: the reference decoder and
 /// encoder, used by tests, `inspect` and the fallback path.

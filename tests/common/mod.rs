@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use orgsplit::config::Config;
-use orgsplit::server::App;
+use orgsplit::server::Server;
 use orgsplit::table::OrgTable;
 use orgsplit::wire::pb;
 use tokio::net::TcpListener;
@@ -195,7 +195,8 @@ async fn receive(
 /// An orgsplit server running in this process on a real TCP port.
 pub struct Orgsplit {
     pub addr: SocketAddr,
-    pub app: Arc<App>,
+    /// The org table the server routes with.
+    pub table: OrgTable,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub done: tokio::task::JoinHandle<()>,
 }
@@ -205,33 +206,23 @@ impl Orgsplit {
     pub async fn start(dir: &Path, yaml: &str) -> Self {
         let path = dir.join("orgsplit.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let config = Config::load(Some(&path), &Default::default()).unwrap();
-        orgsplit::metrics::install();
-        let table = OrgTable::new();
-        if let Some(file) = &config.lookup.file {
-            orgsplit::table::file::start(file.clone(), table.clone()).unwrap();
-        } else if let Some(kube) = &config.lookup.kubernetes {
-            orgsplit::table::kube::start(kube.clone(), table.clone())
-                .await
-                .unwrap();
-        } else {
-            table.replace(Default::default());
-        }
-        let app = Arc::new(App::new(&config, table).unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let mut config = Config::load(Some(&path), &Default::default()).unwrap();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let server = Server::bind(&config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let table = server.table().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let served = app.clone();
         let done = tokio::spawn(async move {
-            orgsplit::server::serve(served, listener, None, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap()
+            server
+                .serve(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap()
         });
         Self {
             addr,
-            app,
+            table,
             stop: Some(tx),
             done,
         }

@@ -1,0 +1,193 @@
+//! The state every request handler shares, built once from the config.
+//!
+//! ```text
+//!  Config ─► App { pipeline (router, family index, buffer pool), org table,
+//!                  forwarder, limits, memory budget, metrics, shutdown flag }
+//!  push / health / server ─► App's methods (its fields are its own)
+//! ```
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, Limits, ServerTls};
+use crate::formats::rw1::Rw1;
+use crate::forward::{ForwardError, Forwarder};
+use crate::limits::ByteBudget;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::route::{FamilyIndex, Router};
+use crate::table::OrgTable;
+
+/// Everything a request handler needs, shared by all requests.
+pub struct App {
+    rw1: Pipeline<Rw1>,
+    table: OrgTable,
+    forwarder: Forwarder,
+    limits: Limits,
+    metrics: Metrics,
+    per_tenant_metrics: bool,
+    /// Push requests being processed and forwarded
+    /// (`limits.max_inflight_requests`), taken once a body has arrived.
+    inflight_requests: Semaphore,
+    /// Memory of the requests in flight (`limits.max_inflight_bytes`).
+    budget: Arc<ByteBudget>,
+    /// Splits running on blocking threads at once: one per core.
+    cpu: Semaphore,
+    /// Set when shutdown begins; `/readyz` answers 503 from then on.
+    shutting_down: AtomicBool,
+    grace_period: Duration,
+    drain_timeout: Duration,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Errors building the server from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+impl App {
+    /// Builds the shared state from a validated config, a table that is fed
+    /// elsewhere (file or Kubernetes) and the server's metrics. Must run
+    /// inside the runtime.
+    pub fn new(config: &Config, table: OrgTable, metrics: Metrics) -> Result<Self, ServerError> {
+        let limits = config.limits.clone();
+        let router = Router::new(&config.routing, limits.wire()).with_signals(metrics.route());
+        // Names are metric names and tenant IDs: 80 bytes a pair on
+        // average is generous for real ones and bounds made-up ones.
+        let families = FamilyIndex::new(
+            limits.max_metadata_index_pairs,
+            limits.max_metadata_index_pairs.saturating_mul(80),
+        );
+        Ok(Self {
+            rw1: Pipeline::new(
+                Rw1,
+                router,
+                families,
+                Arc::default(),
+                limits.max_decoded_bytes,
+            ),
+            table,
+            forwarder: Forwarder::new(&config.upstream, metrics.upstream())?,
+            inflight_requests: Semaphore::new(limits.max_inflight_requests),
+            budget: ByteBudget::new(limits.max_inflight_bytes),
+            cpu: Semaphore::new(crate::pipeline::cores()),
+            limits,
+            metrics,
+            per_tenant_metrics: config.metrics.per_tenant,
+            shutting_down: AtomicBool::new(false),
+            grace_period: config.shutdown.grace_period,
+            // In-flight pushes end within upstream.timeout (plus the time to
+            // read and split the request, and a coalescing window).
+            drain_timeout: config.upstream.timeout + Duration::from_secs(5),
+            tls: config.tls.as_ref().map(tls_acceptor).transpose()?,
+        })
+    }
+
+    /// The remote write 1.0 pipeline.
+    pub(crate) fn rw1(&self) -> &Pipeline<Rw1> {
+        &self.rw1
+    }
+
+    pub(crate) fn table(&self) -> &OrgTable {
+        &self.table
+    }
+
+    pub(crate) fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn per_tenant_metrics(&self) -> bool {
+        self.per_tenant_metrics
+    }
+
+    pub(crate) fn budget(&self) -> &Arc<ByteBudget> {
+        &self.budget
+    }
+
+    /// A request slot, if one is free.
+    pub(crate) fn request_slot(&self) -> Option<SemaphorePermit<'_>> {
+        self.inflight_requests.try_acquire().ok()
+    }
+
+    /// A core for a large split; waits while every core is busy.
+    pub(crate) async fn core(&self) -> Option<SemaphorePermit<'_>> {
+        self.cpu.acquire().await.ok()
+    }
+
+    /// Whether the server can route: the table has loaded and shutdown has
+    /// not begun.
+    pub(crate) fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            Err("shutting down")
+        } else if !self.table.is_synced() {
+            Err("namespace table not loaded yet")
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn grace_period(&self) -> Duration {
+        self.grace_period
+    }
+
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
+    pub(crate) fn tls(&self) -> Option<&TlsAcceptor> {
+        self.tls.as_ref()
+    }
+
+    /// The `/metrics` page, with the gauges read at scrape time.
+    pub(crate) fn render_metrics(&self) -> String {
+        self.metrics
+            .at_scrape(self.budget.used(), self.rw1.families().stats());
+        self.metrics.render()
+    }
+}
+
+fn tls_acceptor(tls: &ServerTls) -> Result<TlsAcceptor, ServerError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|i| i.collect())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "{}: no certificate",
+            tls.cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key_file.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", Path::new(&tls.key_file).display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

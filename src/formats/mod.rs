@@ -1,0 +1,81 @@
+//! The seam between the pipeline and a push format.
+//!
+//! ```text
+//!  decoded body ─► Format::walk ─► Item::Series (routing key, family, counts) ─► router
+//!                              └─► Item::Extra  (follows a family: RW1 metadata)
+//!  router ─► Format::append_series / append_extra / finish ─► one request body per tenant
+//! ```
+//!
+//! The pipeline (admit, decompress, route, authorize, compress, forward,
+//! answer) knows nothing of a format beyond this trait: remote write 1.0
+//! ([`rw1`]) is its first implementation; remote write 2.0 and Loki pushes
+//! plug in beside it. A format walks the decoded body without copying,
+//! validates every byte it hands out (so a malformed request is rejected
+//! whole, before anything is forwarded), counts every repeated item against
+//! the request limits, and builds each tenant's request from borrowed pieces
+//! of the input.
+
+pub mod rw1;
+
+use crate::signals::Counts;
+use crate::wire::{Hit, LabelQuery, Limits, WireError};
+
+/// One top-level item of a push.
+pub enum Item<'a, F: Format + ?Sized> {
+    /// A series (or stream): routed by its own labels.
+    Series(F::Series<'a>),
+    /// An item with no labels of its own that goes wherever the series of
+    /// its metric family went (remote write 1.0 metadata).
+    Extra(F::Extra<'a>),
+}
+
+/// A push format: how to walk a decoded request and build one per tenant.
+pub trait Format: Sync {
+    /// A series or stream, borrowed from the decoded body.
+    type Series<'a>: Copy;
+    /// A family-routed item, borrowed from the decoded body.
+    type Extra<'a>: Copy;
+    /// Per-tenant encoding state (a symbol table, say); `()` when a tenant's
+    /// request is just its items' bytes one after another.
+    type Batch: Default;
+
+    /// Whether the encoded bodies of two requests, one after the other,
+    /// make one valid request holding both (protobuf messages whose items
+    /// are repeated fields do). The forwarder merges the batches of
+    /// concurrent pushes for one tenant only when this holds.
+    const CONCATENATES: bool;
+
+    /// Walks `body` in order, handing each item to `visit`; the first error
+    /// (malformed input, a limit exceeded, or `visit`'s own) ends the walk.
+    fn walk<'a, E: From<WireError>>(
+        &self,
+        body: &'a [u8],
+        query: &LabelQuery,
+        limits: Limits,
+        visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
+    ) -> Result<(), E>;
+
+    /// The best match of the routing query among the series' labels.
+    fn key<'a>(series: &Self::Series<'a>) -> Option<Hit<'a>>;
+    /// The metric family of the series, for routing extras.
+    fn family<'a>(series: &Self::Series<'a>) -> Option<&'a str>;
+    /// What the series carries.
+    fn counts(series: &Self::Series<'_>) -> Counts;
+    /// A short human-readable form of the series' labels, for errors.
+    fn describe(series: &Self::Series<'_>) -> String;
+    /// The metric family an extra belongs to.
+    fn extra_family<'a>(extra: &Self::Extra<'a>) -> &'a str;
+
+    /// Appends the series to a tenant's request, leaving out the label
+    /// `without` if given (label mode's `remove_tenant_label`).
+    fn append_series(
+        batch: &mut Self::Batch,
+        out: &mut Vec<u8>,
+        series: &Self::Series<'_>,
+        without: Option<Hit<'_>>,
+    );
+    /// Appends an extra to a tenant's request.
+    fn append_extra(batch: &mut Self::Batch, out: &mut Vec<u8>, extra: &Self::Extra<'_>);
+    /// Completes a tenant's request once everything is appended.
+    fn finish(batch: Self::Batch, out: &mut Vec<u8>);
+}

@@ -1,0 +1,372 @@
+//! Merging the batches of concurrent pushes for one tenant into one
+//! upstream request.
+//!
+//! ```text
+//!  push A ─ batch for acme ─► lane acme idle, no other push being split? ── yes ─► sent at once
+//!  push B ─ batch for acme ─►                                           └── no ──► open group [B]
+//!  push C ─ batch for acme ─►                                                      open group [B, C]
+//!     no push is being split and acme has no request out (or `window` passed, or the group is full)
+//!          ─► group sent as ONE request: its snappy bodies joined ─► B and C hear its answer
+//! ```
+//!
+//! With one upstream request per tenant per push, the cost of a push grows
+//! with the number of organizations in it; here a busy tenant costs about
+//! one request per window, however many pushes carry its series. A batch
+//! waits only while another push is being split (it may bring more for the
+//! same tenant) or the tenant's previous request is out, and never longer
+//! than `window`: one push at a time goes out at once, so at low load
+//! nothing waits.
+//!
+//! Invariants:
+//! - a group holds batches of one tenant only (lanes are per tenant);
+//! - a push hears [`Upstream::Accepted`] only if the request that carried
+//!   its batch was accepted. When a merged request is refused with a
+//!   non-retryable 4xx, each batch is sent again on its own, so that one
+//!   sender's bad series never makes another sender drop its batch (Mimir
+//!   ignores samples it already has, so the second send is harmless);
+//! - only bodies whose format concatenates are merged ([`super::Push::mergeable`]).
+//!
+//! Joining snappy bodies needs no recompression: a snappy block is a varint
+//! length and then elements whose back-references are relative to the
+//! output position, so the elements of two blocks one after the other, under
+//! a new length, decompress to the two inputs one after the other.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use tokio::sync::Notify;
+
+use super::{Forwarder, Push};
+use crate::answer::Upstream;
+use crate::tenant::TenantId;
+
+pub use crate::config::Coalesce;
+
+/// Shards of the lane map, so pushes for different tenants rarely meet on
+/// one lock.
+const SHARDS: usize = 16;
+/// Idle lanes are forgotten when a shard holds more than this.
+const MAX_LANES_PER_SHARD: usize = 1024;
+
+/// The lanes of all tenants.
+pub(super) struct Lanes {
+    shards: [Mutex<HashMap<TenantId, Arc<Lane>>>; SHARDS],
+    window: Duration,
+    max_bytes: usize,
+    /// Pushes between admission and handing over their batches.
+    splitting: Arc<Splitting>,
+}
+
+/// How many pushes are being split (and may bring batches soon).
+#[derive(Default)]
+pub struct Splitting {
+    count: std::sync::atomic::AtomicUsize,
+    /// Woken when the count drops to zero.
+    settled: Notify,
+}
+
+impl Splitting {
+    fn busy(&self) -> bool {
+        self.count.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+}
+
+/// A push being split; see [`super::Forwarder::splitting`].
+pub struct SplitGuard(Option<Arc<Splitting>>);
+
+impl SplitGuard {
+    pub(super) fn enter(splitting: Option<&Arc<Splitting>>) -> Self {
+        if let Some(s) = splitting {
+            s.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        Self(splitting.cloned())
+    }
+}
+
+impl Drop for SplitGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            if s.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                s.settled.notify_waiters();
+            }
+        }
+    }
+}
+
+/// One tenant's traffic to the upstream.
+#[derive(Default)]
+struct Lane {
+    state: Mutex<LaneState>,
+    /// Woken whenever a request of this lane ends.
+    idle: Notify,
+}
+
+#[derive(Default)]
+struct LaneState {
+    /// Requests of this tenant out now.
+    in_flight: usize,
+    /// The group batches join while a request is out.
+    open: Option<Arc<Group>>,
+}
+
+/// Batches waiting to travel together, and then their answers.
+#[derive(Default)]
+struct Group {
+    parts: Mutex<Parts>,
+    /// Woken when the group is full and must go now.
+    full: Notify,
+    /// One answer per part, in order.
+    answers: OnceLock<Vec<Upstream>>,
+    done: Notify,
+}
+
+#[derive(Default)]
+struct Parts {
+    bodies: Vec<Bytes>,
+    decoded: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends a request of the lane, however its future ends (a sender that hangs
+/// up drops it), so a lane never stays busy forever.
+struct Flight(Arc<Lane>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        lock(&self.0.state).in_flight -= 1;
+        self.0.idle.notify_waiters();
+    }
+}
+
+impl Lanes {
+    pub(super) fn new(cfg: &Coalesce) -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::default()),
+            window: cfg.window,
+            max_bytes: cfg.max_bytes,
+            splitting: Arc::default(),
+        }
+    }
+
+    pub(super) fn splitting(&self) -> &Arc<Splitting> {
+        &self.splitting
+    }
+
+    fn lane(&self, tenant: &TenantId) -> Arc<Lane> {
+        let shard = tenant.as_bytes().iter().fold(0usize, |h, &b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        }) % SHARDS;
+        let mut map = lock(&self.shards[shard]);
+        if let Some(lane) = map.get(tenant.as_str()) {
+            return lane.clone();
+        }
+        if map.len() >= MAX_LANES_PER_SHARD {
+            // A lane nobody holds is idle: forget it.
+            map.retain(|_, lane| Arc::strong_count(lane) > 1);
+        }
+        map.entry(tenant.clone()).or_default().clone()
+    }
+
+    /// Sends `push`'s batch, alone or merged, and returns the answer of the
+    /// request that carried it.
+    pub(super) async fn push(&self, forwarder: &Forwarder, push: &Push) -> Upstream {
+        let lane = self.lane(&push.tenant);
+        let Some((group, index)) = self.join(forwarder, &lane, push) else {
+            let _flight = Flight(lane.clone());
+            return forwarder.send(&push.tenant, push.body.clone(), 1).await;
+        };
+        // The group's request ends within the window plus the upstream
+        // timeout; the margin only guards against a lost wake-up.
+        let wait = self.window + forwarder.inner.timeout + Duration::from_secs(1);
+        tokio::time::timeout(wait, answer(&group, index))
+            .await
+            .unwrap_or(Upstream::Timeout)
+    }
+
+    /// Adds `push` to the lane's open group (opening one if needed) and
+    /// returns the group and the batch's place in it; or `None` when the
+    /// lane was idle and is now the caller's to send on at once.
+    fn join(
+        &self,
+        forwarder: &Forwarder,
+        lane: &Arc<Lane>,
+        push: &Push,
+    ) -> Option<(Arc<Group>, usize)> {
+        let mut state = lock(&lane.state);
+        if state.in_flight == 0 && state.open.is_none() && !self.splitting.busy() {
+            state.in_flight += 1;
+            return None;
+        }
+        Some({
+            let joined = state.open.as_ref().and_then(|group| {
+                let mut parts = lock(&group.parts);
+                (parts.decoded + push.decoded_len <= self.max_bytes).then(|| {
+                    parts.bodies.push(push.body.clone());
+                    parts.decoded += push.decoded_len;
+                    (group.clone(), parts.bodies.len() - 1)
+                })
+            });
+            match joined {
+                Some(joined) => joined,
+                None => {
+                    // The open group (if any) is full: it goes now, and this
+                    // batch opens the next one.
+                    if let Some(full) = state.open.take() {
+                        full.full.notify_one();
+                    }
+                    let group = Arc::new(Group::default());
+                    {
+                        let mut parts = lock(&group.parts);
+                        parts.bodies.push(push.body.clone());
+                        parts.decoded = push.decoded_len;
+                    }
+                    state.open = Some(group.clone());
+                    tokio::spawn(fly(
+                        forwarder.clone(),
+                        lane.clone(),
+                        group.clone(),
+                        push.tenant.clone(),
+                        self.window,
+                        self.splitting.clone(),
+                    ));
+                    (group, 0)
+                }
+            }
+        })
+    }
+}
+
+/// Waits for the group's answers and returns part `index`'s.
+async fn answer(group: &Group, index: usize) -> Upstream {
+    loop {
+        let done = group.done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if let Some(answers) = group.answers.get() {
+            return answers.get(index).cloned().unwrap_or(Upstream::Timeout);
+        }
+        done.await;
+    }
+}
+
+/// The task of one group: waits until no push is being split and the lane
+/// is idle, or the window has passed, or the group is full; then sends the
+/// group and posts its answers.
+async fn fly(
+    forwarder: Forwarder,
+    lane: Arc<Lane>,
+    group: Arc<Group>,
+    tenant: TenantId,
+    window: Duration,
+    splitting: Arc<Splitting>,
+) {
+    let deadline = tokio::time::sleep(window);
+    tokio::pin!(deadline);
+    let full = group.full.notified();
+    tokio::pin!(full);
+    loop {
+        let idle = lane.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        let settled = splitting.settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
+        if lock(&lane.state).in_flight == 0 && !splitting.busy() {
+            break;
+        }
+        tokio::select! {
+            () = &mut idle => {}
+            () = &mut settled => {}
+            () = &mut deadline => break,
+            () = &mut full => break,
+        }
+    }
+    // Seal: from here on nothing joins this group.
+    {
+        let mut state = lock(&lane.state);
+        if state.open.as_ref().is_some_and(|g| Arc::ptr_eq(g, &group)) {
+            state.open = None;
+        }
+        state.in_flight += 1;
+    }
+    let flight = Flight(lane);
+    let bodies = std::mem::take(&mut lock(&group.parts).bodies);
+    let body = match bodies.as_slice() {
+        [one] => one.clone(),
+        many => join_snappy(many),
+    };
+    let outcome = forwarder.send(&tenant, body, bodies.len()).await;
+    let refused = matches!(&outcome, Upstream::Status { status, .. } if (400..500).contains(status) && *status != 429);
+    let answers = if bodies.len() > 1 && refused {
+        // Each batch on its own, so each sender hears about its own data.
+        futures::future::join_all(bodies.iter().map(|b| forwarder.send(&tenant, b.clone(), 1)))
+            .await
+    } else {
+        vec![outcome; bodies.len()]
+    };
+    drop(flight);
+    let _ = group.answers.set(answers);
+    group.done.notify_waiters();
+}
+
+/// Joins snappy blocks into one that decompresses to their contents one
+/// after the other (see the module doc). Every body was made by orgsplit's
+/// own compressor, so each starts with a valid length varint.
+pub fn join_snappy(bodies: &[Bytes]) -> Bytes {
+    let mut total = 0u64;
+    let mut starts = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let (len, header) = read_varint(body);
+        total += len;
+        starts.push(header);
+    }
+    let mut out = Vec::with_capacity(10 + bodies.iter().map(Bytes::len).sum::<usize>());
+    crate::wire::encode::put_varint(&mut out, total);
+    for (body, start) in bodies.iter().zip(starts) {
+        out.extend_from_slice(&body[start..]);
+    }
+    Bytes::from(out)
+}
+
+/// A snappy block's decoded length and the bytes its varint takes.
+fn read_varint(buf: &[u8]) -> (u64, usize) {
+    let mut value = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(5) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (value, i + 1);
+        }
+    }
+    (value, buf.len().min(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compress(data: &[u8]) -> Bytes {
+        Bytes::from(snap::raw::Encoder::new().compress_vec(data).unwrap())
+    }
+
+    #[test]
+    fn joined_snappy_blocks_decompress_to_the_inputs_one_after_the_other() {
+        // Repetitive inputs, so the blocks are full of back-references,
+        // some of them across the 64 KiB blocks snappy works in.
+        let a: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 977).to_le_bytes())
+            .collect();
+        let b = b"namespace=shop-prod namespace=shop-prod namespace=shop-prod".repeat(3000);
+        let c = vec![7u8; 1];
+        let joined = join_snappy(&[compress(&a), compress(&b), compress(&c)]);
+        let out = snap::raw::Decoder::new().decompress_vec(&joined).unwrap();
+        assert_eq!(out.len(), a.len() + b.len() + c.len());
+        assert!(out[..a.len()] == a[..]);
+        assert!(out[a.len()..a.len() + b.len()] == b[..]);
+        assert_eq!(out[a.len() + b.len()..], c[..]);
+    }
+}

@@ -1,0 +1,188 @@
+//! What the stages report, in types that both the stages and [`crate::metrics`]
+//! know, so that neither imports the other.
+//!
+//! ```text
+//!  route / pipeline ─► Counts, SplitCounts ─► push handler ─► metrics (tells the registry)
+//!  table feeds     ─► TableSignals (handles) ─┐
+//!  forward         ─► UpstreamSignals        ─┼─ registered once by metrics::Metrics
+//!  route           ─► RouteSignals           ─┘
+//! ```
+//!
+//! The handle bundles hold `metrics` crate handles registered once, at
+//! startup, with the server's own registry; their `Default` is a no-op (tests
+//! and tools that have no registry). No stage looks a metric up by name on
+//! the hot path.
+
+use metrics::{Counter, Gauge, Histogram};
+
+/// What one request, batch or tenant push carries. One type for route
+/// stats, batches, outgoing requests and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Series (remote write) or streams (Loki).
+    pub series: u64,
+    /// Float samples (remote write) or log entries (Loki).
+    pub samples: u64,
+    pub histograms: u64,
+    pub exemplars: u64,
+    pub metadata: u64,
+}
+
+impl Counts {
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.series += other.series;
+        self.samples += other.samples;
+        self.histograms += other.histograms;
+        self.exemplars += other.exemplars;
+        self.metadata += other.metadata;
+    }
+}
+
+/// Why a series has no tenant of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unmapped {
+    /// None of the namespace labels (or the tenant label) is on the series.
+    NoLabel,
+    /// The namespace is not in the table, or has no organization.
+    NoOrganization,
+    /// The organization (or tenant label value) is not a valid tenant ID.
+    InvalidTenant,
+}
+
+impl Unmapped {
+    pub const ALL: [Unmapped; 3] = [
+        Unmapped::NoLabel,
+        Unmapped::NoOrganization,
+        Unmapped::InvalidTenant,
+    ];
+
+    /// Metric label value for this reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unmapped::NoLabel => "no_label",
+            Unmapped::NoOrganization => "no_organization",
+            Unmapped::InvalidTenant => "invalid_tenant",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What happened to a request's content: what it held, and what the
+/// unmapped policy did with what had no tenant.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SplitCounts {
+    /// Everything the request held.
+    pub received: Counts,
+    /// Series sent to the default tenant, by [`Unmapped`] reason.
+    pub defaulted: [u64; 3],
+    /// Series dropped by the `drop` policy, by [`Unmapped`] reason.
+    pub dropped: [u64; 3],
+    /// Samples (and histogram samples) in the dropped series.
+    pub dropped_samples: u64,
+    /// Metadata entries whose family no tenant has series of, with no default tenant.
+    pub metadata_dropped: u64,
+    /// Metadata entries whose family no tenant has series of (or whose
+    /// tenants were forgotten), sent to the default tenant.
+    pub metadata_defaulted: u64,
+}
+
+impl SplitCounts {
+    pub fn defaulted(&self, reason: Unmapped) -> u64 {
+        self.defaulted[reason.index()]
+    }
+    pub fn dropped(&self, reason: Unmapped) -> u64 {
+        self.dropped[reason.index()]
+    }
+}
+
+/// What the metric-family index (metadata routing) holds, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyIndexSize {
+    /// `(family, tenant)` pairs held, both generations.
+    pub pairs: usize,
+    /// Bytes of names held, both generations.
+    pub bytes: usize,
+    /// Times the older generation was forgotten.
+    pub rotations: u64,
+}
+
+/// What the org table's feeds report.
+#[derive(Clone)]
+pub struct TableSignals {
+    pub namespaces: Gauge,
+    pub last_sync: Gauge,
+    pub sync_errors: Counter,
+    pub source_up: Gauge,
+}
+
+impl Default for TableSignals {
+    fn default() -> Self {
+        Self {
+            namespaces: Gauge::noop(),
+            last_sync: Gauge::noop(),
+            sync_errors: Counter::noop(),
+            source_up: Gauge::noop(),
+        }
+    }
+}
+
+/// What the router reports besides a request's counts.
+#[derive(Clone)]
+pub struct RouteSignals {
+    /// Label-mode tenant values that are not valid tenant IDs.
+    pub invalid_tenant: Counter,
+}
+
+impl std::fmt::Debug for RouteSignals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSignals").finish_non_exhaustive()
+    }
+}
+
+impl Default for RouteSignals {
+    fn default() -> Self {
+        Self {
+            invalid_tenant: Counter::noop(),
+        }
+    }
+}
+
+/// Status classes of upstream pushes, as `orgsplit_upstream_requests_total`
+/// labels them.
+pub const UPSTREAM_CLASSES: [&str; 7] = ["2xx", "4xx", "429", "5xx", "timeout", "error", "other"];
+
+/// What the forwarder reports about each upstream request.
+#[derive(Clone)]
+pub struct UpstreamSignals {
+    /// One counter per [`UPSTREAM_CLASSES`] entry, in that order.
+    pub requests: [Counter; 7],
+    pub duration: Histogram,
+    /// Tenant pushes carried by upstream requests that merged several
+    /// pushes' batches (see `forward::coalesce`).
+    pub coalesced: Counter,
+}
+
+impl UpstreamSignals {
+    /// The counter of `class` (one of [`UPSTREAM_CLASSES`]).
+    pub fn requests(&self, class: &str) -> &Counter {
+        let i = UPSTREAM_CLASSES
+            .iter()
+            .position(|c| *c == class)
+            .unwrap_or(UPSTREAM_CLASSES.len() - 1);
+        &self.requests[i]
+    }
+}
+
+impl Default for UpstreamSignals {
+    fn default() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| Counter::noop()),
+            duration: Histogram::noop(),
+            coalesced: Counter::noop(),
+        }
+    }
+}
