@@ -20,12 +20,15 @@ use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::pool::BufferPool;
 use crate::route::{FamilyIndex, Router};
 use crate::table::OrgTable;
 
 /// Everything a request handler needs, shared by all requests.
 pub struct App {
     rw1: Pipeline<Rw1>,
+    /// Request bodies, decoded bodies, batches and compressed bodies.
+    pool: Arc<BufferPool>,
     table: OrgTable,
     forwarder: Forwarder,
     limits: Limits,
@@ -67,14 +70,16 @@ impl App {
             limits.max_metadata_index_pairs,
             limits.max_metadata_index_pairs.saturating_mul(80),
         );
+        let pool = Arc::new(BufferPool::default());
         Ok(Self {
             rw1: Pipeline::new(
                 Rw1,
                 router,
                 families,
-                Arc::default(),
+                pool.clone(),
                 limits.max_decoded_bytes,
             ),
+            pool,
             table,
             forwarder: Forwarder::new(&config.upstream, metrics.upstream())?,
             inflight_requests: Semaphore::new(limits.max_inflight_requests),
@@ -95,6 +100,10 @@ impl App {
     /// The remote write 1.0 pipeline.
     pub(crate) fn rw1(&self) -> &Pipeline<Rw1> {
         &self.rw1
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
     }
 
     pub(crate) fn table(&self) -> &OrgTable {

@@ -138,13 +138,15 @@ fn decoded_len(compressed: &[u8], limit: usize) -> Result<usize, DecodeError> {
 /// holds it ends.
 struct Lent<'p> {
     buf: Vec<u8>,
+    /// The decoded bytes are the buffer's first `len`.
+    len: usize,
     pool: &'p BufferPool,
 }
 
 impl std::ops::Deref for Lent<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.len]
     }
 }
 
@@ -165,12 +167,12 @@ fn decompress<'p>(
     // again, decompression overwrites it.
     let mut buf = Lent {
         buf: pool.take_filled(size),
+        len: 0,
         pool,
     };
-    let n = snap::raw::Decoder::new()
-        .decompress(compressed, &mut buf.buf)
+    buf.len = snap::raw::Decoder::new()
+        .decompress(compressed, &mut buf.buf[..size])
         .map_err(DecodeError::NotSnappy)?;
-    buf.buf.truncate(n);
     Ok(buf)
 }
 
@@ -223,12 +225,14 @@ fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
         static ENCODER: std::cell::RefCell<snap::raw::Encoder> =
             std::cell::RefCell::new(snap::raw::Encoder::new());
     }
-    let mut out = pool.take_filled(snap::raw::max_compress_len(body.len()));
-    let n = ENCODER.with(|e| e.borrow_mut().compress(body, &mut out));
+    let room = snap::raw::max_compress_len(body.len());
+    let mut out = pool.take_filled(room);
     // Compressing into a buffer of max_compress_len cannot fail.
-    out.truncate(n.unwrap_or(0));
+    let n = ENCODER
+        .with(|e| e.borrow_mut().compress(body, &mut out[..room]))
+        .unwrap_or(0);
     let held = out.capacity();
-    (Bytes::from_owner(Pooled::new(out, pool.clone())), held)
+    (Pooled::prefix(out, n, pool.clone()).into_bytes(), held)
 }
 
 /// CPUs this process may run on (respects affinity masks and cgroup quotas).

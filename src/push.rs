@@ -271,19 +271,23 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
     // what the request holds is exactly what was charged. With a declared
     // length the buffer is reserved up front (pages become resident only
     // as they are written); chunked bodies grow it.
-    let mut received: Vec<u8> = Vec::new();
-    match body.size_hint().exact() {
+    let received = match body.size_hint().exact() {
         Some(len) => {
             let len = usize::try_from(len).unwrap_or(usize::MAX);
-            received.reserve_exact(len.min(limits.max_body_bytes));
             charge.expect(len);
+            app.pool().take(len.min(limits.max_body_bytes))
         }
         // A chunked body may be as large as allowed.
-        None => charge.expect(limits.max_body_bytes),
-    }
+        None => {
+            charge.expect(limits.max_body_bytes);
+            Vec::new()
+        }
+    };
+    // Back to the pool however this ends.
+    let mut received = crate::pool::Pooled::new(received, app.pool().clone());
     loop {
         let last_progress = tokio::time::Instant::now();
-        let held = received.len();
+        let held = received.as_ref().len();
         // Resolves when another request needs room while this body is
         // stalled (holding bytes, nothing new for `STALLED`).
         let yield_to_others = async {
@@ -313,7 +317,7 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        if received.len() + data.len() > limits.max_body_bytes {
+        if received.as_ref().len() + data.len() > limits.max_body_bytes {
             return Err(too_large_body(limits.max_body_bytes));
         }
         // Charged by what is written: reserved pages that were never
@@ -323,7 +327,7 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
         }
         received.extend_from_slice(&data);
     }
-    Ok(Bytes::from(received))
+    Ok(received.into_bytes())
 }
 
 /// Runs the CPU part of the push, on a blocking thread when it is large.

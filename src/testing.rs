@@ -167,7 +167,7 @@ pub fn request(shape: &Shape) -> pb::WriteRequest {
 /// container with a run of metrics, long label values (cgroup paths, image
 /// references, container IDs) repeated across the run; namespaces spread
 /// over `shape.namespaces`. It compresses about 5:1 with snappy, like the
-/// real thing, where [`request`]'s random values compress about 2:1.
+/// real thing, where [`request`]'s random values compress about 3.5:1.
 pub fn cadvisor_request(shape: &Shape) -> pb::WriteRequest {
     let mut rng = Rng(shape.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let metrics = [
@@ -209,6 +209,10 @@ pub fn cadvisor_request(shape: &Shape) -> pb::WriteRequest {
             rng.next() % 0xfffff
         );
         for c in 0..(1 + rng.next() % 3) {
+            // A few of the container's metrics per push (Prometheus sends a
+            // scrape's series in several pushes, interleaved with others).
+            let first = (rng.next() % metrics.len() as u64) as usize;
+            let run = 1 + (rng.next() % 3) as usize;
             let container = ["app", "sidecar", "init-config"][c as usize];
             let cid = format!(
                 "{:016x}{:016x}{:016x}{:016x}",
@@ -218,27 +222,25 @@ pub fn cadvisor_request(shape: &Shape) -> pb::WriteRequest {
                 rng.next()
             );
             let image = images[(rng.next() % images.len() as u64) as usize];
-            for metric in metrics {
+            for metric in metrics.iter().cycle().skip(first).take(run) {
                 if timeseries.len() == shape.series {
                     break;
                 }
                 let mut labels = vec![
-                    label("__name__", metric),
+                    label("__name__", *metric),
                     label("container", container),
-                    label("endpoint", "https-metrics"),
                     label(
                         "id",
-                        format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{cid}.scope", pod_uid.replace('-', "_")),
+                        format!("/kubepods/burstable/pod{pod_uid}/{cid}"),
                     ),
                     label("image", image),
                     label("instance", format!("10.20.{}.{}:10250", node / 8, 10 + node)),
                     label("job", "kubelet"),
                     label("metrics_path", "/metrics/cadvisor"),
-                    label("name", cid.clone()),
+                    label("name", &cid[..16]),
                     label("namespace", format!("ns-{ns}")),
-                    label("node", format!("worker-{node:02}.cluster.example.com")),
+                    label("node", format!("worker-{node:02}")),
                     label("pod", pod.clone()),
-                    label("service", "kubelet"),
                 ];
                 labels.truncate(shape.labels.max(3).min(labels.len()));
                 if !labels.iter().any(|l| l.name == "namespace") {
@@ -247,8 +249,9 @@ pub fn cadvisor_request(shape: &Shape) -> pb::WriteRequest {
                 labels.sort_by(|a, b| a.name.cmp(&b.name));
                 let samples = (0..shape.samples_per_series.max(1))
                     .map(|s| pb::Sample {
-                        value: (rng.next() % 10_000_000) as f64,
-                        timestamp: base_ts + (s as i64) * 15_000,
+                        value: (rng.next() % 1_000_000_000) as f64 / 3.7,
+                        // Each target is scraped at its own offset.
+                        timestamp: base_ts + (node as i64) * 311 + (s as i64) * 15_000,
                     })
                     .collect();
                 timeseries.push(pb::TimeSeries {
@@ -344,5 +347,23 @@ pub fn agreement(
                 Err(e) => format!("rejects: {e}"),
             }
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cadvisor_corpus_is_shaped_like_the_real_thing() {
+        let req = cadvisor_request(&Shape::default());
+        assert_eq!(req.timeseries.len(), 2000);
+        let raw = req.encode_to_vec();
+        let ratio = raw.len() as f64 / compress(&req).len() as f64;
+        let per_series = raw.len() / 2000;
+        eprintln!("snappy ratio {ratio:.1}:1, {per_series} bytes per series");
+        assert!((4.0..6.5).contains(&ratio), "snappy ratio {ratio:.1}:1");
+        assert!((250..550).contains(&per_series), "{per_series} bytes per series");
+        assert!(req.timeseries.iter().all(|s| s.labels.len() == 11));
     }
 }

@@ -247,7 +247,7 @@ async fn one(args: &super::Args, name: &str) -> anyhow::Result<Line> {
         "{unmapped: drop}"
     };
     let bench_args = super::Args {
-        tenants: 20,
+        tenants: vec![20],
         extra_config: args.extra_config.clone(),
         orgsplit: args.orgsplit.clone(),
         pin: false,

@@ -35,7 +35,7 @@ use axum::body::Bytes;
 use clap::Parser;
 use orgsplit::testing::{self, Shape};
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Load test orgsplit as a real server")]
 struct Args {
     /// How long to drive load.
@@ -50,9 +50,15 @@ struct Args {
     /// Series per request (1 sample each, ~12 labels).
     #[arg(long, default_value_t = 2000)]
     series: usize,
-    /// Tenants the series spread over.
-    #[arg(long, default_value_t = 20)]
-    tenants: usize,
+    /// Tenants the series spread over; several (`20,200`) run one load
+    /// test each and compare their cost per sample.
+    #[arg(long, value_delimiter = ',', default_value = "20")]
+    tenants: Vec<usize>,
+    /// Request bodies: `random` (random label values, ~3.5:1 snappy) or
+    /// `cadvisor` (shaped like real cAdvisor / kube-state-metrics output,
+    /// ~5:1); several (`random,cadvisor`) run one load test each.
+    #[arg(long, value_delimiter = ',', default_value = "random")]
+    corpus: Vec<String>,
     /// The orgsplit binary (default: next to this one).
     #[arg(long)]
     orgsplit: Option<PathBuf>,
@@ -102,7 +108,51 @@ fn main() -> anyhow::Result<()> {
         };
         return runtime.block_on(soak::run(&args));
     }
-    runtime.block_on(run(args))
+    let mut results = Vec::new();
+    for corpus in &args.corpus {
+        for &tenants in &args.tenants {
+            let one = Args {
+                tenants: vec![tenants],
+                corpus: vec![corpus.clone()],
+                ..args.clone()
+            };
+            results.push(runtime.block_on(run(one))?);
+        }
+    }
+    if results.len() > 1 {
+        println!("\nsummary (CPU-s per million samples; ratio to the snappy floor of the same corpus)");
+        for r in &results {
+            let base = results
+                .iter()
+                .find(|b| b.corpus == r.corpus)
+                .map_or(r.per_million, |b| b.per_million);
+            println!(
+                "  {:<9} {:>4} tenants: {:.3} CPU-s/M = {:.2}x floor, {:.2}x the {}-tenant cost, p99 added {:.2} ms, peak RSS {:.1} MiB",
+                r.corpus, r.tenants, r.per_million, r.per_million / r.floor,
+                r.per_million / base,
+                results.iter().find(|b| b.corpus == r.corpus).map_or(0, |b| b.tenants),
+                r.p99_added, r.rss_mib
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The figures of one load test, for the summary.
+struct Figures {
+    corpus: String,
+    tenants: usize,
+    per_million: f64,
+    floor: f64,
+    p99_added: f64,
+    rss_mib: f64,
+}
+
+impl Args {
+    /// The (first) tenant count.
+    fn tenant_count(&self) -> usize {
+        self.tenants.first().copied().unwrap_or(20)
+    }
 }
 
 /// Requests, each with its compressed body and sample count.
@@ -116,12 +166,16 @@ fn corpus(args: &Args) -> Corpus {
     let mut bodies = Vec::new();
     let mut decoded_bytes = 0;
     for seed in 1..=8 {
-        let req = testing::request(&Shape {
+        let shape = Shape {
             series: args.series,
-            namespaces: args.tenants.max(20),
+            namespaces: args.tenant_count().max(20),
             seed,
             ..Default::default()
-        });
+        };
+        let req = match args.corpus.first().map(String::as_str) {
+            Some("cadvisor") => testing::cadvisor_request(&shape),
+            _ => testing::request(&shape),
+        };
         decoded_bytes = prost::Message::encoded_len(&req);
         bodies.push(Bytes::from(testing::compress(&req)));
     }
@@ -132,7 +186,7 @@ fn corpus(args: &Args) -> Corpus {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args) -> anyhow::Result<Figures> {
     let corpus = corpus(&args);
     let upstream = start_upstream().await?;
     let dir = tempfile::tempdir()?;
@@ -185,8 +239,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let per_million = cpu / (samples as f64 / 1e6);
     let (p50, p99) = (load.percentile(0.50), load.percentile(0.99));
     let (b50, b99) = (base.percentile(0.50), base.percentile(0.99));
-    println!("orgsplit-bench: {} series x ~12 labels per request, {} tenants, {} bytes decoded, concurrency {}, {}",
-        args.series, args.tenants, corpus.decoded_bytes, args.concurrency,
+    println!("orgsplit-bench: {} corpus, {} series per request, {} tenants, {} bytes decoded, concurrency {}, {}",
+        args.corpus.first().map_or("random", String::as_str),
+        args.series, args.tenant_count(), corpus.decoded_bytes, args.concurrency,
         if args.rate > 0 { format!("target {} samples/s", args.rate) } else { "unthrottled".into() });
     println!(
         "requests:               {} ok, {} failed in {:.1}s",
@@ -225,7 +280,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if load.ok == 0 {
         bail!("no push succeeded");
     }
-    Ok(())
+    Ok(Figures {
+        corpus: args.corpus.first().cloned().unwrap_or_default(),
+        tenants: args.tenant_count(),
+        per_million,
+        floor,
+        p99_added: p99 - b99,
+        rss_mib: rss as f64 / 1024.0,
+    })
 }
 
 async fn start_upstream() -> anyhow::Result<std::net::SocketAddr> {
@@ -270,7 +332,7 @@ async fn start_orgsplit_with(
             bin.display()
         );
     }
-    let table: String = testing::table_pairs(args.tenants.max(20), args.tenants)
+    let table: String = testing::table_pairs(args.tenant_count().max(20), args.tenant_count())
         .into_iter()
         .map(|(ns, org)| format!("{ns}: {org}\n"))
         .collect();

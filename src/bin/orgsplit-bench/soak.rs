@@ -75,10 +75,10 @@ pub async fn run(args: &super::Args) -> anyhow::Result<()> {
     let deadline = Instant::now() + args.duration;
     let template = testing::request(&Shape {
         series: args.series,
-        namespaces: args.tenants.max(20),
+        namespaces: args.tenant_count().max(20),
         ..Default::default()
     });
-    let tenants = args.tenants;
+    let tenants = args.tenant_count();
 
     // Faults: the upstream fails for 3 s out of every 20 s.
     let faults = {
