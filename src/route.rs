@@ -76,6 +76,9 @@ pub struct Router {
     policy: UnmappedPolicy,
     limits: Limits,
     signals: RouteSignals,
+    /// Tenants in the last request split, to size the next one's batches
+    /// (a hint only: requests race to set it, and any value is safe).
+    tenants_hint: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Where a key (namespace or tenant label value) sends its series.
@@ -105,6 +108,7 @@ impl Router {
             policy: routing.unmapped,
             limits,
             signals: RouteSignals::default(),
+            tenants_hint: Default::default(),
         }
     }
 
@@ -196,6 +200,10 @@ impl Router {
             seen: HashSet::new(),
             last_seen: None,
             size_hint: body.len(),
+            tenants_hint: self
+                .tenants_hint
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(1),
         };
         // Bounded by `limits.max_metadata` (the walk counts them).
         let mut extras = Vec::new();
@@ -207,6 +215,8 @@ impl Router {
             Ok::<(), RouteError>(())
         })?;
         state.learn(families);
+        self.tenants_hint
+            .store(state.batches.len(), std::sync::atomic::Ordering::Relaxed);
         let mut scratch = String::new();
         for m in extras {
             state.stats.received.metadata += 1;
@@ -284,6 +294,7 @@ struct State<'a, 't, F: Format> {
     /// The last pair inserted into `seen`: runs of one metric skip the hash.
     last_seen: Option<(&'a str, u32)>,
     size_hint: usize,
+    tenants_hint: usize,
 }
 
 impl<'a, 't, F: Format> State<'a, 't, F> {
@@ -418,15 +429,13 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
             return Err(RouteError::TooManyTenants(max_tenants));
         }
         let g = self.batches.len() as u32;
-        // Size the first batches from the input so they rarely grow: the
-        // first tenant may well get everything, the next few a share. Past
-        // those, batches start small and grow as needed, so that many
-        // tenants do not reserve many times the input.
-        let capacity = match g {
-            0 => self.size_hint,
-            1..8 => (self.size_hint / (g as usize + 1)).max(256),
-            _ => 256,
-        };
+        // Size batches from the input and the number of tenants the last
+        // request had, a quarter over the even share, so they rarely grow
+        // (each growth is a copy) and many tenants do not reserve many times
+        // the input.
+        let capacity = (self.size_hint / self.tenants_hint)
+            .saturating_add(self.size_hint / self.tenants_hint / 4)
+            .clamp(256, self.size_hint.max(256));
         self.batches.push(Building {
             tenant: tenant.clone(),
             body: self.pool.take(capacity),

@@ -229,12 +229,12 @@ pub fn cadvisor_request(shape: &Shape) -> pb::WriteRequest {
                 let mut labels = vec![
                     label("__name__", *metric),
                     label("container", container),
-                    label(
-                        "id",
-                        format!("/kubepods/burstable/pod{pod_uid}/{cid}"),
-                    ),
+                    label("id", format!("/kubepods/burstable/pod{pod_uid}/{cid}")),
                     label("image", image),
-                    label("instance", format!("10.20.{}.{}:10250", node / 8, 10 + node)),
+                    label(
+                        "instance",
+                        format!("10.20.{}.{}:10250", node / 8, 10 + node),
+                    ),
                     label("job", "kubelet"),
                     label("metrics_path", "/metrics/cadvisor"),
                     label("name", &cid[..16]),
@@ -363,7 +363,10 @@ mod tests {
         let per_series = raw.len() / 2000;
         eprintln!("snappy ratio {ratio:.1}:1, {per_series} bytes per series");
         assert!((4.0..6.5).contains(&ratio), "snappy ratio {ratio:.1}:1");
-        assert!((250..550).contains(&per_series), "{per_series} bytes per series");
+        assert!(
+            (250..550).contains(&per_series),
+            "{per_series} bytes per series"
+        );
         assert!(req.timeseries.iter().all(|s| s.labels.len() == 11));
     }
 }

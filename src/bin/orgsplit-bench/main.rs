@@ -120,7 +120,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if results.len() > 1 {
-        println!("\nsummary (CPU-s per million samples; ratio to the snappy floor of the same corpus)");
+        println!(
+            "\nsummary (CPU-s per million samples; ratio to the snappy floor of the same corpus)"
+        );
         for r in &results {
             let base = results
                 .iter()
