@@ -39,6 +39,10 @@ pub enum Behaviour {
     /// Answers this status with a streamed body of this many bytes, and
     /// counts how many of them the client took ([`Upstream::streamed`]).
     HugeBody(u16, u64),
+    /// Answers every request after this delay; 400 (as Mimir does for a
+    /// bad sample) when a series in it carries the named label, and then
+    /// records nothing of it.
+    Poison(&'static str, Duration),
 }
 
 #[derive(Default)]
@@ -160,6 +164,21 @@ async fn receive(
             state.delayed_peak.fetch_max(now, SeqCst);
             tokio::time::sleep(d).await;
             state.delayed_now.fetch_sub(1, SeqCst);
+        }
+        Some(Behaviour::Poison(label, delay)) => {
+            tokio::time::sleep(delay).await;
+            if let Ok(r) = orgsplit::testing::decompress(&body) {
+                if r.timeseries
+                    .iter()
+                    .any(|s| s.labels.iter().any(|l| l.name == label))
+                {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("series with label {label}"),
+                    )
+                        .into_response();
+                }
+            }
         }
         Some(Behaviour::HugeBody(code, total)) => {
             const CHUNK: u64 = 64 << 10;
