@@ -1,25 +1,42 @@
 //! Reusable byte buffers, so a steady stream of pushes stops allocating its
-//! large buffers (the decompressed body, the per-tenant batches).
+//! large buffers (request bodies, decompressed bodies, per-tenant batches,
+//! compressed bodies).
 //!
-//! Taking and giving back costs one uncontended lock per buffer, per
-//! request (never per series). The pool is bounded in the total bytes it
-//! keeps and in the size of each buffer, so it cannot hold on to memory after
-//! a burst.
+//! The free buffers are kept in a few shards, each behind its own lock; a
+//! thread takes from and gives to its own shard first, so threads rarely
+//! meet on a lock (a push takes and gives several buffers per tenant, never
+//! per series). The pool is bounded in the total bytes it keeps and in the
+//! size of each buffer (counted across shards), so it cannot hold on to
+//! memory after a burst.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+/// Shards of the free lists.
+const SHARDS: usize = 4;
 
 /// A bounded pool of `Vec<u8>`.
 pub struct BufferPool {
-    free: Mutex<Free>,
+    shards: [Mutex<Vec<Vec<u8>>>; SHARDS],
+    /// Buffers and bytes (capacities) kept, over all shards.
+    count: AtomicUsize,
+    bytes: AtomicUsize,
     max_buffers: usize,
     max_capacity: usize,
     max_total: usize,
 }
 
-struct Free {
-    bufs: Vec<Vec<u8>>,
-    /// Sum of the capacities in `bufs`.
-    bytes: usize,
+/// This thread's shard.
+fn home() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static HOME: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    HOME.with(|h| *h)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl BufferPool {
@@ -27,10 +44,9 @@ impl BufferPool {
     /// `max_capacity` bytes each, `max_total` bytes in all.
     pub const fn new(max_buffers: usize, max_capacity: usize, max_total: usize) -> Self {
         Self {
-            free: Mutex::new(Free {
-                bufs: Vec::new(),
-                bytes: 0,
-            }),
+            shards: [const { Mutex::new(Vec::new()) }; SHARDS],
+            count: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             max_buffers,
             max_capacity,
             max_total,
@@ -38,21 +54,27 @@ impl BufferPool {
     }
 
     /// A kept buffer that fits `need` bytes without wasting much: capacity
-    /// between `need` and four times it, among the most recently returned.
+    /// between `need` and four times it, among the most recently returned
+    /// of this thread's shard, then of the others.
     fn pop(&self, need: usize) -> Option<Vec<u8>> {
         const LOOK: usize = 8;
-        if self.max_buffers == 0 {
+        if self.max_buffers == 0 || self.count.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let n = free.bufs.len();
         let fits = |b: &Vec<u8>| b.capacity() >= need && b.capacity() / 4 <= need.max(256);
-        let i = (n.saturating_sub(LOOK)..n)
-            .rev()
-            .find(|&i| fits(&free.bufs[i]))?;
-        let buf = free.bufs.swap_remove(i);
-        free.bytes -= buf.capacity();
-        Some(buf)
+        let home = home();
+        for k in 0..SHARDS {
+            let mut free = lock(&self.shards[(home + k) % SHARDS]);
+            let n = free.len();
+            if let Some(i) = (n.saturating_sub(LOOK)..n).rev().find(|&i| fits(&free[i])) {
+                let buf = free.swap_remove(i);
+                drop(free);
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                self.bytes.fetch_sub(buf.capacity(), Ordering::Relaxed);
+                return Some(buf);
+            }
+        }
+        None
     }
 
     /// A pool that keeps nothing (every `take` allocates).
@@ -89,24 +111,32 @@ impl BufferPool {
     /// Returns a buffer for reuse (or frees it, if the pool is full or the
     /// buffer too large). Its content is kept until reuse.
     pub fn give(&self, buf: Vec<u8>) {
-        if buf.capacity() == 0 || buf.capacity() > self.max_capacity {
+        let capacity = buf.capacity();
+        if capacity == 0 || capacity > self.max_capacity {
             return;
         }
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.bufs.len() < self.max_buffers && free.bytes + buf.capacity() <= self.max_total {
-            free.bytes += buf.capacity();
-            free.bufs.push(buf);
+        // Reserve room in the bounds first, so racing givers cannot both
+        // pass them.
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_buffers {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return;
         }
+        if self.bytes.fetch_add(capacity, Ordering::Relaxed) + capacity > self.max_total {
+            self.bytes.fetch_sub(capacity, Ordering::Relaxed);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        lock(&self.shards[home()]).push(buf);
     }
 
     /// Buffers currently kept.
     pub fn len(&self) -> usize {
-        self.free.lock().map(|f| f.bufs.len()).unwrap_or(0)
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Bytes currently kept.
     pub fn bytes(&self) -> usize {
-        self.free.lock().map(|f| f.bytes).unwrap_or(0)
+        self.bytes.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {

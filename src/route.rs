@@ -1,16 +1,16 @@
-//! Series → tenant, and one output request per tenant.
+//! Series → tenant, and one output request per tenant, for any [`Format`].
 //!
 //! ```text
-//!  decompressed body ─► wire::Request::fields ─► SeriesView ─► key (namespace | tenant label)
+//!  decoded body ─► Format::walk ─► series ─► Format::key (namespace | tenant label)
 //!        key ─► per-request cache ─(miss)─► table snapshot / label rules ─► Outcome
-//!        Outcome::Group(i) ─► copy the series' bytes into batches[i]
+//!        Outcome::Group(i) ─► Format::append_series into batches[i]
 //!        Outcome::Unmapped ─► policy: default tenant | drop (counted) | reject (400)
-//!  metadata ─► tenants that have series of that family ─► copied into their batches
+//!  extras (RW1 metadata) ─► tenants that have series of that family ─► Format::append_extra
 //! ```
 //!
 //! Invariants:
 //! - every series of the input ends in exactly one batch, or is counted in
-//!   [`Stats::dropped`], or the whole request is rejected;
+//!   [`SplitCounts::dropped`], or the whole request is rejected;
 //! - a series is only ever put into the batch of the tenant its own labels
 //!   resolve to (or the configured default tenant);
 //! - nothing here allocates per series: keys and tenants are borrowed from the
