@@ -86,11 +86,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// allocation pattern ever seen, well past the byte budget. A fixed 1 MiB
 /// threshold makes them mmap'd and unmapped on free; buffers of ordinary
 /// pushes are smaller than that, and pooled anyway.
+///
+/// glibc also gives each thread that allocates concurrently an arena of its
+/// own (up to eight per core), each keeping its own freed memory; splits run
+/// on blocking threads and buffers are freed on others, so every arena ends
+/// up holding a share of the working set. Two arenas keep RSS near the
+/// working set at no measurable cost in speed.
 fn return_large_buffers_to_the_os() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before the
+    // SAFETY: mallopt only sets allocator parameters; called before the
     // runtime starts other threads.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
