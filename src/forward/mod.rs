@@ -1,9 +1,10 @@
-//! One push per tenant, sent in parallel over pooled keep-alive connections.
+//! Tenant requests sent upstream in parallel over pooled keep-alive
+//! connections (HTTP/2 with TLS upstreams that offer it).
 //!
 //! ```text
-//!  Outgoing { tenant, snappy body } ─► POST upstream.url ─┐
-//!  Outgoing { tenant, snappy body } ─► POST upstream.url ─┼─► Vec<(tenant, answer::Upstream)>
-//!  ...                                                   ─┘
+//!  Push { tenant, snappy body } ─► coalesce (lane per tenant) ─► client: POST upstream.url ─┐
+//!  Push { tenant, snappy body } ─►   idle: at once; busy: merged with others' batches       ─┼─► Upstream per push
+//!  ...                                                                                      ─┘
 //! ```
 //!
 //! Headers are built here from scratch: nothing of the incoming request (in
