@@ -157,7 +157,7 @@ impl Default for Coalesce {
     fn default() -> Self {
         Self {
             enabled: true,
-            window: Duration::from_millis(20),
+            window: Duration::from_millis(50),
             max_bytes: 4 << 20,
         }
     }
