@@ -216,24 +216,23 @@ async fn forward<F: Format + 'static>(
     // (and, while a merged request is built, a copy of them).
     charge.shrink_to(pipeline::held_bytes(&outgoing) * if F::CONCATENATES { 2 } else { 1 });
 
-    let pushes: Vec<Push> = outgoing
-        .iter()
-        .map(|o| Push {
-            tenant: o.tenant.clone(),
-            body: o.body.clone(),
-            decoded_len: o.decoded_len,
-            mergeable: F::CONCATENATES,
-        })
-        .collect();
     // In parallel, but at most MAX_PARALLEL_PUSHES at once per request, so
     // a request split into thousands of tenants does not hold thousands of
     // upstream requests' state at once.
-    // (By index: a closure taking `&Push` would make the future's
+    // (By index: a closure taking `&Outgoing` would make the future's
     // lifetime higher-ranked, which the handler's `Send` bound rejects.)
-    let pushes = &pushes;
+    let outgoing = &outgoing;
     let forwarder = app.forwarder();
-    let outcomes: Vec<_> = futures::stream::iter(0..pushes.len())
-        .map(|i| forwarder.push(&pushes[i]))
+    let outcomes: Vec<_> = futures::stream::iter(0..outgoing.len())
+        .map(|i| {
+            let o = &outgoing[i];
+            forwarder.push(Push {
+                tenant: &o.tenant,
+                body: &o.body,
+                decoded_len: o.decoded_len,
+                mergeable: F::CONCATENATES,
+            })
+        })
         .buffered(MAX_PARALLEL_PUSHES)
         .collect()
         .await;

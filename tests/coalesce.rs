@@ -133,6 +133,52 @@ async fn a_refused_merged_request_is_resent_so_each_sender_hears_its_own_answer(
 }
 
 #[tokio::test]
+async fn a_merged_request_stays_within_max_bytes() {
+    // Each of these one-series batches decodes to 54 bytes: a bound of
+    // 120 bytes holds two of them, never three.
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let upstream = Upstream::start().await;
+    upstream.set("acme", Behaviour::Delay(Duration::from_millis(300)));
+    let cfg = config(dir.path(), &upstream.url(), "  unmapped: drop").replace(
+        "  timeout: 2s\n",
+        "  timeout: 5s\n  coalesce: {window: 3s, max_bytes: 120}\n",
+    );
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    let first = tokio::spawn({
+        let url = o.url("/api/v1/push");
+        async move { push_to(&url, &one("first", "shop-prod", &[])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reqs = ["b", "c", "d", "e"].map(|n| one(n, "shop-prod", &[]));
+    let answers = futures::future::join_all(reqs.iter().map(|r| o.push(r))).await;
+    assert_eq!(first.await.unwrap().0, 204);
+    assert!(answers.iter().all(|a| a.0 == 204), "{answers:?}");
+    let acme: Vec<Received> = upstream
+        .received()
+        .into_iter()
+        .filter(|r| r.tenant == "acme")
+        .collect();
+    let sizes: Vec<usize> = acme.iter().map(|r| r.request.timeseries.len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 5, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n <= 2),
+        "a merge past max_bytes: {sizes:?}"
+    );
+    assert!(
+        sizes.contains(&2),
+        "still merged up to the bound: {sizes:?}"
+    );
+    for r in &acme {
+        let bytes = prost::Message::encoded_len(&r.request);
+        assert!(
+            r.request.timeseries.len() == 1 || bytes <= 120,
+            "{bytes} bytes"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_idle_tenant_is_sent_at_once_whatever_the_window() {
     let (_d, upstream, o) = setup("5s").await;
     let started = Instant::now();

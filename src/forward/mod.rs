@@ -72,12 +72,13 @@ pub enum ForwardError {
     Credentials(#[from] CredentialError),
 }
 
-/// One tenant's request, as the forwarder sends it.
-#[derive(Debug, Clone)]
-pub struct Push {
-    pub tenant: TenantId,
+/// One tenant's request, as the forwarder sends it: borrowed from what the
+/// pipeline produced, so handing it over copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Push<'a> {
+    pub tenant: &'a TenantId,
     /// The snappy-compressed request.
-    pub body: Bytes,
+    pub body: &'a Bytes,
     /// Bytes `body` decompresses to.
     pub decoded_len: usize,
     /// Whether this body may be merged with other pushes' bodies for the
@@ -130,10 +131,10 @@ impl Forwarder {
     /// Sends `push`, merged with other pushes' batches for the same tenant
     /// when coalescing is on and the upstream is busy with that tenant.
     /// Never fails: every way it can end is an [`Upstream`].
-    pub async fn push(&self, push: &Push) -> Upstream {
+    pub async fn push(&self, push: Push<'_>) -> Upstream {
         match &self.inner.coalesce {
             Some(lanes) if push.mergeable => lanes.push(self, push).await,
-            _ => self.send(&push.tenant, push.body.clone(), 1).await,
+            _ => self.send(push.tenant, push.body.clone(), 1).await,
         }
     }
 
