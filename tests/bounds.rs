@@ -589,14 +589,7 @@ async fn silent_connections_give_way_at_the_connection_limit() {
     // A sender that pushes still gets in, and keeps its connection.
     let client = client();
     for _ in 0..5 {
-        let r = client
-            .post(o.url("/api/v1/push"))
-            .header("Content-Encoding", "snappy")
-            .body(orgsplit::testing::compress(&two_tenants()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        assert_eq!(push_on(&client, &o).await, 204);
     }
     let page = o.metrics().await;
     assert_eq!(metric(&page, "orgsplit_connections_refused_total"), 0.0);
@@ -671,14 +664,7 @@ async fn at_the_connection_limit_new_connections_are_refused_when_all_speak() {
     // Two clients push and keep their connections open.
     let (a, b) = (client(), client());
     for c in [&a, &b] {
-        let r = c
-            .post(o.url("/api/v1/push"))
-            .header("Content-Encoding", "snappy")
-            .body(orgsplit::testing::compress(&two_tenants()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        assert_eq!(push_on(c, &o).await, 204);
     }
     // Neither is silent, so a third is closed as it is accepted.
     let third = client().get(o.url("/readyz")).send().await;
@@ -696,4 +682,17 @@ async fn at_the_connection_limit_new_connections_are_refused_when_all_speak() {
         metric(&page, "orgsplit_connections_refused_total") >= 1.0,
         "{page}"
     );
+}
+
+/// Pushes `two_tenants()` on `client`'s own connection; the status.
+async fn push_on(client: &reqwest::Client, o: &Orgsplit) -> u16 {
+    client
+        .post(o.url("/api/v1/push"))
+        .header("Content-Encoding", "snappy")
+        .body(orgsplit::testing::compress(&two_tenants()))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }

@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use orgsplit::wire::pb;
 
-/// An orgsplit with a long coalescing window (so merging does not depend on
-/// timing), in front of a fresh recording upstream.
-async fn setup(window: &str) -> (tempfile::TempDir, Upstream, Orgsplit) {
+/// An orgsplit with `upstream.coalesce` set to `coalesce` (a YAML flow map;
+/// tests use long windows so merging does not depend on timing), in front
+/// of a fresh recording upstream.
+async fn setup(coalesce: &str) -> (tempfile::TempDir, Upstream, Orgsplit) {
     let dir = tempfile::tempdir().unwrap();
     write_table(dir.path(), TABLE);
     let upstream = Upstream::start().await;
     let cfg = config(dir.path(), &upstream.url(), "  unmapped: drop").replace(
         "  timeout: 2s\n",
-        &format!("  timeout: 5s\n  coalesce: {{window: {window}}}\n"),
+        &format!("  timeout: 5s\n  coalesce: {coalesce}\n"),
     );
     let orgsplit = Orgsplit::start(dir.path(), &cfg).await;
     (dir, upstream, orgsplit)
@@ -40,18 +41,9 @@ fn names(received: &Received) -> Vec<String> {
     n
 }
 
-async fn metrics(o: &Orgsplit) -> String {
-    reqwest::get(o.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn concurrent_pushes_for_a_busy_tenant_travel_in_one_request() {
-    let (_d, upstream, o) = setup("3s").await;
+    let (_d, upstream, o) = setup("{window: 3s}").await;
     upstream.set("acme", Behaviour::Delay(Duration::from_millis(400)));
     // The first push finds acme idle and goes out at once ...
     let first = tokio::spawn({
@@ -88,7 +80,7 @@ async fn concurrent_pushes_for_a_busy_tenant_travel_in_one_request() {
     let globex: Vec<&Received> = received.iter().filter(|r| r.tenant == "globex").collect();
     assert_eq!(globex.len(), 1);
     assert_eq!(names(globex[0]), ["g"], "lanes never mix tenants");
-    let page = metrics(&o).await;
+    let page = o.metrics().await;
     assert_eq!(
         metric(&page, "orgsplit_upstream_coalesced_batches_total"),
         3.0
@@ -98,7 +90,7 @@ async fn concurrent_pushes_for_a_busy_tenant_travel_in_one_request() {
 
 #[tokio::test]
 async fn a_refused_merged_request_is_resent_so_each_sender_hears_its_own_answer() {
-    let (_d, upstream, o) = setup("3s").await;
+    let (_d, upstream, o) = setup("{window: 3s}").await;
     upstream.set(
         "acme",
         Behaviour::Poison("poison", Duration::from_millis(300)),
@@ -128,7 +120,7 @@ async fn a_refused_merged_request_is_resent_so_each_sender_hears_its_own_answer(
         .collect();
     assert!(acme.contains(&vec!["good".to_string()]), "{acme:?}");
     assert!(!acme.iter().flatten().any(|n| n == "bad"));
-    let page = metrics(&o).await;
+    let page = o.metrics().await;
     assert_eq!(metric(&page, "orgsplit_forwarded_series_total"), 2.0);
 }
 
@@ -136,15 +128,8 @@ async fn a_refused_merged_request_is_resent_so_each_sender_hears_its_own_answer(
 async fn a_merged_request_stays_within_max_bytes() {
     // Each of these one-series batches decodes to 54 bytes: a bound of
     // 120 bytes holds two of them, never three.
-    let dir = tempfile::tempdir().unwrap();
-    write_table(dir.path(), TABLE);
-    let upstream = Upstream::start().await;
+    let (_d, upstream, o) = setup("{window: 3s, max_bytes: 120}").await;
     upstream.set("acme", Behaviour::Delay(Duration::from_millis(300)));
-    let cfg = config(dir.path(), &upstream.url(), "  unmapped: drop").replace(
-        "  timeout: 2s\n",
-        "  timeout: 5s\n  coalesce: {window: 3s, max_bytes: 120}\n",
-    );
-    let o = Orgsplit::start(dir.path(), &cfg).await;
     let first = tokio::spawn({
         let url = o.url("/api/v1/push");
         async move { push_to(&url, &one("first", "shop-prod", &[])).await }
@@ -180,7 +165,7 @@ async fn a_merged_request_stays_within_max_bytes() {
 
 #[tokio::test]
 async fn an_idle_tenant_is_sent_at_once_whatever_the_window() {
-    let (_d, upstream, o) = setup("5s").await;
+    let (_d, upstream, o) = setup("{window: 5s}").await;
     let started = Instant::now();
     let (status, _, body) = o.push(&one("alone", "shop-prod", &[])).await;
     assert_eq!(status, 204, "{body}");
@@ -194,15 +179,8 @@ async fn an_idle_tenant_is_sent_at_once_whatever_the_window() {
 
 #[tokio::test]
 async fn with_coalescing_off_every_push_is_its_own_request() {
-    let dir = tempfile::tempdir().unwrap();
-    write_table(dir.path(), TABLE);
-    let upstream = Upstream::start().await;
+    let (_d, upstream, o) = setup("{enabled: false}").await;
     upstream.set("acme", Behaviour::Delay(Duration::from_millis(200)));
-    let cfg = config(dir.path(), &upstream.url(), "  unmapped: drop").replace(
-        "  timeout: 2s\n",
-        "  timeout: 5s\n  coalesce: {enabled: false}\n",
-    );
-    let o = Orgsplit::start(dir.path(), &cfg).await;
     let reqs = ["a", "b", "c"].map(|n| one(n, "shop-prod", &[]));
     let (a, b, c) = tokio::join!(o.push(&reqs[0]), o.push(&reqs[1]), o.push(&reqs[2]));
     assert_eq!([a.0, b.0, c.0], [204, 204, 204]);
