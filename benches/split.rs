@@ -16,6 +16,7 @@ use orgsplit::formats::rw1::Rw1;
 use orgsplit::pipeline::Pipeline;
 use orgsplit::route::{reference, FamilyIndex, Router};
 use orgsplit::table::Snapshot;
+use orgsplit::tenant::Allowance;
 use orgsplit::testing::{self, Shape};
 use orgsplit::wire::pb;
 use prost::Message;
@@ -224,7 +225,14 @@ fn stages(c: &mut Criterion) {
     group.bench_function("route", |b| {
         b.iter(|| {
             let split = router
-                .split_with(&Rw1, black_box(&k.decoded), &k.table, &families, &pool)
+                .split_with(
+                    &Rw1,
+                    black_box(&k.decoded),
+                    &k.table,
+                    &families,
+                    &pool,
+                    &Allowance::Any,
+                )
                 .unwrap();
             for batch in split.batches {
                 pool.give(batch.body);

@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, Limits, ServerTls};
+use crate::auth::Authenticator;
+use crate::config::{Config, Limits, Mode, ServerTls};
 use crate::formats::rw1::Rw1;
 use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
@@ -27,6 +28,10 @@ use crate::table::OrgTable;
 /// Everything a request handler needs, shared by all requests.
 pub struct App {
     rw1: Pipeline<Rw1>,
+    /// Who is sending, and what it may write.
+    auth: Authenticator,
+    /// `routing.mode`: principal mode sends pushes whole.
+    mode: Mode,
     /// Request bodies, decoded bodies, batches and compressed bodies.
     pool: Arc<BufferPool>,
     table: OrgTable,
@@ -55,6 +60,8 @@ pub enum ServerError {
     Forward(#[from] ForwardError),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 impl App {
@@ -63,7 +70,16 @@ impl App {
     /// inside the runtime.
     pub fn new(config: &Config, table: OrgTable, metrics: Metrics) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
-        let router = Router::new(&config.routing, limits.wire()).with_signals(metrics.route());
+        let router = Router::new(&config.routing, limits.wire())
+            .with_signals(metrics.route())
+            .with_outside_allowance(config.auth.outside_allowance);
+        let auth = Authenticator::new(&config.auth, metrics.auth()).map_err(ServerError::Auth)?;
+        auth.follow();
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| tls_acceptor(tls, &auth))
+            .transpose()?;
         // Names are metric names and tenant IDs: 80 bytes a pair on
         // average is generous for real ones and bounds made-up ones.
         let families = FamilyIndex::new(
@@ -79,6 +95,8 @@ impl App {
                 pool.clone(),
                 limits.max_decoded_bytes,
             ),
+            auth,
+            mode: config.routing.mode,
             pool,
             table,
             forwarder: Forwarder::new(&config.upstream, metrics.upstream())?,
@@ -93,13 +111,22 @@ impl App {
             // In-flight pushes end within upstream.timeout (plus the time to
             // read and split the request, and a coalescing window).
             drain_timeout: config.upstream.timeout + Duration::from_secs(5),
-            tls: config.tls.as_ref().map(tls_acceptor).transpose()?,
+            tls,
         })
     }
 
     /// The remote write 1.0 pipeline.
     pub(crate) fn rw1(&self) -> &Pipeline<Rw1> {
         &self.rw1
+    }
+
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// Whether pushes go whole to the sender's own tenant.
+    pub(crate) fn principal_mode(&self) -> bool {
+        self.mode == Mode::Principal
     }
 
     pub(crate) fn pool(&self) -> &Arc<BufferPool> {
@@ -176,7 +203,7 @@ impl App {
     }
 }
 
-fn tls_acceptor(tls: &ServerTls) -> Result<TlsAcceptor, ServerError> {
+fn tls_acceptor(tls: &ServerTls, auth: &Authenticator) -> Result<TlsAcceptor, ServerError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
@@ -194,7 +221,10 @@ fn tls_acceptor(tls: &ServerTls) -> Result<TlsAcceptor, ServerError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(match auth.client_ca() {
+            Some(ca) => ca.handshake_verifier(),
+            None => rustls::server::WebPkiClientVerifier::no_client_auth(),
+        })
         .with_single_cert(certs, key)
         .map_err(|e| ServerError::Tls(format!("{}: {e}", Path::new(&tls.key_file).display())))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -31,6 +31,8 @@ pub struct Config {
     /// TLS for the listener(s); plain HTTP when unset.
     pub tls: Option<ServerTls>,
     pub upstream: Upstream,
+    /// Who may send, and which organizations each sender may write.
+    pub auth: Auth,
     pub routing: Routing,
     pub lookup: Lookup,
     pub limits: Limits,
@@ -46,6 +48,7 @@ impl Default for Config {
             metrics_listen: None,
             tls: None,
             upstream: Upstream::default(),
+            auth: Auth::default(),
             routing: Routing::default(),
             lookup: Lookup::default(),
             limits: Limits::default(),
@@ -179,6 +182,135 @@ impl Default for Upstream {
     }
 }
 
+/// Authentication of senders: any combination of the modes below. A
+/// request is tried against the credential it carries (a bearer token, a
+/// basic-auth user, a client certificate); one with none is anonymous.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub anonymous: Anonymous,
+    pub jwt: Option<Jwt>,
+    pub basic: Option<BasicUsers>,
+    pub mtls: Option<Mtls>,
+    /// What happens to series of organizations a sender may not write:
+    /// `reject` the request (403, nothing forwarded) or `drop` them (counted).
+    pub outside_allowance: OutsideAllowance,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            anonymous: Anonymous::default(),
+            jwt: None,
+            basic: None,
+            mtls: None,
+            outside_allowance: OutsideAllowance::Reject,
+        }
+    }
+}
+
+/// Requests that carry no credential.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Anonymous {
+    /// Whether they are served at all (401 otherwise).
+    pub enabled: bool,
+    /// The organizations they may write: `*`, tenant IDs, or prefixes
+    /// ending in `*`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowance: Vec<String>,
+}
+
+impl Default for Anonymous {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowance: vec!["*".into()],
+        }
+    }
+}
+
+/// Bearer JSON Web Tokens: HS256 with a shared secret (cortex-gateway),
+/// RS256 / ES256 with public keys (Opstrace).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jwt {
+    /// File holding the HS256 secret (surrounding whitespace is trimmed).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// Directory of PEM public keys (SubjectPublicKeyInfo, RSA or P-256);
+    /// a key's `kid` is the hex SHA-1 of its trimmed PEM text.
+    pub trust_store: Option<PathBuf>,
+    /// A JWKS file (`{"keys": [...]}`); keys are found by their `kid`.
+    pub jwks_file: Option<PathBuf>,
+    /// PEM public key for RS256 / ES256 tokens that carry no `kid`.
+    pub fallback_key: Option<PathBuf>,
+    /// Accepted `aud` values; when set, a token must name one of them.
+    #[serde(deserialize_with = "string_or_list")]
+    pub audience: Vec<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Refuse tokens without `exp` (cortex-gateway tokens often have none).
+    pub require_expiry: bool,
+    /// Claim holding a list of organizations (or prefixes ending in `*`);
+    /// tried before `tenant_id` and `sub` (`tenant-<name>`).
+    pub organizations_claim: String,
+    /// Longest token accepted, in bytes.
+    pub max_token_bytes: usize,
+}
+
+impl Default for Jwt {
+    fn default() -> Self {
+        Self {
+            hs256_secret_file: None,
+            trust_store: None,
+            jwks_file: None,
+            fallback_key: None,
+            audience: Vec::new(),
+            issuer: None,
+            leeway: Duration::from_secs(30),
+            require_expiry: false,
+            organizations_claim: "organizations".into(),
+            max_token_bytes: 8 << 10,
+        }
+    }
+}
+
+/// HTTP basic auth against a users file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicUsers {
+    /// YAML: `name: {password_hash: <argon2 or bcrypt>, allowance: [...]}`,
+    /// re-read when it changes.
+    pub users_file: PathBuf,
+}
+
+/// Client certificates on the TLS listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mtls {
+    /// CA bundle (PEM) that client certificates must chain to.
+    pub client_ca_file: PathBuf,
+    /// Certificate name (a DNS, URI or email SAN, or the subject CN) →
+    /// allowance. A certificate none of whose names is listed is refused.
+    #[serde(default)]
+    pub principals: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// What happens to series of organizations outside a sender's allowance.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutsideAllowance {
+    /// 403 naming the organization; nothing of the request is forwarded.
+    #[default]
+    Reject,
+    /// Drop those series and count them
+    /// (`orgsplit_series_dropped_total{reason="forbidden"}`).
+    Drop,
+}
+
 /// How a series' tenant is found.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -188,6 +320,9 @@ pub enum Mode {
     Namespace,
     /// Tenant = value of a label (cortex-tenant compatible).
     Label,
+    /// The whole push goes, unsplit, to the one organization the sender's
+    /// credential is bound to (cortex-gateway / Opstrace style).
+    Principal,
 }
 
 /// What happens to a series that resolves to no tenant.
@@ -420,8 +555,8 @@ fn load_message(e: &figment::Error) -> String {
 }
 
 /// Sections whose keys an `ORGSPLIT_<SECTION>_<KEY>` variable can set.
-const SECTIONS: [&str; 8] = [
-    "upstream", "routing", "lookup", "limits", "log", "shutdown", "metrics", "tls",
+const SECTIONS: [&str; 9] = [
+    "upstream", "routing", "lookup", "limits", "log", "shutdown", "metrics", "tls", "auth",
 ];
 
 /// Variables that are read by the CLI, not by the config.
@@ -438,6 +573,10 @@ fn env_key(key: &str) -> Option<String> {
         "upstream_tls",
         "upstream_basic_auth",
         "upstream_coalesce",
+        "auth_anonymous",
+        "auth_jwt",
+        "auth_basic",
+        "auth_mtls",
     ] {
         if let Some(rest) = key.strip_prefix(nested).and_then(|r| r.strip_prefix('_')) {
             return Some(format!("{}.{rest}", nested.replacen('_', ".", 1)));
@@ -593,6 +732,9 @@ impl Config {
         if t.cert_file.is_some() != t.key_file.is_some() {
             return bad("upstream.tls.cert_file and upstream.tls.key_file go together".into());
         }
+        self.auth
+            .validate(self.tls.is_some())
+            .map_err(ConfigError::Invalid)?;
         if self.upstream.basic_auth.is_some() && self.upstream.bearer_token_file.is_some() {
             return bad(
                 "set only one of upstream.basic_auth and upstream.bearer_token_file".into(),
@@ -604,6 +746,57 @@ impl Config {
     /// The effective configuration as YAML, for `check-config`.
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+impl Auth {
+    fn validate(&self, tls: bool) -> Result<(), String> {
+        use crate::tenant::Allowance;
+        let allowance = |what: &str, entries: &[String]| {
+            Allowance::parse(entries)
+                .map(drop)
+                .map_err(|e| format!("{what}: {e}"))
+        };
+        allowance("auth.anonymous.allowance", &self.anonymous.allowance)?;
+        if !self.anonymous.enabled
+            && self.jwt.is_none()
+            && self.basic.is_none()
+            && self.mtls.is_none()
+        {
+            return Err(
+                "auth: anonymous is disabled and no other mode is configured \
+                        (set auth.jwt, auth.basic or auth.mtls)"
+                    .into(),
+            );
+        }
+        if let Some(j) = &self.jwt {
+            if j.hs256_secret_file.is_none()
+                && j.trust_store.is_none()
+                && j.jwks_file.is_none()
+                && j.fallback_key.is_none()
+            {
+                return Err("auth.jwt needs a key: hs256_secret_file, trust_store, \
+                            jwks_file or fallback_key"
+                    .into());
+            }
+            if j.max_token_bytes == 0 {
+                return Err("auth.jwt.max_token_bytes must be > 0".into());
+            }
+            if j.organizations_claim.is_empty() {
+                return Err("auth.jwt.organizations_claim must not be empty".into());
+            }
+        }
+        if let Some(m) = &self.mtls {
+            if !tls {
+                return Err(
+                    "auth.mtls needs the TLS listener: set tls.cert_file and tls.key_file".into(),
+                );
+            }
+            for (name, entries) in &m.principals {
+                allowance(&format!("auth.mtls.principals.{name}"), entries)?;
+            }
+        }
+        Ok(())
     }
 }
 

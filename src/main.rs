@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use orgsplit::cli::keys;
 use orgsplit::config::{Config, Overrides};
 
 #[derive(Parser)]
@@ -41,10 +42,26 @@ enum Command {
         /// The capture file, or `-` for standard input.
         capture: PathBuf,
     },
+    /// Key pairs for signing tokens (create, id, public).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Tokens for senders (create, inspect).
+    #[command(subcommand)]
+    Token(keys::TokenCommand),
+    /// Basic-auth users (hash a password).
+    #[command(subcommand)]
+    Users(keys::UsersCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The credential commands need no config.
+    let command = match cli.command.unwrap_or(Command::Run) {
+        Command::Keys(c) => return keys::keys(c),
+        Command::Token(c) => return keys::tokens(c),
+        Command::Users(c) => return keys::users(c),
+        other => other,
+    };
     let overrides = Overrides {
         listen: cli.listen,
         upstream_url: cli.upstream_url.clone(),
@@ -57,7 +74,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
+        Command::Keys(_) | Command::Token(_) | Command::Users(_) => unreachable!(),
         Command::CheckConfig => orgsplit::cli::check_config(&config),
         Command::Inspect { capture } => orgsplit::cli::inspect(&config, &capture),
         Command::Run => orgsplit::cli::run(config),

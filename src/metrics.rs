@@ -30,7 +30,8 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::signals::{
-    Counts, RouteSignals, SplitCounts, TableSignals, Unmapped, UpstreamSignals, UPSTREAM_CLASSES,
+    AuthSignals, Counts, RouteSignals, SplitCounts, TableSignals, Unmapped, UpstreamSignals,
+    AUTH_MODES, AUTH_REASONS, UPSTREAM_CLASSES,
 };
 
 /// Most distinct `tenant` label values of the per-tenant counters; the
@@ -50,6 +51,8 @@ struct Inner {
     forwarded: CountHandles,
     defaulted: [Counter; 3],
     dropped: [Counter; 3],
+    /// Series outside the sender's allowance (`auth.outside_allowance: drop`).
+    forbidden: Counter,
     dropped_samples: Counter,
     metadata_dropped: Counter,
     metadata_defaulted: Counter,
@@ -69,6 +72,7 @@ struct Inner {
     table: TableSignals,
     route: RouteSignals,
     upstream: UpstreamSignals,
+    auth: AuthSignals,
 }
 
 /// One counter per field of [`Counts`].
@@ -143,7 +147,7 @@ impl Metrics {
         );
         let dropped = by_reason(
             "orgsplit_series_dropped_total",
-            "Series dropped by the unmapped policy, by reason.",
+            "Series dropped, by reason: the unmapped policy's reasons, or forbidden (outside the sender's allowance).",
         );
         r.describe_counter(
             "orgsplit_requests_total",
@@ -202,14 +206,37 @@ impl Metrics {
                 "Label-mode tenant values that are not valid tenant IDs.",
             ),
         };
+        r.describe_counter(
+            "orgsplit_auth_failures_total",
+            "Requests refused with 401, by authentication mode and reason.",
+        );
+        let auth = AuthSignals {
+            failures: AUTH_MODES
+                .iter()
+                .flat_map(|mode| {
+                    AUTH_REASONS.iter().map(|reason| {
+                        r.labelled_counter_2(
+                            "orgsplit_auth_failures_total",
+                            ("mode", mode),
+                            ("reason", reason),
+                        )
+                    })
+                })
+                .collect(),
+            reload_errors: r.counter(
+                "orgsplit_auth_reload_errors_total",
+                "Key, secret or users files that changed but could not be loaded (the last good version stays).",
+            ),
+        };
         let inner = Inner {
             received,
             forwarded,
             defaulted,
+            forbidden: r.labelled_counter("orgsplit_series_dropped_total", "reason", "forbidden"),
             dropped,
             dropped_samples: r.counter(
                 "orgsplit_samples_dropped_total",
-                "Samples in series dropped by the unmapped policy.",
+                "Samples in dropped series (by the unmapped policy, or outside the sender's allowance).",
             ),
             metadata_dropped: r.counter(
                 "orgsplit_metadata_dropped_total",
@@ -251,6 +278,7 @@ impl Metrics {
             table,
             route,
             upstream,
+            auth,
             recorder,
             handle,
         };
@@ -280,6 +308,11 @@ impl Metrics {
         self.inner.route.clone()
     }
 
+    /// Handles for authentication.
+    pub fn auth(&self) -> AuthSignals {
+        self.inner.auth.clone()
+    }
+
     /// Handles for the forwarder.
     pub fn upstream(&self) -> UpstreamSignals {
         self.inner.upstream.clone()
@@ -299,6 +332,8 @@ impl Metrics {
             }
         }
         m.dropped_samples.increment(stats.dropped_samples);
+        m.forbidden.increment(stats.forbidden);
+        m.dropped_samples.increment(stats.forbidden_samples);
         m.metadata_dropped.increment(stats.metadata_dropped);
         m.metadata_defaulted.increment(stats.metadata_defaulted);
     }
@@ -435,6 +470,17 @@ impl Reg<'_> {
     fn labelled_counter(&self, name: &str, label: &'static str, value: &str) -> Counter {
         let key = Key::from_parts(name.to_owned(), vec![Label::new(label, value.to_owned())]);
         self.0.register_counter(&key, &METADATA)
+    }
+
+    fn labelled_counter_2(
+        &self,
+        name: &str,
+        (l1, v1): (&'static str, &str),
+        (l2, v2): (&'static str, &str),
+    ) -> Counter {
+        let labels = vec![Label::new(l1, v1.to_owned()), Label::new(l2, v2.to_owned())];
+        self.0
+            .register_counter(&Key::from_parts(name.to_owned(), labels), &METADATA)
     }
 
     fn gauge(&self, name: &str, help: &str) -> Gauge {

@@ -23,7 +23,7 @@ use crate::pool::{BufferPool, Pooled};
 use crate::route::{Batch, FamilyIndex, RouteError, Router, Split, SplitCounts};
 use crate::signals::Counts;
 use crate::table::Snapshot;
-use crate::tenant::TenantId;
+use crate::tenant::{Allowance, TenantId};
 
 /// The CPU path of one format: its router, the metric-family index that
 /// routes metadata, and the buffer pool.
@@ -69,17 +69,24 @@ impl<F: Format> Pipeline<F> {
     }
 
     /// The second phase: decompress `compressed` (declaring `size` bytes, as
-    /// [`Pipeline::measure`] said), split it, compress each tenant's request.
+    /// [`Pipeline::measure`] said), split it into the organizations
+    /// `allowance` admits, compress each tenant's request.
     pub fn run(
         &self,
         compressed: &[u8],
         size: usize,
         table: &Snapshot,
+        allowance: &Allowance,
     ) -> Result<Output, ProcessError> {
         let decoded = decompress(compressed, size, &self.pool)?;
-        let Split { batches, stats } =
-            self.router
-                .split_with(&self.format, &decoded, table, &self.families, &self.pool)?;
+        let Split { batches, stats } = self.router.split_with(
+            &self.format,
+            &decoded,
+            table,
+            &self.families,
+            &self.pool,
+            allowance,
+        )?;
         drop(decoded);
         Ok(Output {
             outgoing: compress(batches, &self.pool),
@@ -91,7 +98,33 @@ impl<F: Format> Pipeline<F> {
     /// fuzzers, `inspect`).
     pub fn process(&self, compressed: &[u8], table: &Snapshot) -> Result<Output, ProcessError> {
         let size = self.measure(compressed)?;
-        self.run(compressed, size, table)
+        self.run(compressed, size, table, &Allowance::Any)
+    }
+
+    /// The second phase for a push that goes whole to one tenant
+    /// (`routing.mode: principal`): decompress and walk it (so a malformed
+    /// or oversized request is refused like any other, and what it holds is
+    /// counted), then send the sender's own compressed body unchanged.
+    pub fn whole(
+        &self,
+        compressed: Bytes,
+        size: usize,
+        tenant: &TenantId,
+    ) -> Result<Output, ProcessError> {
+        let decoded = decompress(&compressed, size, &self.pool)?;
+        let stats = self.router.tally(&self.format, &decoded)?;
+        let decoded_len = decoded.len();
+        drop(decoded);
+        Ok(Output {
+            outgoing: vec![Outgoing {
+                tenant: tenant.clone(),
+                held: compressed.len(),
+                body: compressed,
+                decoded_len,
+                counts: stats.received,
+            }],
+            stats,
+        })
     }
 
     pub fn router(&self) -> &Router {

@@ -1,11 +1,14 @@
 //! `POST /api/v1/push`: receive → admit → decode → route → forward → answer.
 //!
 //! ```text
-//!  headers ─► ready? (503) ─► encoding (415) ─► Content-Length (413)
+//!  headers ─► authenticate (401) ─► principal mode: one organization? (403)
+//!          ─► ready? (503) ─► encoding (415) ─► Content-Length (413)
 //!  body frames ─► charged to the byte budget as they arrive (503 when full),
 //!                 within limits.body_timeout (503), at most max_body_bytes (413)
 //!  ─► request slot (503) ─► declared decoded size (413) ─► budget for 3× it (503)
-//!  ─► pipeline::run on a blocking thread: decompress (400) → split (400/413) → compress
+//!  ─► pipeline::run on a blocking thread: decompress (400) → split (400/413)
+//!       → authorize each organization against the principal's allowance (403) → compress
+//!     (principal mode: pipeline::whole checks and counts, the body goes as it came)
 //!  ─► forward::Forwarder::push × tenants ─► answer::combine ─► status to the sender
 //! ```
 //!
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -31,6 +34,7 @@ use hyper::body::Body as _;
 
 use crate::answer::{self, Answer};
 use crate::app::App;
+use crate::auth::{PeerCert, Principal};
 use crate::formats::Format;
 use crate::forward::Push;
 use crate::limits::Charge;
@@ -45,18 +49,48 @@ use crate::wire::{Item, WireError};
 const BLOCKING_BYTES: usize = 32 << 10;
 
 /// The push handler.
-pub async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn push(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<Arc<PeerCert>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     // A guard, so the gauge is right even when the sender hangs up and the
     // handler is dropped mid-way.
     let _inflight = app.metrics().inflight();
-    let answer = match handle(&app, &headers, body).await {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let peer = peer.as_ref().map(|Extension(p)| &**p);
+    let principal = match app.auth().authenticate(authorization, peer).await {
+        Ok(p) => p,
+        Err(_) => {
+            app.metrics().rejected("unauthorized");
+            app.metrics().answered(401, started.elapsed());
+            return unauthorized(&app);
+        }
+    };
+    let answer = match handle(&app, &principal, &headers, body).await {
         Ok(answer) => answer,
         Err(refusal) => refusal.answer(&app),
     };
     app.metrics()
         .answered(answer.status.as_u16(), started.elapsed());
     respond(answer)
+}
+
+/// 401, with a challenge per configured mode; the reason stays in the log
+/// and `orgsplit_auth_failures_total`.
+pub(crate) fn unauthorized(app: &App) -> Response {
+    let mut response = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+    for challenge in app.auth().challenges() {
+        response.headers_mut().append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    response
 }
 
 fn respond(answer: Answer) -> Response {
@@ -131,8 +165,23 @@ fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) 
     }
 }
 
-async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Result<Answer, Refusal> {
+async fn handle(
+    app: &Arc<App>,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Answer, Refusal> {
     let limits = app.limits();
+    if app.principal_mode() && principal.allowance.single().is_none() {
+        return Err(reject(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "routing.mode is principal, but the credential of {:?} is not bound to exactly one organization (it allows {})",
+                &*principal.name, principal.allowance
+            ),
+        ));
+    }
     if !app.table().is_synced() {
         // Routing now would send every series to the unmapped policy.
         return Err(reject(
@@ -185,13 +234,14 @@ async fn handle(app: &Arc<App>, headers: &HeaderMap, body: Body) -> Result<Answe
     let Some(_request_permit) = app.request_slot() else {
         return Err(Refusal::Overloaded("requests"));
     };
-    forward(app, App::rw1, compressed, charge).await
+    forward(app, principal, App::rw1, compressed, charge).await
 }
 
 /// Runs `pipeline` on a received body and forwards what it produced: the
 /// part of a push that is the same for every format.
 async fn forward<F: Format + 'static>(
     app: &Arc<App>,
+    principal: &Principal,
     pipeline: fn(&App) -> &Pipeline<F>,
     compressed: Bytes,
     mut charge: Charge,
@@ -205,7 +255,7 @@ async fn forward<F: Format + 'static>(
     }
 
     let splitting = app.forwarder().splitting();
-    let Output { outgoing, stats } = match split(app, pipeline, compressed, size).await {
+    let Output { outgoing, stats } = match split(app, principal, pipeline, compressed, size).await {
         Ok(done) => done,
         Err(ProcessError::Decode(e)) => return Err(decode_error(e)),
         Err(ProcessError::Route(e)) => return Err(route_error(e)),
@@ -329,22 +379,34 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
     Ok(received.into_bytes())
 }
 
-/// Runs the CPU part of the push, on a blocking thread when it is large.
+/// Runs the CPU part of the push, on a blocking thread when it is large:
+/// split into the principal's organizations, or (principal mode) checked
+/// and sent whole to its one tenant.
 async fn split<F: Format + 'static>(
     app: &Arc<App>,
+    principal: &Principal,
     pipeline: fn(&App) -> &Pipeline<F>,
     compressed: Bytes,
     size: usize,
 ) -> Result<Output, ProcessError> {
     let table = app.table().snapshot();
+    let whole = app
+        .principal_mode()
+        .then(|| principal.allowance.single().cloned())
+        .flatten();
+    let allowance = principal.allowance.clone();
+    let run = move |app: &App| match &whole {
+        Some(tenant) => pipeline(app).whole(compressed, size, tenant),
+        None => pipeline(app).run(&compressed, size, &table, &allowance),
+    };
     if size < BLOCKING_BYTES {
-        return pipeline(app).run(&compressed, size, &table);
+        return run(app);
     }
     // At most as many splits at once as there are cores: the rest wait here
     // (holding their admitted budget) instead of crowding the blocking pool.
     let _cpu = app.core().await;
     let app = app.clone();
-    match tokio::task::spawn_blocking(move || pipeline(&app).run(&compressed, size, &table)).await {
+    match tokio::task::spawn_blocking(move || run(&app)).await {
         Ok(result) => result,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
@@ -405,6 +467,7 @@ fn route_error(e: RouteError) -> Refusal {
         RouteError::Wire(_) => (StatusCode::BAD_REQUEST, "malformed"),
         RouteError::Rejected { .. } => (StatusCode::BAD_REQUEST, "unmapped"),
         RouteError::TooManyTenants(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_tenants"),
+        RouteError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
     };
     reject(status, reason, e.to_string())
 }

@@ -19,12 +19,12 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::config::{Mode, Routing, UnmappedPolicy};
+use crate::config::{Mode, OutsideAllowance, Routing, UnmappedPolicy};
 use crate::formats::{rw1::Rw1, Format, Item};
 use crate::pool::BufferPool;
 use crate::signals::{Counts, RouteSignals};
 use crate::table::{Org, Snapshot};
-use crate::tenant::{self, InvalidTenant, TenantId};
+use crate::tenant::{self, Allowance, InvalidTenant, TenantId};
 use crate::wire::{LabelQuery, Limits, WireError};
 
 pub mod family;
@@ -43,6 +43,8 @@ pub enum RouteError {
     Rejected { series: String, reason: String },
     #[error("request has series of more than {0} tenants (limits.max_tenants_per_request)")]
     TooManyTenants(usize),
+    #[error("series {series} belongs to organization {tenant:?}, which this sender may not write")]
+    Forbidden { tenant: String, series: String },
 }
 
 /// The series and metadata for one tenant, encoded as one request of the
@@ -74,6 +76,8 @@ pub struct Router {
     tenant_prefix: String,
     default_tenant: Option<TenantId>,
     policy: UnmappedPolicy,
+    /// What happens to series of organizations the sender may not write.
+    outside: OutsideAllowance,
     limits: Limits,
     signals: RouteSignals,
     /// Tenants in the last request split, to size the next one's batches
@@ -86,6 +90,9 @@ pub struct Router {
 enum Outcome {
     Group(u32),
     Unmapped(Unmapped),
+    /// An organization outside the sender's allowance, with
+    /// `auth.outside_allowance: drop`.
+    Forbidden,
 }
 
 impl Router {
@@ -95,6 +102,9 @@ impl Router {
         let names = match routing.mode {
             Mode::Namespace => routing.namespace_labels.clone(),
             Mode::Label => vec![routing.tenant_label.clone()],
+            // Principal mode does not route by labels; the names are only
+            // used by `inspect`.
+            Mode::Principal => routing.namespace_labels.clone(),
         };
         let query = LabelQuery::new(&names);
         Self {
@@ -106,6 +116,7 @@ impl Router {
             // `config` validated it; an invalid one would be refused there.
             default_tenant: TenantId::new(&routing.default_tenant).ok(),
             policy: routing.unmapped,
+            outside: OutsideAllowance::Reject,
             limits,
             signals: RouteSignals::default(),
             tenants_hint: Default::default(),
@@ -116,6 +127,13 @@ impl Router {
     /// `signals`.
     pub fn with_signals(mut self, signals: RouteSignals) -> Self {
         self.signals = signals;
+        self
+    }
+
+    /// What happens to series of organizations outside the sender's
+    /// allowance (`auth.outside_allowance`); `reject` unless set.
+    pub fn with_outside_allowance(mut self, outside: OutsideAllowance) -> Self {
+        self.outside = outside;
         self
     }
 
@@ -148,7 +166,7 @@ impl Router {
             .find_map(|name| labels.clone().find(|(n, _)| n == name).map(|(_, v)| v));
         match (key, self.mode) {
             (None, _) => Err(Unmapped::NoLabel),
-            (Some(ns), Mode::Namespace) => match table.get(ns) {
+            (Some(ns), Mode::Namespace | Mode::Principal) => match table.get(ns) {
                 Some(Org::Tenant(t)) => Ok(t.to_string()),
                 Some(Org::Invalid(_)) => Err(Unmapped::InvalidTenant),
                 None => Err(Unmapped::NoOrganization),
@@ -175,11 +193,29 @@ impl Router {
         families: &FamilyIndex,
     ) -> Result<Split, RouteError> {
         static NO_POOL: BufferPool = BufferPool::disabled();
-        self.split_with(&Rw1, body, table, families, &NO_POOL)
+        self.split_with(&Rw1, body, table, families, &NO_POOL, &Allowance::Any)
+    }
+
+    /// Walks a decoded request of `format` without splitting it: checks it
+    /// is well-formed and within the limits, and counts what it holds (a
+    /// push that goes whole to one tenant).
+    pub fn tally<F: Format>(&self, format: &F, body: &[u8]) -> Result<SplitCounts, RouteError> {
+        let mut stats = SplitCounts::default();
+        format.walk(body, &self.query, self.limits, |item| {
+            match item {
+                Item::Series(series) => stats.received.add(&F::counts(&series)),
+                Item::Extra(_) => stats.received.metadata += 1,
+            }
+            Ok::<(), RouteError>(())
+        })?;
+        Ok(stats)
     }
 
     /// Splits a decoded request of `format` into one batch per tenant, with
-    /// batch buffers taken from `pool`.
+    /// batch buffers taken from `pool`, into the organizations `allowance`
+    /// admits only: a series of any other organization (or the default
+    /// tenant) is refused or dropped as `auth.outside_allowance` says, and
+    /// metadata goes only to admitted tenants.
     pub fn split_with<F: Format>(
         &self,
         format: &F,
@@ -187,10 +223,12 @@ impl Router {
         table: &Snapshot,
         families: &FamilyIndex,
         pool: &BufferPool,
+        allowance: &Allowance,
     ) -> Result<Split, RouteError> {
         let mut state = State::<F> {
             pool,
             router: self,
+            allowance,
             table,
             cache: HashMap::new(),
             last: None,
@@ -222,13 +260,20 @@ impl Router {
             state.stats.received.metadata += 1;
             let mut routed = false;
             families.try_for_each_tenant(F::extra_family(&m), &mut scratch, |tenant| {
+                // Metadata carries no organization of its own: it only
+                // follows series, and only into tenants this sender may
+                // write.
+                if !allowance.allows(tenant) {
+                    return Ok(());
+                }
                 let group = state.group_of(tenant)?;
                 state.batches[group as usize].append_extra(&m);
                 routed = true;
                 Ok::<(), RouteError>(())
             })?;
             if !routed {
-                if let Some(default) = &self.default_tenant {
+                if let Some(default) = self.default_tenant.as_ref().filter(|d| allowance.allows(d))
+                {
                     let group = state.group(default)?;
                     state.batches[group as usize].append_extra(&m);
                     state.stats.metadata_defaulted += 1;
@@ -277,6 +322,8 @@ impl<F: Format> Building<F> {
 /// request body's lifetime, `'t` the table snapshot's.
 struct State<'a, 't, F: Format> {
     router: &'t Router,
+    /// The organizations the sender may write.
+    allowance: &'t Allowance,
     pool: &'t BufferPool,
     table: &'t Snapshot,
     /// Key → outcome, so each distinct namespace is resolved once per request.
@@ -314,7 +361,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                     let outcome = match self.cache.get(hit.value) {
                         Some(&o) => o,
                         None => {
-                            let o = self.resolve(hit.value)?;
+                            let o = self.resolve(hit.value, &series)?;
                             self.cache.insert(hit.value, o);
                             o
                         }
@@ -332,10 +379,20 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                 F::append_series(&mut b.state, &mut b.body, &series, without);
                 group
             }
+            Outcome::Forbidden => {
+                self.forbidden(&counts);
+                return Ok(());
+            }
             Outcome::Unmapped(reason) => match self.router.policy {
                 UnmappedPolicy::Default => {
                     let group = match &self.router.default_tenant {
-                        Some(default) => self.group(default)?,
+                        Some(default) => match self.admit(default, &series)? {
+                            Outcome::Group(g) => g,
+                            _ => {
+                                self.forbidden(&counts);
+                                return Ok(());
+                            }
+                        },
                         // `config` requires a default tenant for this policy.
                         None => {
                             return Err(RouteError::Rejected {
@@ -377,11 +434,12 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
     }
 
     /// Resolves a key that is not in the per-request cache.
-    fn resolve(&mut self, key: &'a str) -> Result<Outcome, RouteError> {
+    fn resolve(&mut self, key: &'a str, series: &F::Series<'a>) -> Result<Outcome, RouteError> {
         let table = self.table;
         Ok(match self.router.mode {
-            Mode::Namespace => match table.get(key) {
-                Some(Org::Tenant(t)) => Outcome::Group(self.group(t)?),
+            // (Principal mode sends a request whole, without routing it.)
+            Mode::Namespace | Mode::Principal => match table.get(key) {
+                Some(Org::Tenant(t)) => self.admit(t, series)?,
                 Some(Org::Invalid(_)) => Outcome::Unmapped(Unmapped::InvalidTenant),
                 None => Outcome::Unmapped(Unmapped::NoOrganization),
             },
@@ -392,7 +450,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                     TenantId::new(&format!("{}{key}", self.router.tenant_prefix))
                 };
                 match id {
-                    Ok(tenant) => Outcome::Group(self.group(&tenant)?),
+                    Ok(tenant) => self.admit(&tenant, series)?,
                     Err(e) => {
                         self.router.signals.invalid_tenant.increment(1);
                         log_invalid_tenant_label(key, &e);
@@ -401,6 +459,31 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                 }
             }
         })
+    }
+
+    /// The batch of `tenant` if the sender may write it; otherwise the
+    /// request is refused (`auth.outside_allowance: reject`, naming the
+    /// organization) or its series are dropped ([`Outcome::Forbidden`]).
+    fn admit(&mut self, tenant: &TenantId, series: &F::Series<'_>) -> Result<Outcome, RouteError> {
+        if let Some(&g) = self.by_tenant.get(tenant.as_str()) {
+            return Ok(Outcome::Group(g));
+        }
+        if self.allowance.allows(tenant) {
+            return Ok(Outcome::Group(self.group(tenant)?));
+        }
+        match self.router.outside {
+            OutsideAllowance::Drop => Ok(Outcome::Forbidden),
+            OutsideAllowance::Reject => Err(RouteError::Forbidden {
+                tenant: tenant.to_string(),
+                series: F::describe(series),
+            }),
+        }
+    }
+
+    /// Counts a series dropped for being outside the sender's allowance.
+    fn forbidden(&mut self, counts: &Counts) {
+        self.stats.forbidden += 1;
+        self.stats.forbidden_samples += counts.samples + counts.histograms;
     }
 
     /// [`State::group`] for a tenant known only by name (from the
@@ -461,7 +544,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
     fn explain(&self, reason: Unmapped, key: Option<&str>) -> String {
         match (reason, key) {
             (Unmapped::NoLabel, _) => match self.router.mode {
-                Mode::Namespace => "no namespace label".into(),
+                Mode::Namespace | Mode::Principal => "no namespace label".into(),
                 Mode::Label => "no tenant label".into(),
             },
             (Unmapped::NoOrganization, Some(ns)) => {
@@ -469,7 +552,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
             }
             (Unmapped::InvalidTenant, Some(k)) => {
                 let id = match self.router.mode {
-                    Mode::Namespace => match self.table.get(k) {
+                    Mode::Namespace | Mode::Principal => match self.table.get(k) {
                         Some(Org::Invalid(e)) => return format!("namespace {k:?}: {e}"),
                         _ => k.to_string(),
                     },

@@ -52,8 +52,8 @@ impl Server {
         if let Some(kube) = &config.lookup.kubernetes {
             table::kube::start(kube.clone(), table.clone()).await?;
         }
-        if config.routing.mode == Mode::Label && !table.is_synced() {
-            // Label mode needs no table.
+        if config.routing.mode != Mode::Namespace && !table.is_synced() {
+            // Label and principal modes need no table.
             table.replace(Default::default());
         }
         let app = Arc::new(App::new(config, table.clone(), metrics)?);
@@ -185,6 +185,8 @@ async fn serve(
 /// How connections are accepted and served.
 struct Accept {
     tls: Option<TlsAcceptor>,
+    /// Checks client certificates, when `auth.mtls` is set.
+    client_ca: Option<crate::auth::ClientCa>,
     connections: Arc<Connections>,
     builder: auto::Builder<TokioExecutor>,
     metrics: Metrics,
@@ -214,6 +216,7 @@ impl Accept {
             .keep_alive_timeout(app.limits().header_timeout);
         Self {
             tls: app.tls().cloned(),
+            client_ca: app.auth().client_ca().cloned(),
             connections: connections.clone(),
             builder,
             metrics: app.metrics().clone(),
@@ -271,6 +274,7 @@ async fn accept_loop(
         let builder = accept.builder.clone();
         let watcher = graceful.watcher();
         let tls = accept.tls.clone();
+        let client_ca = accept.client_ca.clone();
         tokio::spawn(async move {
             let flags = slot.flags.clone();
             let serve = async move {
@@ -283,6 +287,18 @@ async fn accept_loop(
                 };
                 match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
                     Ok(Ok(stream)) => {
+                        // The client certificate is checked once per
+                        // connection; each request carries the result.
+                        let peer = client_ca.map(|ca| {
+                            Arc::new(ca.identify(stream.get_ref().1.peer_certificates()))
+                        });
+                        let service =
+                            hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+                                if let Some(peer) = &peer {
+                                    request.extensions_mut().insert(peer.clone());
+                                }
+                                hyper::service::Service::call(&service, request)
+                            });
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();

@@ -83,6 +83,11 @@ pub struct SplitCounts {
     pub dropped: [u64; 3],
     /// Samples (and histogram samples) in the dropped series.
     pub dropped_samples: u64,
+    /// Series of organizations outside the sender's allowance, dropped by
+    /// `auth.outside_allowance: drop`.
+    pub forbidden: u64,
+    /// Samples (and histogram samples) in those series.
+    pub forbidden_samples: u64,
     /// Metadata entries whose family no tenant has series of, with no default tenant.
     pub metadata_dropped: u64,
     /// Metadata entries whose family no tenant has series of (or whose
@@ -147,6 +152,66 @@ impl Default for RouteSignals {
     fn default() -> Self {
         Self {
             invalid_tenant: Counter::noop(),
+        }
+    }
+}
+
+/// Authentication modes, as `orgsplit_auth_failures_total` labels them.
+pub const AUTH_MODES: [&str; 4] = ["anonymous", "jwt", "basic", "mtls"];
+
+/// Every reason an authentication fails, as the same counter labels them.
+pub const AUTH_REASONS: [&str; 19] = [
+    "missing",
+    "scheme",
+    "disabled",
+    "malformed",
+    "too_large",
+    "algorithm",
+    "unknown_key",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "audience",
+    "issuer",
+    "missing_claim",
+    "no_tenant",
+    "bad_tenant",
+    "unknown_user",
+    "bad_password",
+    "untrusted_certificate",
+    "unknown_principal",
+];
+
+/// What authentication reports.
+#[derive(Clone)]
+pub struct AuthSignals {
+    /// One counter per (mode, reason): [`AUTH_MODES`] × [`AUTH_REASONS`].
+    pub failures: std::sync::Arc<[Counter]>,
+    /// Key, secret or users files that changed but could not be loaded.
+    pub reload_errors: Counter,
+}
+
+impl AuthSignals {
+    /// The failure counter of `mode` and `reason` (an unknown pair counts
+    /// as the last reason of the last mode, never panics).
+    pub fn failure(&self, mode: &str, reason: &str) -> &Counter {
+        let m = AUTH_MODES.iter().position(|x| *x == mode);
+        let r = AUTH_REASONS.iter().position(|x| *x == reason);
+        let i = match (m, r) {
+            (Some(m), Some(r)) => m * AUTH_REASONS.len() + r,
+            _ => self.failures.len() - 1,
+        };
+        &self.failures[i]
+    }
+}
+
+impl Default for AuthSignals {
+    fn default() -> Self {
+        Self {
+            failures: (0..AUTH_MODES.len() * AUTH_REASONS.len())
+                .map(|_| Counter::noop())
+                .collect(),
+            reload_errors: Counter::noop(),
         }
     }
 }

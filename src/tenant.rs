@@ -100,6 +100,131 @@ impl std::fmt::Display for TenantId {
     }
 }
 
+/// Which organizations (tenant IDs) a principal may write: any, or a list
+/// of exact IDs and prefixes.
+///
+/// Written in config and token claims as a list of strings: `*` allows
+/// every tenant, an entry ending in `*` allows the tenants that start with
+/// what comes before it (`acme-*`), any other entry is one exact tenant ID.
+/// (Mimir allows `*` inside a tenant ID; an allowance cannot name such a
+/// tenant exactly when the `*` is its last character.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allowance {
+    Any,
+    Only {
+        exact: Box<[TenantId]>,
+        prefixes: Box<[Box<str>]>,
+    },
+}
+
+/// Why an allowance entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("allowance entry {entry:?}: {reason}")]
+pub struct InvalidAllowance {
+    pub entry: String,
+    pub reason: String,
+}
+
+impl Allowance {
+    /// Nothing at all.
+    pub fn none() -> Self {
+        Allowance::Only {
+            exact: Box::new([]),
+            prefixes: Box::new([]),
+        }
+    }
+
+    /// Exactly one tenant.
+    pub fn one(tenant: TenantId) -> Self {
+        Allowance::Only {
+            exact: Box::new([tenant]),
+            prefixes: Box::new([]),
+        }
+    }
+
+    /// Parses a list of entries (see the type's doc).
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, InvalidAllowance> {
+        let mut exact = Vec::new();
+        let mut prefixes = Vec::new();
+        for entry in entries {
+            let entry = entry.as_ref();
+            let bad = |reason: String| InvalidAllowance {
+                entry: entry.to_string(),
+                reason,
+            };
+            if entry == "*" {
+                return Ok(Allowance::Any);
+            }
+            if let Some(prefix) = entry.strip_suffix('*') {
+                // A prefix must itself be made of tenant ID characters.
+                if let Some(c) = prefix.chars().find(|&c| !allowed(c)) {
+                    return Err(bad(format!("contains {c:?}, which Mimir does not allow")));
+                }
+                if prefix.len() >= MAX_TENANT_ID_LEN {
+                    return Err(bad("prefix is longer than any tenant ID".into()));
+                }
+                prefixes.push(prefix.into());
+            } else {
+                exact.push(TenantId::new(entry).map_err(|e| bad(e.to_string()))?);
+            }
+        }
+        exact.sort();
+        exact.dedup();
+        Ok(Allowance::Only {
+            exact: exact.into(),
+            prefixes: prefixes.into(),
+        })
+    }
+
+    /// Whether `tenant` may be written.
+    pub fn allows(&self, tenant: &str) -> bool {
+        match self {
+            Allowance::Any => true,
+            Allowance::Only { exact, prefixes } => {
+                exact.iter().any(|t| t.as_str() == tenant)
+                    || prefixes.iter().any(|p| tenant.starts_with(&**p))
+            }
+        }
+    }
+
+    /// The one tenant this allowance names, when it names exactly one and
+    /// no prefix (what `routing.mode: principal` needs).
+    pub fn single(&self) -> Option<&TenantId> {
+        match self {
+            Allowance::Only { exact, prefixes } if exact.len() == 1 && prefixes.is_empty() => {
+                exact.first()
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Allowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Allowance::Any => f.write_str("*"),
+            Allowance::Only { exact, prefixes } => {
+                let mut first = true;
+                for e in exact
+                    .iter()
+                    .map(|t| t.as_str().to_string())
+                    .chain(prefixes.iter().map(|p| format!("{p}*")))
+                {
+                    if !first {
+                        f.write_str(",")?;
+                    }
+                    first = false;
+                    f.write_str(&e)?;
+                }
+                if first {
+                    f.write_str("(nothing)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')')
 }
@@ -122,5 +247,29 @@ mod tests {
         assert_eq!(validate("."), Err(InvalidTenant::PathSegment));
         assert_eq!(validate(".."), Err(InvalidTenant::PathSegment));
         assert_eq!(validate("__mimir_cluster"), Err(InvalidTenant::Reserved));
+    }
+
+    #[test]
+    fn allowances() {
+        let a = Allowance::parse(&["acme", "shop-*"]).unwrap();
+        assert!(a.allows("acme"));
+        assert!(!a.allows("acme2"));
+        assert!(!a.allows("acm"));
+        assert!(a.allows("shop-prod"));
+        assert!(a.allows("shop-"));
+        assert!(!a.allows("shop"));
+        assert_eq!(a.single(), None);
+        assert_eq!(a.to_string(), "acme,shop-*");
+        let one = Allowance::parse(&["acme"]).unwrap();
+        assert_eq!(one.single().map(|t| t.as_str()), Some("acme"));
+        assert_eq!(Allowance::parse(&["x", "*"]).unwrap(), Allowance::Any);
+        assert!(Allowance::Any.allows("anything"));
+        assert_eq!(Allowance::Any.single(), None);
+        let none = Allowance::parse::<&str>(&[]).unwrap();
+        assert!(!none.allows("acme"));
+        assert_eq!(none, Allowance::none());
+        assert!(Allowance::parse(&["a/b"]).is_err());
+        assert!(Allowance::parse(&["a b*"]).is_err());
+        assert!(Allowance::parse(&[""]).is_err());
     }
 }

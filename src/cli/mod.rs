@@ -1,5 +1,9 @@
 //! What the `orgsplit` commands do, apart from parsing their arguments
-//! (`main.rs`): serve, check a config, inspect a capture.
+//! (`main.rs`): serve, check a config, inspect a capture; and the
+//! credential commands of [`keys`] (keys, tokens, password hashes), which
+//! need no config.
+
+pub mod keys;
 
 use std::path::Path;
 use std::process::ExitCode;

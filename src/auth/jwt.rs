@@ -1,0 +1,204 @@
+//! Bearer JSON Web Tokens: HS256 (cortex-gateway), RS256 and ES256 with a
+//! trust store (Opstrace).
+//!
+//! ```text
+//!  token ─► size bound ─► header: alg, kid
+//!    HS256 ─► the HS256 secret            ┐
+//!    RS256 / ES256 ─► key by kid (or the  ├─► the key's own algorithm must be the token's
+//!                     fallback key)       ┘
+//!  ─► signature, exp / nbf (with leeway), aud, iss (jsonwebtoken)
+//!  ─► allowance: organizations claim | tenant_id | sub = "tenant-<name>"
+//! ```
+//!
+//! The algorithm is the key's, never the token's choice: `none` and every
+//! algorithm not configured are refused before any key is touched, and a
+//! token cannot get an RSA public key used as an HMAC secret. HMAC
+//! signatures are compared in constant time (jsonwebtoken compares with
+//! `ring::constant_time`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use super::keys::{KeySet, Sources};
+use super::watch::Watched;
+use crate::config::Jwt;
+use crate::tenant::{Allowance, TenantId};
+
+/// A verified token: who it names and what it may write.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub subject: String,
+    pub allowance: Allowance,
+}
+
+/// Verifies tokens against the configured keys, following their files.
+pub struct Verifier {
+    secret: Option<Arc<Watched<DecodingKey>>>,
+    keys: Option<Arc<Watched<KeySet>>>,
+    config: Jwt,
+}
+
+impl Verifier {
+    /// Loads the secret and the keys (an unreadable file is an error).
+    pub fn new(config: &Jwt) -> Result<Self, String> {
+        let secret = match &config.hs256_secret_file {
+            Some(path) => Some(Arc::new(Watched::new(
+                "auth.jwt.hs256_secret_file",
+                vec![path.clone()],
+                load_secret,
+            )?)),
+            None => None,
+        };
+        let sources = Sources {
+            trust_store: config.trust_store.clone(),
+            jwks_file: config.jwks_file.clone(),
+            fallback_key: config.fallback_key.clone(),
+        };
+        let keys = if sources.paths().iter().any(|p| !p.as_os_str().is_empty()) {
+            Some(Arc::new(Watched::new(
+                "auth.jwt trust store",
+                sources.paths(),
+                Sources::load,
+            )?))
+        } else {
+            None
+        };
+        Ok(Self {
+            secret,
+            keys,
+            config: config.clone(),
+        })
+    }
+
+    /// Reports failed reloads to `f`.
+    pub fn on_reload_error(mut self, f: impl Fn() + Clone + Send + Sync + 'static) -> Self {
+        self.secret = self.secret.map(|w| Arc::new(unwrap(w).on_error(f.clone())));
+        self.keys = self.keys.map(|w| Arc::new(unwrap(w).on_error(f)));
+        self
+    }
+
+    /// Follows the files from now on (deep checks every second).
+    pub fn follow(&self) {
+        if let Some(w) = &self.secret {
+            super::watch::follow(w);
+        }
+        if let Some(w) = &self.keys {
+            super::watch::follow(w);
+        }
+    }
+
+    /// The keys loaded now (for `token inspect`).
+    pub fn key_set(&self) -> Option<Arc<KeySet>> {
+        self.keys.as_ref().map(|w| w.get())
+    }
+
+    /// Verifies `token`; the error is the failure reason (a metric label).
+    pub fn verify(&self, token: &str) -> Result<Verified, &'static str> {
+        if token.len() > self.config.max_token_bytes {
+            return Err("too_large");
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed")?;
+        type Claims = serde_json::Value;
+        let decoded = match header.alg {
+            Algorithm::HS256 => {
+                let secret = self.secret.as_ref().ok_or("algorithm")?.get();
+                jsonwebtoken::decode::<Claims>(token, &secret, &self.validation(Algorithm::HS256))
+            }
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let keys = self.keys.as_ref().ok_or("algorithm")?.get();
+                let key = keys.find(header.kid.as_deref()).ok_or("unknown_key")?;
+                if key.algorithm != header.alg {
+                    return Err("algorithm");
+                }
+                jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(key.algorithm))
+            }
+            _ => return Err("algorithm"),
+        }
+        .map_err(|e| reason(e.kind()))?;
+        self.allowance(&decoded.claims)
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut v = Validation::new(algorithm);
+        v.leeway = self.config.leeway.as_secs();
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.required_spec_claims.clear();
+        if self.config.require_expiry {
+            v.required_spec_claims.insert("exp".into());
+        }
+        if self.config.audience.is_empty() {
+            v.validate_aud = false;
+        } else {
+            v.set_audience(&self.config.audience);
+        }
+        if let Some(iss) = &self.config.issuer {
+            v.set_issuer(&[iss]);
+        }
+        v
+    }
+
+    /// The allowance a verified token's claims grant.
+    fn allowance(&self, claims: &serde_json::Value) -> Result<Verified, &'static str> {
+        let subject = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(list) = claims.get(&self.config.organizations_claim) {
+            let entries: Vec<&str> = match list {
+                serde_json::Value::String(s) => s.split(',').map(str::trim).collect(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().ok_or("bad_tenant"))
+                    .collect::<Result<_, _>>()?,
+                _ => return Err("bad_tenant"),
+            };
+            let allowance = Allowance::parse(&entries).map_err(|_| "bad_tenant")?;
+            return Ok(Verified { subject, allowance });
+        }
+        let tenant = match (claims.get("tenant_id"), subject.strip_prefix("tenant-")) {
+            (Some(serde_json::Value::String(t)), _) => t.as_str(),
+            (Some(_), _) => return Err("bad_tenant"),
+            (None, Some(t)) => t,
+            (None, None) => return Err("no_tenant"),
+        };
+        let tenant = TenantId::new(tenant).map_err(|_| "bad_tenant")?;
+        Ok(Verified {
+            subject,
+            allowance: Allowance::one(tenant),
+        })
+    }
+}
+
+fn unwrap<T>(w: Arc<T>) -> T {
+    Arc::into_inner(w).expect("not shared before the server starts")
+}
+
+/// The HS256 secret: the file's bytes with surrounding whitespace trimmed.
+fn load_secret(paths: &[PathBuf]) -> Result<DecodingKey, String> {
+    let path = &paths[0];
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secret = bytes.trim_ascii();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(DecodingKey::from_secret(secret))
+}
+
+/// The failure reason (metric label) of a jsonwebtoken error.
+fn reason(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not_yet_valid",
+        ErrorKind::InvalidAudience => "audience",
+        ErrorKind::InvalidIssuer => "issuer",
+        ErrorKind::InvalidSignature => "bad_signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm",
+        ErrorKind::MissingRequiredClaim(_) => "missing_claim",
+        _ => "malformed",
+    }
+}
