@@ -5,9 +5,10 @@
 //! The modules follow the data flow of one push:
 //!
 //! ```text
-//!  server ─► push (HTTP: receive, admit, answer)
+//!  server ─► push (HTTP: authenticate, receive, admit, answer)
+//!              └─► auth (credential → Principal with an Allowance)
 //!              └─► pipeline: decompress ─► formats (walk) ─► route (series → tenant; table, tenant)
-//!                            ─► formats (encode per tenant) ─► compress
+//!                            ─► authorize (tenant in the allowance?) ─► formats (encode per tenant) ─► compress
 //!              └─► forward (coalesce per tenant, upstream client) ─► answer ─► sender
 //!  table::file (YAML) / table::kube (watch) ──► table (lock-free snapshot read by route)
 //!  every stage ─► signals (counts, metric handles) ◄── metrics (registers, renders)
@@ -19,10 +20,14 @@
 //!   the first format.
 //! - [`wire`]: the remote-write 1.0 protobuf, walked without copying; prost
 //!   types as the reference.
-//! - [`tenant`]: tenant ID rules (Mimir's) and the shared [`tenant::TenantId`].
+//! - [`tenant`]: tenant ID rules (Mimir's), the shared [`tenant::TenantId`],
+//!   and the [`tenant::Allowance`] of organizations a sender may write.
+//! - [`auth`]: who is sending: JWT (HS256 secret, RS256/ES256 trust store
+//!   and JWKS, followed while running), basic-auth users, client
+//!   certificates, anonymous; each gives a [`auth::Principal`].
 //! - [`table`]: the namespace → organization table and what feeds it.
 //! - [`route`]: resolving each series' tenant and building per-tenant batches,
-//!   with the unmapped policy; format-agnostic.
+//!   with the unmapped policy and the sender's allowance; format-agnostic.
 //! - [`pipeline`]: the CPU part of a push (measure → admit → decompress →
 //!   split → compress), the one piece the handler, the benches, the fuzzers
 //!   and `inspect` all run; [`pool`] reuses its buffers.
@@ -36,10 +41,11 @@
 //! The service around it: [`server`] (listeners, routes, shutdown),
 //! [`app`] (the shared state), [`connections`] (the connection limit),
 //! [`health`], [`shutdown`], [`signals`] and [`metrics`], [`telemetry`],
-//! [`config`], [`credentials`], [`cli`] and [`inspect`] (the commands).
+//! [`config`], [`credentials`] (orgsplit's own upstream credentials), [`cli`]
+//! and [`inspect`] (the commands, with [`cli::keys`] for keys and tokens).
 //!
 //! Lower modules never import higher ones: `wire`, `formats`, `tenant`,
-//! `table` and `route` know nothing of HTTP, and `route` knows nothing of
+//! `table`, `route` and `auth` know nothing of HTTP, and `route` knows nothing of
 //! the network. No stage imports `metrics`, and `metrics` imports no stage:
 //! stages report through the handles and counts of `signals`, and the push
 //! handler tells `metrics` what happened.

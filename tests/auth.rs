@@ -92,10 +92,7 @@ fn bearer(token: &str) -> String {
 /// Starts orgsplit over the usual table with `auth` as its auth section.
 async fn start(dir: &Path, upstream: &Upstream, routing: &str, auth: &str) -> Orgsplit {
     write_table(dir, TABLE);
-    let cfg = format!(
-        "{}auth:\n{auth}",
-        config(dir, &upstream.url(), routing)
-    );
+    let cfg = format!("{}auth:\n{auth}", config(dir, &upstream.url(), routing));
     Orgsplit::start(dir, &cfg).await
 }
 
@@ -124,7 +121,11 @@ async fn hs256_tokens_write_only_their_own_tenant() {
 
     let (status, _, body) = push_as(&o, Some(&bearer(&token)), &acme()).await;
     assert_eq!(status, 204, "{body}");
-    assert_eq!(tenants(&upstream), ["acme"], "X-Scope-OrgID: globex was obeyed");
+    assert_eq!(
+        tenants(&upstream),
+        ["acme"],
+        "X-Scope-OrgID: globex was obeyed"
+    );
 
     // A series of another organization: 403 naming it, nothing forwarded.
     upstream.reset();
@@ -152,7 +153,10 @@ async fn hs256_tokens_write_only_their_own_tenant() {
 
     let page = o.metrics().await;
     assert_eq!(
-        metric(&page, "orgsplit_requests_rejected_total{reason=\"forbidden\""),
+        metric(
+            &page,
+            "orgsplit_requests_rejected_total{reason=\"forbidden\""
+        ),
         2.0
     );
     assert_eq!(
@@ -209,7 +213,10 @@ async fn every_bad_token_is_401_and_nothing_is_forwarded() {
     let bad = [
         (
             "expired",
-            rs(json!({"sub": "tenant-acme", "aud": "orgsplit", "exp": now() - 60}), json!({"kid": kid})),
+            rs(
+                json!({"sub": "tenant-acme", "aud": "orgsplit", "exp": now() - 60}),
+                json!({"kid": kid}),
+            ),
         ),
         (
             "not yet valid",
@@ -220,13 +227,24 @@ async fn every_bad_token_is_401_and_nothing_is_forwarded() {
         ),
         (
             "wrong audience",
-            rs(json!({"sub": "tenant-acme", "aud": "someone-else", "exp": now() + 600}), json!({"kid": kid})),
+            rs(
+                json!({"sub": "tenant-acme", "aud": "someone-else", "exp": now() + 600}),
+                json!({"kid": kid}),
+            ),
         ),
-        ("unknown kid", rs(good_claims.clone(), json!({"kid": "0123abcd"}))),
-        ("no kid, no fallback key", rs(good_claims.clone(), json!({}))),
+        (
+            "unknown kid",
+            rs(good_claims.clone(), json!({"kid": "0123abcd"})),
+        ),
+        (
+            "no kid, no fallback key",
+            rs(good_claims.clone(), json!({})),
+        ),
         (
             "signed by another key",
-            pyjwt(json!({"alg": "RS256", "key_file": other_key, "claims": good_claims, "headers": {"kid": kid}})),
+            pyjwt(
+                json!({"alg": "RS256", "key_file": other_key, "claims": good_claims, "headers": {"kid": kid}}),
+            ),
         ),
         (
             "alg none",
@@ -234,13 +252,17 @@ async fn every_bad_token_is_401_and_nothing_is_forwarded() {
         ),
         (
             "HS256 keyed with the RSA public key",
-            pyjwt(json!({"alg": "HS256", "key_file": public_pem, "claims": good_claims,
-                         "headers": {"kid": kid}, "forge": "hs256-with-public-key"})),
+            pyjwt(
+                json!({"alg": "HS256", "key_file": public_pem, "claims": good_claims,
+                         "headers": {"kid": kid}, "forge": "hs256-with-public-key"}),
+            ),
         ),
         (
             "tampered payload",
-            pyjwt(json!({"alg": "RS256", "key_file": rsa_key, "claims": good_claims,
-                         "headers": {"kid": kid}, "forge": "tamper"})),
+            pyjwt(
+                json!({"alg": "RS256", "key_file": rsa_key, "claims": good_claims,
+                         "headers": {"kid": kid}, "forge": "tamper"}),
+            ),
         ),
         ("not a token", "not.a.token".to_string()),
         ("far too long", "a".repeat(10_000)),
@@ -252,7 +274,10 @@ async fn every_bad_token_is_401_and_nothing_is_forwarded() {
     }
     let (status, _, _) = push_as(&o, Some("Digest whatever"), &acme()).await;
     assert_eq!(status, 401, "unknown scheme");
-    assert!(upstream.received().is_empty(), "a bad token got data through");
+    assert!(
+        upstream.received().is_empty(),
+        "a bad token got data through"
+    );
 
     let page = o.metrics().await;
     for (reason, n) in [
@@ -336,8 +361,10 @@ async fn organization_lists_and_outside_allowance_drop() {
     .await;
     // PyJWT, ES256, a list of organizations with a prefix.
     let kid = cli::id(&key).unwrap();
-    let token = pyjwt(json!({"alg": "ES256", "key_file": key, "headers": {"kid": kid},
-        "claims": {"sub": "ci-runner", "organizations": ["ac*", "initech"], "exp": now() + 600}}));
+    let token = pyjwt(
+        json!({"alg": "ES256", "key_file": key, "headers": {"kid": kid},
+        "claims": {"sub": "ci-runner", "organizations": ["ac*", "initech"], "exp": now() + 600}}),
+    );
     let mut mixed = acme();
     mixed.timeseries.extend(globex().timeseries);
     mixed.timeseries.push(series(
@@ -391,7 +418,10 @@ async fn principal_mode_sends_the_whole_push_to_the_credentials_tenant() {
     let received = upstream.received();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].tenant, "acme");
-    assert_eq!(received[0].request, mixed, "the push was changed on the way");
+    assert_eq!(
+        received[0].request, mixed,
+        "the push was changed on the way"
+    );
     let page = o.metrics().await;
     assert_eq!(metric(&page, "orgsplit_forwarded_series_total"), 3.0);
 
@@ -454,7 +484,12 @@ async fn basic_auth_users_from_a_hashed_users_file() {
             push_as(&o, Some(&basic("prom-acme", "acme-password")), &acme()).await;
         assert_eq!(status, 204, "{body}");
     }
-    let (status, _, _) = push_as(&o, Some(&basic("prom-globex", "globex-password")), &globex()).await;
+    let (status, _, _) = push_as(
+        &o,
+        Some(&basic("prom-globex", "globex-password")),
+        &globex(),
+    )
+    .await;
     assert_eq!(status, 204);
     assert_eq!(tenants(&upstream), ["acme", "acme", "acme", "globex"]);
     upstream.reset();
@@ -486,7 +521,12 @@ async fn basic_auth_users_from_a_hashed_users_file() {
     // A plaintext password written later is refused; the last good file stays.
     std::fs::write(&tmp, "prom-globex: {password: globex-password}\n").unwrap();
     std::fs::rename(&tmp, &users).unwrap();
-    let (status, _, _) = push_as(&o, Some(&basic("prom-globex", "globex-password")), &globex()).await;
+    let (status, _, _) = push_as(
+        &o,
+        Some(&basic("prom-globex", "globex-password")),
+        &globex(),
+    )
+    .await;
     assert_eq!(status, 204);
     let page = o.metrics().await;
     assert_eq!(metric(&page, "orgsplit_auth_reload_errors_total"), 1.0);
@@ -515,7 +555,11 @@ fn bcrypt_hash(password: &str) -> String {
 async fn a_plaintext_users_file_is_refused_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.yaml");
-    std::fs::write(&users, "prom-acme: {password: hunter2, allowance: [acme]}\n").unwrap();
+    std::fs::write(
+        &users,
+        "prom-acme: {password: hunter2, allowance: [acme]}\n",
+    )
+    .unwrap();
     write_table(dir.path(), TABLE);
     let cfg = format!(
         "{}auth:\n  basic:\n    users_file: {}\n",
@@ -590,7 +634,11 @@ async fn client_certificates_name_the_principal() {
     upstream.reset();
     assert_eq!(push(Some(&acme_client), globex()).await, Ok(403));
     assert_eq!(push(Some(&impostor), acme()).await, Ok(401), "another CA");
-    assert_eq!(push(Some(&stranger), acme()).await, Ok(401), "unlisted name");
+    assert_eq!(
+        push(Some(&stranger), acme()).await,
+        Ok(401),
+        "unlisted name"
+    );
     assert_eq!(push(None, acme()).await, Ok(401), "no certificate");
     assert!(upstream.received().is_empty());
 }

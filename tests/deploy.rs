@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::{
     apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1 as core,
     policy::v1::PodDisruptionBudget, rbac::v1 as rbac,
@@ -100,6 +101,23 @@ fn manifests_are_valid_typed_objects() {
             "PodDisruptionBudget" => drop(assert_round_trips::<PodDisruptionBudget>(&file, &doc)),
             "HorizontalPodAutoscaler" => {
                 drop(assert_round_trips::<HorizontalPodAutoscaler>(&file, &doc))
+            }
+            "NetworkPolicy" => {
+                let np = assert_round_trips::<NetworkPolicy>(&file, &doc);
+                assert!(
+                    file.contains("/examples/"),
+                    "{file}: an example, not applied by default"
+                );
+                // It selects orgsplit's pods and admits only listed senders.
+                let spec = np.spec.unwrap();
+                assert_eq!(
+                    spec.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/name"],
+                    "orgsplit"
+                );
+                let rules = spec.ingress.unwrap();
+                assert!(rules
+                    .iter()
+                    .all(|r| r.from.as_ref().is_some_and(|f| !f.is_empty())));
             }
             // CRDs of the Prometheus operator (deploy/monitoring/)
             "ServiceMonitor" | "PrometheusRule" => {

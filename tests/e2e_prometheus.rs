@@ -220,3 +220,137 @@ async fn a_real_receiver_accepts_the_reencoded_pushes() {
     .await;
     assert_eq!(upstream_errors, 0.0);
 }
+
+/// Runs the orgsplit binary with `args`; its standard output.
+fn orgsplit_cmd(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orgsplit"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "orgsplit {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An operator's whole path: `orgsplit keys create`, `keys public` into the
+/// trust store, `token create` into a file, and a real Prometheus sending
+/// with `authorization.credentials_file`: its series land in the token's
+/// tenant; a Prometheus without the token gets nothing through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_with_a_token_from_orgsplit_token_create() {
+    let Some(bin) = prometheus_bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, store, token_file) = (d.join("signing.pem"), d.join("trust"), d.join("token"));
+    std::fs::create_dir(&store).unwrap();
+    let kid = orgsplit_cmd(&["keys", "create", key.to_str().unwrap(), "--type", "rsa"]);
+    let public = orgsplit_cmd(&["keys", "public", key.to_str().unwrap()]);
+    std::fs::write(store.join("signing.pub"), public).unwrap();
+    let pub_path = store.join("signing.pub");
+    assert_eq!(
+        orgsplit_cmd(&["keys", "id", pub_path.to_str().unwrap()]),
+        kid
+    );
+    let token = orgsplit_cmd(&[
+        "token",
+        "create",
+        "--key",
+        key.to_str().unwrap(),
+        "--tenant",
+        "acme",
+        "--expires",
+        "1h",
+    ]);
+    std::fs::write(&token_file, &token).unwrap();
+    let inspected = orgsplit_cmd(&[
+        "token",
+        "inspect",
+        token.trim(),
+        "--trust-store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(inspected.contains("verifies: yes"), "{inspected}");
+
+    let upstream = Upstream::start().await;
+    let targets = start_targets().await;
+    std::fs::write(
+        d.join("namespaces.yaml"),
+        "shop-prod: acme\nbilling: globex\n",
+    )
+    .unwrap();
+    let (_orgsplit, port) = start_orgsplit_with(
+        d,
+        &format!(
+            "upstream:\n  url: {}\nrouting:\n  unmapped: drop\nlookup:\n  file: {}\n\
+             auth:\n  anonymous: {{enabled: false}}\n  jwt:\n    trust_store: {}\n",
+            upstream.url(),
+            d.join("namespaces.yaml").display(),
+            store.display()
+        ),
+    )
+    .await;
+    let prometheus = |sender: &str, credentials: Option<&std::path::Path>| {
+        let auth = credentials
+            .map(|p| {
+                format!(
+                    "    authorization:\n      credentials_file: {}\n",
+                    p.display()
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "global:\n  scrape_interval: 1s\n  external_labels: {{sender: {sender}}}\nscrape_configs:\n  - job_name: shop\n    \
+             static_configs:\n      - targets: ['{targets}']\n        labels: {{namespace: shop-prod}}\n\
+             remote_write:\n  - url: http://127.0.0.1:{port}/api/v1/push\n{auth}    \
+             queue_config: {{batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}}\n"
+        )
+    };
+    let (_with, _) = start_prometheus_config(
+        &bin,
+        d,
+        "with-token",
+        &prometheus("with-token", Some(&token_file)),
+        &[],
+    )
+    .await;
+    let (_without, _) =
+        start_prometheus_config(&bin, d, "no-token", &prometheus("no-token", None), &[]).await;
+
+    eventually(
+        "the token's series in acme",
+        Duration::from_secs(60),
+        || {
+            upstream.series_by_tenant().get("acme").is_some_and(|s| {
+                s.iter()
+                    .any(|s| label_of(s, "__name__") == Some("app_temperature_celsius"))
+            })
+        },
+    )
+    .await;
+    // The tokenless sender has been refused meanwhile.
+    let refused = Instant::now();
+    while scrape_metric(
+        port,
+        "orgsplit_auth_failures_total{mode=\"anonymous\",reason=\"missing\"",
+    )
+    .await
+        == 0.0
+    {
+        assert!(
+            refused.elapsed() < Duration::from_secs(30),
+            "no 401 counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tenants: BTreeSet<String> = upstream.received().into_iter().map(|r| r.tenant).collect();
+    assert_eq!(tenants, BTreeSet::from(["acme".to_string()]));
+    // Every series that arrived came from the token's Prometheus.
+    let senders: BTreeSet<String> = upstream.series_by_tenant()["acme"]
+        .iter()
+        .filter_map(|s| label_of(s, "sender").map(String::from))
+        .collect();
+    assert_eq!(senders, BTreeSet::from(["with-token".to_string()]));
+}

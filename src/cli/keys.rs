@@ -317,7 +317,7 @@ pub enum TokenCommand {
         #[arg(long, conflicts_with = "key")]
         hs_secret_file: Option<PathBuf>,
         /// The one organization the token may write (claims tenant_id and
-        /// sub = tenant-<T>).
+        /// sub = `tenant-<T>`).
         #[arg(long, required_unless_present = "organizations")]
         tenant: Option<String>,
         /// Organizations (or prefixes ending in *) the token may write.

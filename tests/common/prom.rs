@@ -142,7 +142,6 @@ pub async fn start_prometheus(
     remote_write: Option<&str>,
     extra: &[&str],
 ) -> (Child, u16) {
-    let port = free_port();
     let mut cfg = String::from(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
     );
@@ -168,6 +167,19 @@ pub async fn start_prometheus(
 "
         ));
     }
+    start_prometheus_config(bin, dir, name, &cfg, extra).await
+}
+
+/// Starts a Prometheus with the configuration `cfg` (YAML) and waits until
+/// it is ready.
+pub async fn start_prometheus_config(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    cfg: &str,
+    extra: &[&str],
+) -> (Child, u16) {
+    let port = free_port();
     let cfg_path = dir.join(format!("{name}.yml"));
     std::fs::write(&cfg_path, cfg).unwrap();
     let mut args = vec![
