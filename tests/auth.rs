@@ -642,3 +642,91 @@ async fn client_certificates_name_the_principal() {
     assert_eq!(push(None, acme()).await, Ok(401), "no certificate");
     assert!(upstream.received().is_empty());
 }
+
+#[tokio::test]
+async fn jwks_keys_fallback_key_and_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (rsa, ec, fallback) = (d.join("rsa.pem"), d.join("ec.pem"), d.join("fallback.pem"));
+    cli::create(&rsa, cli::KeyType::Rsa, false).unwrap();
+    cli::create(&ec, cli::KeyType::Ec, false).unwrap();
+    cli::create(&fallback, cli::KeyType::Ec, false).unwrap();
+    let jwk = |key: &Path, kid: &str| -> serde_json::Value {
+        serde_json::from_str(&pyjwt(json!({"jwk_of": key, "kid": kid}))).unwrap()
+    };
+    let jwks = d.join("jwks.json");
+    std::fs::write(
+        &jwks,
+        json!({"keys": [jwk(&rsa, "rsa-1"), jwk(&ec, "ec-1")]}).to_string(),
+    )
+    .unwrap();
+    let fallback_pub = d.join("fallback.pub");
+    std::fs::write(&fallback_pub, cli::public(&fallback).unwrap()).unwrap();
+    let upstream = Upstream::start().await;
+    let o = start(
+        d,
+        &upstream,
+        "  unmapped: drop",
+        &format!(
+            "  anonymous: {{enabled: false}}\n  jwt:\n    jwks_file: {}\n    fallback_key: {}\n    issuer: https://issuer.example\n",
+            jwks.display(),
+            fallback_pub.display()
+        ),
+    )
+    .await;
+    let claims = json!({"sub": "tenant-acme", "iss": "https://issuer.example", "exp": now() + 600});
+    let cases = [
+        (
+            "RS256 by JWKS kid",
+            json!({"alg": "RS256", "key_file": rsa, "headers": {"kid": "rsa-1"}, "claims": claims}),
+            204,
+        ),
+        (
+            "ES256 by JWKS kid",
+            json!({"alg": "ES256", "key_file": ec, "headers": {"kid": "ec-1"}, "claims": claims}),
+            204,
+        ),
+        (
+            "no kid: the fallback key",
+            json!({"alg": "ES256", "key_file": fallback, "claims": claims}),
+            204,
+        ),
+        (
+            "no kid, signed by another key",
+            json!({"alg": "ES256", "key_file": ec, "claims": claims}),
+            401,
+        ),
+        (
+            "the EC key's kid on an RS256 token",
+            json!({"alg": "RS256", "key_file": rsa, "headers": {"kid": "ec-1"}, "claims": claims}),
+            401,
+        ),
+        (
+            "wrong issuer",
+            json!({"alg": "RS256", "key_file": rsa, "headers": {"kid": "rsa-1"},
+            "claims": {"sub": "tenant-acme", "iss": "https://evil.example"}}),
+            401,
+        ),
+        (
+            "no tenant",
+            json!({"alg": "RS256", "key_file": rsa, "headers": {"kid": "rsa-1"},
+            "claims": {"sub": "someone", "iss": "https://issuer.example"}}),
+            401,
+        ),
+    ];
+    for (what, spec, want) in cases {
+        let (status, _, body) = push_as(&o, Some(&bearer(&pyjwt(spec))), &acme()).await;
+        assert_eq!(status, want, "{what}: {body}");
+    }
+    assert_eq!(tenants(&upstream), ["acme", "acme", "acme"]);
+    let page = o.metrics().await;
+    for (reason, n) in [
+        ("bad_signature", 1.0),
+        ("algorithm", 1.0),
+        ("issuer", 1.0),
+        ("no_tenant", 1.0),
+    ] {
+        let prefix = format!("orgsplit_auth_failures_total{{mode=\"jwt\",reason=\"{reason}\"");
+        assert_eq!(metric(&page, &prefix), n, "{reason}");
+    }
+}

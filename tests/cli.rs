@@ -154,3 +154,89 @@ fn inspect_reads_stdin_and_rejects_garbage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither"));
 }
+
+#[test]
+fn check_config_refuses_a_plaintext_users_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.yaml");
+    std::fs::write(&users, "prom: {password: hunter2, allowance: [acme]}\n").unwrap();
+    let out = orgsplit()
+        .args(["check-config", "--config", "fixtures/local.yaml"])
+        .env("ORGSPLIT_AUTH_BASIC_USERS_FILE", &users)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("plaintext"), "{stderr}");
+}
+
+#[test]
+fn keys_and_tokens_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let run = |args: &[&str]| {
+        let out = orgsplit().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let k = key.to_str().unwrap();
+    // No config is needed for these commands.
+    let (code, kid, err) = run(&["keys", "create", k]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["keys", "create", k]);
+    assert_eq!(code, Some(2), "overwrote an existing key");
+    assert!(err.contains("exists"), "{err}");
+    let (_, public, _) = run(&["keys", "public", k]);
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+    std::fs::write(store.join("k.pub"), &public).unwrap();
+    let (_, token, err) = run(&[
+        "token",
+        "create",
+        "--key",
+        k,
+        "--tenant",
+        "acme",
+        "--expires",
+        "1h",
+    ]);
+    assert!(token.matches('.').count() == 2, "{token} {err}");
+    let s = store.to_str().unwrap();
+    let (code, out, _) = run(&["token", "inspect", token.trim(), "--trust-store", s]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\"tenant_id\": \"acme\""), "{out}");
+    assert!(out.contains(kid.trim()), "{out}");
+    // A token for another audience, and one the trust store does not
+    // know: exit 1, and why.
+    let (_, other, _) = run(&[
+        "token",
+        "create",
+        "--key",
+        k,
+        "--organizations",
+        "acme,shop-*",
+        "--audience",
+        "other",
+    ]);
+    let (code, out, _) = run(&[
+        "token",
+        "inspect",
+        other.trim(),
+        "--trust-store",
+        s,
+        "--audience",
+        "orgsplit",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("aud"), "{out}");
+    std::fs::remove_file(store.join("k.pub")).unwrap();
+    let (code, out, _) = run(&["token", "inspect", token.trim(), "--trust-store", s]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no key with its kid"), "{out}");
+    let (code, _, err) = run(&["token", "create", "--key", k]);
+    assert_ne!(code, Some(0), "a token for nobody: {err}");
+}

@@ -35,6 +35,12 @@ pub fn check_config(config: &Config) -> ExitCode {
             }
         }
     }
+    // Key material, secrets and the users file load as the server would
+    // load them (a plaintext password, an unreadable key: refused here too).
+    if let Err(e) = crate::auth::Authenticator::new(&config.auth, Default::default()) {
+        eprintln!("orgsplit: auth: {e}");
+        return ExitCode::from(2);
+    }
     println!("# configuration is valid");
     ExitCode::SUCCESS
 }

@@ -7,7 +7,8 @@ the authentication tests. Reads one JSON object on stdin:
    "claims": {...}, "headers": {...},
    "forge": "hs256-with-public-key" | "tamper" (optional)}
 
-and prints the token.
+and prints the token; or, given {"jwk_of": PATH, "kid": KID}, prints the
+public JWK of the private key in PATH (for JWKS files).
 """
 import base64
 import hashlib
@@ -24,6 +25,18 @@ def b64(data: bytes) -> str:
 
 def main() -> None:
     spec = json.load(sys.stdin)
+    if "jwk_of" in spec:
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        with open(spec["jwk_of"], "rb") as f:
+            private = load_pem_private_key(f.read(), password=None)
+        public = private.public_key()
+        if hasattr(public, "curve"):
+            jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))
+        else:
+            jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
+        jwk["kid"] = spec["kid"]
+        print(json.dumps(jwk))
+        return
     alg = spec["alg"]
     claims = spec.get("claims", {})
     headers = spec.get("headers", {})
