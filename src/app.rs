@@ -22,6 +22,7 @@ use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::pool::BufferPool;
+use crate::readproxy::ReadProxy;
 use crate::route::{FamilyIndex, Router};
 use crate::table::OrgTable;
 
@@ -30,6 +31,8 @@ pub struct App {
     rw1: Pipeline<Rw1>,
     /// Who is sending, and what it may write.
     auth: Authenticator,
+    /// The read path's client and upstreams.
+    read_proxy: ReadProxy,
     /// `routing.mode`: principal mode sends pushes whole.
     mode: Mode,
     /// Request bodies, decoded bodies, batches and compressed bodies.
@@ -62,6 +65,8 @@ pub enum ServerError {
     Tls(String),
     #[error("auth: {0}")]
     Auth(String),
+    #[error("read: {0}")]
+    Read(String),
 }
 
 impl App {
@@ -75,6 +80,13 @@ impl App {
             .with_outside_allowance(config.auth.outside_allowance);
         let auth = Authenticator::new(&config.auth, metrics.auth()).map_err(ServerError::Auth)?;
         auth.follow();
+        let forwarder = Forwarder::new(&config.upstream, metrics.upstream())?;
+        let read_proxy = ReadProxy::new(
+            &config.read,
+            &config.upstream,
+            forwarder.credentials().clone(),
+        )
+        .map_err(ServerError::Read)?;
         let tls = config
             .tls
             .as_ref()
@@ -96,10 +108,11 @@ impl App {
                 limits.max_decoded_bytes,
             ),
             auth,
+            read_proxy,
             mode: config.routing.mode,
             pool,
             table,
-            forwarder: Forwarder::new(&config.upstream, metrics.upstream())?,
+            forwarder,
             inflight_requests: Semaphore::new(limits.max_inflight_requests),
             budget: ByteBudget::new(limits.max_inflight_bytes),
             cpu: Semaphore::new(crate::pipeline::cores()),
@@ -122,6 +135,10 @@ impl App {
 
     pub(crate) fn auth(&self) -> &Authenticator {
         &self.auth
+    }
+
+    pub(crate) fn read_proxy(&self) -> &ReadProxy {
+        &self.read_proxy
     }
 
     /// Whether pushes go whole to the sender's own tenant.

@@ -33,6 +33,8 @@ pub struct Config {
     pub upstream: Upstream,
     /// Who may send, and which organizations each sender may write.
     pub auth: Auth,
+    /// The read path: query, rules, alerts and logs APIs (see `readproxy`).
+    pub read: Read,
     pub routing: Routing,
     pub lookup: Lookup,
     pub limits: Limits,
@@ -49,6 +51,7 @@ impl Default for Config {
             tls: None,
             upstream: Upstream::default(),
             auth: Auth::default(),
+            read: Read::default(),
             routing: Routing::default(),
             lookup: Lookup::default(),
             limits: Limits::default(),
@@ -182,6 +185,46 @@ impl Default for Upstream {
     }
 }
 
+/// Where the read proxy sends each route, and its limits. Mimir's parts
+/// default to the origin (scheme and host) of `upstream.url`, which is
+/// right for a monolithic Mimir or one behind its gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Read {
+    /// Base URL of the query-frontend (`/prometheus/api/v1/...` is appended).
+    pub query_frontend: Option<String>,
+    /// Base URL of the ruler (rules, alerts, rule configuration).
+    pub ruler: Option<String>,
+    /// Base URL of the alertmanager (`/alertmanager/...`, `/api/v1/alerts`).
+    pub alertmanager: Option<String>,
+    /// Base URL of Loki's query path (`/loki/api/v1/...`); Loki reads are
+    /// 404 when unset.
+    pub loki: Option<String>,
+    /// Allow `X-Scope-OrgID: a|b` (Mimir tenant federation) when the
+    /// principal may read every member.
+    pub federation: bool,
+    /// Longest wait for an upstream's response headers (the body then
+    /// streams for as long as it takes).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest request body (remote read, rule groups, silences).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Read {
+    fn default() -> Self {
+        Self {
+            query_frontend: None,
+            ruler: None,
+            alertmanager: None,
+            loki: None,
+            federation: false,
+            timeout: Duration::from_secs(120),
+            max_body_bytes: 10 << 20,
+        }
+    }
+}
+
 /// Authentication of senders: any combination of the modes below. A
 /// request is tried against the credential it carries (a bearer token, a
 /// basic-auth user, a client certificate); one with none is anonymous.
@@ -219,6 +262,10 @@ pub struct Anonymous {
     /// ending in `*`.
     #[serde(deserialize_with = "string_or_list")]
     pub allowance: Vec<String>,
+    /// The organizations they may read through the read proxy; none by
+    /// default (reading needs a credential).
+    #[serde(deserialize_with = "string_or_list")]
+    pub read_allowance: Vec<String>,
 }
 
 impl Default for Anonymous {
@@ -226,6 +273,7 @@ impl Default for Anonymous {
         Self {
             enabled: true,
             allowance: vec!["*".into()],
+            read_allowance: Vec::new(),
         }
     }
 }
@@ -257,6 +305,11 @@ pub struct Jwt {
     /// Claim holding a list of organizations (or prefixes ending in `*`);
     /// tried before `tenant_id` and `sub` (`tenant-<name>`).
     pub organizations_claim: String,
+    /// Claim holding the organizations the token may read (default: those
+    /// it may write).
+    pub read_organizations_claim: String,
+    /// Boolean claim: may change rules and alertmanager state.
+    pub rules_claim: String,
     /// Longest token accepted, in bytes.
     pub max_token_bytes: usize,
 }
@@ -273,6 +326,8 @@ impl Default for Jwt {
             leeway: Duration::from_secs(30),
             require_expiry: false,
             organizations_claim: "organizations".into(),
+            read_organizations_claim: "read_organizations".into(),
+            rules_claim: "rules".into(),
             max_token_bytes: 8 << 10,
         }
     }
@@ -555,8 +610,8 @@ fn load_message(e: &figment::Error) -> String {
 }
 
 /// Sections whose keys an `ORGSPLIT_<SECTION>_<KEY>` variable can set.
-const SECTIONS: [&str; 9] = [
-    "upstream", "routing", "lookup", "limits", "log", "shutdown", "metrics", "tls", "auth",
+const SECTIONS: [&str; 10] = [
+    "upstream", "routing", "lookup", "limits", "log", "shutdown", "metrics", "tls", "auth", "read",
 ];
 
 /// Variables that are read by the CLI, not by the config.
@@ -758,6 +813,10 @@ impl Auth {
                 .map_err(|e| format!("{what}: {e}"))
         };
         allowance("auth.anonymous.allowance", &self.anonymous.allowance)?;
+        allowance(
+            "auth.anonymous.read_allowance",
+            &self.anonymous.read_allowance,
+        )?;
         if !self.anonymous.enabled
             && self.jwt.is_none()
             && self.basic.is_none()

@@ -69,6 +69,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 pub mod push;
+pub mod readproxy;
 pub mod route;
 pub mod server;
 pub mod shutdown;

@@ -47,7 +47,7 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Tokens for senders (create, inspect).
     #[command(subcommand)]
-    Token(keys::TokenCommand),
+    Token(Box<keys::TokenCommand>),
     /// Basic-auth users (hash a password).
     #[command(subcommand)]
     Users(keys::UsersCommand),
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     // The credential commands need no config.
     let command = match cli.command.unwrap_or(Command::Run) {
         Command::Keys(c) => return keys::keys(c),
-        Command::Token(c) => return keys::tokens(c),
+        Command::Token(c) => return keys::tokens(*c),
         Command::Users(c) => return keys::users(c),
         other => other,
     };

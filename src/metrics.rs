@@ -69,6 +69,9 @@ struct Inner {
     family_bytes: Gauge,
     family_rotations: Counter,
     per_tenant: Mutex<HashMap<String, (Counter, Counter)>>,
+    /// Read proxy requests by (route, status), registered on first use.
+    read: Mutex<HashMap<(&'static str, &'static str), Counter>>,
+    read_duration: Mutex<HashMap<&'static str, Histogram>>,
     table: TableSignals,
     route: RouteSignals,
     upstream: UpstreamSignals,
@@ -207,6 +210,16 @@ impl Metrics {
             ),
         };
         r.describe_counter(
+            "orgsplit_read_requests_total",
+            "Read proxy requests (queries, rules, alerts, logs), by route and status.",
+        );
+        recorder.describe_histogram(
+            KeyName::from("orgsplit_read_request_duration_seconds"),
+            Some(Unit::Seconds),
+            "Read proxy requests: time until the upstream's response headers were passed on."
+                .into(),
+        );
+        r.describe_counter(
             "orgsplit_auth_failures_total",
             "Requests refused with 401, by authentication mode and reason.",
         );
@@ -275,6 +288,8 @@ impl Metrics {
                 "Times the metadata routing index forgot its older half (it was full).",
             ),
             per_tenant: Mutex::default(),
+            read: Mutex::default(),
+            read_duration: Mutex::default(),
             table,
             route,
             upstream,
@@ -366,6 +381,33 @@ impl Metrics {
             series.increment(counts.series);
             samples.increment(counts.samples + counts.histograms);
         }
+    }
+
+    /// A read-proxy request on `route` was answered with `status` (its
+    /// headers; the body may still be streaming) after `elapsed`.
+    pub fn read(&self, route: &'static str, status: u16, elapsed: Duration) {
+        let code = status_label(status);
+        let r = Reg(&self.inner.recorder);
+        lock(&self.inner.read)
+            .entry((route, code))
+            .or_insert_with(|| {
+                let key = Key::from_parts(
+                    "orgsplit_read_requests_total",
+                    vec![Label::new("route", route), Label::new("code", code)],
+                );
+                r.0.register_counter(&key, &METADATA)
+            })
+            .increment(1);
+        lock(&self.inner.read_duration)
+            .entry(route)
+            .or_insert_with(|| {
+                let key = Key::from_parts(
+                    "orgsplit_read_request_duration_seconds",
+                    vec![Label::new("route", route)],
+                );
+                r.0.register_histogram(&key, &METADATA)
+            })
+            .record(elapsed.as_secs_f64());
     }
 
     /// A push was answered with `status` after `elapsed`.

@@ -56,6 +56,12 @@ impl Server {
             // Label and principal modes need no table.
             table.replace(Default::default());
         }
+        if config.tls.is_none() && (config.auth.jwt.is_some() || config.auth.basic.is_some()) {
+            tracing::warn!(
+                "auth.jwt / auth.basic without tls: tokens and passwords cross the network \
+                 in clear text unless TLS is terminated in front of orgsplit"
+            );
+        }
         let app = Arc::new(App::new(config, table.clone(), metrics)?);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -101,6 +107,8 @@ fn routes(app: Arc<App>) -> axum::Router {
         .route("/api/v1/push", post(crate::push::push))
         .route("/push", post(crate::push::push))
         .merge(ops_routes())
+        // Everything else: the read proxy's routes, or 404.
+        .fallback(crate::readproxy::handle)
         .with_state(app)
 }
 

@@ -319,6 +319,8 @@ async fn keys_added_and_removed_while_running_take_effect_at_once() {
         tenant: Some("globex"),
         organizations: vec![],
         organizations_claim: "organizations",
+        read_organizations: vec![],
+        rules: false,
         subject: None,
         expires: Some(Duration::from_secs(600)),
         audience: None,

@@ -25,6 +25,10 @@ use crate::tenant::Allowance;
 pub struct User {
     hash: Hash,
     pub allowance: Allowance,
+    /// `read_allowance`, or the write allowance when not given.
+    pub read: Allowance,
+    /// May change rules and alertmanager state.
+    pub rules: bool,
     /// Digest of the password last verified for this user.
     verified: ArcSwapOption<[u8; 32]>,
 }
@@ -48,6 +52,9 @@ struct Entry {
     password: Option<serde_yaml::Value>,
     #[serde(default)]
     allowance: Vec<String>,
+    read_allowance: Option<Vec<String>>,
+    #[serde(default)]
+    rules: bool,
 }
 
 impl Users {
@@ -96,6 +103,10 @@ impl Users {
             };
             let allowance =
                 Allowance::parse(&entry.allowance).map_err(|e| format!("user {name:?}: {e}"))?;
+            let read = match &entry.read_allowance {
+                Some(r) => Allowance::parse(r).map_err(|e| format!("user {name:?}: {e}"))?,
+                None => allowance.clone(),
+            };
             if name.contains(':') {
                 return Err(format!(
                     "user {name:?}: a basic-auth user name cannot contain ':'"
@@ -106,6 +117,8 @@ impl Users {
                 Arc::new(User {
                     hash,
                     allowance,
+                    read,
+                    rules: entry.rules,
                     verified: ArcSwapOption::empty(),
                 }),
             );

@@ -32,6 +32,10 @@ use crate::tenant::{Allowance, TenantId};
 pub struct Verified {
     pub subject: String,
     pub allowance: Allowance,
+    /// `read_organizations` if the token has it, else the write allowance.
+    pub read: Allowance,
+    /// The `rules` claim: may change rules and alertmanager state.
+    pub rules: bool,
 }
 
 /// Verifies tokens against the configured keys, following their files.
@@ -148,34 +152,49 @@ impl Verifier {
             .and_then(|s| s.as_str())
             .unwrap_or_default()
             .to_string();
-        if let Some(list) = claims.get(&self.config.organizations_claim) {
-            let entries: Vec<&str> = match list {
-                serde_json::Value::String(s) => s.split(',').map(str::trim).collect(),
-                serde_json::Value::Array(items) => items
-                    .iter()
-                    .map(|v| v.as_str().ok_or("bad_tenant"))
-                    .collect::<Result<_, _>>()?,
-                _ => return Err("bad_tenant"),
-            };
-            let allowance = Allowance::parse(&entries).map_err(|_| "bad_tenant")?;
-            return Ok(Verified { subject, allowance });
-        }
-        let tenant = match (claims.get("tenant_id"), subject.strip_prefix("tenant-")) {
-            (Some(serde_json::Value::String(t)), _) => t.as_str(),
-            (Some(_), _) => return Err("bad_tenant"),
-            (None, Some(t)) => t,
-            (None, None) => return Err("no_tenant"),
+        let allowance = match claims.get(&self.config.organizations_claim) {
+            Some(list) => list_claim(list)?,
+            None => {
+                let tenant = match (claims.get("tenant_id"), subject.strip_prefix("tenant-")) {
+                    (Some(serde_json::Value::String(t)), _) => t.as_str(),
+                    (Some(_), _) => return Err("bad_tenant"),
+                    (None, Some(t)) => t,
+                    (None, None) => return Err("no_tenant"),
+                };
+                Allowance::one(TenantId::new(tenant).map_err(|_| "bad_tenant")?)
+            }
         };
-        let tenant = TenantId::new(tenant).map_err(|_| "bad_tenant")?;
+        let read = match claims.get(&self.config.read_organizations_claim) {
+            Some(list) => list_claim(list)?,
+            None => allowance.clone(),
+        };
+        let rules = claims
+            .get(&self.config.rules_claim)
+            .is_some_and(|v| v.as_bool() == Some(true));
         Ok(Verified {
             subject,
-            allowance: Allowance::one(tenant),
+            allowance,
+            read,
+            rules,
         })
     }
 }
 
 fn unwrap<T>(w: Arc<T>) -> T {
     Arc::into_inner(w).expect("not shared before the server starts")
+}
+
+/// An allowance claim: a list of strings, or one comma-separated string.
+fn list_claim(list: &serde_json::Value) -> Result<Allowance, &'static str> {
+    let entries: Vec<&str> = match list {
+        serde_json::Value::String(s) => s.split(',').map(str::trim).collect(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().ok_or("bad_tenant"))
+            .collect::<Result<_, _>>()?,
+        _ => return Err("bad_tenant"),
+    };
+    Allowance::parse(&entries).map_err(|_| "bad_tenant")
 }
 
 /// The HS256 secret: the file's bytes with surrounding whitespace trimmed.

@@ -71,6 +71,11 @@ pub struct Principal {
     pub name: Arc<str>,
     /// The organizations it may write.
     pub allowance: Arc<Allowance>,
+    /// The organizations it may read (queries, rules, alerts, logs).
+    pub read: Arc<Allowance>,
+    /// Whether it may change rules and alertmanager state (silences,
+    /// configuration) of the organizations it may read.
+    pub rules: bool,
 }
 
 impl Principal {
@@ -81,6 +86,8 @@ impl Principal {
             mode: Mode::Anonymous,
             name: "anonymous".into(),
             allowance: Arc::new(Allowance::Any),
+            read: Arc::new(Allowance::Any),
+            rules: true,
         }
     }
 }
@@ -115,6 +122,11 @@ impl Authenticator {
             allowance: Arc::new(
                 Allowance::parse(&cfg.anonymous.allowance).unwrap_or_else(|_| Allowance::none()),
             ),
+            read: Arc::new(
+                Allowance::parse(&cfg.anonymous.read_allowance)
+                    .unwrap_or_else(|_| Allowance::none()),
+            ),
+            rules: false,
         });
         let reload_errors = signals.reload_errors.clone();
         let jwt = match &cfg.jwt {
@@ -260,6 +272,8 @@ impl Authenticator {
             mode: Mode::Jwt,
             name: verified.subject.into(),
             allowance: Arc::new(verified.allowance),
+            read: Arc::new(verified.read),
+            rules: verified.rules,
         })
     }
 
@@ -283,6 +297,8 @@ impl Authenticator {
             mode: Mode::Basic,
             name: name.into(),
             allowance: Arc::new(user.allowance.clone()),
+            read: Arc::new(user.read.clone()),
+            rules: user.rules,
         };
         if user.remembered(password) {
             return Ok(principal(&user));
@@ -318,6 +334,8 @@ impl Authenticator {
                     mode: Mode::Mtls,
                     name: n.as_str().into(),
                     allowance: allowance.clone(),
+                    read: allowance.clone(),
+                    rules: false,
                 })
             })
             .ok_or(fail("unknown_principal"))

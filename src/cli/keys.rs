@@ -136,6 +136,10 @@ pub struct TokenRequest<'a> {
     pub tenant: Option<&'a str>,
     pub organizations: Vec<String>,
     pub organizations_claim: &'a str,
+    /// Organizations it may read, when not those it may write.
+    pub read_organizations: Vec<String>,
+    /// May change rules and alertmanager state.
+    pub rules: bool,
     pub subject: Option<&'a str>,
     /// `None`: the token never expires.
     pub expires: Option<Duration>,
@@ -187,6 +191,16 @@ pub fn token(req: &TokenRequest<'_>) -> anyhow::Result<String> {
     }
     if let (Some(s), Some(_)) = (req.subject, req.tenant) {
         claims.insert("sub".into(), s.into());
+    }
+    if !req.read_organizations.is_empty() {
+        crate::tenant::Allowance::parse(&req.read_organizations)?;
+        claims.insert(
+            "read_organizations".into(),
+            req.read_organizations.clone().into(),
+        );
+    }
+    if req.rules {
+        claims.insert("rules".into(), true.into());
     }
     claims.insert("iat".into(), now.into());
     if let Some(ttl) = req.expires {
@@ -325,6 +339,13 @@ pub enum TokenCommand {
         organizations: Vec<String>,
         #[arg(long, default_value = "organizations")]
         organizations_claim: String,
+        /// Organizations it may read through the read proxy (default: the
+        /// ones it may write).
+        #[arg(long, value_delimiter = ',')]
+        read_organizations: Vec<String>,
+        /// May change rules and alertmanager state (silences, config).
+        #[arg(long)]
+        rules: bool,
         #[arg(long)]
         subject: Option<String>,
         /// Lifetime (e.g. 90d, 12h), or "never".
@@ -385,6 +406,8 @@ pub fn tokens(cmd: TokenCommand) -> ExitCode {
             tenant,
             organizations,
             organizations_claim,
+            read_organizations,
+            rules,
             subject,
             expires,
             audience,
@@ -403,6 +426,8 @@ pub fn tokens(cmd: TokenCommand) -> ExitCode {
                     tenant: tenant.as_deref(),
                     organizations,
                     organizations_claim: &organizations_claim,
+                    read_organizations,
+                    rules,
                     subject: subject.as_deref(),
                     expires,
                     audience: audience.as_deref(),
@@ -503,6 +528,8 @@ mod tests {
             tenant: Some("acme"),
             organizations: vec![],
             organizations_claim: "organizations",
+            read_organizations: vec![],
+            rules: false,
             subject: None,
             expires: Some(Duration::from_secs(3600)),
             audience: None,

@@ -65,22 +65,7 @@ impl Client {
         }
         let tenant_header = HeaderName::from_bytes(cfg.tenant_header.as_bytes())
             .map_err(|e| ForwardError::Header(e.to_string()))?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.timeout.min(Duration::from_secs(5))));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(&cfg.tls, &cfg.url)?)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let pool = Pool::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(cfg.max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let pool = pool(cfg)?;
         Ok(Self {
             pool,
             uri,
@@ -161,6 +146,34 @@ impl Client {
 /// rustls settings for the upstream: the bundled web PKI roots plus
 /// `tls.ca_file`, an optional client certificate, and (loudly) no
 /// verification at all when asked.
+/// A pooled hyper client over rustls for requests with bodies of type `B`,
+/// configured from `upstream` (TLS, timeouts, idle connections): the push
+/// forwarder's and the read proxy's.
+pub(crate) fn pool<B>(
+    cfg: &config::Upstream,
+) -> Result<Pool<HttpsConnector<HttpConnector>, B>, ForwardError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.timeout.min(Duration::from_secs(5))));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(&cfg.tls, &cfg.url)?)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Pool::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(cfg.max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector))
+}
+
 fn tls_config(tls: &config::ClientTls, url: &str) -> Result<rustls::ClientConfig, ForwardError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};

@@ -15,7 +15,7 @@
 //! tenant's previous request is still out (see [`coalesce`]); the cost of
 //! an upstream request is then paid per busy tenant, not per push.
 
-mod client;
+pub(crate) mod client;
 pub mod coalesce;
 
 use std::collections::HashMap;
@@ -87,6 +87,11 @@ pub struct Push<'a> {
 }
 
 impl Forwarder {
+    /// orgsplit's own upstream credentials (also sent by the read proxy).
+    pub(crate) fn credentials(&self) -> &Credentials {
+        &self.inner.credentials
+    }
+
     /// Builds the client. Must run inside the Tokio runtime (credential
     /// files are followed by a background task).
     pub fn new(cfg: &config::Upstream, signals: UpstreamSignals) -> Result<Self, ForwardError> {

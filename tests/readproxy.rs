@@ -1,0 +1,375 @@
+//! The read path over real HTTP: a recording upstream that keeps every
+//! header it sees, tokens from orgsplit's commands and PyJWT; which tenant
+//! each route's upstream saw, what the client heard, streaming and a
+//! WebSocket tail.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::IntoResponse;
+use common::*;
+use futures::{SinkExt, StreamExt};
+use orgsplit::cli::keys as cli;
+
+/// What the recording upstream saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    uri: String,
+    headers: HeaderMap,
+}
+
+/// An upstream for every read route: records each request, answers with a
+/// JSON body naming the tenant it saw; `?slow=1` streams its answer in two
+/// parts two seconds apart; `/loki/api/v1/tail` echoes WebSocket messages.
+async fn recorder() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/loki/api/v1/tail",
+            axum::routing::get(|ws: WebSocketUpgrade, headers: HeaderMap| async move {
+                let tenant = headers
+                    .get("x-scope-orgid")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                ws.on_upgrade(move |mut socket| async move {
+                    let _ = socket.send(Message::text(format!("tenant {tenant}"))).await;
+                    while let Some(Ok(Message::Text(t))) = socket.recv().await {
+                        let _ = socket.send(Message::text(format!("echo {t}"))).await;
+                    }
+                })
+            }),
+        )
+        .fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
+            let log = log.clone();
+            async move {
+                let tenant = headers
+                    .get("x-scope-orgid")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                log.lock().unwrap().push(Seen {
+                    method,
+                    uri: uri.to_string(),
+                    headers,
+                });
+                if uri.query().is_some_and(|q| q.contains("slow=1")) {
+                    let stream = futures::stream::iter(0..2).then(|i| async move {
+                        if i == 1 {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                        Ok::<_, std::io::Error>(format!("part{i};"))
+                    });
+                    return axum::body::Body::from_stream(stream).into_response();
+                }
+                (
+                    [("content-type", "application/json"), ("x-upstream", "yes")],
+                    format!("{{\"status\":\"success\",\"tenant\":\"{tenant}\"}}"),
+                )
+                    .into_response()
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
+/// orgsplit with an HS256 secret, every read route at the recorder.
+async fn start(dir: &Path, upstream: std::net::SocketAddr, read: &str) -> Orgsplit {
+    write_table(dir, TABLE);
+    std::fs::write(dir.join("secret"), "read-secret").unwrap();
+    let cfg = format!(
+        "{}auth:\n  jwt:\n    hs256_secret_file: {}\nread:\n  loki: http://{upstream}\n{read}",
+        config(
+            dir,
+            &format!("http://{upstream}/api/v1/push"),
+            "  unmapped: drop"
+        ),
+        dir.join("secret").display()
+    );
+    Orgsplit::start(dir, &cfg).await
+}
+
+fn token(dir: &Path, orgs: &[&str], read: &[&str], rules: bool) -> String {
+    let (tenant, organizations) = match orgs {
+        [one] => (Some(*one), vec![]),
+        many => (None, many.iter().map(|s| s.to_string()).collect()),
+    };
+    cli::token(&cli::TokenRequest {
+        key: None,
+        hs_secret_file: Some(&dir.join("secret")),
+        tenant,
+        organizations,
+        organizations_claim: "organizations",
+        read_organizations: read.iter().map(|s| s.to_string()).collect(),
+        rules,
+        subject: None,
+        expires: Some(Duration::from_secs(600)),
+        audience: None,
+        issuer: None,
+    })
+    .unwrap()
+}
+
+async fn get(
+    o: &Orgsplit,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    tenant: Option<&str>,
+) -> (u16, HeaderMap, String) {
+    let mut r = client()
+        .request(method, o.url(path))
+        .header("Cookie", "grafana_session=secret");
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(t) = tenant {
+        r = r.header("X-Scope-OrgID", t);
+    }
+    let r = r.send().await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    (status, headers, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_route_gets_the_tenant_of_the_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen) = recorder().await;
+    let o = start(dir.path(), addr, "").await;
+    let acme = token(dir.path(), &["acme"], &[], false);
+    for path in [
+        "/prometheus/api/v1/query?query=up",
+        "/prometheus/api/v1/query_range?query=up&start=1&end=2&step=1",
+        "/prometheus/api/v1/labels",
+        "/prometheus/api/v1/label/job/values",
+        "/prometheus/api/v1/series?match[]=up",
+        "/prometheus/api/v1/metadata",
+        "/prometheus/api/v1/status/buildinfo",
+        "/prometheus/api/v1/rules",
+        "/prometheus/api/v1/alerts",
+        "/prometheus/config/v1/rules",
+        "/alertmanager/api/v2/status",
+        "/api/v1/alerts",
+        "/loki/api/v1/query_range?query=%7Bjob%3D%22x%22%7D",
+        "/loki/api/v1/labels",
+    ] {
+        seen.lock().unwrap().clear();
+        // The client names another tenant and sends a cookie: neither
+        // reaches the upstream.
+        let (status, headers, body) = get(&o, Method::GET, path, Some(&acme), Some("globex")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(
+            body, "{\"status\":\"success\",\"tenant\":\"acme\"}",
+            "{path}"
+        );
+        assert_eq!(headers.get("x-upstream").unwrap(), "yes", "{path}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{path}");
+        let s = &seen[0];
+        assert_eq!(s.uri, path, "path and query pass unchanged");
+        let tenants: Vec<_> = s.headers.get_all("x-scope-orgid").iter().collect();
+        assert_eq!(tenants, ["acme"], "{path}");
+        assert!(
+            s.headers.get("authorization").is_none(),
+            "{path}: client token leaked"
+        );
+        assert!(s.headers.get("cookie").is_none(), "{path}: cookie leaked");
+    }
+    // POST queries (Grafana's default) pass their form body.
+    let r = client()
+        .post(o.url("/prometheus/api/v1/query"))
+        .bearer_auth(&acme)
+        .form(&[("query", "up")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(seen.lock().unwrap().last().unwrap().method, Method::POST);
+
+    // Not a read route: 404, never proxied.
+    seen.lock().unwrap().clear();
+    for (method, path) in [
+        (Method::GET, "/prometheus/api/v1/admin/tsdb/snapshot"),
+        (Method::POST, "/prometheus/api/v1/admin/tsdb/delete_series"),
+        (Method::GET, "/api/v1/status/config"),
+        (Method::GET, "/distributor/all_user_stats"),
+        (Method::DELETE, "/prometheus/api/v1/query"),
+        (Method::GET, "/"),
+    ] {
+        let (status, _, _) = get(&o, method.clone(), path, Some(&acme), None).await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
+    assert!(seen.lock().unwrap().is_empty());
+
+    // No credential: 401 asking for one (anonymous may write, not read).
+    let (status, headers, _) = get(
+        &o,
+        Method::GET,
+        "/prometheus/api/v1/query?query=up",
+        None,
+        Some("acme"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(headers.get("www-authenticate").is_some());
+    let (status, _, _) = get(
+        &o,
+        Method::GET,
+        "/prometheus/api/v1/query?query=up",
+        Some("nonsense"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(seen.lock().unwrap().is_empty());
+
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            "orgsplit_read_requests_total{route=\"query\",code=\"200\""
+        ),
+        8.0
+    );
+    assert_eq!(
+        metric(
+            &page,
+            "orgsplit_read_requests_total{route=\"query\",code=\"401\""
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_principal_of_several_organizations_names_one_it_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen) = recorder().await;
+    let o = start(dir.path(), addr, "").await;
+    // Writes acme only, reads acme and globex (PyJWT-free: orgsplit's CLI).
+    let t = token(dir.path(), &["acme"], &["acme", "globex"], false);
+    let q = "/prometheus/api/v1/query?query=up";
+    let (status, _, body) = get(&o, Method::GET, q, Some(&t), Some("globex")).await;
+    assert_eq!(
+        (status, body.contains("\"tenant\":\"globex\"")),
+        (200, true),
+        "{body}"
+    );
+    let (status, _, body) = get(&o, Method::GET, q, Some(&t), Some("initech")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("initech"), "{body}");
+    let (status, _, _) = get(&o, Method::GET, q, Some(&t), None).await;
+    assert_eq!(status, 400);
+    let (status, _, body) = get(&o, Method::GET, q, Some(&t), Some("acme|globex")).await;
+    assert_eq!(status, 403, "federation is off: {body}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the allowed query went through"
+    );
+
+    // With read.federation, a|b passes when every member is allowed.
+    let dir2 = tempfile::tempdir().unwrap();
+    let o2 = start(dir2.path(), addr, "  federation: true\n").await;
+    let t2 = token(dir2.path(), &["acme"], &["acme", "globex"], false);
+    seen.lock().unwrap().clear();
+    let (status, _, body) = get(&o2, Method::GET, q, Some(&t2), Some("acme|globex")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        seen.lock().unwrap()[0].headers["x-scope-orgid"],
+        "acme|globex"
+    );
+    let (status, _, _) = get(&o2, Method::GET, q, Some(&t2), Some("acme|initech")).await;
+    assert_eq!(status, 403);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn changing_rules_and_alertmanager_state_needs_the_rules_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen) = recorder().await;
+    let o = start(dir.path(), addr, "").await;
+    let reader = token(dir.path(), &["acme"], &[], false);
+    let editor = token(dir.path(), &["acme"], &[], true);
+    let changes = [
+        (Method::POST, "/prometheus/config/v1/rules/team"),
+        (Method::DELETE, "/prometheus/config/v1/rules/team/group"),
+        (Method::POST, "/alertmanager/api/v2/silences"),
+        (Method::POST, "/api/v1/alerts"),
+    ];
+    for (method, path) in &changes {
+        let (status, _, body) = get(&o, method.clone(), path, Some(&reader), None).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a read-only change got through"
+    );
+    let (status, _, _) = get(
+        &o,
+        Method::GET,
+        "/prometheus/config/v1/rules",
+        Some(&reader),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (method, path) in &changes {
+        let (status, _, body) = get(&o, method.clone(), path, Some(&editor), None).await;
+        assert_eq!(status, 200, "{method} {path}: {body}");
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|s| s.headers["x-scope-orgid"] == "acme"));
+}
+
+#[tokio::test]
+async fn answers_stream_and_tail_is_a_websocket_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _) = recorder().await;
+    let o = start(dir.path(), addr, "").await;
+    let t = token(dir.path(), &["acme"], &[], false);
+
+    // The first part arrives while the upstream is still writing the rest.
+    let started = Instant::now();
+    let mut r = client()
+        .get(o.url("/prometheus/api/v1/query_range?query=up&slow=1"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    let first = r.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"part0;");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "buffered: {:?}",
+        started.elapsed()
+    );
+    let rest = r.chunk().await.unwrap().unwrap();
+    assert_eq!(&rest[..], b"part1;");
+
+    // Loki tail: a WebSocket through orgsplit, with the tenant set by it.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/loki/api/v1/tail?query=%7Bjob%3D%22x%22%7D",
+            o.addr
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    request
+        .headers_mut()
+        .insert("x-scope-orgid", "globex".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    use tokio_tungstenite::tungstenite::Message as M;
+    assert_eq!(ws.next().await.unwrap().unwrap(), M::text("tenant acme"));
+    ws.send(M::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), M::text("echo hello"));
+}
