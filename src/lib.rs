@@ -10,6 +10,7 @@
 //!              └─► pipeline: decompress ─► formats (walk) ─► route (series → tenant; table, tenant)
 //!                            ─► authorize (tenant in the allowance?) ─► formats (encode per tenant) ─► compress
 //!              └─► forward (coalesce per tenant, upstream client) ─► answer ─► sender
+//!  server ─► readproxy (authenticate, tenant from the principal) ─► query-frontend / ruler / alertmanager / Loki
 //!  table::file (YAML) / table::kube (watch) ──► table (lock-free snapshot read by route)
 //!  every stage ─► signals (counts, metric handles) ◄── metrics (registers, renders)
 //! ```
@@ -37,6 +38,10 @@
 //! - [`push`]: the HTTP handler tying the stages together: receives the
 //!   body against the memory budget of [`limits`], runs the pipeline on a
 //!   blocking thread when it is large, forwards, answers.
+//!
+//! The read path: [`readproxy`] proxies the query, rules, alertmanager and
+//! Loki read APIs with the tenant taken from the credential ([`auth`]), the
+//! answers streamed.
 //!
 //! The service around it: [`server`] (listeners, routes, shutdown),
 //! [`app`] (the shared state), [`connections`] (the connection limit),
