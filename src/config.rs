@@ -312,6 +312,12 @@ pub struct Jwt {
     pub rules_claim: String,
     /// Longest token accepted, in bytes.
     pub max_token_bytes: usize,
+    /// Caps per signing key: a token signed by the key with this `kid`
+    /// (`hs256` for the secret, `fallback` for the fallback key) may grant
+    /// only organizations inside the listed allowance, for writing and
+    /// reading; one that claims more is refused. Keys not listed are not
+    /// capped.
+    pub key_allowances: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Jwt {
@@ -329,6 +335,7 @@ impl Default for Jwt {
             read_organizations_claim: "read_organizations".into(),
             rules_claim: "rules".into(),
             max_token_bytes: 8 << 10,
+            key_allowances: Default::default(),
         }
     }
 }
@@ -840,6 +847,9 @@ impl Auth {
             }
             if j.max_token_bytes == 0 {
                 return Err("auth.jwt.max_token_bytes must be > 0".into());
+            }
+            for (kid, entries) in &j.key_allowances {
+                allowance(&format!("auth.jwt.key_allowances.{kid}"), entries)?;
             }
             if j.organizations_claim.is_empty() {
                 return Err("auth.jwt.organizations_claim must not be empty".into());

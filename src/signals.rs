@@ -160,7 +160,7 @@ impl Default for RouteSignals {
 pub const AUTH_MODES: [&str; 4] = ["anonymous", "jwt", "basic", "mtls"];
 
 /// Every reason an authentication fails, as the same counter labels them.
-pub const AUTH_REASONS: [&str; 19] = [
+pub const AUTH_REASONS: [&str; 20] = [
     "missing",
     "scheme",
     "disabled",
@@ -176,6 +176,7 @@ pub const AUTH_REASONS: [&str; 19] = [
     "missing_claim",
     "no_tenant",
     "bad_tenant",
+    "key_allowance",
     "unknown_user",
     "bad_password",
     "untrusted_certificate",

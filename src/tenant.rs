@@ -187,6 +187,26 @@ impl Allowance {
         }
     }
 
+    /// Whether everything this allowance admits, `cap` admits too.
+    pub fn within(&self, cap: &Allowance) -> bool {
+        match (self, cap) {
+            (_, Allowance::Any) => true,
+            (Allowance::Any, Allowance::Only { .. }) => false,
+            (
+                Allowance::Only { exact, prefixes },
+                Allowance::Only {
+                    prefixes: cap_prefixes,
+                    ..
+                },
+            ) => {
+                exact.iter().all(|t| cap.allows(t))
+                    && prefixes
+                        .iter()
+                        .all(|p| cap_prefixes.iter().any(|q| p.starts_with(&**q)))
+            }
+        }
+    }
+
     /// The one tenant this allowance names, when it names exactly one and
     /// no prefix (what `routing.mode: principal` needs).
     pub fn single(&self) -> Option<&TenantId> {
@@ -271,5 +291,19 @@ mod tests {
         assert!(Allowance::parse(&["a/b"]).is_err());
         assert!(Allowance::parse(&["a b*"]).is_err());
         assert!(Allowance::parse(&[""]).is_err());
+        let cap = Allowance::parse(&["acme", "shop-*"]).unwrap();
+        for (inside, want) in [
+            (vec!["acme"], true),
+            (vec!["shop-1", "shop-dev-*"], true),
+            (vec!["shop-*"], true),
+            (vec!["sho*"], false),
+            (vec!["acme", "globex"], false),
+            (vec!["*"], false),
+            (vec![], true),
+        ] {
+            let a = Allowance::parse(&inside).unwrap();
+            assert_eq!(a.within(&cap), want, "{inside:?}");
+        }
+        assert!(Allowance::Any.within(&Allowance::Any));
     }
 }

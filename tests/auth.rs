@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::*;
 use orgsplit::cli::keys as cli;
@@ -179,6 +178,21 @@ fn trust_store(dir: &Path, kind: cli::KeyType) -> (PathBuf, PathBuf, String) {
     (store, key, kid)
 }
 
+/// orgsplit that accepts only tokens of the keys in `store` (more `jwt`
+/// keys in `extra_jwt`), dropping unmapped series.
+async fn start_trusting(
+    dir: &Path,
+    upstream: &Upstream,
+    store: &Path,
+    extra_jwt: &str,
+) -> Orgsplit {
+    let auth = format!(
+        "  anonymous: {{enabled: false}}\n  jwt:\n    trust_store: {}\n{extra_jwt}",
+        store.display()
+    );
+    start(dir, upstream, "  unmapped: drop", &auth).await
+}
+
 #[tokio::test]
 async fn every_bad_token_is_401_and_nothing_is_forwarded() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,16 +202,13 @@ async fn every_bad_token_is_401_and_nothing_is_forwarded() {
     let public_pem = dir.path().join("public.pem");
     std::fs::write(&public_pem, cli::public(&rsa_key).unwrap()).unwrap();
     let upstream = Upstream::start().await;
-    let o = start(
-        dir.path(),
-        &upstream,
-        "  unmapped: drop",
-        &format!(
-            "  anonymous: {{enabled: false}}\n  jwt:\n    trust_store: {}\n    audience: orgsplit\n    leeway: 5s\n",
-            store.display()
-        ),
-    )
-    .await;
+    // Both an HS256 secret and RSA keys: the confused token meets a real
+    // HMAC check, and fails it.
+    let extra = format!(
+        "    hs256_secret_file: {}\n    audience: orgsplit\n    leeway: 5s\n",
+        secret.display()
+    );
+    let o = start_trusting(dir.path(), &upstream, &store, &extra).await;
     let rs = |claims: serde_json::Value, headers: serde_json::Value| {
         pyjwt(json!({"alg": "RS256", "key_file": rsa_key, "claims": claims, "headers": headers}))
     };
@@ -280,18 +291,26 @@ async fn every_bad_token_is_401_and_nothing_is_forwarded() {
     );
 
     let page = o.metrics().await;
-    for (reason, n) in [
-        ("expired", 1.0),
-        ("not_yet_valid", 1.0),
-        ("audience", 1.0),
-        ("unknown_key", 2.0),
-        ("bad_signature", 2.0),
-        ("algorithm", 1.0),
-        ("malformed", 2.0),
-        ("too_large", 1.0),
-    ] {
+    assert_jwt_failures(
+        &page,
+        &[
+            ("expired", 1.0),
+            ("not_yet_valid", 1.0),
+            ("audience", 1.0),
+            ("unknown_key", 2.0),
+            ("bad_signature", 3.0),
+            ("algorithm", 0.0),
+            ("malformed", 2.0),
+            ("too_large", 1.0),
+        ],
+    );
+}
+
+/// Each JWT failure reason was counted `n` times.
+fn assert_jwt_failures(page: &str, counts: &[(&str, f64)]) {
+    for (reason, n) in counts {
         let prefix = format!("orgsplit_auth_failures_total{{mode=\"jwt\",reason=\"{reason}\"");
-        assert_eq!(metric(&page, &prefix), n, "{reason}");
+        assert_eq!(metric(page, &prefix), *n, "{reason}");
     }
 }
 
@@ -300,31 +319,13 @@ async fn keys_added_and_removed_while_running_take_effect_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _, _) = trust_store(dir.path(), cli::KeyType::Ec);
     let upstream = Upstream::start().await;
-    let o = start(
-        dir.path(),
-        &upstream,
-        "  unmapped: drop",
-        &format!(
-            "  anonymous: {{enabled: false}}\n  jwt:\n    trust_store: {}\n",
-            store.display()
-        ),
-    )
-    .await;
+    let o = start_trusting(dir.path(), &upstream, &store, "").await;
     // A second key, not yet trusted; its token is made by orgsplit's CLI code.
     let new_key = dir.path().join("new.pem");
     let new_kid = cli::create(&new_key, cli::KeyType::Ec, false).unwrap();
     let token = cli::token(&cli::TokenRequest {
         key: Some(&new_key),
-        hs_secret_file: None,
-        tenant: Some("globex"),
-        organizations: vec![],
-        organizations_claim: "organizations",
-        read_organizations: vec![],
-        rules: false,
-        subject: None,
-        expires: Some(Duration::from_secs(600)),
-        audience: None,
-        issuer: None,
+        ..cli::TokenRequest::for_tenant("globex")
     })
     .unwrap();
     let (status, _, _) = push_as(&o, Some(&bearer(&token)), &globex()).await;
@@ -722,13 +723,50 @@ async fn jwks_keys_fallback_key_and_issuer() {
     }
     assert_eq!(tenants(&upstream), ["acme", "acme", "acme"]);
     let page = o.metrics().await;
-    for (reason, n) in [
-        ("bad_signature", 1.0),
-        ("algorithm", 1.0),
-        ("issuer", 1.0),
-        ("no_tenant", 1.0),
+    assert_jwt_failures(
+        &page,
+        &[
+            ("bad_signature", 1.0),
+            ("algorithm", 1.0),
+            ("issuer", 1.0),
+            ("no_tenant", 1.0),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_key_may_be_capped_to_its_organizations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, key, kid) = trust_store(dir.path(), cli::KeyType::Ec);
+    let upstream = Upstream::start().await;
+    let caps = format!("    key_allowances:\n      {kid}: [\"shop-*\", acme]\n");
+    let o = start_trusting(dir.path(), &upstream, &store, &caps).await;
+    // acme's key team mints its own tokens: within the cap they work...
+    let inside = pyjwt(
+        json!({"alg": "ES256", "key_file": key, "headers": {"kid": kid},
+        "claims": {"tenant_id": "acme"}}),
+    );
+    let (status, _, body) = push_as(&o, Some(&bearer(&inside)), &acme()).await;
+    assert_eq!(status, 204, "{body}");
+    // ...but a token from the same key for globex, or for everything, does not.
+    for claims in [
+        json!({"tenant_id": "globex"}),
+        json!({"sub": "x", "organizations": ["*"]}),
+        json!({"tenant_id": "acme", "read_organizations": ["globex"]}),
     ] {
-        let prefix = format!("orgsplit_auth_failures_total{{mode=\"jwt\",reason=\"{reason}\"");
-        assert_eq!(metric(&page, &prefix), n, "{reason}");
+        let t = pyjwt(
+            json!({"alg": "ES256", "key_file": key, "headers": {"kid": kid}, "claims": claims}),
+        );
+        let (status, _, _) = push_as(&o, Some(&bearer(&t)), &globex()).await;
+        assert_eq!(status, 401, "{claims}");
     }
+    assert_eq!(tenants(&upstream), ["acme"]);
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            "orgsplit_auth_failures_total{mode=\"jwt\",reason=\"key_allowance\""
+        ),
+        3.0
+    );
 }

@@ -101,18 +101,14 @@ fn token(dir: &Path, orgs: &[&str], read: &[&str], rules: bool) -> String {
         [one] => (Some(*one), vec![]),
         many => (None, many.iter().map(|s| s.to_string()).collect()),
     };
+    let secret = dir.join("secret");
     cli::token(&cli::TokenRequest {
-        key: None,
-        hs_secret_file: Some(&dir.join("secret")),
+        hs_secret_file: Some(&secret),
         tenant,
         organizations,
-        organizations_claim: "organizations",
         read_organizations: read.iter().map(|s| s.to_string()).collect(),
         rules,
-        subject: None,
-        expires: Some(Duration::from_secs(600)),
-        audience: None,
-        issuer: None,
+        ..cli::TokenRequest::for_tenant("")
     })
     .unwrap()
 }

@@ -16,6 +16,7 @@
 //! signatures are compared in constant time (jsonwebtoken compares with
 //! `ring::constant_time`).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,6 +43,8 @@ pub struct Verified {
 pub struct Verifier {
     secret: Option<Arc<Watched<DecodingKey>>>,
     keys: Option<Arc<Watched<KeySet>>>,
+    /// `auth.jwt.key_allowances`, parsed.
+    caps: HashMap<String, Allowance>,
     config: Jwt,
 }
 
@@ -70,9 +73,16 @@ impl Verifier {
         } else {
             None
         };
+        let mut caps = HashMap::new();
+        for (kid, entries) in &config.key_allowances {
+            let cap = Allowance::parse(entries)
+                .map_err(|e| format!("auth.jwt.key_allowances.{kid}: {e}"))?;
+            caps.insert(kid.clone(), cap);
+        }
         Ok(Self {
             secret,
             keys,
+            caps,
             config: config.clone(),
         })
     }
@@ -106,6 +116,13 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed")?;
         type Claims = serde_json::Value;
+        // Which key signed it, for `key_allowances`.
+        let signer = match (header.alg, header.kid.as_deref()) {
+            (Algorithm::HS256, _) => "hs256",
+            (_, Some(kid)) => kid,
+            (_, None) => "fallback",
+        }
+        .to_string();
         let decoded = match header.alg {
             Algorithm::HS256 => {
                 let secret = self.secret.as_ref().ok_or("algorithm")?.get();
@@ -122,7 +139,13 @@ impl Verifier {
             _ => return Err("algorithm"),
         }
         .map_err(|e| reason(e.kind()))?;
-        self.allowance(&decoded.claims)
+        let verified = self.allowance(&decoded.claims)?;
+        if let Some(cap) = self.caps.get(&signer) {
+            if !verified.allowance.within(cap) || !verified.read.within(cap) {
+                return Err("key_allowance");
+            }
+        }
+        Ok(verified)
     }
 
     fn validation(&self, algorithm: Algorithm) -> Validation {

@@ -147,6 +147,27 @@ pub struct TokenRequest<'a> {
     pub issuer: Option<&'a str>,
 }
 
+impl<'a> TokenRequest<'a> {
+    /// A token for one tenant, valid for an hour, signed with `key` (a
+    /// private key file) or, without one, nothing yet: set `key` or
+    /// `hs_secret_file` (struct update syntax) before signing.
+    pub fn for_tenant(tenant: &'a str) -> Self {
+        Self {
+            key: None,
+            hs_secret_file: None,
+            tenant: Some(tenant),
+            organizations: vec![],
+            organizations_claim: "organizations",
+            read_organizations: vec![],
+            rules: false,
+            subject: None,
+            expires: Some(Duration::from_secs(3600)),
+            audience: None,
+            issuer: None,
+        }
+    }
+}
+
 /// `token create`: a signed token.
 pub fn token(req: &TokenRequest<'_>) -> anyhow::Result<String> {
     let (mut header, key) = match (req.key, req.hs_secret_file) {
@@ -287,6 +308,9 @@ fn explain(reason: &str) -> &'static str {
             "it names no organization (organizations claim, tenant_id, or sub tenant-<name>)"
         }
         "bad_tenant" => "the organization it names is not a valid tenant ID",
+        "key_allowance" => {
+            "it grants organizations its signing key may not (auth.jwt.key_allowances)"
+        }
         _ => "refused",
     }
 }
@@ -524,16 +548,7 @@ mod tests {
 
         let token = token(&TokenRequest {
             key: Some(&key),
-            hs_secret_file: None,
-            tenant: Some("acme"),
-            organizations: vec![],
-            organizations_claim: "organizations",
-            read_organizations: vec![],
-            rules: false,
-            subject: None,
-            expires: Some(Duration::from_secs(3600)),
-            audience: None,
-            issuer: None,
+            ..TokenRequest::for_tenant("acme")
         })
         .unwrap();
         let jwt = crate::config::Jwt {
