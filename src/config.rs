@@ -203,10 +203,9 @@ pub struct Read {
     /// Allow `X-Scope-OrgID: a|b` (Mimir tenant federation) when the
     /// principal may read every member.
     pub federation: bool,
-    /// Longest wait for an upstream's response headers (the body then
-    /// streams for as long as it takes).
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    /// Longest wait for each route's upstream to send its response headers
+    /// (the body then streams for as long as it takes).
+    pub timeouts: ReadTimeouts,
     /// Largest request body (remote read, rule groups, silences).
     pub max_body_bytes: usize,
 }
@@ -219,8 +218,33 @@ impl Default for Read {
             alertmanager: None,
             loki: None,
             federation: false,
-            timeout: Duration::from_secs(120),
-            max_body_bytes: 10 << 20,
+            timeouts: ReadTimeouts::default(),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Per-route response-header timeouts of the read proxy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadTimeouts {
+    #[serde(with = "humantime_serde")]
+    pub query: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ruler: Duration,
+    #[serde(with = "humantime_serde")]
+    pub alertmanager: Duration,
+    #[serde(with = "humantime_serde")]
+    pub loki: Duration,
+}
+
+impl Default for ReadTimeouts {
+    fn default() -> Self {
+        Self {
+            query: Duration::from_secs(120),
+            ruler: Duration::from_secs(30),
+            alertmanager: Duration::from_secs(30),
+            loki: Duration::from_secs(120),
         }
     }
 }
@@ -639,6 +663,7 @@ fn env_key(key: &str) -> Option<String> {
         "auth_jwt",
         "auth_basic",
         "auth_mtls",
+        "read_timeouts",
     ] {
         if let Some(rest) = key.strip_prefix(nested).and_then(|r| r.strip_prefix('_')) {
             return Some(format!("{}.{rest}", nested.replacen('_', ".", 1)));

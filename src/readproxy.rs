@@ -71,8 +71,9 @@ pub struct Classified {
 
 /// The Prometheus API endpoints served by the query-frontend (after
 /// `/prometheus/api/v1/`).
-const QUERY_ENDPOINTS: [&str; 11] = [
+const QUERY_ENDPOINTS: [&str; 12] = [
     "query",
+    "parse_query",
     "query_range",
     "query_exemplars",
     "series",
@@ -86,7 +87,11 @@ const QUERY_ENDPOINTS: [&str; 11] = [
 ];
 
 /// Loki read endpoints (after `/loki/api/v1/`).
-const LOKI_ENDPOINTS: [&str; 9] = [
+const LOKI_ENDPOINTS: [&str; 13] = [
+    "detected_labels",
+    "detected_fields",
+    "patterns",
+    "format_query",
     "query",
     "query_range",
     "labels",
@@ -193,7 +198,8 @@ pub struct ReadProxy {
     targets: [Option<Target>; 4],
     tenant_header: HeaderName,
     federation: bool,
-    timeout: Duration,
+    /// Response-header timeout of each route, in [`Route`] order.
+    timeouts: [Duration; 4],
     max_body_bytes: usize,
 }
 
@@ -228,7 +234,12 @@ impl ReadProxy {
             tenant_header: HeaderName::from_bytes(upstream.tenant_header.as_bytes())
                 .map_err(|e| e.to_string())?,
             federation: read.federation,
-            timeout: read.timeout,
+            timeouts: [
+                read.timeouts.query,
+                read.timeouts.ruler,
+                read.timeouts.alertmanager,
+                read.timeouts.loki,
+            ],
             max_body_bytes: read.max_body_bytes,
         })
     }
@@ -304,13 +315,7 @@ async fn proxy(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > proxy.max_body_bytes as u64) {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body is larger than read.max_body_bytes ({})",
-                proxy.max_body_bytes
-            ),
-        );
+        return too_large_body(proxy.max_body_bytes);
     }
     let upgrade = is_upgrade(request.headers()) && class.route == Route::Loki;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -332,10 +337,31 @@ async fn proxy(
     if let Some(auth) = proxy.credentials.header() {
         headers.insert(header::AUTHORIZATION, (*auth).clone());
     }
+    // Request bodies (rule groups, silences, remote-read and form queries)
+    // are small: they are read whole, within the limit and the body
+    // timeout, before anything is sent, so an oversized one reaches no
+    // upstream. Answers are streamed.
     let body = if upgrade {
         Body::empty()
     } else {
-        Body::new(http_body_util::Limited::new(body, proxy.max_body_bytes))
+        let limited = http_body_util::Limited::new(body, proxy.max_body_bytes);
+        let collect = http_body_util::BodyExt::collect(limited);
+        match tokio::time::timeout(app.limits().body_timeout, collect).await {
+            Ok(Ok(collected)) => Body::from(collected.to_bytes()),
+            Ok(Err(e)) if too_large(&*e) => return too_large_body(proxy.max_body_bytes),
+            Ok(Err(_)) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "reading the request body failed".into(),
+                )
+            }
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive within limits.body_timeout".into(),
+                )
+            }
+        }
     };
     let mut upstream_request = http::Request::new(body);
     *upstream_request.method_mut() = parts.method;
@@ -343,7 +369,7 @@ async fn proxy(
     *upstream_request.headers_mut() = headers;
 
     let mut response = match tokio::time::timeout(
-        proxy.timeout,
+        proxy.timeouts[class.route as usize],
         proxy.client.request(upstream_request),
     )
     .await
@@ -352,17 +378,8 @@ async fn proxy(
             return refuse(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
-                    "the {} upstream did not answer within read.timeout",
+                    "the {0} upstream did not answer within read.timeouts.{0}",
                     class.route.as_str()
-                ),
-            )
-        }
-        Ok(Err(e)) if too_large(&e) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body is larger than read.max_body_bytes ({})",
-                    proxy.max_body_bytes
                 ),
             )
         }
@@ -464,6 +481,13 @@ pub fn select_tenant(
         }
     }
     Ok(asked.clone())
+}
+
+fn too_large_body(limit: usize) -> Response {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than read.max_body_bytes ({limit})"),
+    )
 }
 
 fn refuse(status: StatusCode, mut message: String) -> Response {

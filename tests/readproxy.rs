@@ -26,7 +26,8 @@ struct Seen {
 
 /// An upstream for every read route: records each request, answers with a
 /// JSON body naming the tenant it saw; `?slow=1` streams its answer in two
-/// parts two seconds apart; `/loki/api/v1/tail` echoes WebSocket messages.
+/// parts two seconds apart, `?hang=1` answers after five seconds;
+/// `/loki/api/v1/tail` echoes WebSocket messages.
 async fn recorder() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let log = seen.clone();
@@ -58,6 +59,9 @@ async fn recorder() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
                     uri: uri.to_string(),
                     headers,
                 });
+                if uri.query().is_some_and(|q| q.contains("hang=1")) {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
                 if uri.query().is_some_and(|q| q.contains("slow=1")) {
                     let stream = futures::stream::iter(0..2).then(|i| async move {
                         if i == 1 {
@@ -368,4 +372,69 @@ async fn answers_stream_and_tail_is_a_websocket_both_ways() {
     assert_eq!(ws.next().await.unwrap().unwrap(), M::text("tenant acme"));
     ws.send(M::text("hello")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), M::text("echo hello"));
+}
+
+#[tokio::test]
+async fn each_route_has_its_own_timeout_and_body_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen) = recorder().await;
+    let o = start(
+        dir.path(),
+        addr,
+        "  timeouts: {query: 300ms, ruler: 10s}\n  max_body_bytes: 1000\n",
+    )
+    .await;
+    let t = token(dir.path(), &["acme"], &[], true);
+    let started = Instant::now();
+    let (status, _, body) = get(
+        &o,
+        Method::GET,
+        "/prometheus/api/v1/query?query=up&hang=1",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("read.timeouts.query"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The ruler's own timeout is longer: the same wait is served.
+    let (status, _, _) = get(
+        &o,
+        Method::GET,
+        "/prometheus/api/v1/rules?hang=1",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A rule group larger than read.max_body_bytes: 413, declared or chunked.
+    let big = "x".repeat(5000);
+    let r = client()
+        .post(o.url("/prometheus/config/v1/rules/team"))
+        .bearer_auth(&t)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(big.clone())]);
+    let r = client()
+        .post(o.url("/prometheus/config/v1/rules/team"))
+        .bearer_auth(&t)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|s| !s.uri.starts_with("/prometheus/config")),
+        "an oversized body was proxied whole"
+    );
 }
