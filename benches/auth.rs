@@ -39,11 +39,14 @@ fn bench(c: &mut Criterion) {
         .unwrap();
         tokens.push((name, token(d, Some(&key), None)));
     }
-    let verifier = jwt::Verifier::new(&orgsplit::config::Jwt {
-        hs256_secret_file: Some(secret),
-        trust_store: Some(store),
-        ..Default::default()
-    })
+    let verifier = jwt::Verifier::new(
+        &orgsplit::config::Jwt {
+            hs256_secret_file: Some(secret),
+            trust_store: Some(store),
+            ..Default::default()
+        },
+        metrics::Counter::noop(),
+    )
     .unwrap();
     let mut group = c.benchmark_group("authenticate");
     for (name, token) in &tokens {

@@ -48,8 +48,6 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 4] = [Route::Query, Route::Ruler, Route::Alertmanager, Route::Loki];
-
     /// Metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -421,7 +419,7 @@ async fn proxy(
 /// anonymous caller that may read nothing (ask for a credential),
 /// `Err(Some(why))` otherwise.
 fn authorize(principal: &Principal, class: Classified) -> Result<(), Option<String>> {
-    if *principal.read == Allowance::none() {
+    if principal.read.is_empty() {
         return Err((principal.mode != Mode::Anonymous)
             .then(|| format!("{:?} may not read any organization", &*principal.name)));
     }

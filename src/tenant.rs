@@ -176,6 +176,11 @@ impl Allowance {
         })
     }
 
+    /// Whether it admits no tenant at all.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Allowance::Only { exact, prefixes } if exact.is_empty() && prefixes.is_empty())
+    }
+
     /// Whether `tenant` may be written.
     pub fn allows(&self, tenant: &str) -> bool {
         match self {
@@ -288,6 +293,7 @@ mod tests {
         let none = Allowance::parse::<&str>(&[]).unwrap();
         assert!(!none.allows("acme"));
         assert_eq!(none, Allowance::none());
+        assert!(none.is_empty() && !a.is_empty() && !Allowance::Any.is_empty());
         assert!(Allowance::parse(&["a/b"]).is_err());
         assert!(Allowance::parse(&["a b*"]).is_err());
         assert!(Allowance::parse(&[""]).is_err());

@@ -95,6 +95,18 @@ async fn start(dir: &Path, upstream: &Upstream, routing: &str, auth: &str) -> Or
     Orgsplit::start(dir, &cfg).await
 }
 
+/// orgsplit that accepts only HS256 tokens of a fresh secret, with
+/// `routing` in its routing section; the secret's file.
+async fn start_hs256(dir: &Path, upstream: &Upstream, routing: &str) -> (Orgsplit, PathBuf) {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
+    let auth = format!(
+        "  anonymous: {{enabled: false}}\n  jwt:\n    hs256_secret_file: {}\n",
+        secret.display()
+    );
+    (start(dir, upstream, routing, &auth).await, secret)
+}
+
 fn tenants(upstream: &Upstream) -> Vec<String> {
     upstream.received().into_iter().map(|r| r.tenant).collect()
 }
@@ -102,19 +114,8 @@ fn tenants(upstream: &Upstream) -> Vec<String> {
 #[tokio::test]
 async fn hs256_tokens_write_only_their_own_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
     let upstream = Upstream::start().await;
-    let o = start(
-        dir.path(),
-        &upstream,
-        "  default_tenant: fallback",
-        &format!(
-            "  anonymous: {{enabled: false}}\n  jwt:\n    hs256_secret_file: {}\n",
-            secret.display()
-        ),
-    )
-    .await;
+    let (o, secret) = start_hs256(dir.path(), &upstream, "  default_tenant: fallback").await;
     // cortex-gateway's token: HS256, claim tenant_id, no expiry.
     let token = pyjwt(json!({"alg": "HS256", "key_file": secret, "claims": {"tenant_id": "acme"}}));
 
@@ -397,19 +398,9 @@ async fn organization_lists_and_outside_allowance_drop() {
 #[tokio::test]
 async fn principal_mode_sends_the_whole_push_to_the_credentials_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "s").unwrap();
     let upstream = Upstream::start().await;
-    let o = start(
-        dir.path(),
-        &upstream,
-        "  mode: principal\n  unmapped: drop",
-        &format!(
-            "  anonymous: {{enabled: false}}\n  jwt:\n    hs256_secret_file: {}\n",
-            secret.display()
-        ),
-    )
-    .await;
+    let (o, secret) =
+        start_hs256(dir.path(), &upstream, "  mode: principal\n  unmapped: drop").await;
     let token = pyjwt(json!({"alg": "HS256", "key_file": secret, "claims": {"tenant_id": "acme"}}));
     let mut mixed = acme();
     mixed.timeseries.extend(globex().timeseries);
@@ -589,6 +580,7 @@ async fn client_certificates_name_the_principal() {
     let stranger = pki.leaf(&["prom-unknown.example"], true);
     let other_ca = tls::Pki::new();
     let impostor = other_ca.leaf(&["prom-acme.example"], true);
+    let expired = pki.expired_client(&["prom-acme.example"]);
     let write = |name: &str, text: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -637,6 +629,7 @@ async fn client_certificates_name_the_principal() {
     upstream.reset();
     assert_eq!(push(Some(&acme_client), globex()).await, Ok(403));
     assert_eq!(push(Some(&impostor), acme()).await, Ok(401), "another CA");
+    assert_eq!(push(Some(&expired), acme()).await, Ok(401), "expired");
     assert_eq!(
         push(Some(&stranger), acme()).await,
         Ok(401),

@@ -235,6 +235,27 @@ fn orgsplit_cmd(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The orgsplit binary over `shop-prod: acme, billing: globex`, accepting
+/// only tokens signed by the keys in `trust`.
+async fn start_orgsplit_trusting(
+    d: &std::path::Path,
+    upstream_url: &str,
+    trust: &std::path::Path,
+) -> (tokio::process::Child, u16) {
+    std::fs::write(
+        d.join("namespaces.yaml"),
+        "shop-prod: acme\nbilling: globex\n",
+    )
+    .unwrap();
+    let config = format!(
+        "upstream:\n  url: {upstream_url}\nrouting:\n  unmapped: drop\nlookup:\n  file: {}\n\
+         auth:\n  anonymous: {{enabled: false}}\n  jwt:\n    trust_store: {}\n",
+        d.join("namespaces.yaml").display(),
+        trust.display()
+    );
+    start_orgsplit_with(d, &config).await
+}
+
 /// An operator's whole path: `orgsplit keys create`, `keys public` into the
 /// trust store, `token create` into a file, and a real Prometheus sending
 /// with `authorization.credentials_file`: its series land in the token's
@@ -276,22 +297,7 @@ async fn prometheus_with_a_token_from_orgsplit_token_create() {
 
     let upstream = Upstream::start().await;
     let targets = start_targets().await;
-    std::fs::write(
-        d.join("namespaces.yaml"),
-        "shop-prod: acme\nbilling: globex\n",
-    )
-    .unwrap();
-    let (_orgsplit, port) = start_orgsplit_with(
-        d,
-        &format!(
-            "upstream:\n  url: {}\nrouting:\n  unmapped: drop\nlookup:\n  file: {}\n\
-             auth:\n  anonymous: {{enabled: false}}\n  jwt:\n    trust_store: {}\n",
-            upstream.url(),
-            d.join("namespaces.yaml").display(),
-            store.display()
-        ),
-    )
-    .await;
+    let (_orgsplit, port) = start_orgsplit_trusting(d, &upstream.url(), &store).await;
     let prometheus = |sender: &str, credentials: Option<&std::path::Path>| {
         let auth = credentials
             .map(|p| {
@@ -459,21 +465,8 @@ async fn queries_through_orgsplit_see_only_the_tokens_organization() {
     let (acme_token, acme_file) = token("acme");
     let (globex_token, globex_file) = token("globex");
 
-    std::fs::write(
-        d.join("namespaces.yaml"),
-        "shop-prod: acme\nbilling: globex\n",
-    )
-    .unwrap();
-    let (_orgsplit, port) = start_orgsplit_with(
-        d,
-        &format!(
-            "upstream:\n  url: http://{store}/api/v1/push\nrouting:\n  unmapped: drop\nlookup:\n  file: {}\n\
-             auth:\n  anonymous: {{enabled: false}}\n  jwt:\n    trust_store: {}\n",
-            d.join("namespaces.yaml").display(),
-            trust.display()
-        ),
-    )
-    .await;
+    let (_orgsplit, port) =
+        start_orgsplit_trusting(d, &format!("http://{store}/api/v1/push"), &trust).await;
     for (name, namespace, file) in [
         ("acme", "shop-prod", &acme_file),
         ("globex", "billing", &globex_file),

@@ -411,8 +411,22 @@ async fn each_route_has_its_own_timeout_and_body_limit() {
     )
     .await;
     assert_eq!(status, 200);
-    // A rule group larger than read.max_body_bytes: 413, declared or chunked.
-    let big = "x".repeat(5000);
+    // A rule group of exactly read.max_body_bytes passes, whole...
+    let r = client()
+        .post(o.url("/prometheus/config/v1/rules/team"))
+        .bearer_auth(&t)
+        .body("y".repeat(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().headers["content-length"],
+        "1000"
+    );
+    seen.lock().unwrap().clear();
+    // ...a larger one is 413, declared or chunked, and reaches nobody.
+    let big = "x".repeat(1001);
     let r = client()
         .post(o.url("/prometheus/config/v1/rules/team"))
         .bearer_auth(&t)

@@ -129,14 +129,6 @@ impl Users {
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
         self.users.get(name)
     }
-
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
 }
 
 impl User {

@@ -49,14 +49,18 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Loads the secret and the keys (an unreadable file is an error).
-    pub fn new(config: &Jwt) -> Result<Self, String> {
+    /// Loads the secret and the keys (an unreadable file is an error);
+    /// later reloads that fail count in `reload_errors`.
+    pub fn new(config: &Jwt, reload_errors: metrics::Counter) -> Result<Self, String> {
         let secret = match &config.hs256_secret_file {
-            Some(path) => Some(Arc::new(Watched::new(
-                "auth.jwt.hs256_secret_file",
-                vec![path.clone()],
-                load_secret,
-            )?)),
+            Some(path) => Some(counted(
+                Watched::new(
+                    "auth.jwt.hs256_secret_file",
+                    vec![path.clone()],
+                    load_secret,
+                )?,
+                &reload_errors,
+            )),
             None => None,
         };
         let sources = Sources {
@@ -65,11 +69,10 @@ impl Verifier {
             fallback_key: config.fallback_key.clone(),
         };
         let keys = if sources.paths().iter().any(|p| !p.as_os_str().is_empty()) {
-            Some(Arc::new(Watched::new(
-                "auth.jwt trust store",
-                sources.paths(),
-                Sources::load,
-            )?))
+            Some(counted(
+                Watched::new("auth.jwt trust store", sources.paths(), Sources::load)?,
+                &reload_errors,
+            ))
         } else {
             None
         };
@@ -85,13 +88,6 @@ impl Verifier {
             caps,
             config: config.clone(),
         })
-    }
-
-    /// Reports failed reloads to `f`.
-    pub fn on_reload_error(mut self, f: impl Fn() + Clone + Send + Sync + 'static) -> Self {
-        self.secret = self.secret.map(|w| Arc::new(unwrap(w).on_error(f.clone())));
-        self.keys = self.keys.map(|w| Arc::new(unwrap(w).on_error(f)));
-        self
     }
 
     /// Follows the files from now on (deep checks every second).
@@ -203,10 +199,6 @@ impl Verifier {
     }
 }
 
-fn unwrap<T>(w: Arc<T>) -> T {
-    Arc::into_inner(w).expect("not shared before the server starts")
-}
-
 /// An allowance claim: a list of strings, or one comma-separated string.
 fn list_claim(list: &serde_json::Value) -> Result<Allowance, &'static str> {
     let entries: Vec<&str> = match list {
@@ -218,6 +210,12 @@ fn list_claim(list: &serde_json::Value) -> Result<Allowance, &'static str> {
         _ => return Err("bad_tenant"),
     };
     Allowance::parse(&entries).map_err(|_| "bad_tenant")
+}
+
+/// `w`, counting its failed reloads in `errors`.
+fn counted<T: Send + Sync + 'static>(w: Watched<T>, errors: &metrics::Counter) -> Arc<Watched<T>> {
+    let errors = errors.clone();
+    Arc::new(w.on_error(move || errors.increment(1)))
 }
 
 /// The HS256 secret: the file's bytes with surrounding whitespace trimmed.
@@ -242,5 +240,37 @@ fn reason(kind: &ErrorKind) -> &'static str {
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm",
         ErrorKind::MissingRequiredClaim(_) => "missing_claim",
         _ => "malformed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_of_exactly_max_token_bytes_is_read_one_more_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret").unwrap();
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"tenant_id": "acme"}),
+            &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        let verifier = |max| {
+            let config = Jwt {
+                hs256_secret_file: Some(secret.clone()),
+                max_token_bytes: max,
+                ..Default::default()
+            };
+            Verifier::new(&config, metrics::Counter::noop()).unwrap()
+        };
+        let ok = verifier(token.len()).verify(&token).unwrap();
+        assert_eq!(ok.allowance.single().map(|t| t.as_str()), Some("acme"));
+        assert_eq!(
+            verifier(token.len() - 1).verify(&token).unwrap_err(),
+            "too_large"
+        );
     }
 }

@@ -42,14 +42,6 @@ impl KeySet {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.by_kid.len() + usize::from(self.fallback.is_some())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The `kid`s held, sorted (for `token inspect`).
     pub fn kids(&self) -> Vec<&str> {
         let mut kids: Vec<&str> = self.by_kid.keys().map(String::as_str).collect();

@@ -50,8 +50,6 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Anonymous, Mode::Jwt, Mode::Basic, Mode::Mtls];
-
     /// Metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -128,11 +126,8 @@ impl Authenticator {
             ),
             rules: false,
         });
-        let reload_errors = signals.reload_errors.clone();
         let jwt = match &cfg.jwt {
-            Some(j) => {
-                Some(jwt::Verifier::new(j)?.on_reload_error(move || reload_errors.increment(1)))
-            }
+            Some(j) => Some(jwt::Verifier::new(j, signals.reload_errors.clone())?),
             None => None,
         };
         let basic = match &cfg.basic {

@@ -78,7 +78,12 @@ impl<T: Send + Sync + 'static> Watched<T> {
     /// The current value, reloaded first if a configured path changed.
     pub fn get(&self) -> Arc<T> {
         let loaded = self.current.load();
-        if fingerprint(&self.paths, false) != loaded.shallow {
+        let changed = self
+            .paths
+            .iter()
+            .zip(&loaded.shallow)
+            .any(|(path, seen)| stat(path) != *seen);
+        if changed {
             self.reload();
             return self.current.load().value.clone();
         }

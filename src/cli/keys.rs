@@ -21,6 +21,7 @@ use rsa::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
 };
 
+use super::report;
 use crate::auth::keys::kid;
 
 /// Key types `keys create` makes.
@@ -271,7 +272,8 @@ pub fn inspect(token: &str, jwt: Option<&crate::config::Jwt>) -> anyhow::Result<
         out.push_str("signature: not checked (give --trust-store, --jwks-file, --fallback-key or --hs-secret-file)\n");
         return Ok((out, true));
     };
-    let verifier = crate::auth::jwt::Verifier::new(jwt).map_err(|e| anyhow::anyhow!(e))?;
+    let verifier = crate::auth::jwt::Verifier::new(jwt, metrics::Counter::noop())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let ok = match verifier.verify(token) {
         Ok(v) => {
             out.push_str(&format!(
@@ -509,19 +511,6 @@ pub fn users(cmd: UsersCommand) -> ExitCode {
     match cmd {
         UsersCommand::Hash => {
             report(hash_password(&mut std::io::stdin().lock()).map(|h| format!("{h}\n")))
-        }
-    }
-}
-
-fn report(result: anyhow::Result<String>) -> ExitCode {
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("orgsplit: {e:#}");
-            ExitCode::from(2)
         }
     }
 }

@@ -47,7 +47,12 @@ pub fn check_config(config: &Config) -> ExitCode {
 
 /// `orgsplit inspect CAPTURE`: how a captured push would be split.
 pub fn inspect(config: &Config, capture: &Path) -> ExitCode {
-    match crate::inspect::run(config, capture) {
+    report(crate::inspect::run(config, capture))
+}
+
+/// Prints a command's output, or its error (exit status 2).
+fn report(result: anyhow::Result<String>) -> ExitCode {
+    match result {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -39,6 +39,15 @@ impl Pki {
     }
 
     pub fn leaf(&self, names: &[&str], client: bool) -> Leaf {
+        self.issue(names, client, false)
+    }
+
+    /// A client certificate whose validity ended in 2021.
+    pub fn expired_client(&self, names: &[&str]) -> Leaf {
+        self.issue(names, true, true)
+    }
+
+    fn issue(&self, names: &[&str], client: bool, expired: bool) -> Leaf {
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -47,6 +56,10 @@ impl Pki {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
