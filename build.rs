@@ -1,11 +1,13 @@
-//! Compiles `proto/remote.proto` into prost types.
+//! Compiles the remote-write schemas (`proto/remote.proto` for 1.0,
+//! `proto/write_v2.proto` for 2.0) into prost types.
 //!
 //! `protox` is a pure-Rust protobuf compiler, so building orgsplit needs no
 //! `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/remote.proto");
-    let descriptors = protox::compile(["proto/remote.proto"], ["proto/"])?;
+    println!("cargo:rerun-if-changed=proto/write_v2.proto");
+    let descriptors = protox::compile(["proto/remote.proto", "proto/write_v2.proto"], ["proto/"])?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

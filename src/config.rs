@@ -493,6 +493,12 @@ pub struct Limits {
     /// Most tenants one request is split into, each an upstream push of its
     /// own (413 beyond); 0 for no limit.
     pub max_tenants_per_request: usize,
+    /// Most entries in a remote write 2.0 request's symbol table (413
+    /// beyond); 0 for no limit.
+    pub max_symbols_per_request: usize,
+    /// Longest remote write 2.0 symbol (label name or value, help, unit)
+    /// in bytes (400 beyond).
+    pub max_symbol_bytes: usize,
     /// Most labels on one series (400 beyond).
     pub max_labels_per_series: usize,
     /// Longest label name or value in bytes (400 beyond).
@@ -539,6 +545,8 @@ impl Default for Limits {
             max_exemplars_per_request: 100_000,
             max_buckets_per_histogram: 16_384,
             max_tenants_per_request: 20_000,
+            max_symbols_per_request: 1_000_000,
+            max_symbol_bytes: 64 << 10,
             max_labels_per_series: 1024,
             max_label_bytes: 64 << 10,
             max_inflight_requests: 256,
@@ -565,6 +573,8 @@ impl Limits {
             max_exemplars: or_max(self.max_exemplars_per_request),
             max_buckets: or_max(self.max_buckets_per_histogram),
             max_tenants: or_max(self.max_tenants_per_request),
+            max_symbols: or_max(self.max_symbols_per_request),
+            max_symbol_bytes: self.max_symbol_bytes,
         }
     }
 
@@ -577,6 +587,7 @@ impl Limits {
             Item::Samples => "limits.max_samples_per_request",
             Item::Exemplars => "limits.max_exemplars_per_request",
             Item::Buckets => "limits.max_buckets_per_histogram",
+            Item::Symbols => "limits.max_symbols_per_request",
         }
     }
 }

@@ -480,5 +480,6 @@ fn too_many(item: Item) -> &'static str {
         Item::Samples => "too_many_samples",
         Item::Exemplars => "too_many_exemplars",
         Item::Buckets => "too_many_buckets",
+        Item::Symbols => "too_many_symbols",
     }
 }

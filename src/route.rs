@@ -37,7 +37,7 @@ pub use family::FamilyIndex;
 /// Why a request cannot be split.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("body is not a valid remote-write WriteRequest: {0}")]
+    #[error("body is not a valid remote-write request: {0}")]
     Wire(#[from] WireError),
     #[error("series {series} has no tenant ({reason}) and routing.unmapped is reject")]
     Rejected { series: String, reason: String },
@@ -201,7 +201,8 @@ impl Router {
     /// push that goes whole to one tenant).
     pub fn tally<F: Format>(&self, format: &F, body: &[u8]) -> Result<SplitCounts, RouteError> {
         let mut stats = SplitCounts::default();
-        format.walk(body, &self.query, self.limits, |item| {
+        let index = format.index(body, self.limits)?;
+        format.walk(&index, &self.query, self.limits, |item| {
             match item {
                 Item::Series(series) => stats.received.add(&F::counts(&series)),
                 Item::Extra(_) => stats.received.metadata += 1,
@@ -225,6 +226,7 @@ impl Router {
         pool: &BufferPool,
         allowance: &Allowance,
     ) -> Result<Split, RouteError> {
+        let index = format.index(body, self.limits)?;
         let mut state = State::<F> {
             pool,
             router: self,
@@ -245,7 +247,7 @@ impl Router {
         };
         // Bounded by `limits.max_metadata` (the walk counts them).
         let mut extras = Vec::new();
-        format.walk(body, &self.query, self.limits, |item| {
+        format.walk(&index, &self.query, self.limits, |item| {
             match item {
                 Item::Series(series) => state.series(series)?,
                 Item::Extra(m) => extras.push(m),

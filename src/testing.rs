@@ -350,6 +350,198 @@ pub fn agreement(
     }
 }
 
+/// Remote write 2.0 requests: built from 1.0 ones or by hand, and resolved
+/// back into plain series (the reference reading of a 2.0 request).
+pub mod rw2 {
+    use std::collections::HashMap;
+
+    use prost::Message;
+
+    use crate::formats::rw2::pb as v2;
+    use crate::wire::pb;
+
+    /// Interns strings into a request's symbol table ("" first).
+    #[derive(Debug)]
+    pub struct Builder {
+        pub request: v2::Request,
+        index: HashMap<String, u32>,
+    }
+
+    impl Default for Builder {
+        fn default() -> Self {
+            let mut b = Self {
+                request: v2::Request::default(),
+                index: HashMap::new(),
+            };
+            b.sym("");
+            b
+        }
+    }
+
+    impl Builder {
+        /// The ref of `s`, added to the table if new.
+        pub fn sym(&mut self, s: &str) -> u32 {
+            if let Some(&r) = self.index.get(s) {
+                return r;
+            }
+            let r = self.request.symbols.len() as u32;
+            self.request.symbols.push(s.to_string());
+            self.index.insert(s.to_string(), r);
+            r
+        }
+
+        /// Refs of `labels`, as name, value pairs.
+        pub fn refs(&mut self, labels: &[(&str, &str)]) -> Vec<u32> {
+            labels
+                .iter()
+                .flat_map(|(n, v)| [self.sym(n), self.sym(v)])
+                .collect()
+        }
+
+        /// Adds a series with one sample.
+        pub fn series(
+            &mut self,
+            labels: &[(&str, &str)],
+            value: f64,
+            ts: i64,
+        ) -> &mut v2::TimeSeries {
+            let labels_refs = self.refs(labels);
+            self.request.timeseries.push(v2::TimeSeries {
+                labels_refs,
+                samples: vec![v2::Sample {
+                    value,
+                    timestamp: ts,
+                    start_timestamp: 0,
+                }],
+                ..Default::default()
+            });
+            self.request.timeseries.last_mut().expect("just pushed")
+        }
+    }
+
+    /// The 2.0 form of a 1.0 request: the same series, samples,
+    /// histograms and exemplars; each series gets its family's metadata.
+    pub fn from_v1(req: &pb::WriteRequest) -> v2::Request {
+        let mut b = Builder::default();
+        let meta: HashMap<&str, &pb::MetricMetadata> = req
+            .metadata
+            .iter()
+            .map(|m| (m.metric_family_name.as_str(), m))
+            .collect();
+        for s in &req.timeseries {
+            let labels: Vec<(&str, &str)> = s
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            let labels_refs = b.refs(&labels);
+            let exemplars = s
+                .exemplars
+                .iter()
+                .map(|e| {
+                    let l: Vec<(&str, &str)> = e
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.as_str(), l.value.as_str()))
+                        .collect();
+                    v2::Exemplar {
+                        labels_refs: b.refs(&l),
+                        value: e.value,
+                        timestamp: e.timestamp,
+                    }
+                })
+                .collect();
+            let name = labels
+                .iter()
+                .find(|(n, _)| *n == "__name__")
+                .map_or("", |l| l.1);
+            let metadata = meta.get(name).map(|m| v2::Metadata {
+                r#type: m.r#type,
+                help_ref: b.sym(&m.help),
+                unit_ref: b.sym(&m.unit),
+            });
+            b.request.timeseries.push(v2::TimeSeries {
+                labels_refs,
+                samples: s
+                    .samples
+                    .iter()
+                    .map(|x| v2::Sample {
+                        value: x.value,
+                        timestamp: x.timestamp,
+                        start_timestamp: 0,
+                    })
+                    .collect(),
+                histograms: s
+                    .histograms
+                    .iter()
+                    .map(|h| {
+                        v2::Histogram::decode(h.encode_to_vec().as_slice()).expect("same fields")
+                    })
+                    .collect(),
+                exemplars,
+                metadata,
+                created_timestamp: 0,
+            });
+        }
+        b.request
+    }
+
+    /// A series of a 2.0 request with every ref resolved.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Resolved {
+        pub labels: Vec<(String, String)>,
+        /// Samples, histograms and created timestamp, as encoded (so NaNs
+        /// compare bitwise): the series without labels, exemplars and
+        /// metadata.
+        pub payload: Vec<u8>,
+        pub exemplars: Vec<(Vec<(String, String)>, u64, i64)>,
+        /// Type, help, unit.
+        pub metadata: Option<(i32, String, String)>,
+    }
+
+    /// Resolves every ref of `req`; `None` if one is out of range.
+    pub fn resolve(req: &v2::Request) -> Option<Vec<Resolved>> {
+        let s = |r: u32| req.symbols.get(r as usize).cloned();
+        let pairs = |refs: &[u32]| -> Option<Vec<(String, String)>> {
+            refs.chunks(2)
+                .map(|p| Some((s(p[0])?, s(*p.get(1)?)?)))
+                .collect()
+        };
+        req.timeseries
+            .iter()
+            .map(|t| {
+                let payload = v2::TimeSeries {
+                    samples: t.samples.clone(),
+                    histograms: t.histograms.clone(),
+                    created_timestamp: t.created_timestamp,
+                    ..Default::default()
+                }
+                .encode_to_vec();
+                Some(Resolved {
+                    labels: pairs(&t.labels_refs)?,
+                    payload,
+                    exemplars: t
+                        .exemplars
+                        .iter()
+                        .map(|e| Some((pairs(&e.labels_refs)?, e.value.to_bits(), e.timestamp)))
+                        .collect::<Option<_>>()?,
+                    metadata: match &t.metadata {
+                        Some(m) => Some((m.r#type, s(m.help_ref)?, s(m.unit_ref)?)),
+                        None => None,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Encodes and snappy-compresses a 2.0 request.
+    pub fn compress(request: &v2::Request) -> Vec<u8> {
+        snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .expect("snappy compression of an in-memory buffer")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

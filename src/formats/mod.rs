@@ -1,21 +1,23 @@
 //! The seam between the pipeline and a push format.
 //!
 //! ```text
-//!  decoded body ─► Format::walk ─► Item::Series (routing key, family, counts) ─► router
-//!                              └─► Item::Extra  (follows a family: RW1 metadata)
+//!  decoded body ─► Format::index (RW2: the symbol table) ─► Format::walk
+//!       ─► Item::Series (routing key, family, counts) ─► router
+//!       └► Item::Extra  (follows a family: RW1 metadata)
 //!  router ─► Format::append_series / append_extra / finish ─► one request body per tenant
 //! ```
 //!
 //! The pipeline (admit, decompress, route, authorize, compress, forward,
 //! answer) knows nothing of a format beyond this trait: remote write 1.0
-//! ([`rw1`]) is its first implementation; remote write 2.0 and Loki pushes
-//! plug in beside it. A format walks the decoded body without copying,
+//! ([`rw1`]) and remote write 2.0 ([`rw2`]) implement it; Loki pushes plug
+//! in beside them. A format walks the decoded body without copying,
 //! validates every byte it hands out (so a malformed request is rejected
 //! whole, before anything is forwarded), counts every repeated item against
 //! the request limits, and builds each tenant's request from borrowed pieces
 //! of the input.
 
 pub mod rw1;
+pub mod rw2;
 
 use crate::signals::Counts;
 use crate::wire::{Hit, LabelQuery, Limits, WireError};
@@ -38,6 +40,10 @@ pub trait Format: Sync {
     /// Per-tenant encoding state (a symbol table, say); `()` when a tenant's
     /// request is just its items' bytes one after another.
     type Batch: Default;
+    /// What the format reads from the whole body before the walk, and items
+    /// borrow from: the body itself (1.0), or the body and its symbol
+    /// table (2.0, whose series refer to symbols that may come later).
+    type Index<'a>;
 
     /// Whether the encoded bodies of two requests, one after the other,
     /// make one valid request holding both (protobuf messages whose items
@@ -45,11 +51,16 @@ pub trait Format: Sync {
     /// concurrent pushes for one tenant only when this holds.
     const CONCATENATES: bool;
 
-    /// Walks `body` in order, handing each item to `visit`; the first error
-    /// (malformed input, a limit exceeded, or `visit`'s own) ends the walk.
+    /// Reads what the walk needs from the whole of `body` (the symbol table,
+    /// validated and within the limits).
+    fn index<'a>(&self, body: &'a [u8], limits: Limits) -> Result<Self::Index<'a>, WireError>;
+
+    /// Walks the indexed body in order, handing each item to `visit`; the
+    /// first error (malformed input, a limit exceeded, or `visit`'s own)
+    /// ends the walk.
     fn walk<'a, E: From<WireError>>(
         &self,
-        body: &'a [u8],
+        index: &'a Self::Index<'_>,
         query: &LabelQuery,
         limits: Limits,
         visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,

@@ -19,20 +19,36 @@ impl Format for Rw1 {
     type Series<'a> = SeriesView<'a>;
     type Extra<'a> = MetadataView<'a>;
     type Batch = ();
+    type Index<'a> = &'a [u8];
     const CONCATENATES: bool = true;
+
+    #[inline]
+    fn index<'a>(&self, body: &'a [u8], _: Limits) -> Result<&'a [u8], WireError> {
+        Ok(body)
+    }
 
     #[inline]
     fn walk<'a, E: From<WireError>>(
         &self,
-        body: &'a [u8],
+        body: &'a &[u8],
         query: &LabelQuery,
         limits: Limits,
         mut visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
     ) -> Result<(), E> {
+        let body: &'a [u8] = body;
+        let mut any = false;
         for field in Request::new(body).fields(query, limits) {
+            any = true;
             match field? {
                 Field::Series(s) => visit(Item::Series(s))?,
                 Field::Metadata(m) => visit(Item::Extra(m))?,
+            }
+        }
+        if !any {
+            // Nothing 1.0 in it: a 2.0 body whose sender did not say so
+            // would otherwise be answered 2xx with nothing written.
+            if let Some(field) = rw2_fields(body) {
+                return Err(WireError::V2InV1(field).into());
             }
         }
         Ok(())
@@ -89,4 +105,19 @@ impl Format for Rw1 {
 
     #[inline]
     fn finish((): (), _: &mut Vec<u8>) {}
+}
+
+/// The first top-level field of `body` that only a remote write 2.0
+/// request has (symbols, 4, or timeseries, 5), if its fields parse.
+fn rw2_fields(body: &[u8]) -> Option<u32> {
+    use crate::wire::{read_key, skip_value, wt};
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "WriteRequest").ok()?;
+        if (field == 4 || field == 5) && wire_type == wt::LEN {
+            return Some(field);
+        }
+        skip_value(body, &mut pos, wire_type, "WriteRequest", field).ok()?;
+    }
+    None
 }

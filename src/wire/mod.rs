@@ -21,7 +21,7 @@
 //! rejected whole and nothing of it is forwarded.
 
 pub mod encode;
-mod walk;
+pub(crate) mod walk;
 
 pub(crate) use walk::same;
 pub use walk::{Field, Hit, Item, LabelQuery, Limits, MetadataView, Request, SeriesView};
@@ -78,7 +78,7 @@ pub fn describe_series_labels(series: &[u8], max: usize) -> String {
     }
 }
 
-/// Why a body is not a well-formed `WriteRequest`.
+/// Why a body is not a well-formed remote write request (1.0 or 2.0).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("truncated protobuf: {0} runs past the end of the message")]
@@ -107,6 +107,28 @@ pub enum WireError {
     NoLabels,
     #[error("request has more than {limit} {}", item.noun())]
     TooMany { item: Item, limit: usize },
+    #[error("{what} refers to symbol {index}, but the symbol table has {len} entries")]
+    SymbolRef {
+        what: &'static str,
+        index: u64,
+        len: usize,
+    },
+    #[error("the symbol table does not start with the empty string")]
+    FirstSymbol,
+    #[error("symbol {index} is {len} bytes, more than limits.max_symbol_bytes ({limit})")]
+    SymbolTooLong {
+        index: usize,
+        len: usize,
+        limit: usize,
+    },
+    #[error("symbol {0} is not valid UTF-8")]
+    SymbolUtf8(usize),
+    #[error("{0} has an odd number of label refs (they come in name, value pairs)")]
+    OddLabelRefs(&'static str),
+    #[error("field {0} is not part of io.prometheus.write.v2.Request: is this a remote write 1.0 body sent with Content-Type proto=io.prometheus.write.v2.Request?")]
+    V1InV2(u32),
+    #[error("the body holds no remote write 1.0 series or metadata but a field {0}: is this a remote write 2.0 body sent without Content-Type proto=io.prometheus.write.v2.Request?")]
+    V2InV1(u32),
 }
 
 /// Protobuf wire types.

@@ -25,6 +25,11 @@ pub struct Limits {
     /// Most tenants one request is split into (each an upstream push of
     /// its own); checked by the router as it meets new tenants.
     pub max_tenants: usize,
+    /// Most entries in a remote write 2.0 symbol table.
+    pub max_symbols: usize,
+    /// Longest remote write 2.0 symbol (a label name or value, help text,
+    /// unit), in bytes.
+    pub max_symbol_bytes: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +43,8 @@ impl Default for Limits {
             max_exemplars: 100_000,
             max_buckets: 16_384,
             max_tenants: 20_000,
+            max_symbols: 1_000_000,
+            max_symbol_bytes: 64 * 1024,
         }
     }
 }
@@ -51,6 +58,8 @@ pub enum Item {
     Exemplars,
     /// Spans, buckets and custom values of one histogram.
     Buckets,
+    /// Entries of a remote write 2.0 symbol table.
+    Symbols,
 }
 
 impl Item {
@@ -62,6 +71,7 @@ impl Item {
             Item::Samples => "samples",
             Item::Exemplars => "exemplars",
             Item::Buckets => "spans and buckets in one native histogram",
+            Item::Symbols => "symbols",
         }
     }
 }
@@ -76,7 +86,7 @@ struct Counts {
 }
 
 #[inline(always)]
-fn count(n: &mut usize, limit: usize, item: Item) -> Result<(), WireError> {
+pub(crate) fn count(n: &mut usize, limit: usize, item: Item) -> Result<(), WireError> {
     *n += 1;
     if *n > limit {
         return Err(WireError::TooMany { item, limit });
@@ -109,7 +119,7 @@ impl LabelQuery {
     }
 
     #[inline(always)]
-    fn rank(&self, name: &[u8]) -> Option<usize> {
+    pub(crate) fn rank(&self, name: &[u8]) -> Option<usize> {
         self.names.iter().position(|n| same(n, name))
     }
 }
@@ -400,7 +410,7 @@ fn label_pair(label: &[u8], limits: Limits) -> Result<(&[u8], &str), WireError> 
 /// vectorizes; for the short strings of labels it is about twice as fast as
 /// `<[u8]>::is_ascii`, whose setup dominates below a few dozen bytes.
 #[inline(always)]
-fn all_ascii(bytes: &[u8]) -> bool {
+pub(crate) fn all_ascii(bytes: &[u8]) -> bool {
     bytes.iter().fold(0u8, |acc, &b| acc | b) < 0x80
 }
 
@@ -461,7 +471,7 @@ fn exemplar(body: &[u8], limits: Limits) -> Result<(), WireError> {
     Ok(())
 }
 
-fn histogram(body: &[u8], limits: Limits) -> Result<(), WireError> {
+pub(crate) fn histogram(body: &[u8], limits: Limits) -> Result<(), WireError> {
     let mut pos = 0;
     // Spans, bucket values and custom values, packed or not.
     let mut buckets = 0usize;
@@ -515,7 +525,7 @@ fn metadata(body: &[u8]) -> Result<&str, WireError> {
 
 /// What one field of a scalar-only message may look like.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Varint,
     Fixed64,
     /// A message (checked separately) or a string.
@@ -525,7 +535,7 @@ enum Kind {
 }
 
 /// Field number → kind, indexed by field number (index 0 unused).
-type Schema = [Option<Kind>];
+pub(crate) type Schema = [Option<Kind>];
 
 const SAMPLE: [Option<Kind>; 3] = [None, Some(Kind::Fixed64), Some(Kind::Varint)];
 const EXEMPLAR: [Option<Kind>; 4] = [
@@ -563,7 +573,7 @@ const HISTOGRAM: [Option<Kind>; 17] = [
     Some(Kind::PackedFixed64), // custom_values
 ];
 
-fn check_message(body: &[u8], schema: &Schema) -> Result<(), WireError> {
+pub(crate) fn check_message(body: &[u8], schema: &Schema) -> Result<(), WireError> {
     let mut pos = 0;
     while pos < body.len() {
         let (field, wire_type) = read_key(body, &mut pos, "message")?;
@@ -577,7 +587,7 @@ fn check_message(body: &[u8], schema: &Schema) -> Result<(), WireError> {
 /// for prost and for Mimir. Returns how many values the field held (more
 /// than one for a packed field).
 #[inline]
-fn check_field(
+pub(crate) fn check_field(
     body: &[u8],
     pos: &mut usize,
     field: u32,

@@ -1,0 +1,944 @@
+//! Remote write 2.0 (`io.prometheus.write.v2.Request`) as a [`Format`]:
+//! walked without copying, each tenant's request re-indexed onto a symbol
+//! table of its own.
+//!
+//! ```text
+//!  body ─► Symbols::read: every `symbols` entry (UTF-8, within limits, "" first)
+//!       ─► walk: each `timeseries` ─► label refs resolved (routing key, __name__),
+//!                                     every ref of labels, exemplars and metadata range-checked
+//!  tenant batch ─► append_series: label, exemplar and metadata refs rewritten onto the
+//!                  tenant's own table; samples, histograms, timestamps and unknown fields
+//!                  copied as they arrived
+//!               ─► finish: the tenant's table ("" first, then its symbols in first-use order)
+//!                  before its series
+//! ```
+//!
+//! Invariants:
+//! - a tenant's request holds only the symbols its own series, exemplars and
+//!   metadata use, so no string of another organization's series travels
+//!   with it;
+//! - every ref handed to a tenant's request indexes its own table, and means
+//!   the same string it meant in the input;
+//! - the walk range-checks every ref and validates every field it will copy,
+//!   so a malformed request is refused whole (400) before anything is sent.
+//!
+//! Unlike 1.0, two tenant requests one after the other are not one request
+//! (their symbol tables would merge and the refs of the second would point
+//! into the first's), so batches are never merged upstream.
+//!
+//! [`to_v1`] turns a (tenant's) 2.0 request into a 1.0 `WriteRequest` for
+//! upstreams that only speak 1.0.
+
+use hashbrown::{HashMap, HashSet};
+
+use super::{Format, Item};
+use crate::signals::Counts;
+use crate::wire::encode::{put_bytes_field, put_varint};
+use crate::wire::walk::{all_ascii, check_field, check_message, count, histogram, Kind};
+use crate::wire::{
+    read_key, read_len, read_varint, skip_value, wt, Hit, Item as Limited, LabelQuery, Limits,
+    WireError,
+};
+
+/// Prost types generated from `proto/write_v2.proto`: the reference
+/// decoder and encoder, used by tests, `inspect` and the fixtures.
+pub mod pb {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+}
+
+/// Remote write 2.0.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rw2;
+
+/// The `Content-Type` of a 2.0 request.
+pub const CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
+/// The symbol table of a request: every entry of its `symbols` field,
+/// borrowed from the body.
+#[derive(Debug)]
+pub struct Symbols<'a> {
+    body: &'a [u8],
+    strs: Vec<&'a str>,
+}
+
+impl<'a> Symbols<'a> {
+    /// Reads the table, wherever in the body its entries are: checks each
+    /// is UTF-8 and within `limits.max_symbol_bytes`, that there are at most
+    /// `limits.max_symbols`, and that the first is `""`.
+    pub fn read(body: &'a [u8], limits: Limits) -> Result<Self, WireError> {
+        let mut strs = Vec::new();
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "Request")?;
+            match (field, wire_type) {
+                (4, wt::LEN) => {
+                    let bytes = read_len(body, &mut pos, "symbol")?;
+                    let index = strs.len();
+                    if index >= limits.max_symbols {
+                        return Err(WireError::TooMany {
+                            item: Limited::Symbols,
+                            limit: limits.max_symbols,
+                        });
+                    }
+                    if bytes.len() > limits.max_symbol_bytes {
+                        return Err(WireError::SymbolTooLong {
+                            index,
+                            len: bytes.len(),
+                            limit: limits.max_symbol_bytes,
+                        });
+                    }
+                    let text = if all_ascii(bytes) {
+                        // SAFETY: ASCII is valid UTF-8.
+                        unsafe { std::str::from_utf8_unchecked(bytes) }
+                    } else {
+                        std::str::from_utf8(bytes).map_err(|_| WireError::SymbolUtf8(index))?
+                    };
+                    if index == 0 && !text.is_empty() {
+                        return Err(WireError::FirstSymbol);
+                    }
+                    strs.push(text);
+                }
+                (1..=3, _) => return Err(WireError::V1InV2(field)),
+                (5, wt::LEN) => {
+                    read_len(body, &mut pos, "timeseries")?;
+                }
+                (4 | 5, _) => {
+                    return Err(WireError::WireType {
+                        message: "Request",
+                        field,
+                        wire_type,
+                    })
+                }
+                _ => skip_value(body, &mut pos, wire_type, "Request", field)?,
+            }
+        }
+        Ok(Self { body, strs })
+    }
+
+    /// The entries, in order.
+    pub fn as_slice(&self) -> &[&'a str] {
+        &self.strs
+    }
+}
+
+/// One series, borrowed from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesRef<'a> {
+    /// The `TimeSeries` message body.
+    pub body: &'a [u8],
+    /// The request's symbol table.
+    pub symbols: &'a [&'a str],
+    /// The best match of the routing query. `field.0` is the index of the
+    /// label pair (not a byte range, as in 1.0).
+    pub hit: Option<Hit<'a>>,
+    /// The value of `__name__`, if present.
+    pub metric_name: Option<&'a str>,
+    pub labels: u32,
+    pub samples: u32,
+    pub histograms: u32,
+    pub exemplars: u32,
+    pub metadata: bool,
+}
+
+/// Where a sample's, exemplar's or metadata's fields may be (field number →
+/// kind; refs are checked apart).
+const SAMPLE: [Option<Kind>; 4] = [
+    None,
+    Some(Kind::Fixed64),
+    Some(Kind::Varint),
+    Some(Kind::Varint),
+];
+
+impl Format for Rw2 {
+    type Series<'a> = SeriesRef<'a>;
+    type Extra<'a> = std::convert::Infallible;
+    type Batch = Batch;
+    type Index<'a> = Symbols<'a>;
+    const CONCATENATES: bool = false;
+
+    fn index<'a>(&self, body: &'a [u8], limits: Limits) -> Result<Symbols<'a>, WireError> {
+        Symbols::read(body, limits)
+    }
+
+    fn walk<'a, E: From<WireError>>(
+        &self,
+        index: &'a Symbols<'_>,
+        query: &LabelQuery,
+        limits: Limits,
+        mut visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let body: &'a [u8] = index.body;
+        let symbols: &'a [&'a str] = index.as_slice();
+        let mut totals = Totals::default();
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "Request")?;
+            if field == 5 && wire_type == wt::LEN {
+                let series_body = read_len(body, &mut pos, "timeseries")?;
+                count(&mut totals.series, limits.max_series, Limited::Series)?;
+                let series = walk_series(series_body, symbols, query, limits, &mut totals)?;
+                visit(Item::Series(series))?;
+            } else {
+                // The table read already checked these fields.
+                skip_value(body, &mut pos, wire_type, "Request", field)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn key<'a>(series: &Self::Series<'a>) -> Option<Hit<'a>> {
+        series.hit
+    }
+
+    /// None: 2.0 metadata rides on its series, so there are no extras to
+    /// route by family, and the family index is not taught.
+    #[inline(always)]
+    fn family<'a>(_: &Self::Series<'a>) -> Option<&'a str> {
+        None
+    }
+
+    #[inline(always)]
+    fn counts(series: &SeriesRef<'_>) -> Counts {
+        Counts {
+            series: 1,
+            samples: u64::from(series.samples),
+            histograms: u64::from(series.histograms),
+            exemplars: u64::from(series.exemplars),
+            metadata: u64::from(series.metadata),
+        }
+    }
+
+    fn describe(series: &SeriesRef<'_>) -> String {
+        const MAX: usize = 12;
+        let refs = label_refs(series.body);
+        let pairs: Vec<String> = refs
+            .chunks_exact(2)
+            .take(MAX)
+            .map(|p| {
+                let s = |r: u32| series.symbols.get(r as usize).copied().unwrap_or("?");
+                format!("{}={:?}", s(p[0]), s(p[1]))
+            })
+            .collect();
+        match (refs.len() / 2).saturating_sub(MAX) {
+            0 => format!("{{{}}}", pairs.join(", ")),
+            more => format!("{{{}, +{more} more}}", pairs.join(", ")),
+        }
+    }
+
+    fn extra_family<'a>(extra: &std::convert::Infallible) -> &'a str {
+        match *extra {}
+    }
+
+    fn append_series(
+        batch: &mut Batch,
+        out: &mut Vec<u8>,
+        series: &SeriesRef<'_>,
+        without: Option<Hit<'_>>,
+    ) {
+        batch.append(out, series, without.map(|h| h.field.0));
+    }
+
+    fn append_extra(_: &mut Batch, _: &mut Vec<u8>, extra: &std::convert::Infallible) {
+        match *extra {}
+    }
+
+    /// Puts the tenant's symbol table in front of its series.
+    fn finish(batch: Batch, out: &mut Vec<u8>) {
+        let table = &batch.symbols;
+        let len = out.len();
+        out.resize(len + table.len(), 0);
+        out.copy_within(..len, table.len());
+        out[..table.len()].copy_from_slice(table);
+    }
+}
+
+/// Items counted so far in one request, against [`Limits`].
+#[derive(Default)]
+struct Totals {
+    series: usize,
+    samples: usize,
+    exemplars: usize,
+}
+
+/// Checks a ref against the table.
+#[inline(always)]
+fn symbol<'a>(symbols: &[&'a str], index: u64, what: &'static str) -> Result<&'a str, WireError> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| symbols.get(i).copied())
+        .ok_or(WireError::SymbolRef {
+            what,
+            index,
+            len: symbols.len(),
+        })
+}
+
+/// Calls `each` with every ref of a `labels_refs` field (packed, or one
+/// unpacked value), after checking its wire type.
+#[inline]
+fn for_each_ref(
+    buf: &[u8],
+    pos: &mut usize,
+    wire_type: u8,
+    message: &'static str,
+    mut each: impl FnMut(u64) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    match wire_type {
+        wt::LEN => {
+            let packed = read_len(buf, pos, "labels_refs")?;
+            let mut p = 0;
+            while p < packed.len() {
+                each(read_varint(packed, &mut p)?)?;
+            }
+            Ok(())
+        }
+        wt::VARINT => each(read_varint(buf, pos)?),
+        _ => Err(WireError::WireType {
+            message,
+            field: 1,
+            wire_type,
+        }),
+    }
+}
+
+fn walk_series<'a>(
+    body: &'a [u8],
+    symbols: &'a [&'a str],
+    query: &LabelQuery,
+    limits: Limits,
+    totals: &mut Totals,
+) -> Result<SeriesRef<'a>, WireError> {
+    let mut view = SeriesRef {
+        body,
+        symbols,
+        hit: None,
+        metric_name: None,
+        labels: 0,
+        samples: 0,
+        histograms: 0,
+        exemplars: 0,
+        metadata: false,
+    };
+    // Refs come in (name, value) pairs, possibly spread over several
+    // fields; the name waits here for its value.
+    let mut name: Option<&'a str> = None;
+    let mut refs = 0usize;
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "TimeSeries")?;
+        if (2..=5).contains(&field) && wire_type != wt::LEN {
+            return Err(WireError::WireType {
+                message: "TimeSeries",
+                field,
+                wire_type,
+            });
+        }
+        match field {
+            1 => for_each_ref(body, &mut pos, wire_type, "TimeSeries", |r| {
+                let text = symbol(symbols, r, "a series label")?;
+                match name.take() {
+                    None => name = Some(text),
+                    Some(n) => {
+                        let pair = refs / 2;
+                        view.labels += 1;
+                        if view.labels as usize > limits.max_labels {
+                            return Err(WireError::TooManyLabels {
+                                count: label_refs(body).len() / 2,
+                                limit: limits.max_labels,
+                            });
+                        }
+                        for (which, s) in [("name", n), ("value", text)] {
+                            if s.len() > limits.max_label_bytes {
+                                return Err(WireError::LabelTooLong {
+                                    which,
+                                    len: s.len(),
+                                    limit: limits.max_label_bytes,
+                                });
+                            }
+                        }
+                        if view.metric_name.is_none() && n == "__name__" {
+                            view.metric_name = Some(text);
+                        }
+                        if let Some(rank) = query.rank(n.as_bytes()) {
+                            if view.hit.is_none_or(|h| rank < h.rank) {
+                                view.hit = Some(Hit {
+                                    rank,
+                                    value: text,
+                                    field: (pair, 0),
+                                });
+                            }
+                        }
+                    }
+                }
+                refs += 1;
+                Ok(())
+            })?,
+            2 => {
+                check_message(read_len(body, &mut pos, "sample")?, &SAMPLE)?;
+                count(&mut totals.samples, limits.max_samples, Limited::Samples)?;
+                view.samples += 1;
+            }
+            3 => {
+                histogram(read_len(body, &mut pos, "histogram")?, limits)?;
+                count(&mut totals.samples, limits.max_samples, Limited::Samples)?;
+                view.histograms += 1;
+            }
+            4 => {
+                count(
+                    &mut totals.exemplars,
+                    limits.max_exemplars,
+                    Limited::Exemplars,
+                )?;
+                exemplar(read_len(body, &mut pos, "exemplar")?, symbols, limits)?;
+                view.exemplars += 1;
+            }
+            5 => {
+                metadata(read_len(body, &mut pos, "metadata")?, symbols)?;
+                view.metadata = true;
+            }
+            6 if wire_type != wt::VARINT => {
+                return Err(WireError::WireType {
+                    message: "TimeSeries",
+                    field,
+                    wire_type,
+                })
+            }
+            _ => skip_value(body, &mut pos, wire_type, "TimeSeries", field)?,
+        }
+    }
+    if name.is_some() {
+        return Err(WireError::OddLabelRefs("a series"));
+    }
+    if view.labels == 0 {
+        return Err(WireError::NoLabels);
+    }
+    Ok(view)
+}
+
+fn exemplar(body: &[u8], symbols: &[&str], limits: Limits) -> Result<(), WireError> {
+    let mut refs = 0usize;
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "Exemplar")?;
+        match field {
+            1 => for_each_ref(body, &mut pos, wire_type, "Exemplar", |r| {
+                let text = symbol(symbols, r, "an exemplar label")?;
+                refs += 1;
+                if refs / 2 > limits.max_labels {
+                    return Err(WireError::TooManyLabels {
+                        count: refs / 2,
+                        limit: limits.max_labels,
+                    });
+                }
+                if text.len() > limits.max_label_bytes {
+                    return Err(WireError::LabelTooLong {
+                        which: if refs % 2 == 1 { "name" } else { "value" },
+                        len: text.len(),
+                        limit: limits.max_label_bytes,
+                    });
+                }
+                Ok(())
+            })?,
+            2 => check_one(body, &mut pos, field, wire_type, Kind::Fixed64)?,
+            3 => check_one(body, &mut pos, field, wire_type, Kind::Varint)?,
+            _ => skip_value(body, &mut pos, wire_type, "Exemplar", field)?,
+        }
+    }
+    if refs % 2 == 1 {
+        return Err(WireError::OddLabelRefs("an exemplar"));
+    }
+    Ok(())
+}
+
+fn metadata(body: &[u8], symbols: &[&str]) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "Metadata")?;
+        match (field, wire_type) {
+            (3 | 4, wt::VARINT) => {
+                let what = if field == 3 { "help_ref" } else { "unit_ref" };
+                symbol(symbols, read_varint(body, &mut pos)?, what)?;
+            }
+            (1, _) => check_one(body, &mut pos, field, wire_type, Kind::Varint)?,
+            (3 | 4, _) => {
+                return Err(WireError::WireType {
+                    message: "Metadata",
+                    field,
+                    wire_type,
+                })
+            }
+            _ => skip_value(body, &mut pos, wire_type, "Metadata", field)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks one scalar field of the given kind.
+#[inline]
+fn check_one(
+    body: &[u8],
+    pos: &mut usize,
+    field: u32,
+    wire_type: u8,
+    kind: Kind,
+) -> Result<(), WireError> {
+    let mut schema = [None; 20];
+    schema[field as usize] = Some(kind);
+    check_field(body, pos, field, wire_type, &schema).map(|_| ())
+}
+
+/// The label refs of an (already validated) series or exemplar body, in
+/// order; for error messages and descriptions.
+fn label_refs(body: &[u8]) -> Vec<u32> {
+    let mut refs = Vec::new();
+    let mut pos = 0;
+    while pos < body.len() {
+        let Ok((field, wire_type)) = read_key(body, &mut pos, "TimeSeries") else {
+            break;
+        };
+        let ok = if field == 1 {
+            for_each_ref(body, &mut pos, wire_type, "TimeSeries", |r| {
+                refs.push(r as u32);
+                Ok(())
+            })
+        } else {
+            skip_value(body, &mut pos, wire_type, "TimeSeries", field)
+        };
+        if ok.is_err() {
+            break;
+        }
+    }
+    refs
+}
+
+/// A tenant's request while it is built: its own symbol table, and where
+/// each input symbol went in it.
+#[derive(Default)]
+pub struct Batch {
+    /// Input ref → this request's ref.
+    map: HashMap<u32, u32>,
+    /// This request's `symbols` fields, encoded, in ref order.
+    symbols: Vec<u8>,
+    /// Entries in `symbols`.
+    next: u32,
+    /// A series' body while it is re-encoded.
+    series: Vec<u8>,
+    /// An exemplar's or metadata's body while it is re-encoded.
+    inner: Vec<u8>,
+    /// Label refs of the series being re-encoded.
+    refs: Vec<u32>,
+}
+
+impl Batch {
+    /// This request's ref for input symbol `old`, adding the symbol to its
+    /// table on first use.
+    #[inline]
+    fn remap(&mut self, symbols: &[&str], old: u32) -> u32 {
+        if self.next == 0 {
+            // Every table starts with "" (the input's entry 0, checked when
+            // it was read), so 0 keeps meaning "".
+            put_bytes_field(&mut self.symbols, 4, b"");
+            self.map.insert(0, 0);
+            self.next = 1;
+        }
+        let Self {
+            map,
+            symbols: out,
+            next,
+            ..
+        } = self;
+        *map.entry(old).or_insert_with(|| {
+            let new = *next;
+            *next += 1;
+            // In range: the walk checked every ref.
+            let text = symbols.get(old as usize).copied().unwrap_or("");
+            put_bytes_field(out, 4, text.as_bytes());
+            new
+        })
+    }
+
+    /// Appends `series` to `out` with its refs rewritten, leaving out label
+    /// pair `without` if given.
+    fn append(&mut self, out: &mut Vec<u8>, s: &SeriesRef<'_>, without: Option<usize>) {
+        let body = s.body;
+        let mut series = std::mem::take(&mut self.series);
+        let mut inner = std::mem::take(&mut self.inner);
+        let mut refs = std::mem::take(&mut self.refs);
+        series.clear();
+        refs.clear();
+        // The labels first, as one packed field.
+        let mut index = 0usize;
+        let mut pos = 0;
+        while pos < body.len() {
+            let Ok((field, wire_type)) = read_key(body, &mut pos, "TimeSeries") else {
+                break;
+            };
+            let ok = if field == 1 {
+                for_each_ref(body, &mut pos, wire_type, "TimeSeries", |r| {
+                    if without != Some(index / 2) {
+                        refs.push(r as u32);
+                    }
+                    index += 1;
+                    Ok(())
+                })
+            } else {
+                skip_value(body, &mut pos, wire_type, "TimeSeries", field)
+            };
+            if ok.is_err() {
+                break;
+            }
+        }
+        for r in refs.iter_mut() {
+            *r = self.remap(s.symbols, *r);
+        }
+        put_packed(&mut series, 1, &refs);
+        // Then every other field in its order: exemplars and metadata with
+        // their refs rewritten, everything else as it arrived.
+        let mut pos = 0;
+        while pos < body.len() {
+            let start = pos;
+            let Ok((field, wire_type)) = read_key(body, &mut pos, "TimeSeries") else {
+                break;
+            };
+            match (field, wire_type) {
+                (1, _) => {
+                    let _ = skip_value(body, &mut pos, wire_type, "TimeSeries", field);
+                }
+                (4, wt::LEN) => {
+                    let Ok(ex) = read_len(body, &mut pos, "exemplar") else {
+                        break;
+                    };
+                    inner.clear();
+                    self.rewrite_exemplar(ex, s.symbols, &mut inner, &mut refs);
+                    put_bytes_field(&mut series, 4, &inner);
+                }
+                (5, wt::LEN) => {
+                    let Ok(md) = read_len(body, &mut pos, "metadata") else {
+                        break;
+                    };
+                    inner.clear();
+                    self.rewrite_metadata(md, s.symbols, &mut inner);
+                    put_bytes_field(&mut series, 5, &inner);
+                }
+                _ => {
+                    if skip_value(body, &mut pos, wire_type, "TimeSeries", field).is_err() {
+                        break;
+                    }
+                    series.extend_from_slice(&body[start..pos]);
+                }
+            }
+        }
+        put_bytes_field(out, 5, &series);
+        self.series = series;
+        self.inner = inner;
+        self.refs = refs;
+    }
+
+    /// Re-encodes an exemplar: its label refs rewritten (first, packed),
+    /// its value, timestamp and unknown fields as they arrived.
+    fn rewrite_exemplar(
+        &mut self,
+        body: &[u8],
+        symbols: &[&str],
+        out: &mut Vec<u8>,
+        refs: &mut Vec<u32>,
+    ) {
+        refs.clear();
+        let mut pos = 0;
+        while pos < body.len() {
+            let Ok((field, wire_type)) = read_key(body, &mut pos, "Exemplar") else {
+                break;
+            };
+            let ok = if field == 1 {
+                for_each_ref(body, &mut pos, wire_type, "Exemplar", |r| {
+                    refs.push(r as u32);
+                    Ok(())
+                })
+            } else {
+                skip_value(body, &mut pos, wire_type, "Exemplar", field)
+            };
+            if ok.is_err() {
+                break;
+            }
+        }
+        for r in refs.iter_mut() {
+            *r = self.remap(symbols, *r);
+        }
+        put_packed(out, 1, refs);
+        let mut pos = 0;
+        while pos < body.len() {
+            let start = pos;
+            let Ok((field, wire_type)) = read_key(body, &mut pos, "Exemplar") else {
+                break;
+            };
+            if skip_value(body, &mut pos, wire_type, "Exemplar", field).is_err() {
+                break;
+            }
+            if field != 1 {
+                out.extend_from_slice(&body[start..pos]);
+            }
+        }
+    }
+
+    fn rewrite_metadata(&mut self, body: &[u8], symbols: &[&str], out: &mut Vec<u8>) {
+        let mut pos = 0;
+        while pos < body.len() {
+            let start = pos;
+            let Ok((field, wire_type)) = read_key(body, &mut pos, "Metadata") else {
+                break;
+            };
+            if (field == 3 || field == 4) && wire_type == wt::VARINT {
+                let Ok(old) = read_varint(body, &mut pos) else {
+                    break;
+                };
+                let new = self.remap(symbols, old as u32);
+                put_varint(out, u64::from(field << 3));
+                put_varint(out, u64::from(new));
+            } else {
+                if skip_value(body, &mut pos, wire_type, "Metadata", field).is_err() {
+                    break;
+                }
+                out.extend_from_slice(&body[start..pos]);
+            }
+        }
+    }
+}
+
+/// Appends `values` as a packed repeated varint field (nothing when empty).
+fn put_packed(out: &mut Vec<u8>, field: u32, values: &[u32]) {
+    if values.is_empty() {
+        return;
+    }
+    let len: usize = values.iter().map(|&v| varint_len(u64::from(v))).sum();
+    put_varint(out, (u64::from(field) << 3) | u64::from(wt::LEN));
+    put_varint(out, len as u64);
+    for &v in values {
+        put_varint(out, u64::from(v));
+    }
+}
+
+#[inline(always)]
+fn varint_len(v: u64) -> usize {
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+/// What a 2.0 request carried that a 1.0 `WriteRequest` cannot, counted by
+/// [`to_v1`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    /// Start ("created") timestamps of series, samples and histograms.
+    pub start_timestamps: u64,
+    /// Classic buckets carried inside native histograms.
+    pub classic_buckets: u64,
+    /// Fields neither format knows.
+    pub unknown_fields: u64,
+}
+
+impl Lost {
+    pub fn is_empty(&self) -> bool {
+        *self == Lost::default()
+    }
+}
+
+/// Converts a 2.0 request into a 1.0 `WriteRequest` appended to `out`:
+/// labels and exemplar labels resolved, samples and native histograms as
+/// they were, each metric family's metadata once as 1.0 metadata. What 1.0
+/// cannot carry is counted in the returned [`Lost`].
+pub fn to_v1(body: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Lost, WireError> {
+    let symbols = Symbols::read(body, limits)?;
+    let symbols = symbols.as_slice();
+    let mut lost = Lost::default();
+    let mut families: HashSet<&str> = HashSet::new();
+    let mut metadata = Vec::new();
+    let mut series = Vec::new();
+    let mut inner = Vec::new();
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "Request")?;
+        if field != 5 || wire_type != wt::LEN {
+            skip_value(body, &mut pos, wire_type, "Request", field)?;
+            continue;
+        }
+        let ts = read_len(body, &mut pos, "timeseries")?;
+        series.clear();
+        let mut name = None;
+        let mut meta = None;
+        let mut p = 0;
+        // Labels first.
+        let refs = label_refs(ts);
+        for pair in refs.chunks_exact(2) {
+            let (n, v) = (
+                symbol(symbols, pair[0].into(), "a series label")?,
+                symbol(symbols, pair[1].into(), "a series label")?,
+            );
+            if n == "__name__" && name.is_none() {
+                name = Some(v);
+            }
+            put_label(&mut series, &mut inner, n, v);
+        }
+        while p < ts.len() {
+            let (f, w) = read_key(ts, &mut p, "TimeSeries")?;
+            match (f, w) {
+                (1, _) => skip_value(ts, &mut p, w, "TimeSeries", f)?,
+                (2, wt::LEN) => {
+                    let sample = read_len(ts, &mut p, "sample")?;
+                    inner.clear();
+                    copy_without(sample, &[3], &mut inner, &mut lost)?;
+                    put_bytes_field(&mut series, 2, &inner);
+                }
+                (3, wt::LEN) => {
+                    let h = read_len(ts, &mut p, "histogram")?;
+                    inner.clear();
+                    copy_without(h, &[17, 18], &mut inner, &mut lost)?;
+                    put_bytes_field(&mut series, 4, &inner);
+                }
+                (4, wt::LEN) => {
+                    let ex = read_len(ts, &mut p, "exemplar")?;
+                    let mut v1 = Vec::new();
+                    let mut label = Vec::new();
+                    let ex_refs = label_refs(ex);
+                    for pair in ex_refs.chunks_exact(2) {
+                        put_label(
+                            &mut v1,
+                            &mut label,
+                            symbol(symbols, pair[0].into(), "an exemplar label")?,
+                            symbol(symbols, pair[1].into(), "an exemplar label")?,
+                        );
+                    }
+                    let mut q = 0;
+                    while q < ex.len() {
+                        let s = q;
+                        let (ef, ew) = read_key(ex, &mut q, "Exemplar")?;
+                        skip_value(ex, &mut q, ew, "Exemplar", ef)?;
+                        match ef {
+                            1 => {}
+                            2 | 3 => v1.extend_from_slice(&ex[s..q]),
+                            _ => lost.unknown_fields += 1,
+                        }
+                    }
+                    put_bytes_field(&mut series, 3, &v1);
+                }
+                (5, wt::LEN) => meta = Some(read_len(ts, &mut p, "metadata")?),
+                (6, wt::VARINT) => {
+                    if read_varint(ts, &mut p)? != 0 {
+                        lost.start_timestamps += 1;
+                    }
+                }
+                _ => {
+                    skip_value(ts, &mut p, w, "TimeSeries", f)?;
+                    lost.unknown_fields += 1;
+                }
+            }
+        }
+        put_bytes_field(out, 1, &series);
+        if let (Some(meta), Some(name)) = (meta, name) {
+            v1_metadata(meta, name, symbols, &mut families, &mut metadata)?;
+        }
+    }
+    out.extend_from_slice(&metadata);
+    Ok(lost)
+}
+
+/// Appends a 1.0 `Label` field.
+fn put_label(out: &mut Vec<u8>, scratch: &mut Vec<u8>, name: &str, value: &str) {
+    scratch.clear();
+    put_bytes_field(scratch, 1, name.as_bytes());
+    put_bytes_field(scratch, 2, value.as_bytes());
+    put_bytes_field(out, 1, scratch);
+}
+
+/// Copies a message's fields except those in `drop`, counting the dropped
+/// ones that were set.
+fn copy_without(
+    body: &[u8],
+    drop: &[u32],
+    out: &mut Vec<u8>,
+    lost: &mut Lost,
+) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < body.len() {
+        let start = pos;
+        let (field, wire_type) = read_key(body, &mut pos, "message")?;
+        if !drop.contains(&field) {
+            skip_value(body, &mut pos, wire_type, "message", field)?;
+            out.extend_from_slice(&body[start..pos]);
+        } else if field == 18 {
+            skip_value(body, &mut pos, wire_type, "message", field)?;
+            lost.classic_buckets += 1;
+        } else if wire_type == wt::VARINT {
+            // A start timestamp: lost only if it was set.
+            if read_varint(body, &mut pos)? != 0 {
+                lost.start_timestamps += 1;
+            }
+        } else {
+            skip_value(body, &mut pos, wire_type, "message", field)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends the 1.0 `MetricMetadata` of a series' 2.0 metadata, once per
+/// family.
+fn v1_metadata<'a>(
+    meta: &[u8],
+    name: &'a str,
+    symbols: &[&str],
+    families: &mut HashSet<&'a str>,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let (mut kind, mut help, mut unit) = (0u64, "", "");
+    let mut pos = 0;
+    while pos < meta.len() {
+        let (field, wire_type) = read_key(meta, &mut pos, "Metadata")?;
+        match (field, wire_type) {
+            (1, wt::VARINT) => kind = read_varint(meta, &mut pos)?,
+            (3, wt::VARINT) => help = symbol(symbols, read_varint(meta, &mut pos)?, "help_ref")?,
+            (4, wt::VARINT) => unit = symbol(symbols, read_varint(meta, &mut pos)?, "unit_ref")?,
+            _ => skip_value(meta, &mut pos, wire_type, "Metadata", field)?,
+        }
+    }
+    if kind == 0 && help.is_empty() && unit.is_empty() {
+        return Ok(());
+    }
+    let family = family_name(name, kind);
+    if !families.insert(family) {
+        return Ok(());
+    }
+    let mut m = Vec::new();
+    if kind != 0 {
+        put_varint(&mut m, 1 << 3);
+        put_varint(&mut m, kind);
+    }
+    put_bytes_field(&mut m, 2, family.as_bytes());
+    if !help.is_empty() {
+        put_bytes_field(&mut m, 4, help.as_bytes());
+    }
+    if !unit.is_empty() {
+        put_bytes_field(&mut m, 5, unit.as_bytes());
+    }
+    put_bytes_field(out, 3, &m);
+    Ok(())
+}
+
+/// The metric family of a series named `name` of metric type `kind`: a
+/// classic histogram's or summary's series carry suffixes their family
+/// does not.
+fn family_name(name: &str, kind: u64) -> &str {
+    const HISTOGRAM: u64 = 3;
+    const GAUGE_HISTOGRAM: u64 = 4;
+    const SUMMARY: u64 = 5;
+    let suffixes: &[&str] = match kind {
+        HISTOGRAM | GAUGE_HISTOGRAM => &["_bucket", "_sum", "_count"],
+        SUMMARY => &["_sum", "_count"],
+        _ => &[],
+    };
+    suffixes
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests;
