@@ -57,6 +57,65 @@ impl Upstream {
     }
 }
 
+/// What a remote write 2.0 receiver says it wrote, in the
+/// `X-Prometheus-Remote-Write-*-Written` headers. Prometheus counts a 2xx
+/// whose headers say nothing was written as a failure.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub samples: u64,
+    pub histograms: u64,
+    pub exemplars: u64,
+}
+
+impl Written {
+    /// The header names, in the order of the fields.
+    pub const HEADERS: [&'static str; 3] = [
+        "x-prometheus-remote-write-samples-written",
+        "x-prometheus-remote-write-histograms-written",
+        "x-prometheus-remote-write-exemplars-written",
+    ];
+
+    /// What a push carrying `counts` wrote when all of it was accepted.
+    pub fn of(counts: &crate::signals::Counts) -> Self {
+        Self {
+            samples: counts.samples,
+            histograms: counts.histograms,
+            exemplars: counts.exemplars,
+        }
+    }
+
+    pub fn add(&mut self, other: &Written) {
+        self.samples += other.samples;
+        self.histograms += other.histograms;
+        self.exemplars += other.exemplars;
+    }
+
+    /// The counts in header order.
+    pub fn values(&self) -> [u64; 3] {
+        [self.samples, self.histograms, self.exemplars]
+    }
+
+    /// Reads the headers through `get`; `None` when none of them is there
+    /// (a 1.0 receiver), a missing or unreadable one counting as 0.
+    pub fn from_headers<'h>(get: impl Fn(&str) -> Option<&'h [u8]>) -> Option<Self> {
+        let mut any = false;
+        let [samples, histograms, exemplars] = Self::HEADERS.map(|name| {
+            get(name).map_or(0, |v| {
+                any = true;
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+        });
+        any.then_some(Self {
+            samples,
+            histograms,
+            exemplars,
+        })
+    }
+}
+
 /// The answer to the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {

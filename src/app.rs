@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Limits, Mode, ServerTls};
-use crate::formats::rw1::Rw1;
+use crate::formats::{rw1::Rw1, rw2::Rw2};
 use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
@@ -29,6 +29,7 @@ use crate::table::OrgTable;
 /// Everything a request handler needs, shared by all requests.
 pub struct App {
     rw1: Pipeline<Rw1>,
+    rw2: Pipeline<Rw2>,
     /// Who is sending, and what it may write.
     auth: Authenticator,
     /// The read path's client and upstreams.
@@ -100,6 +101,14 @@ impl App {
         );
         let pool = Arc::new(BufferPool::default());
         Ok(Self {
+            rw2: Pipeline::new(
+                Rw2,
+                router.clone(),
+                // 2.0 metadata rides on its series: no family index needed.
+                FamilyIndex::new(0, 0),
+                pool.clone(),
+                limits.max_decoded_bytes,
+            ),
             rw1: Pipeline::new(
                 Rw1,
                 router,
@@ -131,6 +140,11 @@ impl App {
     /// The remote write 1.0 pipeline.
     pub(crate) fn rw1(&self) -> &Pipeline<Rw1> {
         &self.rw1
+    }
+
+    /// The remote write 2.0 pipeline.
+    pub(crate) fn rw2(&self) -> &Pipeline<Rw2> {
+        &self.rw2
     }
 
     pub(crate) fn auth(&self) -> &Authenticator {

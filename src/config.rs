@@ -141,6 +141,24 @@ pub struct Upstream {
     pub bearer_token_file: Option<PathBuf>,
     pub tls: ClientTls,
     pub coalesce: Coalesce,
+    /// Which remote write version tenant pushes of 2.0 senders are sent in
+    /// (1.0 senders' pushes always go as 1.0).
+    pub protocol: Protocol,
+}
+
+/// `upstream.protocol`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Convert 2.0 pushes to 1.0 (Mimir before 2.17, Cortex, Prometheus 2).
+    V1,
+    /// Send 2.0 pushes as 2.0, whatever the upstream answers.
+    V2,
+    /// Send 2.0; when the upstream refuses it (415) or accepts it without
+    /// saying what it wrote (a 1.0 receiver that ignored the Content-Type),
+    /// send that push again as 1.0 and keep sending 1.0 for a while.
+    #[default]
+    Auto,
 }
 
 /// Merging concurrent pushes' batches for one tenant into one upstream
@@ -181,6 +199,7 @@ impl Default for Upstream {
             bearer_token_file: None,
             tls: ClientTls::default(),
             coalesce: Coalesce::default(),
+            protocol: Protocol::Auto,
         }
     }
 }

@@ -31,7 +31,7 @@ use metrics_exporter_prometheus::{
 
 use crate::signals::{
     AuthSignals, Counts, RouteSignals, SplitCounts, TableSignals, Unmapped, UpstreamSignals,
-    AUTH_MODES, AUTH_REASONS, UPSTREAM_CLASSES,
+    AUTH_MODES, AUTH_REASONS, DOWNGRADE_LOSSES, UPSTREAM_CLASSES,
 };
 
 /// Most distinct `tenant` label values of the per-tenant counters; the
@@ -187,6 +187,17 @@ impl Metrics {
                 "orgsplit_upstream_coalesced_batches_total",
                 "Tenant batches that were sent merged with other pushes' batches for the same tenant.",
             ),
+            downgraded: r.counter(
+                "orgsplit_upstream_downgraded_requests_total",
+                "Remote write 2.0 tenant pushes converted to 1.0 for an upstream that does not take 2.0 (upstream.protocol).",
+            ),
+            downgrade_lost: {
+                r.describe_counter(
+                    "orgsplit_downgrade_lost_total",
+                    "Items of remote write 2.0 pushes that 1.0 cannot carry, dropped when converting, by field.",
+                );
+                DOWNGRADE_LOSSES.map(|f| r.labelled_counter("orgsplit_downgrade_lost_total", "field", f))
+            },
         };
         let table = TableSignals {
             namespaces: r.gauge("orgsplit_table_namespaces", "Namespaces in the org table."),

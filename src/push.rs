@@ -32,11 +32,11 @@ use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 
-use crate::answer::{self, Answer};
+use crate::answer::{self, Answer, Written};
 use crate::app::App;
 use crate::auth::{PeerCert, Principal};
 use crate::formats::Format;
-use crate::forward::Push;
+use crate::forward::{Push, Sent, Wire};
 use crate::limits::Charge;
 use crate::pipeline::{self, DecodeError, Output, Pipeline, ProcessError};
 use crate::route::RouteError;
@@ -71,13 +71,21 @@ pub async fn push(
             return unauthorized(&app);
         }
     };
-    let answer = match handle(&app, &principal, &headers, body).await {
-        Ok(answer) => answer,
-        Err(refusal) => refusal.answer(&app),
+    let (answer, written) = match handle(&app, &principal, &headers, body).await {
+        Ok(done) => done,
+        Err(refusal) => (refusal.answer(&app), Written::default()),
     };
     app.metrics()
         .answered(answer.status.as_u16(), started.elapsed());
-    respond(answer)
+    let mut response = respond(answer);
+    // A 2.0 sender is told what was written, whatever the status.
+    if matches!(negotiate(headers.get(header::CONTENT_TYPE)), Ok(Wire::V2)) {
+        let h = response.headers_mut();
+        for (name, n) in Written::HEADERS.iter().zip(written.values()) {
+            h.insert(*name, HeaderValue::from(n));
+        }
+    }
+    response
 }
 
 /// 401, with a challenge per configured mode; the reason stays in the log
@@ -170,7 +178,7 @@ async fn handle(
     principal: &Principal,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Answer, Refusal> {
+) -> Result<(Answer, Written), Refusal> {
     let limits = app.limits();
     if app.principal_mode() && principal.allowance.single().is_none() {
         return Err(reject(
@@ -200,18 +208,7 @@ async fn handle(
             ));
         }
     }
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        if ct
-            .to_str()
-            .is_ok_and(|ct| ct.contains("io.prometheus.write.v2"))
-        {
-            return Err(reject(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content_type",
-                "remote write 2.0 is not supported; send prometheus.WriteRequest (remote write 1.0)",
-            ));
-        }
-    }
+    let wire = negotiate(headers.get(header::CONTENT_TYPE))?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -234,7 +231,53 @@ async fn handle(
     let Some(_request_permit) = app.request_slot() else {
         return Err(Refusal::Overloaded("requests"));
     };
-    forward(app, principal, App::rw1, compressed, charge).await
+    match wire {
+        Wire::V1 => forward(app, principal, App::rw1, Wire::V1, compressed, charge).await,
+        Wire::V2 => forward(app, principal, App::rw2, Wire::V2, compressed, charge).await,
+    }
+}
+
+/// The remote write version a `Content-Type` asks for, per the 2.0 spec:
+/// `application/x-protobuf` alone or with `proto=prometheus.WriteRequest`
+/// is 1.0, `proto=io.prometheus.write.v2.Request` is 2.0, anything else is
+/// 415 (so a 2.x sender may fall back). No header at all is 1.0, as old
+/// senders send none.
+fn negotiate(content_type: Option<&HeaderValue>) -> Result<Wire, Refusal> {
+    let Some(value) = content_type else {
+        return Ok(Wire::V1);
+    };
+    let unsupported = |what: &str| {
+        reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            format!(
+                "unsupported Content-Type {what}: send application/x-protobuf with proto=prometheus.WriteRequest (remote write 1.0) or proto=io.prometheus.write.v2.Request (2.0)"
+            ),
+        )
+    };
+    let Ok(text) = value.to_str() else {
+        return Err(unsupported("(not ASCII)"));
+    };
+    let mut parts = text.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(unsupported(&format!("{text:?}")));
+    }
+    let mut wire = Wire::V1;
+    for param in parts {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("proto") {
+            continue;
+        }
+        wire = match value.trim().trim_matches('"') {
+            "prometheus.WriteRequest" => Wire::V1,
+            "io.prometheus.write.v2.Request" => Wire::V2,
+            _ => return Err(unsupported(&format!("{text:?}"))),
+        };
+    }
+    Ok(wire)
 }
 
 /// Runs `pipeline` on a received body and forwards what it produced: the
@@ -243,9 +286,10 @@ async fn forward<F: Format + 'static>(
     app: &Arc<App>,
     principal: &Principal,
     pipeline: fn(&App) -> &Pipeline<F>,
+    wire: Wire,
     compressed: Bytes,
     mut charge: Charge,
-) -> Result<Answer, Refusal> {
+) -> Result<(Answer, Written), Refusal> {
     let size = pipeline(app).measure(&compressed).map_err(decode_error)?;
     // The decompressed body, the tenant batches built from it and their
     // compressed bodies: at most about three times the decoded size.
@@ -281,6 +325,7 @@ async fn forward<F: Format + 'static>(
                 body: &o.body,
                 decoded_len: o.decoded_len,
                 mergeable: F::CONCATENATES,
+                wire,
             })
         })
         .buffered(MAX_PARALLEL_PUSHES)
@@ -288,8 +333,19 @@ async fn forward<F: Format + 'static>(
         .await;
 
     let mut results = Vec::with_capacity(outcomes.len());
-    for (out, outcome) in outgoing.iter().zip(outcomes) {
+    // What the accepted tenant pushes wrote: the upstream's own count when
+    // it gives one, else everything the push carried.
+    let mut written = Written::default();
+    for (
+        out,
+        Sent {
+            outcome,
+            written: said,
+        },
+    ) in outgoing.iter().zip(outcomes)
+    {
         if outcome == answer::Upstream::Accepted {
+            written.add(&said.unwrap_or_else(|| Written::of(&out.counts)));
             app.metrics().forwarded(&out.counts);
             if app.per_tenant_metrics() {
                 app.metrics().forwarded_tenant(&out.tenant, &out.counts);
@@ -297,7 +353,7 @@ async fn forward<F: Format + 'static>(
         }
         results.push((out.tenant.as_str(), outcome));
     }
-    Ok(answer::combine(&results))
+    Ok((answer::combine(&results), written))
 }
 
 /// Tenant pushes of one request in flight at once.

@@ -230,7 +230,16 @@ pub struct UpstreamSignals {
     /// Tenant pushes carried by upstream requests that merged several
     /// pushes' batches (see `forward::coalesce`).
     pub coalesced: Counter,
+    /// Remote write 2.0 tenant pushes sent as 1.0 (`upstream.protocol`).
+    pub downgraded: Counter,
+    /// What those conversions could not carry, one counter per
+    /// [`DOWNGRADE_LOSSES`] entry, in that order.
+    pub downgrade_lost: [Counter; 3],
 }
+
+/// What a 2.0 → 1.0 conversion cannot carry (`field` label of
+/// `orgsplit_downgrade_lost_total`).
+pub const DOWNGRADE_LOSSES: [&str; 3] = ["start_timestamp", "classic_buckets", "unknown_field"];
 
 impl UpstreamSignals {
     /// The counter of `class` (one of [`UPSTREAM_CLASSES`]).
@@ -249,6 +258,8 @@ impl Default for UpstreamSignals {
             requests: std::array::from_fn(|_| Counter::noop()),
             duration: Histogram::noop(),
             coalesced: Counter::noop(),
+            downgraded: Counter::noop(),
+            downgrade_lost: std::array::from_fn(|_| Counter::noop()),
         }
     }
 }

@@ -30,6 +30,8 @@ pub(super) struct Response {
     pub retry_after: Option<u64>,
     /// At most [`super::MAX_ANSWER_BYTES`] of the body.
     pub prefix: Vec<u8>,
+    /// The remote write 2.0 written-count headers, if the upstream sent any.
+    pub written: Option<crate::answer::Written>,
 }
 
 /// How a request failed without a response.
@@ -108,6 +110,9 @@ impl Client {
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
+            let written = crate::answer::Written::from_headers(|name| {
+                response.headers().get(name).map(HeaderValue::as_bytes)
+            });
             // Read at most a small prefix of the answer, whatever its status
             // or length: an upstream (or something posing as one) must not
             // be able to make orgsplit buffer a large body. A longer body is
@@ -134,6 +139,7 @@ impl Client {
                 status: status.as_u16(),
                 retry_after,
                 prefix,
+                written,
             })
         };
         match tokio::time::timeout(timeout, exchange).await {

@@ -27,8 +27,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
-use crate::answer::Upstream;
-use crate::config;
+use crate::answer::{Upstream, Written};
+use crate::config::{self, Protocol};
 use crate::credentials::{CredentialError, Credentials};
 use crate::signals::UpstreamSignals;
 use crate::tenant::TenantId;
@@ -43,8 +43,16 @@ pub struct Forwarder {
 
 struct Inner {
     client: client::Client,
-    /// Headers every push carries besides the tenant's and credentials.
+    /// Headers every 1.0 push carries besides the tenant's and credentials.
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The same for 2.0 pushes.
+    headers_v2: Vec<(HeaderName, HeaderValue)>,
+    /// `upstream.protocol`.
+    protocol: Protocol,
+    /// With `protocol: auto`, 2.0 pushes go as 1.0 until this instant
+    /// (milliseconds since `epoch`), after the upstream refused 2.0.
+    v1_until: std::sync::atomic::AtomicU64,
+    epoch: Instant,
     timeout: Duration,
     credentials: Credentials,
     /// Bounds the pushes in flight to the upstream (`upstream.max_connections`).
@@ -84,7 +92,28 @@ pub struct Push<'a> {
     /// Whether this body may be merged with other pushes' bodies for the
     /// same tenant (the format's requests concatenate).
     pub mergeable: bool,
+    /// The remote write version of `body`.
+    pub wire: Wire,
 }
+
+/// The remote write version of a tenant push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    V1,
+    V2,
+}
+
+/// How a tenant push ended, and what the upstream said it wrote (2.0
+/// upstreams), if it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub outcome: Upstream,
+    pub written: Option<Written>,
+}
+
+/// How long a 2.0 refusal is remembered (`upstream.protocol: auto`) before
+/// 2.0 is tried again.
+const REMEMBER_V1: Duration = Duration::from_secs(300);
 
 impl Forwarder {
     /// orgsplit's own upstream credentials (also sent by the read proxy).
@@ -109,10 +138,28 @@ impl Forwarder {
                 HeaderValue::from_static("0.1.0"),
             ),
         ];
+        let headers_v2 = vec![
+            (
+                http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("snappy"),
+            ),
+            (
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::formats::rw2::CONTENT_TYPE),
+            ),
+            (
+                HeaderName::from_static("x-prometheus-remote-write-version"),
+                HeaderValue::from_static("2.0.0"),
+            ),
+        ];
         Ok(Self {
             inner: Arc::new(Inner {
                 client: client::Client::new(cfg)?,
                 headers,
+                headers_v2,
+                protocol: cfg.protocol,
+                v1_until: std::sync::atomic::AtomicU64::new(0),
+                epoch: Instant::now(),
                 timeout: cfg.timeout,
                 credentials: Credentials::start(cfg)?,
                 slots: Semaphore::new(cfg.max_connections),
@@ -136,25 +183,155 @@ impl Forwarder {
     /// Sends `push`, merged with other pushes' batches for the same tenant
     /// when coalescing is on and the upstream is busy with that tenant.
     /// Never fails: every way it can end is an [`Upstream`].
-    pub async fn push(&self, push: Push<'_>) -> Upstream {
-        match &self.inner.coalesce {
-            Some(lanes) if push.mergeable => lanes.push(self, push).await,
-            _ => self.send(push.tenant, push.body.clone(), 1).await,
+    pub async fn push(&self, push: Push<'_>) -> Sent {
+        let v1 = |outcome| Sent {
+            outcome,
+            written: None,
+        };
+        match (&self.inner.coalesce, push.wire) {
+            (_, Wire::V2) => self.push_v2(push).await,
+            (Some(lanes), Wire::V1) if push.mergeable => v1(lanes.push(self, push).await),
+            (_, Wire::V1) => v1(self.send(push.tenant, push.body.clone(), 1).await),
         }
     }
 
-    /// One upstream request carrying `batches` tenant batches. Waiting for a
-    /// slot counts against the deadline.
+    /// A 2.0 push, sent as `upstream.protocol` says: as it is, or converted
+    /// to 1.0, or (auto) as it is and again as 1.0 if the upstream did not
+    /// take it as 2.0.
+    async fn push_v2(&self, push: Push<'_>) -> Sent {
+        let inner = &*self.inner;
+        let as_v1 = match inner.protocol {
+            Protocol::V1 => true,
+            Protocol::V2 => false,
+            Protocol::Auto => self.remembers_v1(),
+        };
+        if !as_v1 {
+            let (outcome, written) = self
+                .send_as(push.tenant, push.body.clone(), 1, Wire::V2)
+                .await;
+            let refused = match &outcome {
+                Upstream::Status { status: 415, .. } => true,
+                // A 1.0 receiver that does not look at the Content-Type
+                // reads a 2.0 body as an empty 1.0 request and says 2xx:
+                // without the written-count headers, nothing is known to
+                // have been written.
+                Upstream::Accepted => written.is_none(),
+                _ => false,
+            };
+            if inner.protocol != Protocol::Auto || !refused {
+                return Sent { outcome, written };
+            }
+            self.remember_v1(&outcome);
+        }
+        match self.downgrade(push.body, push.decoded_len).await {
+            Ok(body) => {
+                let (outcome, written) = self.send_as(push.tenant, body, 1, Wire::V1).await;
+                Sent { outcome, written }
+            }
+            Err(e) => Sent {
+                outcome: Upstream::Status {
+                    status: 400,
+                    retry_after: None,
+                    message: format!("converting the push to remote write 1.0 failed: {e}"),
+                },
+                written: None,
+            },
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    fn remembers_v1(&self) -> bool {
+        self.inner
+            .v1_until
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > self.now_ms()
+    }
+
+    fn remember_v1(&self, outcome: &Upstream) {
+        let until = self.now_ms() + REMEMBER_V1.as_millis() as u64;
+        let before = self
+            .inner
+            .v1_until
+            .swap(until, std::sync::atomic::Ordering::Relaxed);
+        if before <= self.now_ms() {
+            let why = match outcome {
+                Upstream::Accepted => "accepted it without the written-count headers".to_string(),
+                other => format!("answered {}", other.class()),
+            };
+            tracing::warn!(
+                upstream_answer = %why,
+                remember = ?REMEMBER_V1,
+                "upstream does not take remote write 2.0; sending 2.0 pushes as 1.0 (upstream.protocol: auto)"
+            );
+        }
+    }
+
+    /// Converts a snappy 2.0 body into a snappy 1.0 body, counting what 1.0
+    /// cannot carry. Large bodies are converted off the runtime.
+    async fn downgrade(&self, body: &Bytes, decoded_len: usize) -> Result<Bytes, String> {
+        let signals = self.inner.signals.clone();
+        let body = body.clone();
+        let convert = move || {
+            let decoded = snap::raw::Decoder::new()
+                .decompress_vec(&body)
+                .map_err(|e| e.to_string())?;
+            let mut v1 = Vec::with_capacity(decoded.len() + decoded.len() / 2);
+            // The body is orgsplit's own output, already within the limits.
+            let limits = crate::wire::Limits {
+                max_symbols: usize::MAX,
+                max_symbol_bytes: usize::MAX,
+                ..Default::default()
+            };
+            let lost =
+                crate::formats::rw2::to_v1(&decoded, limits, &mut v1).map_err(|e| e.to_string())?;
+            signals.downgraded.increment(1);
+            for (counter, n) in signals.downgrade_lost.iter().zip([
+                lost.start_timestamps,
+                lost.classic_buckets,
+                lost.unknown_fields,
+            ]) {
+                counter.increment(n);
+            }
+            snap::raw::Encoder::new()
+                .compress_vec(&v1)
+                .map(Bytes::from)
+                .map_err(|e| e.to_string())
+        };
+        if decoded_len < 64 << 10 {
+            return convert();
+        }
+        tokio::task::spawn_blocking(convert)
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// One 1.0 upstream request carrying `batches` tenant batches.
     async fn send(&self, tenant: &TenantId, body: Bytes, batches: usize) -> Upstream {
+        self.send_as(tenant, body, batches, Wire::V1).await.0
+    }
+
+    /// One upstream request of version `wire` carrying `batches` tenant
+    /// batches. Waiting for a slot counts against the deadline.
+    async fn send_as(
+        &self,
+        tenant: &TenantId,
+        body: Bytes,
+        batches: usize,
+        wire: Wire,
+    ) -> (Upstream, Option<Written>) {
         let inner = &*self.inner;
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(inner.timeout, inner.slots.acquire()).await {
-            Ok(Ok(_permit)) => {
-                let left = inner.timeout.saturating_sub(started.elapsed());
-                self.exchange(tenant, body, left).await
-            }
-            _ => Upstream::Timeout,
-        };
+        let (outcome, written) =
+            match tokio::time::timeout(inner.timeout, inner.slots.acquire()).await {
+                Ok(Ok(_permit)) => {
+                    let left = inner.timeout.saturating_sub(started.elapsed());
+                    self.exchange(tenant, body, left, wire).await
+                }
+                _ => (Upstream::Timeout, None),
+            };
         inner.signals.requests(outcome.class()).increment(1);
         inner
             .signals
@@ -166,34 +343,48 @@ impl Forwarder {
         if outcome != Upstream::Accepted {
             inner.failures.log(tenant, &outcome);
         }
-        outcome
+        (outcome, written)
     }
 
-    async fn exchange(&self, tenant: &TenantId, body: Bytes, timeout: Duration) -> Upstream {
+    async fn exchange(
+        &self,
+        tenant: &TenantId,
+        body: Bytes,
+        timeout: Duration,
+        wire: Wire,
+    ) -> (Upstream, Option<Written>) {
         let inner = &*self.inner;
         // Validated tenant IDs are visible ASCII, so this never fails; the
         // bytes are shared, not copied.
         let Ok(tenant_value) = HeaderValue::from_maybe_shared(tenant.shared()) else {
-            return Upstream::Status {
+            let refused = Upstream::Status {
                 status: 400,
                 retry_after: None,
                 message: "tenant ID is not a valid header value".into(),
             };
+            return (refused, None);
         };
         let auth = inner.credentials.header().map(|a| (*a).clone());
+        let headers = match wire {
+            Wire::V1 => &inner.headers,
+            Wire::V2 => &inner.headers_v2,
+        };
         match inner
             .client
-            .post(tenant_value, &inner.headers, auth, body, timeout)
+            .post(tenant_value, headers, auth, body, timeout)
             .await
         {
-            Ok(r) if (200..300).contains(&r.status) => Upstream::Accepted,
-            Ok(r) => Upstream::Status {
-                status: r.status,
-                retry_after: r.retry_after,
-                message: String::from_utf8_lossy(&r.prefix).into_owned(),
-            },
-            Err(client::Failure::Timeout) => Upstream::Timeout,
-            Err(client::Failure::Unreachable(e)) => Upstream::Unreachable(e),
+            Ok(r) if (200..300).contains(&r.status) => (Upstream::Accepted, r.written),
+            Ok(r) => {
+                let refused = Upstream::Status {
+                    status: r.status,
+                    retry_after: r.retry_after,
+                    message: String::from_utf8_lossy(&r.prefix).into_owned(),
+                };
+                (refused, r.written)
+            }
+            Err(client::Failure::Timeout) => (Upstream::Timeout, None),
+            Err(client::Failure::Unreachable(e)) => (Upstream::Unreachable(e), None),
         }
     }
 }
