@@ -102,9 +102,18 @@ impl Fake {
             return (
                 StatusCode::NO_CONTENT,
                 [
-                    ("x-prometheus-remote-write-samples-written", samples.to_string()),
-                    ("x-prometheus-remote-write-histograms-written", histograms.to_string()),
-                    ("x-prometheus-remote-write-exemplars-written", exemplars.to_string()),
+                    (
+                        "x-prometheus-remote-write-samples-written",
+                        samples.to_string(),
+                    ),
+                    (
+                        "x-prometheus-remote-write-histograms-written",
+                        histograms.to_string(),
+                    ),
+                    (
+                        "x-prometheus-remote-write-exemplars-written",
+                        exemplars.to_string(),
+                    ),
                 ],
             )
                 .into_response();
@@ -160,9 +169,21 @@ async fn start(speaks: Speaks, extra: &str) -> (tempfile::TempDir, Fake, Orgspli
 fn request() -> v2::Request {
     let mut b = Builder::default();
     let help = b.sym("Requests served.");
-    b.series(&[("__name__", "up"), ("job", "a"), ("namespace", "shop-prod")], 1.0, 10);
-    b.series(&[("__name__", "up"), ("job", "a"), ("namespace", "billing")], 2.0, 10);
-    let s = b.series(&[("__name__", "reqs_total"), ("namespace", "shop-dev")], 3.0, 10);
+    b.series(
+        &[("__name__", "up"), ("job", "a"), ("namespace", "shop-prod")],
+        1.0,
+        10,
+    );
+    b.series(
+        &[("__name__", "up"), ("job", "a"), ("namespace", "billing")],
+        2.0,
+        10,
+    );
+    let s = b.series(
+        &[("__name__", "reqs_total"), ("namespace", "shop-dev")],
+        3.0,
+        10,
+    );
     s.metadata = Some(v2::Metadata {
         r#type: 1,
         help_ref: help,
@@ -216,7 +237,14 @@ fn written(headers: &HeaderMap) -> [u64; 3] {
 fn names(series: &[Resolved]) -> Vec<&str> {
     series
         .iter()
-        .map(|s| s.labels.iter().find(|l| l.0 == "__name__").unwrap().1.as_str())
+        .map(|s| {
+            s.labels
+                .iter()
+                .find(|l| l.0 == "__name__")
+                .unwrap()
+                .1
+                .as_str()
+        })
         .collect()
 }
 
@@ -224,7 +252,8 @@ fn names(series: &[Resolved]) -> Vec<&str> {
 async fn a_2_0_push_is_split_and_answered_with_what_was_written() {
     let (_dir, fake, orgsplit) = start(Speaks::V2, "").await;
     let request = request();
-    let (status, headers, body) = push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request)).await;
+    let (status, headers, body) =
+        push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request)).await;
     assert_eq!(status, 204, "{body}");
     // Everything but the unmapped series' sample (dropped by policy).
     assert_eq!(written(&headers), [3, 1, 1]);
@@ -238,7 +267,9 @@ async fn a_2_0_push_is_split_and_answered_with_what_was_written() {
     assert_eq!(got["acme"], [input[0].clone(), input[2].clone()]);
     assert_eq!(got["globex"], [input[1].clone(), input[3].clone()]);
     for (tenant, g) in fake.got() {
-        let Got::V2(r) = g else { panic!("1.0 push to a 2.0 upstream") };
+        let Got::V2(r) = g else {
+            panic!("1.0 push to a 2.0 upstream")
+        };
         assert_eq!(r.symbols[0], "");
         let text = r.symbols.join(" ");
         assert!(!text.contains("kube-system"), "{tenant}: {text}");
@@ -257,7 +288,8 @@ async fn the_upstreams_own_written_counts_are_summed() {
     let (_dir, fake, orgsplit) = start(Speaks::V2, "").await;
     // globex's upstream says it wrote none of its 1 float sample.
     fake.claim.lock().unwrap().insert("globex".into(), 0);
-    let (status, headers, _) = push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
+    let (status, headers, _) =
+        push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
     assert_eq!(status, 204);
     assert_eq!(written(&headers), [2, 1, 1]);
 }
@@ -266,7 +298,8 @@ async fn the_upstreams_own_written_counts_are_summed() {
 async fn a_failed_tenant_push_is_retryable_and_not_counted_as_written() {
     let (_dir, fake, orgsplit) = start(Speaks::V2, "").await;
     fake.fail.lock().unwrap().insert("globex".into(), 503);
-    let (status, headers, body) = push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
+    let (status, headers, body) =
+        push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("globex"), "{body}");
     // acme's two samples and its exemplar were written.
@@ -342,7 +375,10 @@ async fn malformed_2_0_is_400_naming_the_problem_with_nothing_written() {
     bad.symbols[0] = "up".into();
     let (status, _, body) = push_v2(&orgsplit, orgsplit::testing::rw2::compress(&bad)).await;
     assert_eq!(status, 400);
-    assert!(body.contains("does not start with the empty string"), "{body}");
+    assert!(
+        body.contains("does not start with the empty string"),
+        "{body}"
+    );
     assert!(fake.got().is_empty());
 }
 
@@ -387,23 +423,33 @@ fn v1_by_tenant(fake: &Fake) -> BTreeMap<String, pb::WriteRequest> {
 
 async fn falls_back_to_1_0(speaks: Speaks) {
     let (_dir, fake, orgsplit) = start(speaks, "").await;
-    let (status, headers, body) = push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
+    let (status, headers, body) =
+        push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(written(&headers), [3, 1, 1]);
     let got = v1_by_tenant(&fake);
     assert_eq!(got.keys().collect::<Vec<_>>(), ["acme", "globex"]);
     let acme = &got["acme"];
     assert_eq!(acme.timeseries.len(), 2);
-    assert_eq!(label_of(&acme.timeseries[1], "__name__"), Some("reqs_total"));
+    assert_eq!(
+        label_of(&acme.timeseries[1], "__name__"),
+        Some("reqs_total")
+    );
     assert_eq!(acme.timeseries[1].exemplars[0].labels[0].value, "f00d");
     assert_eq!(acme.metadata[0].metric_family_name, "reqs_total");
     assert_eq!(acme.metadata[0].help, "Requests served.");
     assert_eq!(got["globex"].timeseries[1].histograms[0].sum, 0.5);
     let page = orgsplit.metrics().await;
-    assert_eq!(metric(&page, "orgsplit_upstream_downgraded_requests_total"), 2.0);
+    assert_eq!(
+        metric(&page, "orgsplit_upstream_downgraded_requests_total"),
+        2.0
+    );
     // reqs_total's created timestamp has no place in 1.0.
     assert_eq!(
-        metric(&page, "orgsplit_downgrade_lost_total{field=\"start_timestamp\"}"),
+        metric(
+            &page,
+            "orgsplit_downgrade_lost_total{field=\"start_timestamp\"}"
+        ),
         1.0
     );
 
@@ -436,7 +482,8 @@ async fn protocol_v1_converts_and_v2_passes_the_upstreams_refusal_back() {
     assert_eq!(fake.got().len(), 2);
 
     let (_dir, fake, orgsplit) = start_with(Speaks::V1Strict, "  protocol: v2\n", "").await;
-    let (status, headers, body) = push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
+    let (status, headers, body) =
+        push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
     assert_eq!(status, 415, "{body}");
     assert_eq!(written(&headers), [0, 0, 0]);
     assert!(fake.got().is_empty());
@@ -449,27 +496,31 @@ async fn principal_mode_sends_a_2_0_push_whole() {
     let fake = Fake::start(Speaks::V2).await;
     let cfg = format!(
         "{}auth:\n  anonymous:\n    allowance: [acme]\n",
-        config(dir.path(), &fake.url(), "  mode: principal\n  unmapped: drop")
+        config(
+            dir.path(),
+            &fake.url(),
+            "  mode: principal\n  unmapped: drop"
+        )
     );
     let orgsplit = Orgsplit::start(dir.path(), &cfg).await;
     let request = request();
-    let (status, headers, body) = push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request)).await;
+    let (status, headers, body) =
+        push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request)).await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(written(&headers), [4, 1, 1]);
     let got = fake.got();
     assert_eq!(got.len(), 1);
-    let (tenant, Got::V2(r)) = &got[0] else { panic!() };
+    let (tenant, Got::V2(r)) = &got[0] else {
+        panic!()
+    };
     assert_eq!(tenant, "acme");
     assert_eq!(r, &request);
 }
 
 #[tokio::test]
 async fn series_outside_the_senders_allowance_are_refused() {
-    let (_dir, fake, orgsplit) = start(
-        Speaks::V2,
-        "auth:\n  anonymous:\n    allowance: [acme]\n",
-    )
-    .await;
+    let (_dir, fake, orgsplit) =
+        start(Speaks::V2, "auth:\n  anonymous:\n    allowance: [acme]\n").await;
     let (status, _, body) = push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("globex"), "{body}");
