@@ -2,7 +2,7 @@
 //! anything. Operators use it to debug routing.
 //!
 //! ```text
-//!  capture (snappy or raw protobuf) ─► Pipeline::process (the server's own) ─► per-tenant table
+//!  capture (snappy or raw protobuf, remote write 1.0 or 2.0) ─► Pipeline::process (the server's own) ─► per-tenant table
 //!                                   └► prost decode ─► Router::tenant_of ─► unmapped examples
 //! ```
 
@@ -15,6 +15,7 @@ use std::path::Path;
 
 use crate::config::{Config, UnmappedPolicy};
 use crate::formats::rw1::Rw1;
+use crate::formats::rw2::{pb as v2, Rw2};
 use crate::pipeline::{Pipeline, ProcessError};
 use crate::route::{FamilyIndex, Router, Unmapped};
 use crate::table::{self, OrgTable, Snapshot};
@@ -26,7 +27,9 @@ const EXAMPLES: usize = 3;
 /// Errors reading a capture.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("capture is neither a snappy-compressed nor a raw WriteRequest: {0}")]
+    #[error(
+        "capture is neither a snappy-compressed nor a raw remote write request (1.0 or 2.0): {0}"
+    )]
     Decode(String),
     #[error(transparent)]
     Route(#[from] crate::route::RouteError),
@@ -72,26 +75,39 @@ fn load_table_once(config: &Config) -> anyhow::Result<Snapshot> {
     })
 }
 
-/// Renders the split of `capture` as text.
+/// Renders the split of `capture` (remote write 1.0 or 2.0) as text.
 pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<String, InspectError> {
-    let (body, compressed) = match snap::raw::Decoder::new().decompress_vec(capture) {
-        Ok(b) if pb::WriteRequest::decode(b.as_slice()).is_ok() => (b, true),
-        _ => match pb::WriteRequest::decode(capture) {
-            Ok(_) => (capture.to_vec(), false),
-            Err(e) => return Err(InspectError::Decode(e.to_string())),
+    let decompressed = snap::raw::Decoder::new().decompress_vec(capture).ok();
+    let (body, compressed, version) = match decompressed
+        .as_deref()
+        .and_then(version)
+        .map(|v| (decompressed.clone().unwrap_or_default(), true, v))
+    {
+        Some(found) => found,
+        None => match version(capture) {
+            Some(v) => (capture.to_vec(), false, v),
+            None => {
+                return Err(InspectError::Decode(
+                    "no series or metadata of remote write 1.0 or 2.0 in it".into(),
+                ))
+            }
         },
     };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "capture: {} bytes{}, {} bytes decoded",
+        "capture: {} bytes{}, {} bytes decoded, remote write {}",
         capture.len(),
         if compressed {
             " (snappy)"
         } else {
             " (uncompressed)"
         },
-        body.len()
+        body.len(),
+        match version {
+            Version::V1 => "1.0",
+            Version::V2 => "2.0",
+        }
     );
     // The server's own pipeline, on the capture as the server would get it.
     let snappy = if compressed {
@@ -101,14 +117,11 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
             .compress_vec(&body)
             .map_err(|e| InspectError::Decode(e.to_string()))?
     };
-    let pipeline = Pipeline::new(
-        Rw1,
-        router.clone(),
-        FamilyIndex::default(),
-        Default::default(),
-        usize::MAX,
-    );
-    let split = match pipeline.process(&snappy, table) {
+    let processed = match version {
+        Version::V1 => pipeline(Rw1, router).process(&snappy, table),
+        Version::V2 => pipeline(Rw2, router).process(&snappy, table),
+    };
+    let split = match processed {
         Ok(s) => s,
         Err(ProcessError::Route(e)) => {
             let _ = writeln!(out, "orgsplit would answer 400: {e}");
@@ -145,21 +158,14 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
     }
 
     // Why each unmapped series has no tenant, with examples.
-    let decoded = pb::WriteRequest::decode(body.as_slice())
-        .map_err(|e| InspectError::Decode(e.to_string()))?;
     let mut unmapped: BTreeMap<&'static str, (u64, Vec<String>)> = BTreeMap::new();
-    for series in &decoded.timeseries {
-        let labels = series
-            .labels
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()));
-        if let Err(reason) = router.tenant_of(labels, table) {
+    for labels in series_labels(&body, version)? {
+        let pairs = labels.iter().map(|l| (l.name.as_str(), l.value.as_str()));
+        if let Err(reason) = router.tenant_of(pairs, table) {
             let entry = unmapped.entry(reason.as_str()).or_default();
             entry.0 += 1;
             if entry.1.len() < EXAMPLES {
-                entry
-                    .1
-                    .push(crate::wire::describe_labels(&series.labels, 8));
+                entry.1.push(crate::wire::describe_labels(&labels, 8));
             }
         }
     }
@@ -190,6 +196,65 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
         );
     }
     Ok(out)
+}
+
+/// The remote write versions a capture may be.
+#[derive(Clone, Copy)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// Which version `body` is: each version's fields are unknown (skipped) to
+/// the other's schema, so it is the one under which it holds something.
+fn version(body: &[u8]) -> Option<Version> {
+    match pb::WriteRequest::decode(body) {
+        Ok(r) if !(r.timeseries.is_empty() && r.metadata.is_empty()) => return Some(Version::V1),
+        _ => {}
+    }
+    match v2::Request::decode(body) {
+        Ok(r) if !(r.timeseries.is_empty() && r.symbols.is_empty()) => Some(Version::V2),
+        _ => None,
+    }
+}
+
+fn pipeline<F: crate::formats::Format>(format: F, router: &Router) -> Pipeline<F> {
+    Pipeline::new(
+        format,
+        router.clone(),
+        FamilyIndex::default(),
+        Default::default(),
+        usize::MAX,
+    )
+}
+
+/// Every series' labels (2.0 refs resolved), for the unmapped examples.
+fn series_labels(body: &[u8], version: Version) -> Result<Vec<Vec<pb::Label>>, InspectError> {
+    let bad = |e: prost::DecodeError| InspectError::Decode(e.to_string());
+    Ok(match version {
+        Version::V1 => pb::WriteRequest::decode(body)
+            .map_err(bad)?
+            .timeseries
+            .into_iter()
+            .map(|t| t.labels)
+            .collect(),
+        Version::V2 => {
+            let r = v2::Request::decode(body).map_err(bad)?;
+            let symbol = |i: u32| r.symbols.get(i as usize).cloned().unwrap_or_default();
+            r.timeseries
+                .iter()
+                .map(|t| {
+                    t.labels_refs
+                        .chunks_exact(2)
+                        .map(|p| pb::Label {
+                            name: symbol(p[0]),
+                            value: symbol(p[1]),
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+    })
 }
 
 fn explain(reason: &str) -> &'static str {

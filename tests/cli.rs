@@ -135,6 +135,52 @@ fn inspect_shows_the_split_of_a_capture_without_sending() {
 }
 
 #[test]
+fn inspect_understands_remote_write_2_0_captures() {
+    let out = orgsplit()
+        .args([
+            "inspect",
+            "--config",
+            "fixtures/local.yaml",
+            "fixtures/requests/rw2/prometheus-2.42-series-2000.v2.snappy",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("remote write 2.0"), "{stdout}");
+    assert!(stdout.contains("2000 series"), "{stdout}");
+    // The same split as the 1.0 capture it was built from.
+    let v1 = orgsplit()
+        .args([
+            "inspect",
+            "--config",
+            "fixtures/local.yaml",
+            "fixtures/requests/prometheus-2.42-series-2000.snappy",
+        ])
+        .output()
+        .unwrap();
+    let rows = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter(|l| {
+                ["acme ", "globex ", "unassigned "]
+                    .iter()
+                    .any(|t| l.starts_with(t))
+            })
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_string(), f[1].to_string())
+            })
+            .collect()
+    };
+    assert_eq!(rows(&stdout), rows(&String::from_utf8_lossy(&v1.stdout)));
+    assert!(stdout.contains("job=\"platform\""), "{stdout}");
+}
+
+#[test]
 fn inspect_reads_stdin_and_rejects_garbage() {
     use std::io::Write;
     let mut child = orgsplit()

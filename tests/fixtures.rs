@@ -163,6 +163,14 @@ fn rw2_fixtures_are_current() {
         let path = dir.join(name);
         if std::env::var_os("WRITE_RW2_FIXTURES").is_some() {
             std::fs::write(&path, &body).unwrap();
+            // Decompressed, as seeds of the 2.0 fuzz target.
+            let seeds = dir.join("../../fuzz-seeds/split_rw2");
+            std::fs::create_dir_all(&seeds).unwrap();
+            std::fs::write(
+                seeds.join(name.trim_end_matches(".snappy")),
+                request.encode_to_vec(),
+            )
+            .unwrap();
         }
         let on_disk = std::fs::read(&path).unwrap();
         let decoded = snap::raw::Decoder::new().decompress_vec(&on_disk).unwrap();

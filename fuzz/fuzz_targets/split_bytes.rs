@@ -22,6 +22,8 @@ static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
     max_exemplars: 1_000,
     max_buckets: 256,
     max_tenants: 1_000,
+    max_symbols: 10_000,
+    max_symbol_bytes: 1024,
 });
 static NAMESPACE: LazyLock<Router> = LazyLock::new(|| {
     Router::new(

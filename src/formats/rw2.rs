@@ -150,6 +150,31 @@ const SAMPLE: [Option<Kind>; 4] = [
     Some(Kind::Varint),
 ];
 
+/// Checks the histogram fields 2.0 added after 1.0's (start timestamp, 17;
+/// classic buckets, 18); the rest are checked as for 1.0.
+fn classic_buckets(body: &[u8]) -> Result<(), WireError> {
+    const BUCKET: [Option<Kind>; 3] = [None, Some(Kind::Fixed64), Some(Kind::Fixed64)];
+    let mut pos = 0;
+    while pos < body.len() {
+        let (field, wire_type) = read_key(body, &mut pos, "Histogram")?;
+        match (field, wire_type) {
+            (17, wt::VARINT) => {
+                read_varint(body, &mut pos)?;
+            }
+            (18, wt::LEN) => check_message(read_len(body, &mut pos, "classic bucket")?, &BUCKET)?,
+            (17 | 18, _) => {
+                return Err(WireError::WireType {
+                    message: "Histogram",
+                    field,
+                    wire_type,
+                })
+            }
+            _ => skip_value(body, &mut pos, wire_type, "Histogram", field)?,
+        }
+    }
+    Ok(())
+}
+
 impl Format for Rw2 {
     type Series<'a> = SeriesRef<'a>;
     type Extra<'a> = std::convert::Infallible;
@@ -381,7 +406,9 @@ fn walk_series<'a>(
                 view.samples += 1;
             }
             3 => {
-                histogram(read_len(body, &mut pos, "histogram")?, limits)?;
+                let h = read_len(body, &mut pos, "histogram")?;
+                histogram(h, limits)?;
+                classic_buckets(h)?;
                 count(&mut totals.samples, limits.max_samples, Limited::Samples)?;
                 view.histograms += 1;
             }
