@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orgsplit::config::{Routing, UnmappedPolicy};
-use orgsplit::formats::rw1::Rw1;
+use orgsplit::formats::{rw1::Rw1, rw2::Rw2};
 use orgsplit::pipeline::Pipeline;
 use orgsplit::route::{reference, FamilyIndex, Router};
 use orgsplit::table::Snapshot;
@@ -24,6 +24,8 @@ use prost::Message;
 struct Case {
     name: String,
     compressed: Vec<u8>,
+    /// The same series as a remote write 2.0 request, compressed.
+    v2: Vec<u8>,
     decoded: Vec<u8>,
     samples: u64,
     table: Snapshot,
@@ -59,6 +61,7 @@ fn corpus_case(cadvisor: bool, series: usize, tenants: usize, histograms: bool) 
             if histograms { "/hist" } else { "" }
         ),
         compressed: testing::compress(&req),
+        v2: testing::rw2::compress(&testing::rw2::from_v1(&req)),
         decoded,
         samples,
         table: Snapshot::from_pairs(testing::table_pairs(namespaces, tenants)),
@@ -72,6 +75,17 @@ fn router() -> Router {
             ..Default::default()
         },
         Default::default(),
+    )
+}
+
+/// The server's 2.0 pipeline, with the bench's routing.
+fn pipeline_v2() -> Pipeline<Rw2> {
+    Pipeline::new(
+        Rw2,
+        router(),
+        FamilyIndex::default(),
+        Default::default(),
+        usize::MAX,
     )
 }
 
@@ -105,6 +119,7 @@ fn time(budget: std::time::Duration, mut f: impl FnMut()) -> f64 {
 /// criterion groups (the in-process target is 1.2×).
 fn summary() {
     let pipeline = pipeline();
+    let v2_pipeline = pipeline_v2();
     let budget = std::time::Duration::from_millis(300);
     for cadvisor in [false, true] {
         for tenants in [20, 200] {
@@ -128,6 +143,29 @@ fn summary() {
                 floor / k.samples as f64 * 1e6,
                 split / k.samples as f64 * 1e6,
                 split / floor
+            );
+            // The same series sent as remote write 2.0, against the floor
+            // of the 2.0 body.
+            let v2_len = snap::raw::decompress_len(&k.v2).unwrap();
+            let mut decoded = vec![0u8; v2_len];
+            let mut out = vec![0u8; snap::raw::max_compress_len(v2_len)];
+            let floor_v2 = time(budget, || {
+                let n = snap::raw::Decoder::new()
+                    .decompress(&k.v2, &mut decoded)
+                    .unwrap();
+                black_box(enc.compress(&decoded[..n], &mut out).unwrap());
+            });
+            let split_v2 = time(budget, || {
+                black_box(v2_pipeline.process(&k.v2, &k.table).unwrap());
+            });
+            eprintln!(
+                "summary {:<28} ratio {:.1}:1  floor {:.3} CPU-s/M samples  pipeline {:.3} CPU-s/M  = {:.2}x floor, {:.2}x the 1.0 pipeline",
+                format!("rw2/{}", k.name),
+                v2_len as f64 / k.v2.len() as f64,
+                floor_v2 / k.samples as f64 * 1e6,
+                split_v2 / k.samples as f64 * 1e6,
+                split_v2 / floor_v2,
+                split_v2 / split
             );
         }
     }
@@ -185,6 +223,10 @@ fn bench(c: &mut Criterion) {
                     .outgoing
                     .len()
             })
+        });
+        group.bench_with_input(BenchmarkId::new("rw2", &k.name), k, |b, k| {
+            let pipeline = pipeline_v2();
+            b.iter(|| black_box(pipeline.process(&k.v2, &k.table).unwrap()));
         });
         group.bench_with_input(BenchmarkId::new("floor", &k.name), k, |b, k| {
             let mut decoded = vec![0u8; k.decoded.len()];

@@ -17,8 +17,8 @@
 //!
 //! The data path:
 //! - [`formats`]: the seam between the pipeline and a push format; remote
-//!   write 1.0 ([`formats::rw1`], over the zero-copy codec in [`wire`]) is
-//!   the first format.
+//!   write 1.0 ([`formats::rw1`], over the zero-copy codec in [`wire`]) and
+//!   2.0 ([`formats::rw2`]: per-tenant symbol tables, conversion to 1.0).
 //! - [`wire`]: the remote-write 1.0 protobuf, walked without copying; prost
 //!   types as the reference.
 //! - [`tenant`]: tenant ID rules (Mimir's), the shared [`tenant::TenantId`],

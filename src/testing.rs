@@ -486,15 +486,19 @@ pub mod rw2 {
         b.request
     }
 
+    /// Labels as name, value pairs.
+    pub type Labels = Vec<(String, String)>;
+
     /// A series of a 2.0 request with every ref resolved.
     #[derive(Debug, Clone, PartialEq)]
     pub struct Resolved {
-        pub labels: Vec<(String, String)>,
+        pub labels: Labels,
         /// Samples, histograms and created timestamp, as encoded (so NaNs
         /// compare bitwise): the series without labels, exemplars and
         /// metadata.
         pub payload: Vec<u8>,
-        pub exemplars: Vec<(Vec<(String, String)>, u64, i64)>,
+        /// Labels, value bits, timestamp.
+        pub exemplars: Vec<(Labels, u64, i64)>,
         /// Type, help, unit.
         pub metadata: Option<(i32, String, String)>,
     }

@@ -748,7 +748,7 @@ fn put_packed(out: &mut Vec<u8>, field: u32, values: &[u32]) {
 
 #[inline(always)]
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// What a 2.0 request carried that a 1.0 `WriteRequest` cannot, counted by
