@@ -175,6 +175,11 @@ fn classic_buckets(body: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
+/// An exemplar's value and timestamp (its refs are checked apart).
+const EXEMPLAR_SCALARS: [Option<Kind>; 4] = [None, None, Some(Kind::Fixed64), Some(Kind::Varint)];
+/// A metadata's type (its refs are checked apart).
+const METADATA_TYPE: [Option<Kind>; 2] = [None, Some(Kind::Varint)];
+
 impl Format for Rw2 {
     type Series<'a> = SeriesRef<'a>;
     type Extra<'a> = std::convert::Infallible;
@@ -468,8 +473,9 @@ fn exemplar(body: &[u8], symbols: &[&str], limits: Limits) -> Result<(), WireErr
                 }
                 Ok(())
             })?,
-            2 => check_one(body, &mut pos, field, wire_type, Kind::Fixed64)?,
-            3 => check_one(body, &mut pos, field, wire_type, Kind::Varint)?,
+            2 | 3 => {
+                check_field(body, &mut pos, field, wire_type, &EXEMPLAR_SCALARS)?;
+            }
             _ => skip_value(body, &mut pos, wire_type, "Exemplar", field)?,
         }
     }
@@ -488,7 +494,9 @@ fn metadata(body: &[u8], symbols: &[&str]) -> Result<(), WireError> {
                 let what = if field == 3 { "help_ref" } else { "unit_ref" };
                 symbol(symbols, read_varint(body, &mut pos)?, what)?;
             }
-            (1, _) => check_one(body, &mut pos, field, wire_type, Kind::Varint)?,
+            (1, _) => {
+                check_field(body, &mut pos, field, wire_type, &METADATA_TYPE)?;
+            }
             (3 | 4, _) => {
                 return Err(WireError::WireType {
                     message: "Metadata",
@@ -502,42 +510,34 @@ fn metadata(body: &[u8], symbols: &[&str]) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Checks one scalar field of the given kind.
-#[inline]
-fn check_one(
-    body: &[u8],
-    pos: &mut usize,
-    field: u32,
-    wire_type: u8,
-    kind: Kind,
-) -> Result<(), WireError> {
-    let mut schema = [None; 20];
-    schema[field as usize] = Some(kind);
-    check_field(body, pos, field, wire_type, &schema).map(|_| ())
-}
-
 /// The label refs of an (already validated) series or exemplar body, in
 /// order; for error messages and descriptions.
 fn label_refs(body: &[u8]) -> Vec<u32> {
     let mut refs = Vec::new();
+    collect_refs(body, &mut refs);
+    refs
+}
+
+/// Appends the refs of field 1 (`labels_refs`, in series and exemplars
+/// alike) of an already validated message to `refs`, in order.
+fn collect_refs(body: &[u8], refs: &mut Vec<u32>) {
     let mut pos = 0;
     while pos < body.len() {
-        let Ok((field, wire_type)) = read_key(body, &mut pos, "TimeSeries") else {
+        let Ok((field, wire_type)) = read_key(body, &mut pos, "message") else {
             break;
         };
         let ok = if field == 1 {
-            for_each_ref(body, &mut pos, wire_type, "TimeSeries", |r| {
+            for_each_ref(body, &mut pos, wire_type, "message", |r| {
                 refs.push(r as u32);
                 Ok(())
             })
         } else {
-            skip_value(body, &mut pos, wire_type, "TimeSeries", field)
+            skip_value(body, &mut pos, wire_type, "message", field)
         };
         if ok.is_err() {
             break;
         }
     }
-    refs
 }
 
 /// A tenant's request while it is built: its own symbol table, and where
@@ -596,26 +596,9 @@ impl Batch {
         series.clear();
         refs.clear();
         // The labels first, as one packed field.
-        let mut index = 0usize;
-        let mut pos = 0;
-        while pos < body.len() {
-            let Ok((field, wire_type)) = read_key(body, &mut pos, "TimeSeries") else {
-                break;
-            };
-            let ok = if field == 1 {
-                for_each_ref(body, &mut pos, wire_type, "TimeSeries", |r| {
-                    if without != Some(index / 2) {
-                        refs.push(r as u32);
-                    }
-                    index += 1;
-                    Ok(())
-                })
-            } else {
-                skip_value(body, &mut pos, wire_type, "TimeSeries", field)
-            };
-            if ok.is_err() {
-                break;
-            }
+        collect_refs(body, &mut refs);
+        if let Some(pair) = without.filter(|p| 2 * p + 1 < refs.len()) {
+            refs.drain(2 * pair..2 * pair + 2);
         }
         for r in refs.iter_mut() {
             *r = self.remap(s.symbols, *r);
@@ -673,23 +656,7 @@ impl Batch {
         refs: &mut Vec<u32>,
     ) {
         refs.clear();
-        let mut pos = 0;
-        while pos < body.len() {
-            let Ok((field, wire_type)) = read_key(body, &mut pos, "Exemplar") else {
-                break;
-            };
-            let ok = if field == 1 {
-                for_each_ref(body, &mut pos, wire_type, "Exemplar", |r| {
-                    refs.push(r as u32);
-                    Ok(())
-                })
-            } else {
-                skip_value(body, &mut pos, wire_type, "Exemplar", field)
-            };
-            if ok.is_err() {
-                break;
-            }
-        }
+        collect_refs(body, refs);
         for r in refs.iter_mut() {
             *r = self.remap(symbols, *r);
         }
