@@ -16,11 +16,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Limits, Mode, ServerTls};
+use crate::formats::loki::{LokiJson, LokiProto};
 use crate::formats::{rw1::Rw1, rw2::Rw2};
 use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Codec, Pipeline};
+use crate::signals::Signal;
 use crate::pool::BufferPool;
 use crate::readproxy::ReadProxy;
 use crate::route::{FamilyIndex, Router};
@@ -30,6 +32,11 @@ use crate::table::OrgTable;
 pub struct App {
     rw1: Pipeline<Rw1>,
     rw2: Pipeline<Rw2>,
+    loki_proto: Pipeline<LokiProto>,
+    /// Loki JSON: plain, gzip, deflate.
+    loki_json: [Pipeline<LokiJson>; 3],
+    /// Where Loki pushes go, if `loki.upstream.url` is set.
+    loki_forwarder: Option<Forwarder>,
     /// Who is sending, and what it may write.
     auth: Authenticator,
     /// The read path's client and upstreams.
@@ -82,9 +89,20 @@ impl App {
         let auth = Authenticator::new(&config.auth, metrics.auth()).map_err(ServerError::Auth)?;
         auth.follow();
         let forwarder = Forwarder::new(&config.upstream, metrics.upstream())?;
+        let loki_forwarder = config
+            .loki
+            .enabled()
+            .then(|| {
+                Forwarder::new(
+                    &config.loki.upstream,
+                    metrics.signal(Signal::Logs).upstream(),
+                )
+            })
+            .transpose()?;
         let read_proxy = ReadProxy::new(
             &config.read,
             &config.upstream,
+            &config.loki.upstream.url,
             forwarder.credentials().clone(),
         )
         .map_err(ServerError::Read)?;
@@ -100,7 +118,27 @@ impl App {
             limits.max_metadata_index_pairs.saturating_mul(80),
         );
         let pool = Arc::new(BufferPool::default());
+        // Logs have no metadata to route: no family index.
+        let logs = |codec| {
+            Pipeline::new(
+                LokiJson,
+                router.clone(),
+                FamilyIndex::new(0, 0),
+                pool.clone(),
+                limits.max_decoded_bytes,
+            )
+            .with_codec(codec)
+        };
         Ok(Self {
+            loki_proto: Pipeline::new(
+                LokiProto,
+                router.clone(),
+                FamilyIndex::new(0, 0),
+                pool.clone(),
+                limits.max_decoded_bytes,
+            ),
+            loki_json: [logs(Codec::Identity), logs(Codec::Gzip), logs(Codec::Deflate)],
+            loki_forwarder,
             rw2: Pipeline::new(
                 Rw2,
                 router.clone(),
@@ -147,6 +185,32 @@ impl App {
         &self.rw2
     }
 
+    /// The Loki protobuf pipeline.
+    pub(crate) fn loki_proto(&self) -> &Pipeline<LokiProto> {
+        &self.loki_proto
+    }
+
+    /// The Loki JSON pipelines: plain, gzip, deflate.
+    pub(crate) fn loki_json_plain(&self) -> &Pipeline<LokiJson> {
+        &self.loki_json[0]
+    }
+
+    pub(crate) fn loki_json_gzip(&self) -> &Pipeline<LokiJson> {
+        &self.loki_json[1]
+    }
+
+    pub(crate) fn loki_json_deflate(&self) -> &Pipeline<LokiJson> {
+        &self.loki_json[2]
+    }
+
+    /// The forwarder of `signal`'s pushes (Loki's only if configured).
+    pub(crate) fn forwarder_for(&self, signal: Signal) -> Option<&Forwarder> {
+        match signal {
+            Signal::Metrics => Some(&self.forwarder),
+            Signal::Logs => self.loki_forwarder.as_ref(),
+        }
+    }
+
     pub(crate) fn auth(&self) -> &Authenticator {
         &self.auth
     }
@@ -166,10 +230,6 @@ impl App {
 
     pub(crate) fn table(&self) -> &OrgTable {
         &self.table
-    }
-
-    pub(crate) fn forwarder(&self) -> &Forwarder {
-        &self.forwarder
     }
 
     pub(crate) fn limits(&self) -> &Limits {

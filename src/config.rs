@@ -31,6 +31,9 @@ pub struct Config {
     /// TLS for the listener(s); plain HTTP when unset.
     pub tls: Option<ServerTls>,
     pub upstream: Upstream,
+    /// Where Loki pushes go (`/loki/api/v1/push` is served when
+    /// `loki.upstream.url` is set).
+    pub loki: Loki,
     /// Who may send, and which organizations each sender may write.
     pub auth: Auth,
     /// The read path: query, rules, alerts and logs APIs (see `readproxy`).
@@ -50,6 +53,7 @@ impl Default for Config {
             metrics_listen: None,
             tls: None,
             upstream: Upstream::default(),
+            loki: Loki::default(),
             auth: Auth::default(),
             read: Read::default(),
             routing: Routing::default(),
@@ -144,6 +148,39 @@ pub struct Upstream {
     /// Which remote write version tenant pushes of 2.0 senders are sent in
     /// (1.0 senders' pushes always go as 1.0).
     pub protocol: Protocol,
+}
+
+/// Loki pushes: split like remote write, sent to a Loki distributor (or
+/// gateway) with settings of their own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Loki {
+    /// Push URL of the Loki distributor, e.g.
+    /// `http://loki-distributor:3100/loki/api/v1/push`; empty: Loki pushes
+    /// are answered 404. Same keys as `upstream` (timeout, credentials,
+    /// TLS); `protocol` and `coalesce` do not apply.
+    pub upstream: Upstream,
+}
+
+impl Default for Loki {
+    fn default() -> Self {
+        Self {
+            upstream: Upstream {
+                coalesce: Coalesce {
+                    enabled: false,
+                    ..Coalesce::default()
+                },
+                ..Upstream::default()
+            },
+        }
+    }
+}
+
+impl Loki {
+    /// Whether Loki pushes are served.
+    pub fn enabled(&self) -> bool {
+        !self.upstream.url.is_empty()
+    }
 }
 
 /// `upstream.protocol`.
@@ -518,7 +555,17 @@ pub struct Limits {
     /// Longest remote write 2.0 symbol (label name or value, help, unit)
     /// in bytes (400 beyond).
     pub max_symbol_bytes: usize,
-    /// Most labels on one series (400 beyond).
+    /// Most streams in one Loki push (413 beyond); 0 for no limit.
+    pub max_streams_per_request: usize,
+    /// Most log entries in one Loki push (413 beyond); 0 for no limit.
+    pub max_entries_per_request: usize,
+    /// Longest log line in bytes (400 beyond; Loki's own default
+    /// `max_line_size` is the same 256 KiB); 0 for no limit.
+    pub max_line_bytes: usize,
+    /// Longest stream label string `{name="value", ...}` in bytes (400
+    /// beyond).
+    pub max_label_string_bytes: usize,
+    /// Most labels on one series or stream (400 beyond).
     pub max_labels_per_series: usize,
     /// Longest label name or value in bytes (400 beyond).
     pub max_label_bytes: usize,
@@ -566,6 +613,10 @@ impl Default for Limits {
             max_tenants_per_request: 20_000,
             max_symbols_per_request: 1_000_000,
             max_symbol_bytes: 64 << 10,
+            max_streams_per_request: 100_000,
+            max_entries_per_request: 2_000_000,
+            max_line_bytes: 256 << 10,
+            max_label_string_bytes: 64 << 10,
             max_labels_per_series: 1024,
             max_label_bytes: 64 << 10,
             max_inflight_requests: 256,
@@ -594,6 +645,10 @@ impl Limits {
             max_tenants: or_max(self.max_tenants_per_request),
             max_symbols: or_max(self.max_symbols_per_request),
             max_symbol_bytes: self.max_symbol_bytes,
+            max_streams: or_max(self.max_streams_per_request),
+            max_entries: or_max(self.max_entries_per_request),
+            max_line_bytes: or_max(self.max_line_bytes),
+            max_label_string_bytes: self.max_label_string_bytes,
         }
     }
 
@@ -607,6 +662,8 @@ impl Limits {
             Item::Exemplars => "limits.max_exemplars_per_request",
             Item::Buckets => "limits.max_buckets_per_histogram",
             Item::Symbols => "limits.max_symbols_per_request",
+            Item::Streams => "limits.max_streams_per_request",
+            Item::Entries => "limits.max_entries_per_request",
         }
     }
 }
@@ -671,8 +728,9 @@ fn load_message(e: &figment::Error) -> String {
 }
 
 /// Sections whose keys an `ORGSPLIT_<SECTION>_<KEY>` variable can set.
-const SECTIONS: [&str; 10] = [
-    "upstream", "routing", "lookup", "limits", "log", "shutdown", "metrics", "tls", "auth", "read",
+const SECTIONS: [&str; 11] = [
+    "upstream", "loki", "routing", "lookup", "limits", "log", "shutdown", "metrics", "tls", "auth",
+    "read",
 ];
 
 /// Variables that are read by the CLI, not by the config.
@@ -683,6 +741,12 @@ fn env_key(key: &str) -> Option<String> {
     let key = key.to_ascii_lowercase();
     if NOT_CONFIG.contains(&key.as_str()) {
         return None;
+    }
+    // loki_upstream_tls_ca_file → loki.upstream.tls.ca_file
+    if let Some(rest) = key.strip_prefix("loki_") {
+        if rest.starts_with("upstream_") {
+            return env_key(rest).map(|k| format!("loki.{k}"));
+        }
     }
     for nested in [
         "lookup_kubernetes",
@@ -748,28 +812,14 @@ impl Config {
         if self.upstream.url.is_empty() {
             return bad("upstream.url is required (the Mimir/Cortex push URL)".into());
         }
-        match self.upstream.url.parse::<http::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
-            Ok(u) => {
-                return bad(format!(
-                    "upstream.url {:?}: unsupported scheme {:?} (use http:// or https://)",
-                    self.upstream.url,
-                    u.scheme_str().unwrap_or("")
-                ))
-            }
-            Err(e) => return bad(format!("upstream.url {:?}: {e}", self.upstream.url)),
-        }
-        if self.upstream.coalesce.max_bytes == 0 {
-            return bad("upstream.coalesce.max_bytes must be more than 0".into());
-        }
-        if http::HeaderName::from_bytes(self.upstream.tenant_header.as_bytes()).is_err() {
-            return bad(format!(
-                "upstream.tenant_header {:?} is not a valid HTTP header name",
-                self.upstream.tenant_header
-            ));
-        }
-        if self.upstream.timeout.is_zero() {
-            return bad("upstream.timeout must be more than 0".into());
+        self.upstream
+            .validate("upstream")
+            .map_err(ConfigError::Invalid)?;
+        if self.loki.enabled() {
+            self.loki
+                .upstream
+                .validate("loki.upstream")
+                .map_err(ConfigError::Invalid)?;
         }
         let r = &self.routing;
         if r.mode == Mode::Namespace && r.namespace_labels.is_empty() {
@@ -842,27 +892,62 @@ impl Config {
         if l.overload_status != 503 && l.overload_status != 429 {
             return bad("limits.overload_status must be 503 or 429".into());
         }
-        if self.upstream.max_connections == 0 {
-            return bad("upstream.max_connections must be > 0".into());
-        }
-        let t = &self.upstream.tls;
-        if t.cert_file.is_some() != t.key_file.is_some() {
-            return bad("upstream.tls.cert_file and upstream.tls.key_file go together".into());
+        if l.max_label_string_bytes == 0 {
+            return bad("limits.max_label_string_bytes must be > 0".into());
         }
         self.auth
             .validate(self.tls.is_some())
             .map_err(ConfigError::Invalid)?;
-        if self.upstream.basic_auth.is_some() && self.upstream.bearer_token_file.is_some() {
-            return bad(
-                "set only one of upstream.basic_auth and upstream.bearer_token_file".into(),
-            );
-        }
         Ok(self)
     }
 
     /// The effective configuration as YAML, for `check-config`.
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+impl Upstream {
+    /// Checks an upstream section (`upstream`, `loki.upstream`) whose URL
+    /// is set; `at` names it in messages.
+    fn validate(&self, at: &str) -> Result<(), String> {
+        match self.url.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+            Ok(u) => {
+                return Err(format!(
+                    "{at}.url {:?}: unsupported scheme {:?} (use http:// or https://)",
+                    self.url,
+                    u.scheme_str().unwrap_or("")
+                ))
+            }
+            Err(e) => return Err(format!("{at}.url {:?}: {e}", self.url)),
+        }
+        if self.coalesce.max_bytes == 0 {
+            return Err(format!("{at}.coalesce.max_bytes must be more than 0"));
+        }
+        if http::HeaderName::from_bytes(self.tenant_header.as_bytes()).is_err() {
+            return Err(format!(
+                "{at}.tenant_header {:?} is not a valid HTTP header name",
+                self.tenant_header
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(format!("{at}.timeout must be more than 0"));
+        }
+        if self.max_connections == 0 {
+            return Err(format!("{at}.max_connections must be > 0"));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(format!(
+                "{at}.tls.cert_file and {at}.tls.key_file go together"
+            ));
+        }
+        if self.basic_auth.is_some() && self.bearer_token_file.is_some() {
+            return Err(format!(
+                "set only one of {at}.basic_auth and {at}.bearer_token_file"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -30,51 +30,54 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::signals::{
-    AuthSignals, Counts, RouteSignals, SplitCounts, TableSignals, Unmapped, UpstreamSignals,
-    AUTH_MODES, AUTH_REASONS, DOWNGRADE_LOSSES, UPSTREAM_CLASSES,
+    AuthSignals, Counts, RouteSignals, Signal, SplitCounts, TableSignals, Unmapped,
+    UpstreamSignals, AUTH_MODES, AUTH_REASONS, DOWNGRADE_LOSSES, UPSTREAM_CLASSES,
 };
 
 /// Most distinct `tenant` label values of the per-tenant counters; the
 /// tenants seen after that are counted as `tenant="__other__"`.
 pub const MAX_TENANT_LABELS: usize = 1000;
 
-/// A server's metrics: its registry and the handles registered in it.
+/// A server's metrics: its registry and the handles registered in it,
+/// seen for one [`Signal`] (the `signal` label of the push metrics).
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
+    signal: Signal,
 }
 
 struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    received: CountHandles,
-    forwarded: CountHandles,
-    defaulted: [Counter; 3],
-    dropped: [Counter; 3],
+    /// The push metrics, one set per [`Signal`].
+    received: [CountHandles; 2],
+    forwarded: [CountHandles; 2],
+    defaulted: [[Counter; 3]; 2],
+    dropped: [[Counter; 3]; 2],
     /// Series outside the sender's allowance (`auth.outside_allowance: drop`).
-    forbidden: Counter,
-    dropped_samples: Counter,
+    forbidden: [Counter; 2],
+    dropped_samples: [Counter; 2],
     metadata_dropped: Counter,
     metadata_defaulted: Counter,
-    /// By status label (see [`status_label`]), registered on first use.
-    answered: Mutex<HashMap<&'static str, Counter>>,
-    duration: Histogram,
-    /// By reason, registered on first use (a fixed set of static strings).
-    rejected: Mutex<HashMap<&'static str, Counter>>,
-    overloaded: Mutex<HashMap<&'static str, Counter>>,
+    /// By signal and status label (see [`status_label`]), registered on first use.
+    answered: Mutex<HashMap<(Signal, &'static str), Counter>>,
+    duration: [Histogram; 2],
+    /// By signal and reason, registered on first use (a fixed set of static strings).
+    rejected: Mutex<HashMap<(Signal, &'static str), Counter>>,
+    overloaded: Mutex<HashMap<(Signal, &'static str), Counter>>,
     inflight: Gauge,
     inflight_bytes: Gauge,
     connections_refused: Counter,
     family_pairs: Gauge,
     family_bytes: Gauge,
     family_rotations: Counter,
-    per_tenant: Mutex<HashMap<String, (Counter, Counter)>>,
+    per_tenant: Mutex<HashMap<(Signal, String), (Counter, Counter)>>,
     /// Read proxy requests by (route, status), registered on first use.
     read: Mutex<HashMap<(&'static str, &'static str), Counter>>,
     read_duration: Mutex<HashMap<&'static str, Histogram>>,
     table: TableSignals,
     route: RouteSignals,
-    upstream: UpstreamSignals,
+    upstream: [UpstreamSignals; 2],
     auth: AuthSignals,
 }
 
@@ -116,33 +119,40 @@ impl Metrics {
             .build_recorder();
         let handle = recorder.handle();
         let r = Reg(&recorder);
-        let counts = |what: &str, whom: &str| CountHandles {
-            series: r.counter(
-                &format!("orgsplit_{what}_series_total"),
-                &format!("Series {whom}."),
-            ),
-            samples: r.counter(
-                &format!("orgsplit_{what}_samples_total"),
-                &format!("Float samples {whom}."),
-            ),
-            histograms: r.counter(
-                &format!("orgsplit_{what}_histograms_total"),
-                &format!("Native histogram samples {whom}."),
-            ),
-            exemplars: r.counter(
-                &format!("orgsplit_{what}_exemplars_total"),
-                &format!("Exemplars {whom}."),
-            ),
-            metadata: r.counter(
-                &format!("orgsplit_{what}_metadata_total"),
-                &format!("Metadata entries {whom}."),
-            ),
+        let counts = |what: &str, whom: &str| {
+            let kinds = [
+                ("series", "Series (logs: streams)"),
+                ("samples", "Float samples (logs: entries)"),
+                ("histograms", "Native histogram samples"),
+                ("exemplars", "Exemplars"),
+                ("metadata", "Metadata entries"),
+            ];
+            for (kind, noun) in kinds {
+                r.describe_counter(
+                    &format!("orgsplit_{what}_{kind}_total"),
+                    &format!("{noun} {whom}, by signal."),
+                );
+            }
+            Signal::ALL.map(|signal| {
+                let c = |kind: &str| r.signal_counter(&format!("orgsplit_{what}_{kind}_total"), signal);
+                CountHandles {
+                    series: c("series"),
+                    samples: c("samples"),
+                    histograms: c("histograms"),
+                    exemplars: c("exemplars"),
+                    metadata: c("metadata"),
+                }
+            })
         };
         let received = counts("received", "received");
         let forwarded = counts("forwarded", "accepted by the upstream (2xx)");
         let by_reason = |name: &str, help: &str| {
             r.describe_counter(name, help);
-            Unmapped::ALL.map(|u| r.labelled_counter(name, "reason", u.as_str()))
+            Signal::ALL.map(|signal| {
+                Unmapped::ALL.map(|u| {
+                    r.labelled_counter_2(name, ("signal", signal.as_str()), ("reason", u.as_str()))
+                })
+            })
         };
         let defaulted = by_reason(
             "orgsplit_series_defaulted_total",
@@ -176,29 +186,36 @@ impl Metrics {
             "orgsplit_upstream_requests_total",
             "Pushes to the upstream, by status class (2xx, 4xx, 429, 5xx, timeout, error).",
         );
-        let upstream = UpstreamSignals {
-            requests: UPSTREAM_CLASSES
-                .map(|class| r.labelled_counter("orgsplit_upstream_requests_total", "status", class)),
-            duration: r.histogram(
-                "orgsplit_upstream_request_duration_seconds",
-                "Duration of one upstream request (a tenant push, or several pushes' batches merged).",
-            ),
-            coalesced: r.counter(
-                "orgsplit_upstream_coalesced_batches_total",
-                "Tenant batches that were sent merged with other pushes' batches for the same tenant.",
-            ),
-            downgraded: r.counter(
-                "orgsplit_upstream_downgraded_requests_total",
-                "Remote write 2.0 tenant pushes converted to 1.0 for an upstream that does not take 2.0 (upstream.protocol).",
-            ),
-            downgrade_lost: {
-                r.describe_counter(
-                    "orgsplit_downgrade_lost_total",
-                    "Items of remote write 2.0 pushes that 1.0 cannot carry, dropped when converting, by field.",
-                );
-                DOWNGRADE_LOSSES.map(|f| r.labelled_counter("orgsplit_downgrade_lost_total", "field", f))
-            },
-        };
+        r.describe_histogram(
+            "orgsplit_upstream_request_duration_seconds",
+            "Duration of one upstream request (a tenant push, or several pushes' batches merged), by signal.",
+        );
+        r.describe_counter(
+            "orgsplit_upstream_coalesced_batches_total",
+            "Tenant batches that were sent merged with other pushes' batches for the same tenant.",
+        );
+        r.describe_counter(
+            "orgsplit_upstream_downgraded_requests_total",
+            "Remote write 2.0 tenant pushes converted to 1.0 for an upstream that does not take 2.0 (upstream.protocol).",
+        );
+        r.describe_counter(
+            "orgsplit_downgrade_lost_total",
+            "Items of remote write 2.0 pushes that 1.0 cannot carry, dropped when converting, by field.",
+        );
+        let upstream = Signal::ALL.map(|signal| {
+            let s = ("signal", signal.as_str());
+            UpstreamSignals {
+                requests: UPSTREAM_CLASSES.map(|class| {
+                    r.labelled_counter_2("orgsplit_upstream_requests_total", s, ("status", class))
+                }),
+                duration: r.signal_histogram("orgsplit_upstream_request_duration_seconds", signal),
+                coalesced: r.signal_counter("orgsplit_upstream_coalesced_batches_total", signal),
+                downgraded: r.signal_counter("orgsplit_upstream_downgraded_requests_total", signal),
+                downgrade_lost: DOWNGRADE_LOSSES.map(|f| {
+                    r.labelled_counter_2("orgsplit_downgrade_lost_total", s, ("field", f))
+                }),
+            }
+        });
         let table = TableSignals {
             namespaces: r.gauge("orgsplit_table_namespaces", "Namespaces in the org table."),
             last_sync: r.gauge(
@@ -256,12 +273,21 @@ impl Metrics {
             received,
             forwarded,
             defaulted,
-            forbidden: r.labelled_counter("orgsplit_series_dropped_total", "reason", "forbidden"),
+            forbidden: Signal::ALL.map(|signal| {
+                r.labelled_counter_2(
+                    "orgsplit_series_dropped_total",
+                    ("signal", signal.as_str()),
+                    ("reason", "forbidden"),
+                )
+            }),
             dropped,
-            dropped_samples: r.counter(
-                "orgsplit_samples_dropped_total",
-                "Samples in dropped series (by the unmapped policy, or outside the sender's allowance).",
-            ),
+            dropped_samples: {
+                r.describe_counter(
+                    "orgsplit_samples_dropped_total",
+                    "Samples (logs: entries) in dropped series (by the unmapped policy, or outside the sender's allowance).",
+                );
+                Signal::ALL.map(|signal| r.signal_counter("orgsplit_samples_dropped_total", signal))
+            },
             metadata_dropped: r.counter(
                 "orgsplit_metadata_dropped_total",
                 "Metadata entries whose family no tenant owns, with no default tenant.",
@@ -271,10 +297,13 @@ impl Metrics {
                 "Metadata entries whose family no tenant owns (or whose owners were forgotten), sent to the default tenant.",
             ),
             answered: Mutex::default(),
-            duration: r.histogram(
-                "orgsplit_request_duration_seconds",
-                "Time from receiving a push to answering it.",
-            ),
+            duration: {
+                r.describe_histogram(
+                    "orgsplit_request_duration_seconds",
+                    "Time from receiving a push to answering it, by signal.",
+                );
+                Signal::ALL.map(|signal| r.signal_histogram("orgsplit_request_duration_seconds", signal))
+            },
             rejected: Mutex::default(),
             overloaded: Mutex::default(),
             inflight: r.gauge("orgsplit_inflight_requests", "Push requests being handled."),
@@ -310,6 +339,15 @@ impl Metrics {
         };
         Self {
             inner: Arc::new(inner),
+            signal: Signal::Metrics,
+        }
+    }
+
+    /// The same registry, counting pushes of `signal`.
+    pub fn signal(&self, signal: Signal) -> Metrics {
+        Metrics {
+            inner: self.inner.clone(),
+            signal,
         }
     }
 
@@ -339,34 +377,35 @@ impl Metrics {
         self.inner.auth.clone()
     }
 
-    /// Handles for the forwarder.
+    /// Handles for the forwarder of this signal's pushes.
     pub fn upstream(&self) -> UpstreamSignals {
-        self.inner.upstream.clone()
+        self.inner.upstream[self.signal as usize].clone()
     }
 
     /// Counts what a split request contained and what the policy did with it.
     pub fn split(&self, stats: &SplitCounts) {
         let m = &*self.inner;
-        m.received.add(&stats.received);
+        let s = self.signal as usize;
+        m.received[s].add(&stats.received);
         for reason in Unmapped::ALL {
             let i = reason as usize;
             if stats.defaulted[i] > 0 {
-                m.defaulted[i].increment(stats.defaulted[i]);
+                m.defaulted[s][i].increment(stats.defaulted[i]);
             }
             if stats.dropped[i] > 0 {
-                m.dropped[i].increment(stats.dropped[i]);
+                m.dropped[s][i].increment(stats.dropped[i]);
             }
         }
-        m.dropped_samples.increment(stats.dropped_samples);
-        m.forbidden.increment(stats.forbidden);
-        m.dropped_samples.increment(stats.forbidden_samples);
+        m.dropped_samples[s].increment(stats.dropped_samples);
+        m.forbidden[s].increment(stats.forbidden);
+        m.dropped_samples[s].increment(stats.forbidden_samples);
         m.metadata_dropped.increment(stats.metadata_dropped);
         m.metadata_defaulted.increment(stats.metadata_defaulted);
     }
 
     /// Counts what an upstream accepted for one tenant.
     pub fn forwarded(&self, counts: &Counts) {
-        self.inner.forwarded.add(counts);
+        self.inner.forwarded[self.signal as usize].add(counts);
     }
 
     /// Per-tenant counters (`metrics.per_tenant`, opt-in): the first
@@ -375,20 +414,24 @@ impl Metrics {
     /// without bound.
     pub fn forwarded_tenant(&self, tenant: &str, counts: &Counts) {
         let mut map = lock(&self.inner.per_tenant);
-        let key = if map.contains_key(tenant) || map.len() < MAX_TENANT_LABELS {
+        let signal = self.signal;
+        let known = |t: &str| map.contains_key(&(signal, t.to_owned()));
+        let key = if known(tenant) || map.len() < MAX_TENANT_LABELS {
             tenant
         } else {
             "__other__"
         };
-        if !map.contains_key(key) {
+        let key = (signal, key.to_owned());
+        if !map.contains_key(&key) {
             let r = Reg(&self.inner.recorder);
+            let s = ("signal", signal.as_str());
             let handles = (
-                r.labelled_counter("orgsplit_tenant_series_total", "tenant", key),
-                r.labelled_counter("orgsplit_tenant_samples_total", "tenant", key),
+                r.labelled_counter_2("orgsplit_tenant_series_total", s, ("tenant", &key.1)),
+                r.labelled_counter_2("orgsplit_tenant_samples_total", s, ("tenant", &key.1)),
             );
-            map.insert(key.to_owned(), handles);
+            map.insert(key.clone(), handles);
         }
-        if let Some((series, samples)) = map.get(key) {
+        if let Some((series, samples)) = map.get(&key) {
             series.increment(counts.series);
             samples.increment(counts.samples + counts.histograms);
         }
@@ -430,7 +473,7 @@ impl Metrics {
             status_label(status),
         )
         .increment(1);
-        self.inner.duration.record(elapsed.as_secs_f64());
+        self.inner.duration[self.signal as usize].record(elapsed.as_secs_f64());
     }
 
     /// A push was refused before forwarding, for `reason`.
@@ -478,14 +521,21 @@ impl Metrics {
 
     fn labelled(
         &self,
-        map: &Mutex<HashMap<&'static str, Counter>>,
+        map: &Mutex<HashMap<(Signal, &'static str), Counter>>,
         name: &'static str,
         label: &'static str,
         value: &'static str,
     ) -> Counter {
+        let signal = self.signal;
         lock(map)
-            .entry(value)
-            .or_insert_with(|| Reg(&self.inner.recorder).labelled_counter(name, label, value))
+            .entry((signal, value))
+            .or_insert_with(|| {
+                Reg(&self.inner.recorder).labelled_counter_2(
+                    name,
+                    ("signal", signal.as_str()),
+                    (label, value),
+                )
+            })
             .clone()
     }
 }
@@ -543,14 +593,23 @@ impl Reg<'_> {
             .register_gauge(&Key::from_name(name.to_owned()), &METADATA)
     }
 
-    fn histogram(&self, name: &str, help: &str) -> Histogram {
+    fn describe_histogram(&self, name: &str, help: &str) {
         self.0.describe_histogram(
             KeyName::from(name.to_owned()),
             Some(Unit::Seconds),
             help.to_owned().into(),
         );
-        self.0
-            .register_histogram(&Key::from_name(name.to_owned()), &METADATA)
+    }
+
+    /// A counter labelled with `signal` (described apart).
+    fn signal_counter(&self, name: &str, signal: Signal) -> Counter {
+        self.labelled_counter(name, "signal", signal.as_str())
+    }
+
+    /// A histogram labelled with `signal` (described apart).
+    fn signal_histogram(&self, name: &str, signal: Signal) -> Histogram {
+        let key = Key::from_parts(name.to_owned(), vec![Label::new("signal", signal.as_str())]);
+        self.0.register_histogram(&key, &METADATA)
     }
 }
 
@@ -591,12 +650,34 @@ mod tests {
             series: 3,
             ..Default::default()
         });
+        assert!(a.render().contains(
+            "orgsplit_requests_rejected_total{signal=\"metrics\",reason=\"unmapped\"} 1"
+        ));
         assert!(a
             .render()
-            .contains("orgsplit_requests_rejected_total{reason=\"unmapped\"} 1"));
-        assert!(a.render().contains("orgsplit_forwarded_series_total 3"));
+            .contains("orgsplit_forwarded_series_total{signal=\"metrics\"} 3"));
         assert!(!b.render().contains("orgsplit_requests_rejected_total{"));
-        assert!(b.render().contains("orgsplit_forwarded_series_total 0"));
+        assert!(b
+            .render()
+            .contains("orgsplit_forwarded_series_total{signal=\"metrics\"} 0"));
+    }
+
+    #[test]
+    fn signals_count_apart() {
+        let m = Metrics::new();
+        let one = Counts {
+            series: 1,
+            samples: 7,
+            ..Default::default()
+        };
+        m.signal(Signal::Logs).forwarded(&one);
+        m.signal(Signal::Logs).rejected("malformed");
+        let page = m.render();
+        assert!(page.contains("orgsplit_forwarded_samples_total{signal=\"logs\"} 7"), "{page}");
+        assert!(page.contains("orgsplit_forwarded_samples_total{signal=\"metrics\"} 0"));
+        assert!(page.contains(
+            "orgsplit_requests_rejected_total{signal=\"logs\",reason=\"malformed\"} 1"
+        ));
     }
 
     #[test]
@@ -611,7 +692,9 @@ mod tests {
             m.forwarded_tenant(&format!("t{i}"), &one);
         }
         let page = m.render();
-        assert!(page.contains("orgsplit_tenant_series_total{tenant=\"__other__\"} 5"));
+        assert!(page.contains(
+            "orgsplit_tenant_series_total{signal=\"metrics\",tenant=\"__other__\"} 5"
+        ));
         assert_eq!(
             page.matches("orgsplit_tenant_series_total{").count(),
             MAX_TENANT_LABELS + 1

@@ -1,8 +1,12 @@
 //! The CPU work of one push, for every format, without I/O: measure →
 //! (admit) → decompress → split → compress.
 //!
+//! A pipeline has one [`Codec`]: snappy (remote write, Loki protobuf), or
+//! gzip, deflate or none (Loki JSON). Tenant requests go out in the codec
+//! the push came in.
+//!
 //! ```text
-//!  snappy body ─► Pipeline::measure: declared decoded size, checked (413)
+//!  body ─► Pipeline::measure: declared decoded size (snappy header, gzip trailer), checked (413)
 //!              ── the caller admits that much against its memory budget ──
 //!              ─► Pipeline::run: decompress into a pooled buffer (Lent)
 //!                  ─► Router::split_with(format) (zero-copy, batches in pooled buffers)
@@ -33,6 +37,35 @@ pub struct Pipeline<F> {
     families: FamilyIndex,
     pool: Arc<BufferPool>,
     max_decoded: usize,
+    codec: Codec,
+}
+
+/// How request bodies (and the tenant requests made of them) are
+/// compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Snappy block format (remote write, Loki protobuf).
+    Snappy,
+    /// `Content-Encoding: gzip`: one gzip member, whose trailer gives the
+    /// decoded size up front.
+    Gzip,
+    /// `Content-Encoding: deflate` (raw deflate): no declared size, so the
+    /// most deflate can expand to (1032 times) is admitted, within
+    /// `limits.max_decoded_bytes`.
+    Deflate,
+    /// Not compressed.
+    Identity,
+}
+
+impl Codec {
+    /// The `Content-Encoding` header naming the codec, if it is sent as one.
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Codec::Gzip => Some("gzip"),
+            Codec::Deflate => Some("deflate"),
+            Codec::Snappy | Codec::Identity => None,
+        }
+    }
 }
 
 /// What a run produced: one compressed request per tenant, and what the
@@ -59,13 +92,52 @@ impl<F: Format> Pipeline<F> {
             families,
             pool,
             max_decoded,
+            codec: Codec::Snappy,
         }
+    }
+
+    /// The same pipeline for bodies compressed with `codec` (snappy unless
+    /// set).
+    pub fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
     }
 
     /// The first phase: the decoded size `compressed` declares, checked
     /// against the limit before anything is allocated.
     pub fn measure(&self, compressed: &[u8]) -> Result<usize, DecodeError> {
-        decoded_len(compressed, self.max_decoded)
+        let limit = self.max_decoded;
+        let size = match self.codec {
+            Codec::Snappy => return decoded_len(compressed, limit),
+            Codec::Identity => compressed.len(),
+            // The trailer's size (mod 2^32; bodies here are far smaller).
+            // A lying trailer is caught while decompressing.
+            Codec::Gzip => match compressed.len().checked_sub(4) {
+                Some(at) if compressed.len() >= 18 => {
+                    let mut isize = [0u8; 4];
+                    isize.copy_from_slice(&compressed[at..]);
+                    u32::from_le_bytes(isize) as usize
+                }
+                _ => {
+                    return Err(DecodeError::Corrupt {
+                        codec: "gzip",
+                        error: "too short to be gzip".into(),
+                    })
+                }
+            },
+            Codec::Deflate => limit.min(compressed.len().saturating_mul(1032)),
+        };
+        if size > limit {
+            return Err(DecodeError::TooLarge { size, limit });
+        }
+        if size == 0 {
+            return Err(DecodeError::Empty);
+        }
+        Ok(size)
     }
 
     /// The second phase: decompress `compressed` (declaring `size` bytes, as
@@ -78,7 +150,7 @@ impl<F: Format> Pipeline<F> {
         table: &Snapshot,
         allowance: &Allowance,
     ) -> Result<Output, ProcessError> {
-        let decoded = decompress(compressed, size, &self.pool)?;
+        let decoded = decompress(self.codec, compressed, size, &self.pool)?;
         let Split { batches, stats } = self.router.split_with(
             &self.format,
             &decoded,
@@ -89,7 +161,7 @@ impl<F: Format> Pipeline<F> {
         )?;
         drop(decoded);
         Ok(Output {
-            outgoing: compress(batches, &self.pool),
+            outgoing: compress(self.codec, batches, &self.pool),
             stats,
         })
     }
@@ -111,7 +183,7 @@ impl<F: Format> Pipeline<F> {
         size: usize,
         tenant: &TenantId,
     ) -> Result<Output, ProcessError> {
-        let decoded = decompress(&compressed, size, &self.pool)?;
+        let decoded = decompress(self.codec, &compressed, size, &self.pool)?;
         let stats = self.router.tally(&self.format, &decoded)?;
         let decoded_len = decoded.len();
         drop(decoded);
@@ -145,8 +217,10 @@ pub enum DecodeError {
         "decompressed body would be {size} bytes, more than limits.max_decoded_bytes ({limit})"
     )]
     TooLarge { size: usize, limit: usize },
-    #[error("empty WriteRequest")]
+    #[error("empty request")]
     Empty,
+    #[error("body is not valid {codec}: {error}")]
+    Corrupt { codec: &'static str, error: String },
 }
 
 /// The decompressed size a snappy body declares, checked against `limit`
@@ -189,13 +263,29 @@ impl Drop for Lent<'_> {
     }
 }
 
-/// Decompresses `compressed` (whose declared size `decoded_len` already
+/// Decompresses `compressed` (whose declared size `measure` already
 /// checked) into a buffer from `pool`.
 fn decompress<'p>(
+    codec: Codec,
     compressed: &[u8],
     size: usize,
     pool: &'p BufferPool,
 ) -> Result<Lent<'p>, DecodeError> {
+    match codec {
+        Codec::Snappy => {}
+        Codec::Identity => {
+            // A copy, so the one decoded-buffer type serves every codec; it
+            // costs a fraction of parsing the JSON.
+            let mut buf = Lent {
+                buf: pool.take(size),
+                len: size,
+                pool,
+            };
+            buf.buf.extend_from_slice(compressed);
+            return Ok(buf);
+        }
+        Codec::Gzip | Codec::Deflate => return inflate(codec, compressed, size, pool),
+    }
     // snap writes into an initialised slice; a reused buffer is not zeroed
     // again, decompression overwrites it.
     let mut buf = Lent {
@@ -206,6 +296,62 @@ fn decompress<'p>(
     buf.len = snap::raw::Decoder::new()
         .decompress(compressed, &mut buf.buf[..size])
         .map_err(DecodeError::NotSnappy)?;
+    Ok(buf)
+}
+
+/// Inflates a gzip or deflate body into at most `size` bytes (the gzip
+/// trailer's claim, or `limits.max_decoded_bytes` for deflate): a body that
+/// holds more is refused, never read further.
+fn inflate<'p>(
+    codec: Codec,
+    compressed: &[u8],
+    size: usize,
+    pool: &'p BufferPool,
+) -> Result<Lent<'p>, DecodeError> {
+    use std::io::Read;
+    let name = if codec == Codec::Gzip { "gzip" } else { "deflate" };
+    let corrupt = |error: String| DecodeError::Corrupt { codec: name, error };
+    let mut buf = Lent {
+        buf: pool.take_filled(size + 1),
+        len: 0,
+        pool,
+    };
+    let mut input = compressed;
+    let fill = |reader: &mut dyn Read, buf: &mut Lent<'_>| -> Result<(), DecodeError> {
+        loop {
+            if buf.len > size {
+                return Err(match codec {
+                    Codec::Gzip => corrupt("it decodes to more than its trailer declares".into()),
+                    _ => DecodeError::TooLarge {
+                        size: buf.len,
+                        limit: size,
+                    },
+                });
+            }
+            match reader.read(&mut buf.buf[buf.len..=size]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => buf.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(corrupt(e.to_string())),
+            }
+        }
+    };
+    if codec == Codec::Gzip {
+        let mut reader = flate2::bufread::GzDecoder::new(&mut input);
+        fill(&mut reader, &mut buf)?;
+        drop(reader);
+        if !input.is_empty() {
+            return Err(corrupt(
+                "data after the first gzip member (send one member)".into(),
+            ));
+        }
+    } else {
+        let mut reader = flate2::bufread::DeflateDecoder::new(&mut input);
+        fill(&mut reader, &mut buf)?;
+    }
+    if buf.len == 0 {
+        return Err(DecodeError::Empty);
+    }
     Ok(buf)
 }
 
@@ -230,11 +376,25 @@ const PARALLEL_BYTES: usize = 256 << 10;
 /// Compresses each batch and gives its buffer back to `pool`; the
 /// compressed bodies come from `pool` too and return to it when the HTTP
 /// client drops them.
-fn compress(batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Outgoing> {
+fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Outgoing> {
     let total: usize = batches.iter().map(|b| b.body.len()).sum();
     let parallel = batches.len() > 1 && total >= PARALLEL_BYTES && cores() > 1;
     let one = |b: Batch| {
-        let (body, held) = compress_one(&b.body, pool);
+        if codec == Codec::Identity {
+            let decoded_len = b.body.len();
+            let held = b.body.capacity();
+            return Outgoing {
+                tenant: b.tenant,
+                body: Pooled::prefix(b.body, decoded_len, pool.clone()).into_bytes(),
+                decoded_len,
+                held,
+                counts: b.counts,
+            };
+        }
+        let (body, held) = match codec {
+            Codec::Snappy => compress_one(&b.body, pool),
+            _ => deflate_one(codec, &b.body, pool),
+        };
         let out = Outgoing {
             tenant: b.tenant,
             body,
@@ -265,6 +425,27 @@ fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
         .with(|e| e.borrow_mut().compress(body, &mut out[..room]))
         .unwrap_or(0);
     let held = out.capacity();
+    (Pooled::prefix(out, n, pool.clone()).into_bytes(), held)
+}
+
+/// Compresses a JSON batch the way its push came (gzip or deflate, at
+/// the fastest level: the upstream is near, the CPU is the cost).
+fn deflate_one(codec: Codec, body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
+    use std::io::Write;
+    let out = pool.take(body.len() / 2 + 64);
+    let level = flate2::Compression::fast();
+    // Writing into a Vec cannot fail.
+    let out = if codec == Codec::Gzip {
+        let mut e = flate2::write::GzEncoder::new(out, level);
+        let _ = e.write_all(body);
+        e.finish().unwrap_or_default()
+    } else {
+        let mut e = flate2::write::DeflateEncoder::new(out, level);
+        let _ = e.write_all(body);
+        e.finish().unwrap_or_default()
+    };
+    let held = out.capacity();
+    let n = out.len();
     (Pooled::prefix(out, n, pool.clone()).into_bytes(), held)
 }
 

@@ -37,8 +37,10 @@ use crate::app::App;
 use crate::auth::{PeerCert, Principal};
 use crate::formats::Format;
 use crate::forward::{Push, Sent, Wire};
+use crate::metrics::Metrics;
+use crate::signals::Signal;
 use crate::limits::Charge;
-use crate::pipeline::{self, DecodeError, Output, Pipeline, ProcessError};
+use crate::pipeline::{self, Codec, DecodeError, Output, Pipeline, ProcessError};
 use crate::route::RouteError;
 use crate::wire::{Item, WireError};
 
@@ -48,17 +50,45 @@ use crate::wire::{Item, WireError};
 /// ~100 µs between awaits that async code should keep to.
 const BLOCKING_BYTES: usize = 32 << 10;
 
-/// The push handler.
+/// The remote write push handler (`/api/v1/push`, `/push`).
 pub async fn push(
     State(app): State<Arc<App>>,
     peer: Option<Extension<Arc<PeerCert>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    serve(app, Signal::Metrics, peer, headers, body).await
+}
+
+/// The Loki push handler (`/loki/api/v1/push`, `/api/prom/push`). A
+/// remote write sender on `/api/prom/push` (Cortex's old push path) is
+/// recognised by its version header and served as one.
+pub async fn loki_push(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<Arc<PeerCert>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let signal = if headers.contains_key("x-prometheus-remote-write-version") {
+        Signal::Metrics
+    } else {
+        Signal::Logs
+    };
+    serve(app, signal, peer, headers, body).await
+}
+
+async fn serve(
+    app: Arc<App>,
+    signal: Signal,
+    peer: Option<Extension<Arc<PeerCert>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
+    let metrics = app.metrics().signal(signal);
     // A guard, so the gauge is right even when the sender hangs up and the
     // handler is dropped mid-way.
-    let _inflight = app.metrics().inflight();
+    let _inflight = metrics.inflight();
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
@@ -66,20 +96,21 @@ pub async fn push(
     let principal = match app.auth().authenticate(authorization, peer).await {
         Ok(p) => p,
         Err(_) => {
-            app.metrics().rejected("unauthorized");
-            app.metrics().answered(401, started.elapsed());
+            metrics.rejected("unauthorized");
+            metrics.answered(401, started.elapsed());
             return unauthorized(&app);
         }
     };
-    let (answer, written) = match handle(&app, &principal, &headers, body).await {
+    let (answer, written) = match handle(&app, signal, &principal, &headers, body).await {
         Ok(done) => done,
-        Err(refusal) => (refusal.answer(&app), Written::default()),
+        Err(refusal) => (refusal.answer(&app, &metrics), Written::default()),
     };
-    app.metrics()
-        .answered(answer.status.as_u16(), started.elapsed());
+    metrics.answered(answer.status.as_u16(), started.elapsed());
     let mut response = respond(answer);
     // A 2.0 sender is told what was written, whatever the status.
-    if matches!(negotiate(headers.get(header::CONTENT_TYPE)), Ok(Wire::V2)) {
+    if signal == Signal::Metrics
+        && matches!(negotiate(headers.get(header::CONTENT_TYPE)), Ok(Wire::V2))
+    {
         let h = response.headers_mut();
         for (name, n) in Written::HEADERS.iter().zip(written.values()) {
             h.insert(*name, HeaderValue::from(n));
@@ -125,7 +156,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn answer(self, app: &App) -> Answer {
+    fn answer(self, app: &App, metrics: &Metrics) -> Answer {
         match self {
             Refusal::Rejected {
                 status,
@@ -133,7 +164,7 @@ impl Refusal {
                 mut message,
                 retry_after,
             } => {
-                app.metrics().rejected(reason);
+                metrics.rejected(reason);
                 message.push('\n');
                 Answer {
                     status,
@@ -142,7 +173,7 @@ impl Refusal {
                 }
             }
             Refusal::Overloaded(what) => {
-                app.metrics().overloaded(what);
+                metrics.overloaded(what);
                 let status = StatusCode::from_u16(app.limits().overload_status)
                     .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 Answer {
@@ -175,11 +206,19 @@ fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) 
 
 async fn handle(
     app: &Arc<App>,
+    signal: Signal,
     principal: &Principal,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Answer, Written), Refusal> {
     let limits = app.limits();
+    if app.forwarder_for(signal).is_none() {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "not_enabled",
+            "Loki pushes are not enabled here: set loki.upstream.url",
+        ));
+    }
     if app.principal_mode() && principal.allowance.single().is_none() {
         return Err(reject(
             StatusCode::FORBIDDEN,
@@ -199,16 +238,21 @@ async fn handle(
         )
         .retry_after(1));
     }
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        if !encoding.as_bytes().eq_ignore_ascii_case(b"snappy") {
-            return Err(reject(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "encoding",
-                format!("unsupported Content-Encoding {encoding:?}: remote write bodies are snappy-compressed"),
-            ));
+    let wire = match signal {
+        Signal::Metrics => {
+            if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+                if !encoding.as_bytes().eq_ignore_ascii_case(b"snappy") {
+                    return Err(reject(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "encoding",
+                        format!("unsupported Content-Encoding {encoding:?}: remote write bodies are snappy-compressed"),
+                    ));
+                }
+            }
+            negotiate(headers.get(header::CONTENT_TYPE))?
         }
-    }
-    let wire = negotiate(headers.get(header::CONTENT_TYPE))?;
+        Signal::Logs => loki_encoding(headers)?,
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -231,9 +275,66 @@ async fn handle(
     let Some(_request_permit) = app.request_slot() else {
         return Err(Refusal::Overloaded("requests"));
     };
+    let via = Via {
+        principal,
+        signal,
+        wire,
+    };
     match wire {
-        Wire::V1 => forward(app, principal, App::rw1, Wire::V1, compressed, charge).await,
-        Wire::V2 => forward(app, principal, App::rw2, Wire::V2, compressed, charge).await,
+        Wire::V1 => forward(app, via, App::rw1, compressed, charge).await,
+        Wire::V2 => forward(app, via, App::rw2, compressed, charge).await,
+        Wire::LokiProto => forward(app, via, App::loki_proto, compressed, charge).await,
+        Wire::LokiJson(Codec::Gzip) => {
+            forward(app, via, App::loki_json_gzip, compressed, charge).await
+        }
+        Wire::LokiJson(Codec::Deflate) => {
+            forward(app, via, App::loki_json_deflate, compressed, charge).await
+        }
+        Wire::LokiJson(_) => forward(app, via, App::loki_json_plain, compressed, charge).await,
+    }
+}
+
+/// Who sent a push, what it is, and how it came.
+#[derive(Clone, Copy)]
+struct Via<'a> {
+    principal: &'a Principal,
+    signal: Signal,
+    wire: Wire,
+}
+
+/// The encoding of a Loki push, read as Loki reads it: JSON when the
+/// `Content-Type` says `application/json` (plain, gzip or deflate), else
+/// snappy protobuf. Refused with 415: gzip or deflate around protobuf, and
+/// snappy around JSON.
+fn loki_encoding(headers: &HeaderMap) -> Result<Wire, Refusal> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let json = media == crate::formats::loki::json::CONTENT_TYPE;
+    let unsupported = |what: String| {
+        reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "encoding",
+            format!("unsupported Content-Encoding {what}"),
+        )
+    };
+    match (json, encoding.as_str()) {
+        (true, "" | "identity") => Ok(Wire::LokiJson(Codec::Identity)),
+        (true, "gzip") => Ok(Wire::LokiJson(Codec::Gzip)),
+        (true, "deflate") => Ok(Wire::LokiJson(Codec::Deflate)),
+        (false, "" | "snappy") => Ok(Wire::LokiProto),
+        (true, other) => Err(unsupported(format!(
+            "{other:?} for a JSON push: send it plain, gzip or deflate"
+        ))),
+        (false, other) => Err(unsupported(format!(
+            "{other:?} for a protobuf push: protobuf pushes are snappy-compressed"
+        ))),
     }
 }
 
@@ -284,12 +385,21 @@ fn negotiate(content_type: Option<&HeaderValue>) -> Result<Wire, Refusal> {
 /// part of a push that is the same for every format.
 async fn forward<F: Format + 'static>(
     app: &Arc<App>,
-    principal: &Principal,
+    via: Via<'_>,
     pipeline: fn(&App) -> &Pipeline<F>,
-    wire: Wire,
     compressed: Bytes,
     mut charge: Charge,
 ) -> Result<(Answer, Written), Refusal> {
+    let Via {
+        principal,
+        signal,
+        wire,
+    } = via;
+    let metrics = app.metrics().signal(signal);
+    // `handle` checked that the signal has one.
+    let Some(forwarder) = app.forwarder_for(signal) else {
+        return Err(Refusal::Overloaded("requests"));
+    };
     let size = pipeline(app).measure(&compressed).map_err(decode_error)?;
     // The decompressed body, the tenant batches built from it and their
     // compressed bodies: at most about three times the decoded size.
@@ -298,14 +408,14 @@ async fn forward<F: Format + 'static>(
         return Err(Refusal::Overloaded("bytes"));
     }
 
-    let splitting = app.forwarder().splitting();
+    let splitting = forwarder.splitting();
     let Output { outgoing, stats } = match split(app, principal, pipeline, compressed, size).await {
         Ok(done) => done,
         Err(ProcessError::Decode(e)) => return Err(decode_error(e)),
         Err(ProcessError::Route(e)) => return Err(route_error(e)),
     };
     drop(splitting);
-    app.metrics().split(&stats);
+    metrics.split(&stats);
     // From here on the request holds only its tenants' compressed bodies
     // (and, while a merged request is built, a copy of them).
     charge.shrink_to(pipeline::held_bytes(&outgoing) * if F::CONCATENATES { 2 } else { 1 });
@@ -316,7 +426,6 @@ async fn forward<F: Format + 'static>(
     // (By index: a closure taking `&Outgoing` would make the future's
     // lifetime higher-ranked, which the handler's `Send` bound rejects.)
     let outgoing = &outgoing;
-    let forwarder = app.forwarder();
     let outcomes: Vec<_> = futures::stream::iter(0..outgoing.len())
         .map(|i| {
             let o = &outgoing[i];
@@ -346,9 +455,9 @@ async fn forward<F: Format + 'static>(
     {
         if outcome == answer::Upstream::Accepted {
             written.add(&said.unwrap_or_else(|| Written::of(&out.counts)));
-            app.metrics().forwarded(&out.counts);
+            metrics.forwarded(&out.counts);
             if app.per_tenant_metrics() {
-                app.metrics().forwarded_tenant(&out.tenant, &out.counts);
+                metrics.forwarded_tenant(&out.tenant, &out.counts);
             }
         }
         results.push((out.tenant.as_str(), outcome));
@@ -506,6 +615,7 @@ fn decode_error(e: DecodeError) -> Refusal {
         DecodeError::NotSnappy(_) => (StatusCode::BAD_REQUEST, "not_snappy"),
         DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "decoded_too_large"),
         DecodeError::Empty => (StatusCode::BAD_REQUEST, "empty"),
+        DecodeError::Corrupt { .. } => (StatusCode::BAD_REQUEST, "bad_encoding"),
     };
     reject(status, reason, e.to_string())
 }
@@ -537,5 +647,7 @@ fn too_many(item: Item) -> &'static str {
         Item::Exemplars => "too_many_exemplars",
         Item::Buckets => "too_many_buckets",
         Item::Symbols => "too_many_symbols",
+        Item::Streams => "too_many_streams",
+        Item::Entries => "too_many_entries",
     }
 }

@@ -204,9 +204,12 @@ pub struct ReadProxy {
 impl ReadProxy {
     /// Builds the proxy from `read` (the Mimir parts default to the origin
     /// of `upstream.url`, as a monolithic Mimir or its gateway serves them).
+    /// `read.loki` defaults to the origin of `loki_push_url` (the Loki the
+    /// pushes go to), if set.
     pub fn new(
         read: &config::Read,
         upstream: &config::Upstream,
+        loki_push_url: &str,
         credentials: Credentials,
     ) -> Result<Self, String> {
         let origin = Target::parse("upstream.url", &upstream.url)?;
@@ -222,7 +225,18 @@ impl ReadProxy {
             target("read.query_frontend", &read.query_frontend, Some(&origin))?,
             target("read.ruler", &read.ruler, Some(&origin))?,
             target("read.alertmanager", &read.alertmanager, Some(&origin))?,
-            target("read.loki", &read.loki, None)?,
+            target(
+                "read.loki",
+                &read.loki,
+                (!loki_push_url.is_empty())
+                    .then(|| Target::parse("loki.upstream.url", loki_push_url))
+                    .transpose()?
+                    .map(|t| Target {
+                        prefix: String::new(),
+                        ..t
+                    })
+                    .as_ref(),
+            )?,
         ];
         let client = crate::forward::client::pool::<Body>(upstream).map_err(|e| e.to_string())?;
         Ok(Self {

@@ -37,7 +37,7 @@ pub use family::FamilyIndex;
 /// Why a request cannot be split.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("body is not a valid remote-write request: {0}")]
+    #[error("body is not a valid push request: {0}")]
     Wire(#[from] WireError),
     #[error("series {series} has no tenant ({reason}) and routing.unmapped is reject")]
     Rejected { series: String, reason: String },

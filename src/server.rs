@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  TcpListener ─(TLS?)─► hyper (HTTP/1.1, h2) ─► axum ─┬─ POST /api/v1/push, /push ─► push::push
+//!                                                      ├─ POST /loki/api/v1/push, /api/prom/push ─► push::loki_push
 //!                                                      ├─ GET  /metrics
 //!                                                      ├─ GET  /healthz, /alive
 //!                                                      └─ GET  /readyz
@@ -106,6 +107,8 @@ fn routes(app: Arc<App>) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/push", post(crate::push::push))
         .route("/push", post(crate::push::push))
+        .route("/loki/api/v1/push", post(crate::push::loki_push))
+        .route("/api/prom/push", post(crate::push::loki_push))
         .merge(ops_routes())
         // Everything else: the read proxy's routes, or 404.
         .fallback(crate::readproxy::handle)

@@ -15,6 +15,25 @@
 
 use metrics::{Counter, Gauge, Histogram};
 
+/// What a push carries: metrics (remote write) or logs (Loki). The
+/// `signal` label of the push metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    Metrics = 0,
+    Logs = 1,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 2] = [Signal::Metrics, Signal::Logs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+}
+
 /// What one request, batch or tenant push carries. One type for route
 /// stats, batches, outgoing requests and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

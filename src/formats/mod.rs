@@ -9,13 +9,14 @@
 //!
 //! The pipeline (admit, decompress, route, authorize, compress, forward,
 //! answer) knows nothing of a format beyond this trait: remote write 1.0
-//! ([`rw1`]) and remote write 2.0 ([`rw2`]) implement it; Loki pushes plug
-//! in beside them. A format walks the decoded body without copying,
+//! ([`rw1`]), remote write 2.0 ([`rw2`]) and Loki's protobuf and JSON
+//! pushes ([`loki`]) implement it. A format walks the decoded body without copying,
 //! validates every byte it hands out (so a malformed request is rejected
 //! whole, before anything is forwarded), counts every repeated item against
 //! the request limits, and builds each tenant's request from borrowed pieces
 //! of the input.
 
+pub mod loki;
 pub mod rw1;
 pub mod rw2;
 

@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use crate::answer::{Upstream, Written};
 use crate::config::{self, Protocol};
 use crate::credentials::{CredentialError, Credentials};
+use crate::pipeline::Codec;
 use crate::signals::UpstreamSignals;
 use crate::tenant::TenantId;
 
@@ -47,6 +48,8 @@ struct Inner {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The same for 2.0 pushes.
     headers_v2: Vec<(HeaderName, HeaderValue)>,
+    /// The same for Loki pushes: protobuf, then JSON plain, gzip, deflate.
+    headers_loki: [Vec<(HeaderName, HeaderValue)>; 4],
     /// `upstream.protocol`.
     protocol: Protocol,
     /// With `protocol: auto`, 2.0 pushes go as 1.0 until this instant
@@ -96,11 +99,15 @@ pub struct Push<'a> {
     pub wire: Wire,
 }
 
-/// The remote write version of a tenant push.
+/// What a tenant push is: a remote write version, or a Loki encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     V1,
     V2,
+    /// Loki protobuf (snappy).
+    LokiProto,
+    /// Loki JSON, compressed with the codec it came in.
+    LokiJson(Codec),
 }
 
 /// How a tenant push ended, and what the upstream said it wrote (2.0
@@ -152,11 +159,30 @@ impl Forwarder {
                 HeaderValue::from_static("2.0.0"),
             ),
         ];
+        let loki = |content_type: &'static str, encoding: Option<&'static str>| {
+            let mut h = vec![(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type),
+            )];
+            if let Some(e) = encoding {
+                h.push((http::header::CONTENT_ENCODING, HeaderValue::from_static(e)));
+            }
+            h
+        };
+        use crate::formats::loki::{json, proto};
+        let headers_loki = [
+            // Loki reads a protobuf body as snappy without being told.
+            loki(proto::CONTENT_TYPE, None),
+            loki(json::CONTENT_TYPE, None),
+            loki(json::CONTENT_TYPE, Codec::Gzip.content_encoding()),
+            loki(json::CONTENT_TYPE, Codec::Deflate.content_encoding()),
+        ];
         Ok(Self {
             inner: Arc::new(Inner {
                 client: client::Client::new(cfg)?,
                 headers,
                 headers_v2,
+                headers_loki,
                 protocol: cfg.protocol,
                 v1_until: std::sync::atomic::AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -190,6 +216,13 @@ impl Forwarder {
         };
         match (&self.inner.coalesce, push.wire) {
             (_, Wire::V2) => self.push_v2(push).await,
+            // Loki pushes go one by one.
+            (_, Wire::LokiProto | Wire::LokiJson(_)) => {
+                v1(self
+                    .send_as(push.tenant, push.body.clone(), 1, push.wire)
+                    .await
+                    .0)
+            }
             (Some(lanes), Wire::V1) if push.mergeable => v1(lanes.push(self, push).await),
             (_, Wire::V1) => v1(self.send(push.tenant, push.body.clone(), 1).await),
         }
@@ -368,6 +401,10 @@ impl Forwarder {
         let headers = match wire {
             Wire::V1 => &inner.headers,
             Wire::V2 => &inner.headers_v2,
+            Wire::LokiProto => &inner.headers_loki[0],
+            Wire::LokiJson(Codec::Gzip) => &inner.headers_loki[2],
+            Wire::LokiJson(Codec::Deflate) => &inner.headers_loki[3],
+            Wire::LokiJson(_) => &inner.headers_loki[1],
         };
         match inner
             .client

@@ -127,6 +127,16 @@ pub enum WireError {
     OddLabelRefs(&'static str),
     #[error("field {0} is not part of io.prometheus.write.v2.Request: is this a remote write 1.0 body sent with Content-Type proto=io.prometheus.write.v2.Request?")]
     V1InV2(u32),
+    #[error("{0}")]
+    StreamLabels(String),
+    #[error("stream label string is {len} bytes, more than limits.max_label_string_bytes ({limit})")]
+    LabelStringTooLong { len: usize, limit: usize },
+    #[error("log line is {len} bytes, more than limits.max_line_bytes ({limit})")]
+    LineTooLong { len: usize, limit: usize },
+    #[error("{0} appears twice in one stream")]
+    TwiceInStream(&'static str),
+    #[error("body is not a valid Loki JSON push: {0}")]
+    Json(String),
     #[error("the body holds no remote write 1.0 series or metadata but a field {0}: is this a remote write 2.0 body sent without Content-Type proto=io.prometheus.write.v2.Request?")]
     V2InV1(u32),
 }

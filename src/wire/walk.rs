@@ -30,6 +30,14 @@ pub struct Limits {
     /// Longest remote write 2.0 symbol (a label name or value, help text,
     /// unit), in bytes.
     pub max_symbol_bytes: usize,
+    /// Most streams in one Loki push.
+    pub max_streams: usize,
+    /// Most log entries in one Loki push.
+    pub max_entries: usize,
+    /// Longest log line, in bytes.
+    pub max_line_bytes: usize,
+    /// Longest stream label string (`{name="value", ...}`), in bytes.
+    pub max_label_string_bytes: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +53,10 @@ impl Default for Limits {
             max_tenants: 20_000,
             max_symbols: 1_000_000,
             max_symbol_bytes: 64 * 1024,
+            max_streams: 100_000,
+            max_entries: 2_000_000,
+            max_line_bytes: 256 * 1024,
+            max_label_string_bytes: 64 * 1024,
         }
     }
 }
@@ -60,6 +72,10 @@ pub enum Item {
     Buckets,
     /// Entries of a remote write 2.0 symbol table.
     Symbols,
+    /// Streams of a Loki push.
+    Streams,
+    /// Log entries of a Loki push.
+    Entries,
 }
 
 impl Item {
@@ -72,6 +88,8 @@ impl Item {
             Item::Exemplars => "exemplars",
             Item::Buckets => "spans and buckets in one native histogram",
             Item::Symbols => "symbols",
+            Item::Streams => "streams",
+            Item::Entries => "log entries",
         }
     }
 }

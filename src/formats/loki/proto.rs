@@ -1,0 +1,302 @@
+//! Loki's protobuf push (`logproto.PushRequest`, snappy) as a [`Format`].
+//!
+//! ```text
+//!  PushRequest { streams = 1: StreamAdapter { labels = 1, entries = 2, hash = 3 }, format = 2 }
+//!  walk ─► each StreamAdapter: labels (UTF-8, within limits) ─► labels::scan
+//!                             entries: timestamp, line (within limits), structured metadata checked
+//!  append_series ─► field 1 with the StreamAdapter as it came
+//! ```
+//!
+//! A tenant's request is its streams' fields one after another, so two
+//! tenant requests concatenated are one valid request (`CONCATENATES`).
+//! The top-level `format` field (set by Loki itself, never by clients) is
+//! not forwarded.
+
+use bumpalo::Bump;
+
+use super::{label_error, labels, Stream};
+use crate::formats::{Format, Item};
+use crate::signals::Counts;
+use crate::wire::encode::put_bytes_field;
+use crate::wire::walk::count;
+use crate::wire::{
+    read_key, read_len, read_varint, skip_value, wt, Hit, Item as Limited, LabelQuery, Limits,
+    WireError,
+};
+
+/// Loki's protobuf push.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LokiProto;
+
+/// The `Content-Type` of a protobuf push.
+pub const CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// The body, and room for the few routing values that had to be unescaped.
+pub struct ProtoIndex<'a> {
+    body: &'a [u8],
+    arena: Bump,
+}
+
+impl Format for LokiProto {
+    type Series<'a> = Stream<'a>;
+    type Extra<'a> = std::convert::Infallible;
+    type Batch = ();
+    type Index<'a> = ProtoIndex<'a>;
+    const CONCATENATES: bool = true;
+
+    fn index<'a>(&self, body: &'a [u8], _: Limits) -> Result<ProtoIndex<'a>, WireError> {
+        Ok(ProtoIndex {
+            body,
+            arena: Bump::new(),
+        })
+    }
+
+    fn walk<'a, E: From<WireError>>(
+        &self,
+        index: &'a ProtoIndex<'_>,
+        query: &LabelQuery,
+        limits: Limits,
+        mut visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let body: &'a [u8] = index.body;
+        let (mut streams, mut entries) = (0, 0);
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "PushRequest")?;
+            match (field, wire_type) {
+                (1, wt::LEN) => {
+                    let msg = read_len(body, &mut pos, "stream")?;
+                    count(&mut streams, limits.max_streams, Limited::Streams)?;
+                    let s = stream(msg, query, limits, &mut entries, &index.arena)?;
+                    visit(Item::Series(s))?;
+                }
+                (2, wt::LEN) => {
+                    read_len(body, &mut pos, "format")?;
+                }
+                (1 | 2, _) => {
+                    return Err(WireError::WireType {
+                        message: "PushRequest",
+                        field,
+                        wire_type,
+                    }
+                    .into())
+                }
+                _ => skip_value(body, &mut pos, wire_type, "PushRequest", field)?,
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn key<'a>(s: &Self::Series<'a>) -> Option<Hit<'a>> {
+        s.hit
+    }
+
+    #[inline(always)]
+    fn family<'a>(_: &Self::Series<'a>) -> Option<&'a str> {
+        None
+    }
+
+    #[inline(always)]
+    fn counts(s: &Stream<'_>) -> Counts {
+        s.counts()
+    }
+
+    fn describe(s: &Stream<'_>) -> String {
+        describe_label_string(s.labels)
+    }
+
+    fn extra_family<'a>(extra: &Self::Extra<'a>) -> &'a str {
+        match *extra {}
+    }
+
+    fn append_series(_: &mut (), out: &mut Vec<u8>, s: &Stream<'_>, without: Option<Hit<'_>>) {
+        match without {
+            None => put_bytes_field(out, 1, s.raw),
+            Some(hit) => {
+                // Label mode's remove_tenant_label: the stream with its
+                // labels rewritten, every other field as it came.
+                let labels = labels::without(s.labels, hit.field);
+                let mut msg = Vec::with_capacity(s.raw.len());
+                put_bytes_field(&mut msg, 1, labels.as_bytes());
+                let mut pos = 0;
+                while pos < s.raw.len() {
+                    let start = pos;
+                    // Validated by the walk.
+                    let Ok((field, wire_type)) = read_key(s.raw, &mut pos, "stream") else {
+                        break;
+                    };
+                    if skip_value(s.raw, &mut pos, wire_type, "stream", field).is_err() {
+                        break;
+                    }
+                    if field != 1 {
+                        msg.extend_from_slice(&s.raw[start..pos]);
+                    }
+                }
+                put_bytes_field(out, 1, &msg);
+            }
+        }
+    }
+
+    fn append_extra(_: &mut (), _: &mut Vec<u8>, extra: &Self::Extra<'_>) {
+        match *extra {}
+    }
+
+    fn finish((): (), _: &mut Vec<u8>) {}
+}
+
+/// Checks one `StreamAdapter` and finds its routing label.
+fn stream<'a>(
+    msg: &'a [u8],
+    query: &LabelQuery,
+    limits: Limits,
+    entries: &mut usize,
+    arena: &'a Bump,
+) -> Result<Stream<'a>, WireError> {
+    let mut labels: Option<&'a str> = None;
+    let mut own_entries = 0u32;
+    let mut pos = 0;
+    while pos < msg.len() {
+        let (field, wire_type) = read_key(msg, &mut pos, "StreamAdapter")?;
+        match (field, wire_type) {
+            (1, wt::LEN) => {
+                let bytes = read_len(msg, &mut pos, "stream labels")?;
+                if labels.is_some() {
+                    // Protobuf keeps the last; refuse rather than guess.
+                    return Err(WireError::TwiceInStream("the labels field"));
+                }
+                if bytes.len() > limits.max_label_string_bytes {
+                    return Err(WireError::LabelStringTooLong {
+                        len: bytes.len(),
+                        limit: limits.max_label_string_bytes,
+                    });
+                }
+                labels = Some(std::str::from_utf8(bytes).map_err(|_| WireError::Utf8("string"))?);
+            }
+            (2, wt::LEN) => {
+                let entry = read_len(msg, &mut pos, "entry")?;
+                count(entries, limits.max_entries, Limited::Entries)?;
+                check_entry(entry, limits)?;
+                own_entries += 1;
+            }
+            (3, wt::VARINT) => {
+                read_varint(msg, &mut pos)?;
+            }
+            (1..=3, _) => {
+                return Err(WireError::WireType {
+                    message: "StreamAdapter",
+                    field,
+                    wire_type,
+                })
+            }
+            _ => skip_value(msg, &mut pos, wire_type, "StreamAdapter", field)?,
+        }
+    }
+    let labels = labels.unwrap_or("");
+    if labels.is_empty() {
+        return Err(WireError::NoLabels);
+    }
+    let scan = labels::scan(labels, query, limits.max_labels).map_err(label_error)?;
+    let hit = scan.best.map(|found| Hit {
+        rank: found.rank,
+        value: match found.value {
+            std::borrow::Cow::Borrowed(v) => v,
+            std::borrow::Cow::Owned(v) => arena.alloc_str(&v),
+        },
+        field: found.span,
+    });
+    Ok(Stream {
+        raw: msg,
+        hit,
+        hit_name: "",
+        labels,
+        entries: own_entries,
+    })
+}
+
+/// Checks one `EntryAdapter`: timestamp, line, structured metadata.
+fn check_entry(entry: &[u8], limits: Limits) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < entry.len() {
+        let (field, wire_type) = read_key(entry, &mut pos, "EntryAdapter")?;
+        match (field, wire_type) {
+            (1, wt::LEN) => check_scalars(read_len(entry, &mut pos, "timestamp")?, "Timestamp")?,
+            (2, wt::LEN) => {
+                let line = read_len(entry, &mut pos, "line")?;
+                if line.len() > limits.max_line_bytes {
+                    return Err(WireError::LineTooLong {
+                        len: line.len(),
+                        limit: limits.max_line_bytes,
+                    });
+                }
+            }
+            (3 | 4, wt::LEN) => check_pair(read_len(entry, &mut pos, "structured metadata")?)?,
+            (1..=4, _) => {
+                return Err(WireError::WireType {
+                    message: "EntryAdapter",
+                    field,
+                    wire_type,
+                })
+            }
+            _ => skip_value(entry, &mut pos, wire_type, "EntryAdapter", field)?,
+        }
+    }
+    Ok(())
+}
+
+/// A `Timestamp`: varints 1 and 2.
+fn check_scalars(msg: &[u8], name: &'static str) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < msg.len() {
+        let (field, wire_type) = read_key(msg, &mut pos, name)?;
+        match (field, wire_type) {
+            (1 | 2, wt::VARINT) => {
+                read_varint(msg, &mut pos)?;
+            }
+            (1 | 2, _) => {
+                return Err(WireError::WireType {
+                    message: name,
+                    field,
+                    wire_type,
+                })
+            }
+            _ => skip_value(msg, &mut pos, wire_type, name, field)?,
+        }
+    }
+    Ok(())
+}
+
+/// A `LabelPairAdapter`: strings 1 and 2.
+fn check_pair(msg: &[u8]) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < msg.len() {
+        let (field, wire_type) = read_key(msg, &mut pos, "LabelPairAdapter")?;
+        match (field, wire_type) {
+            (1 | 2, wt::LEN) => {
+                read_len(msg, &mut pos, "structured metadata")?;
+            }
+            (1 | 2, _) => {
+                return Err(WireError::WireType {
+                    message: "LabelPairAdapter",
+                    field,
+                    wire_type,
+                })
+            }
+            _ => skip_value(msg, &mut pos, wire_type, "LabelPairAdapter", field)?,
+        }
+    }
+    Ok(())
+}
+
+/// A label string shortened for error messages.
+pub(crate) fn describe_label_string(labels: &str) -> String {
+    const MAX: usize = 200;
+    if labels.len() <= MAX {
+        return labels.to_string();
+    }
+    let mut end = MAX;
+    while !labels.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &labels[..end])
+}
