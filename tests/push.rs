@@ -337,7 +337,7 @@ async fn malformed_bodies_get_400_and_reach_no_tenant() {
         (
             "snappy garbage",
             snappy(b"hello world, not protobuf"),
-            "not a valid remote-write",
+            "not a valid push request",
         ),
         (
             "truncated protobuf",

@@ -349,9 +349,21 @@ pub fn label_of<'a>(ts: &'a pb::TimeSeries, name: &str) -> Option<&'a str> {
 
 /// Reads a counter or gauge from a metrics page: the sum of all lines whose
 /// name and labels start with `prefix` (e.g. `orgsplit_series_dropped_total{reason="no_label"`).
+/// Remote write is the default signal: `signal="metrics"` may be left out
+/// of the prefix (log lines are named with `signal="logs"`).
 pub fn metric(page: &str, prefix: &str) -> f64 {
     page.lines()
         .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            if prefix.contains("signal=") {
+                return l.to_string();
+            }
+            if l.contains("signal=\"logs\"") {
+                return String::new();
+            }
+            l.replacen("{signal=\"metrics\",", "{", 1)
+                .replacen("{signal=\"metrics\"}", "", 1)
+        })
         .filter(|l| {
             l.starts_with(prefix)
                 && l[prefix.len()..]

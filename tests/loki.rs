@@ -1,0 +1,603 @@
+//! Loki pushes over real HTTP: protobuf (snappy) and JSON (plain, gzip,
+//! deflate) split by namespace organization into a fake Loki that records
+//! what each tenant received, byte for byte; the unmapped policies, the
+//! answers Loki gives (204, 429, 5xx) passed on, and the limits.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use orgsplit::formats::loki::pb;
+use prost::Message;
+
+/// One push the fake Loki received.
+#[derive(Debug, Clone)]
+struct Got {
+    tenant: String,
+    content_type: String,
+    encoding: String,
+    /// The body, decompressed.
+    body: Vec<u8>,
+}
+
+#[derive(Clone)]
+struct FakeLoki {
+    addr: std::net::SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+    /// Tenant → (status, Retry-After) to answer.
+    fail: Arc<Mutex<BTreeMap<String, (u16, Option<u64>)>>>,
+}
+
+impl FakeLoki {
+    async fn start() -> Self {
+        let got: Arc<Mutex<Vec<Got>>> = Default::default();
+        let fail: Arc<Mutex<BTreeMap<String, (u16, Option<u64>)>>> = Default::default();
+        let (g, f) = (got.clone(), fail.clone());
+        let app = axum::Router::new().route(
+            "/loki/api/v1/push",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let (got, fail) = (g.clone(), f.clone());
+                async move { receive(&got, &fail, headers, body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, got, fail }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/loki/api/v1/push", self.addr)
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    fn fail(&self, tenant: &str, status: u16, retry_after: Option<u64>) {
+        self.fail
+            .lock()
+            .unwrap()
+            .insert(tenant.into(), (status, retry_after));
+    }
+
+    /// Proto pushes received, by tenant.
+    fn proto(&self) -> BTreeMap<String, Vec<pb::StreamAdapter>> {
+        let mut out: BTreeMap<String, Vec<pb::StreamAdapter>> = BTreeMap::new();
+        for g in self.got() {
+            assert_eq!(g.content_type, "application/x-protobuf");
+            let req = pb::PushRequest::decode(g.body.as_slice()).unwrap();
+            out.entry(g.tenant).or_default().extend(req.streams);
+        }
+        out
+    }
+
+    /// JSON pushes received, by tenant: each stream object's text.
+    fn json(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for g in self.got() {
+            assert_eq!(g.content_type, "application/json");
+            #[derive(serde::Deserialize)]
+            struct Push<'a> {
+                #[serde(borrow)]
+                streams: Vec<&'a serde_json::value::RawValue>,
+            }
+            let push: Push = serde_json::from_slice(&g.body).unwrap();
+            out.entry(g.tenant)
+                .or_default()
+                .extend(push.streams.iter().map(|s| s.get().to_string()));
+        }
+        out
+    }
+}
+
+fn receive(
+    got: &Mutex<Vec<Got>>,
+    fail: &Mutex<BTreeMap<String, (u16, Option<u64>)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = headers["x-scope-orgid"].to_str().unwrap().to_string();
+    if let Some(&(status, retry)) = fail.lock().unwrap().get(&tenant) {
+        let mut r = (StatusCode::from_u16(status).unwrap(), "loki says no").into_response();
+        if let Some(s) = retry {
+            r.headers_mut().insert("retry-after", s.into());
+        }
+        return r;
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (content_type, encoding) = (header("content-type"), header("content-encoding"));
+    let body = match (content_type.as_str(), encoding.as_str()) {
+        ("application/x-protobuf", "") => snap::raw::Decoder::new().decompress_vec(&body).unwrap(),
+        (_, "gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }
+        (_, "deflate") => {
+            let mut out = Vec::new();
+            flate2::read::DeflateDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }
+        (_, "") => body.to_vec(),
+        other => panic!("unexpected encoding {other:?}"),
+    };
+    got.lock().unwrap().push(Got {
+        tenant,
+        content_type,
+        encoding,
+        body,
+    });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn loki_config(dir: &std::path::Path, loki: &str, routing: &str, extra: &str) -> String {
+    format!(
+        "{}loki:\n  upstream:\n    url: {loki}\n    timeout: 2s\n{extra}",
+        config(dir, "http://127.0.0.1:9/api/v1/push", routing)
+    )
+}
+
+async fn start(routing: &str, extra: &str) -> (tempfile::TempDir, FakeLoki, Orgsplit) {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let loki = FakeLoki::start().await;
+    let cfg = loki_config(dir.path(), &loki.url(), routing, extra);
+    let orgsplit = Orgsplit::start(dir.path(), &cfg).await;
+    (dir, loki, orgsplit)
+}
+
+fn entry(ns: i64, line: &[u8], metadata: &[(&str, &str)]) -> pb::EntryAdapter {
+    pb::EntryAdapter {
+        timestamp: Some(pb::Timestamp {
+            seconds: ns / 1_000_000_000,
+            nanos: (ns % 1_000_000_000) as i32,
+        }),
+        line: line.to_vec(),
+        structured_metadata: metadata
+            .iter()
+            .map(|(n, v)| pb::LabelPairAdapter {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        parsed: vec![],
+    }
+}
+
+fn stream(labels: &str, entries: Vec<pb::EntryAdapter>) -> pb::StreamAdapter {
+    pb::StreamAdapter {
+        labels: labels.into(),
+        entries,
+        hash: 0,
+    }
+}
+
+async fn post(
+    o: &Orgsplit,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, HeaderMap, String) {
+    let mut r = client().post(o.url(path));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.body(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+async fn push_proto(o: &Orgsplit, req: &pb::PushRequest) -> (u16, HeaderMap, String) {
+    let body = snappy(&req.encode_to_vec());
+    post(
+        o,
+        "/loki/api/v1/push",
+        &[("Content-Type", "application/x-protobuf")],
+        body,
+    )
+    .await
+}
+
+async fn push_json(o: &Orgsplit, json: &str, encoding: &str) -> (u16, HeaderMap, String) {
+    let body = match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(json.as_bytes()).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(json.as_bytes()).unwrap();
+            e.finish().unwrap()
+        }
+        _ => json.as_bytes().to_vec(),
+    };
+    let mut headers = vec![("Content-Type", "application/json")];
+    if !encoding.is_empty() {
+        headers.push(("Content-Encoding", encoding));
+    }
+    post(o, "/loki/api/v1/push", &headers, body).await
+}
+
+#[tokio::test]
+async fn protobuf_streams_reach_their_tenants_byte_for_byte() {
+    let (_dir, loki, o) = start("  unmapped: drop", "").await;
+    let shop = stream(
+        r#"{app="cart", namespace="shop-prod"}"#,
+        vec![
+            entry(1_700_000_000_123_456_789, b"GET /cart 200", &[("trace_id", "abc")]),
+            // Not UTF-8: Loki's decoder does not check, neither does orgsplit.
+            entry(1_700_000_000_200_000_000, b"\xff\xfe raw", &[]),
+        ],
+    );
+    let billing = stream(
+        "{namespace=\"billing\", job=\"invoices\"}",
+        vec![entry(1_700_000_001_000_000_000, b"invoice 7 sent", &[])],
+    );
+    let dev = stream(
+        // Escapes and odd spacing, read as Loki reads them: shop-dev.
+        "{ namespace = \"shop\\x2ddev\" ,app='x', }",
+        vec![entry(1_700_000_002_000_000_000, b"dev line", &[])],
+    );
+    let lost = stream(
+        r#"{namespace="nobody-owns-this"}"#,
+        vec![entry(1_700_000_003_000_000_000, b"unmapped", &[])],
+    );
+    let req = pb::PushRequest {
+        streams: vec![shop.clone(), billing.clone(), lost, dev.clone()],
+        format: String::new(),
+    };
+    let (status, _, body) = push_proto(&o, &req).await;
+    assert_eq!(status, 204, "{body}");
+    let got = loki.proto();
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["acme", "globex"]);
+    assert_eq!(got["acme"], vec![shop, dev]);
+    assert_eq!(got["globex"], vec![billing]);
+
+    let page = o.metrics().await;
+    assert_eq!(metric(&page, r#"orgsplit_received_series_total{signal="logs""#), 4.0);
+    assert_eq!(metric(&page, r#"orgsplit_received_samples_total{signal="logs""#), 5.0);
+    assert_eq!(metric(&page, r#"orgsplit_forwarded_samples_total{signal="logs""#), 4.0);
+    assert_eq!(
+        metric(
+            &page,
+            r#"orgsplit_series_dropped_total{signal="logs",reason="no_organization""#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&page, r#"orgsplit_requests_total{signal="logs",code="204""#),
+        1.0
+    );
+    // Nothing counted as remote write.
+    assert_eq!(metric(&page, "orgsplit_received_series_total"), 0.0);
+}
+
+#[tokio::test]
+async fn json_streams_reach_their_tenants_in_the_encoding_they_came_in() {
+    let (_dir, loki, o) = start("  unmapped: drop", "").await;
+    let shop = r#"{"stream":{"namespace":"shop-prod","app":"cart"},"values":[["1700000000123456789","{\"msg\":\"hi \\u00e9\"}"],["1700000000200000000","two",{"trace_id":"abc"}]]}"#;
+    let billing = r#"{ "stream" : { "namespace" : "bill\u0069ng" } , "values" : [ [ "1700000001000000000" , "invoice" ] ] }"#;
+    let json = format!(
+        r#"{{"streams":[{shop},{billing},{{"stream":{{"app":"no-namespace"}},"values":[["1","x"]]}}]}}"#
+    );
+    for encoding in ["", "gzip", "deflate"] {
+        loki.got.lock().unwrap().clear();
+        let (status, _, body) = push_json(&o, &json, encoding).await;
+        assert_eq!(status, 204, "{encoding}: {body}");
+        for g in loki.got() {
+            assert_eq!(g.encoding, encoding, "sent on as it came");
+        }
+        let got = loki.json();
+        assert_eq!(got["acme"], vec![shop.to_string()], "{encoding}");
+        assert_eq!(got["globex"], vec![billing.to_string()], "{encoding}");
+        assert_eq!(got.len(), 2);
+    }
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            r#"orgsplit_series_dropped_total{signal="logs",reason="no_label""#
+        ),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn the_legacy_path_takes_loki_pushes_and_remote_write_alike() {
+    let (_dir, loki, o) = start("  unmapped: drop", "").await;
+    let req = pb::PushRequest {
+        streams: vec![stream(
+            r#"{namespace="billing"}"#,
+            vec![entry(1_700_000_000_000_000_000, b"legacy", &[])],
+        )],
+        format: String::new(),
+    };
+    let (status, _, body) = post(
+        &o,
+        "/api/prom/push",
+        &[("Content-Type", "application/x-protobuf")],
+        snappy(&req.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(loki.proto()["globex"].len(), 1);
+
+    // The old JSON form is refused with a clear message, nothing sent.
+    let legacy = r#"{"streams":[{"labels":"{namespace=\"billing\"}","entries":[{"ts":"2024-01-01T00:00:00Z","line":"x"}]}]}"#;
+    let (status, _, body) = post(
+        &o,
+        "/api/prom/push",
+        &[("Content-Type", "application/json")],
+        legacy.into(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("legacy JSON push"), "{body}");
+    assert_eq!(loki.got().len(), 1);
+}
+
+#[tokio::test]
+async fn ambiguous_streams_are_refused_whole() {
+    let (_dir, loki, o) = start("  unmapped: drop", "").await;
+    // Each would let orgsplit and Loki read different namespaces.
+    for (what, json) in [
+        (
+            "two stream maps in different case",
+            r#"{"streams":[{"stream":{"namespace":"billing"},"Stream":{"namespace":"shop-prod"},"values":[["1","x"]]}]}"#,
+        ),
+        (
+            "namespace twice",
+            r#"{"streams":[{"stream":{"namespace":"billing","namespace":"shop-prod"},"values":[["1","x"]]}]}"#,
+        ),
+        (
+            "streams twice",
+            r#"{"streams":[],"STREAMS":[{"stream":{"namespace":"billing"},"values":[["1","x"]]}]}"#,
+        ),
+        ("not JSON", r#"{"streams":[{"stream":{"namespace":"billing"}"#),
+        (
+            "timestamp not an integer",
+            r#"{"streams":[{"stream":{"namespace":"billing"},"values":[["soon","x"]]}]}"#,
+        ),
+    ] {
+        let (status, _, body) = push_json(&o, json, "").await;
+        assert_eq!(status, 400, "{what}: {body}");
+    }
+    for labels in [
+        r#"{namespace="billing", namespace="shop-prod"}"#,
+        r#"{namespace="billing", namespace=""}"#,
+        r#"{namespace=~"billing"}"#,
+        r#"{namespace="billing""#,
+        "{}",
+    ] {
+        let req = pb::PushRequest {
+            streams: vec![stream(labels, vec![entry(1, b"x", &[])])],
+            format: String::new(),
+        };
+        let (status, _, body) = push_proto(&o, &req).await;
+        assert_eq!(status, 400, "{labels}: {body}");
+    }
+    assert!(loki.got().is_empty(), "nothing forwarded");
+}
+
+#[tokio::test]
+async fn reject_policy_refuses_the_push_and_sends_nothing() {
+    let (_dir, loki, o) = start("  unmapped: reject", "").await;
+    let req = pb::PushRequest {
+        streams: vec![
+            stream(r#"{namespace="billing"}"#, vec![entry(1, b"ok", &[])]),
+            stream(r#"{app="orphan"}"#, vec![entry(1, b"no ns", &[])]),
+        ],
+        format: String::new(),
+    };
+    let (status, _, body) = push_proto(&o, &req).await;
+    assert_eq!(status, 400);
+    assert!(body.contains(r#"{app="orphan"}"#), "{body}");
+    assert!(loki.got().is_empty());
+}
+
+#[tokio::test]
+async fn lokis_answers_are_passed_on_under_the_retry_contract() {
+    let (_dir, loki, o) = start("  unmapped: drop", "").await;
+    let req = pb::PushRequest {
+        streams: vec![
+            stream(r#"{namespace="billing"}"#, vec![entry(1, b"a", &[])]),
+            stream(r#"{namespace="shop-prod"}"#, vec![entry(1, b"b", &[])]),
+        ],
+        format: String::new(),
+    };
+    // A tenant over its ingestion rate: 429 with Loki's Retry-After.
+    loki.fail("globex", 429, Some(7));
+    let (status, headers, _) = push_proto(&o, &req).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "7");
+    // A failing Loki: retryable.
+    loki.fail("globex", 500, None);
+    let (status, _, _) = push_proto(&o, &req).await;
+    assert!(status >= 500, "{status}");
+    // Loki refusing a stream (400): the sender hears it, naming the tenant.
+    loki.fail("globex", 400, None);
+    let (status, _, body) = push_proto(&o, &req).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("globex"), "{body}");
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            r#"orgsplit_upstream_requests_total{signal="logs",status="429""#
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn limits_are_checked_before_anything_is_sent() {
+    let extra = "limits:\n  max_line_bytes: 10\n  max_entries_per_request: 3\n  max_streams_per_request: 2\n  max_label_string_bytes: 40\n";
+    let (_dir, loki, o) = start("  unmapped: drop", extra).await;
+    let one = |labels: &str, lines: &[&[u8]]| {
+        stream(labels, lines.iter().map(|l| entry(1, l, &[])).collect())
+    };
+    let cases = [
+        (vec![one(r#"{namespace="billing"}"#, &[b"eleven bytes"])], 400, "max_line_bytes"),
+        (
+            vec![one(r#"{namespace="billing"}"#, &[b"1", b"2", b"3", b"4"])],
+            413,
+            "max_entries_per_request",
+        ),
+        (
+            vec![
+                one(r#"{namespace="billing"}"#, &[b"1"]),
+                one(r#"{namespace="billing"}"#, &[b"1"]),
+                one(r#"{namespace="billing"}"#, &[b"1"]),
+            ],
+            413,
+            "max_streams_per_request",
+        ),
+        (
+            vec![one(
+                r#"{namespace="billing", app="a-rather-long-application-name"}"#,
+                &[b"1"],
+            )],
+            400,
+            "max_label_string_bytes",
+        ),
+    ];
+    for (streams, want, key) in cases {
+        let req = pb::PushRequest {
+            streams,
+            format: String::new(),
+        };
+        let (status, _, body) = push_proto(&o, &req).await;
+        assert_eq!(status, want, "{key}: {body}");
+        assert!(body.contains(key), "{key}: {body}");
+    }
+    // The same limits in JSON.
+    let (status, _, body) = push_json(
+        &o,
+        r#"{"streams":[{"stream":{"namespace":"billing"},"values":[["1","eleven bytes"]]}]}"#,
+        "",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = push_json(
+        &o,
+        r#"{"streams":[{"stream":{"namespace":"billing"},"values":[["1","a"],["1","b"],["1","c"],["1","d"]]}]}"#,
+        "",
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert!(loki.got().is_empty());
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            r#"orgsplit_requests_rejected_total{signal="logs",reason="too_many_entries""#
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn bad_encodings_get_clear_answers() {
+    let (_dir, loki, o) = start("  unmapped: drop", "").await;
+    let json = r#"{"streams":[{"stream":{"namespace":"billing"},"values":[["1","x"]]}]}"#;
+    // A gzip body whose trailer understates its size.
+    let mut gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(json.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let n = gz.len();
+    gz[n - 4..].copy_from_slice(&5u32.to_le_bytes());
+    let (status, _, body) = post(
+        &o,
+        "/loki/api/v1/push",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ],
+        gz,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = post(
+        &o,
+        "/loki/api/v1/push",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "br"),
+        ],
+        json.into(),
+    )
+    .await;
+    assert_eq!(status, 415);
+    let (status, _, body) = post(
+        &o,
+        "/loki/api/v1/push",
+        &[("Content-Type", "application/x-protobuf")],
+        b"not snappy at all".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(loki.got().is_empty());
+}
+
+#[tokio::test]
+async fn label_mode_can_remove_the_tenant_label_from_streams() {
+    let routing = "  mode: label\n  tenant_label: tenant\n  remove_tenant_label: true\n  unmapped: drop";
+    let (_dir, loki, o) = start(routing, "").await;
+    let req = pb::PushRequest {
+        streams: vec![stream(
+            r#"{app="a", tenant="team-1", env="prod"}"#,
+            vec![entry(5, b"line", &[("k", "v")])],
+        )],
+        format: String::new(),
+    };
+    let (status, _, body) = push_proto(&o, &req).await;
+    assert_eq!(status, 204, "{body}");
+    let got = loki.proto();
+    assert_eq!(got["team-1"][0].labels, r#"{app="a", env="prod"}"#);
+    assert_eq!(got["team-1"][0].entries, req.streams[0].entries);
+
+    loki.got.lock().unwrap().clear();
+    let (status, _, body) = push_json(
+        &o,
+        r#"{"streams":[{"stream":{"tenant":"team-2","app":"b"},"values":[["5","line"]]}]}"#,
+        "",
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let got = loki.json();
+    let s: serde_json::Value = serde_json::from_str(&got["team-2"][0]).unwrap();
+    assert_eq!(s["stream"], serde_json::json!({"app": "b"}));
+    assert_eq!(s["values"], serde_json::json!([["5", "line"]]));
+}
+
+#[tokio::test]
+async fn loki_pushes_are_404_when_no_loki_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let cfg = config(dir.path(), "http://127.0.0.1:9/api/v1/push", "  unmapped: drop");
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    let (status, _, body) = push_json(&o, r#"{"streams":[]}"#, "").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("loki.upstream.url"), "{body}");
+}
