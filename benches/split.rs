@@ -118,6 +118,7 @@ fn time(budget: std::time::Duration, mut f: impl FnMut()) -> f64 {
 /// The pipeline against the floor on both corpora, printed before the
 /// criterion groups (the in-process target is 1.2×).
 fn summary() {
+    summary_loki();
     let pipeline = pipeline();
     let v2_pipeline = pipeline_v2();
     let budget = std::time::Duration::from_millis(300);
@@ -169,6 +170,139 @@ fn summary() {
             );
         }
     }
+}
+
+/// A Loki push of `streams` streams of 20 entries each (log lines of about
+/// 120 bytes), over 50 namespaces of 20 tenants: protobuf, and the same
+/// streams as JSON.
+fn loki_push(streams: usize) -> (Vec<u8>, Vec<u8>, usize) {
+    use orgsplit::formats::loki::pb;
+    use prost::Message;
+    let mut proto = Vec::new();
+    let mut json = Vec::new();
+    for s in 0..streams {
+        let labels = format!(
+            r#"{{app="svc-{}", container="main", namespace="ns-{}", pod="svc-{s}-7d9f8b6c5-x2x9z"}}"#,
+            s % 13,
+            s % 50
+        );
+        let mut entries = Vec::new();
+        let mut values = Vec::new();
+        for e in 0..20 {
+            let ts = 1_700_000_000_000_000_000i64 + (s * 20 + e) as i64;
+            let line = format!(
+                "level=info ts=2024-01-01T00:00:00.{e:03}Z caller=handler.go:{s} msg=\"request served\" status=200 bytes={}",
+                s * 31 + e
+            );
+            entries.push(pb::EntryAdapter {
+                timestamp: Some(pb::Timestamp {
+                    seconds: ts / 1_000_000_000,
+                    nanos: (ts % 1_000_000_000) as i32,
+                }),
+                line: line.clone().into_bytes(),
+                ..Default::default()
+            });
+            values.push(serde_json::json!([ts.to_string(), line]));
+        }
+        let map: std::collections::BTreeMap<String, String> = [
+            ("app".to_string(), format!("svc-{}", s % 13)),
+            ("container".into(), "main".into()),
+            ("namespace".into(), format!("ns-{}", s % 50)),
+            ("pod".into(), format!("svc-{s}-7d9f8b6c5-x2x9z")),
+        ]
+        .into();
+        json.push(serde_json::json!({"stream": map, "values": values}));
+        proto.push(pb::StreamAdapter {
+            labels,
+            entries,
+            hash: 0,
+        });
+    }
+    let proto = pb::PushRequest {
+        streams: proto,
+        format: String::new(),
+    }
+    .encode_to_vec();
+    let json = serde_json::json!({ "streams": json })
+        .to_string()
+        .into_bytes();
+    (proto, json, streams * 20)
+}
+
+/// Loki pushes through the server's pipelines, against the floor of their
+/// codec (decompress + compress the same body): lines/s and CPU per
+/// million lines.
+fn summary_loki() {
+    use orgsplit::formats::loki::{LokiJson, LokiProto};
+    use orgsplit::pipeline::Codec;
+    let budget = std::time::Duration::from_millis(300);
+    let table = Snapshot::from_pairs(testing::table_pairs(50, 20));
+    let (proto, json, lines) = loki_push(500);
+    let gzip = |b: &[u8]| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let snappy = |b: &[u8]| snap::raw::Encoder::new().compress_vec(b).unwrap();
+    let report = |name: &str, floor: f64, split: f64| {
+        eprintln!(
+            "summary {name:<28} {:.0} lines/s  floor {:.3} CPU-s/M lines  pipeline {:.3} CPU-s/M lines  = {:.2}x floor",
+            lines as f64 / split,
+            floor / lines as f64 * 1e6,
+            split / lines as f64 * 1e6,
+            split / floor
+        );
+    };
+    let snappy_floor = |decoded: &[u8]| {
+        let c = snappy(decoded);
+        time(budget, || {
+            let d = snap::raw::Decoder::new().decompress_vec(&c).unwrap();
+            black_box(snap::raw::Encoder::new().compress_vec(&d).unwrap());
+        })
+    };
+    let p = Pipeline::new(
+        LokiProto,
+        router(),
+        FamilyIndex::default(),
+        Default::default(),
+        usize::MAX,
+    );
+    let body = snappy(&proto);
+    let split = time(budget, || {
+        black_box(p.process(&body, &table).unwrap());
+    });
+    report("loki/proto", snappy_floor(&proto), split);
+    let p = Pipeline::new(
+        LokiJson,
+        router(),
+        FamilyIndex::default(),
+        Default::default(),
+        usize::MAX,
+    )
+    .with_codec(Codec::Identity);
+    let split = time(budget, || {
+        black_box(p.process(&json, &table).unwrap());
+    });
+    report("loki/json (snappy floor)", snappy_floor(&json), split);
+    let p = Pipeline::new(
+        LokiJson,
+        router(),
+        FamilyIndex::default(),
+        Default::default(),
+        usize::MAX,
+    )
+    .with_codec(Codec::Gzip);
+    let body = gzip(&json);
+    let floor = time(budget, || {
+        let mut d = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut d).unwrap();
+        black_box(gzip(&d));
+    });
+    let split = time(budget, || {
+        black_box(p.process(&body, &table).unwrap());
+    });
+    report("loki/json+gzip (gzip floor)", floor, split);
 }
 
 /// The reference path: prost decode, group owned series, encode, compress.

@@ -22,10 +22,10 @@ use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
 use crate::pipeline::{Codec, Pipeline};
-use crate::signals::Signal;
 use crate::pool::BufferPool;
 use crate::readproxy::ReadProxy;
 use crate::route::{FamilyIndex, Router};
+use crate::signals::Signal;
 use crate::table::OrgTable;
 
 /// Everything a request handler needs, shared by all requests.
@@ -137,7 +137,11 @@ impl App {
                 pool.clone(),
                 limits.max_decoded_bytes,
             ),
-            loki_json: [logs(Codec::Identity), logs(Codec::Gzip), logs(Codec::Deflate)],
+            loki_json: [
+                logs(Codec::Identity),
+                logs(Codec::Gzip),
+                logs(Codec::Deflate),
+            ],
             loki_forwarder,
             rw2: Pipeline::new(
                 Rw2,

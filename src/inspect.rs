@@ -77,22 +77,25 @@ fn load_table_once(config: &Config) -> anyhow::Result<Snapshot> {
 
 /// Renders the split of `capture` (remote write 1.0 or 2.0) as text.
 pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<String, InspectError> {
+    if let Some(report) = loki_report(router, table, capture)? {
+        return Ok(report);
+    }
     let decompressed = snap::raw::Decoder::new().decompress_vec(capture).ok();
-    let (body, compressed, version) = match decompressed
-        .as_deref()
-        .and_then(version)
-        .map(|v| (decompressed.clone().unwrap_or_default(), true, v))
-    {
-        Some(found) => found,
-        None => match version(capture) {
-            Some(v) => (capture.to_vec(), false, v),
-            None => {
-                return Err(InspectError::Decode(
-                    "no series or metadata of remote write 1.0 or 2.0 in it".into(),
-                ))
-            }
-        },
-    };
+    let (body, compressed, version) =
+        match decompressed
+            .as_deref()
+            .and_then(version)
+            .map(|v| (decompressed.clone().unwrap_or_default(), true, v))
+        {
+            Some(found) => found,
+            None => match version(capture) {
+                Some(v) => (capture.to_vec(), false, v),
+                None => return Err(InspectError::Decode(
+                    "no series or metadata of remote write 1.0 or 2.0, and no Loki streams, in it"
+                        .into(),
+                )),
+            },
+        };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -196,6 +199,147 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
         );
     }
     Ok(out)
+}
+
+/// A Loki push capture: protobuf (snappy) or JSON (plain or gzip),
+/// reported like a remote write one. `None` when it is not one.
+fn loki_report(
+    router: &Router,
+    table: &Snapshot,
+    capture: &[u8],
+) -> Result<Option<String>, InspectError> {
+    use crate::formats::loki::{labels, pb as lp, LokiJson, LokiProto};
+    use crate::pipeline::Codec;
+    let gunzipped = || {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(capture), &mut out)
+            .ok()
+            .map(|_| out)
+    };
+    let json_streams = |body: &[u8]| -> Option<Vec<serde_json::Value>> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        v.get("streams")?.as_array().cloned()
+    };
+    // (what it is, the decoded body, each stream's label text and labels)
+    type Streams = Vec<(String, Vec<(String, String)>)>;
+    let (kind, decoded, streams): (&str, Vec<u8>, Streams) = if capture.starts_with(&[0x1f, 0x8b]) {
+        let Some(body) = gunzipped() else {
+            return Ok(None);
+        };
+        let Some(list) = json_streams(&body) else {
+            return Ok(None);
+        };
+        ("Loki JSON (gzip)", body, json_labels(&list))
+    } else if let Some(list) = json_streams(capture) {
+        ("Loki JSON", capture.to_vec(), json_labels(&list))
+    } else {
+        let Ok(body) = snap::raw::Decoder::new().decompress_vec(capture) else {
+            return Ok(None);
+        };
+        match lp::PushRequest::decode(body.as_slice()) {
+            Ok(r) if r.streams.first().is_some_and(|s| s.labels.contains('{')) => {
+                let query = crate::wire::LabelQuery::new(router.query_names());
+                let streams = r
+                    .streams
+                    .iter()
+                    .map(|s| {
+                        let found = labels::scan(&s.labels, &query, usize::MAX)
+                            .ok()
+                            .and_then(|scan| scan.best)
+                            .map(|f| (router.query_names()[f.rank].clone(), f.value.into_owned()));
+                        (s.labels.clone(), found.into_iter().collect())
+                    })
+                    .collect();
+                ("Loki protobuf (snappy)", body, streams)
+            }
+            _ => return Ok(None),
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "capture: {} bytes, {} bytes decoded, {kind}",
+        capture.len(),
+        decoded.len()
+    );
+    let processed = if kind.starts_with("Loki protobuf") {
+        pipeline(LokiProto, router).process(capture, table)
+    } else if kind.ends_with("(gzip)") {
+        pipeline(LokiJson, router)
+            .with_codec(Codec::Gzip)
+            .process(capture, table)
+    } else {
+        pipeline(LokiJson, router)
+            .with_codec(Codec::Identity)
+            .process(capture, table)
+    };
+    let split = match processed {
+        Ok(s) => s,
+        Err(ProcessError::Route(e)) => {
+            let _ = writeln!(out, "orgsplit would answer 400: {e}");
+            return Ok(Some(out));
+        }
+        Err(ProcessError::Decode(e)) => return Err(InspectError::Decode(e.to_string())),
+    };
+    let r = &split.stats.received;
+    let _ = writeln!(out, "push: {} streams, {} entries\n", r.series, r.samples);
+    let _ = writeln!(out, "{:<40} {:>8} {:>9}", "tenant", "streams", "entries");
+    let mut batches: Vec<_> = split.outgoing.iter().collect();
+    batches.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    for b in batches {
+        let _ = writeln!(
+            out,
+            "{:<40} {:>8} {:>9}",
+            b.tenant.as_str(),
+            b.counts.series,
+            b.counts.samples
+        );
+    }
+    let mut unmapped: BTreeMap<&'static str, (u64, Vec<String>)> = BTreeMap::new();
+    for (text, pairs) in &streams {
+        let pairs = pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        if let Err(reason) = router.tenant_of(pairs, table) {
+            let entry = unmapped.entry(reason.as_str()).or_default();
+            entry.0 += 1;
+            if entry.1.len() < EXAMPLES {
+                entry
+                    .1
+                    .push(crate::formats::loki::proto::describe_label_string(text));
+            }
+        }
+    }
+    if unmapped.is_empty() {
+        let _ = writeln!(out, "\nevery stream has a tenant");
+    } else {
+        let _ = writeln!(out, "\nunmapped streams ({:?} policy):", router.policy());
+        for (reason, (count, examples)) in unmapped {
+            let _ = writeln!(out, "  {reason} ({}): {count} streams", explain(reason));
+            for e in examples {
+                let _ = writeln!(out, "    e.g. {e}");
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Each JSON stream's `stream` map, as text and as label pairs.
+fn json_labels(streams: &[serde_json::Value]) -> Vec<(String, Vec<(String, String)>)> {
+    streams
+        .iter()
+        .map(|s| {
+            let map = s.get("stream").and_then(|m| m.as_object());
+            let pairs = map
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .filter(|(_, v)| !v.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let text = s.get("stream").map(|m| m.to_string()).unwrap_or_default();
+            (text, pairs)
+        })
+        .collect()
 }
 
 /// The remote write versions a capture may be.

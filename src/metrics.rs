@@ -134,7 +134,8 @@ impl Metrics {
                 );
             }
             Signal::ALL.map(|signal| {
-                let c = |kind: &str| r.signal_counter(&format!("orgsplit_{what}_{kind}_total"), signal);
+                let c =
+                    |kind: &str| r.signal_counter(&format!("orgsplit_{what}_{kind}_total"), signal);
                 CountHandles {
                     series: c("series"),
                     samples: c("samples"),
@@ -673,11 +674,13 @@ mod tests {
         m.signal(Signal::Logs).forwarded(&one);
         m.signal(Signal::Logs).rejected("malformed");
         let page = m.render();
-        assert!(page.contains("orgsplit_forwarded_samples_total{signal=\"logs\"} 7"), "{page}");
+        assert!(
+            page.contains("orgsplit_forwarded_samples_total{signal=\"logs\"} 7"),
+            "{page}"
+        );
         assert!(page.contains("orgsplit_forwarded_samples_total{signal=\"metrics\"} 0"));
-        assert!(page.contains(
-            "orgsplit_requests_rejected_total{signal=\"logs\",reason=\"malformed\"} 1"
-        ));
+        assert!(page
+            .contains("orgsplit_requests_rejected_total{signal=\"logs\",reason=\"malformed\"} 1"));
     }
 
     #[test]
@@ -692,9 +695,8 @@ mod tests {
             m.forwarded_tenant(&format!("t{i}"), &one);
         }
         let page = m.render();
-        assert!(page.contains(
-            "orgsplit_tenant_series_total{signal=\"metrics\",tenant=\"__other__\"} 5"
-        ));
+        assert!(page
+            .contains("orgsplit_tenant_series_total{signal=\"metrics\",tenant=\"__other__\"} 5"));
         assert_eq!(
             page.matches("orgsplit_tenant_series_total{").count(),
             MAX_TENANT_LABELS + 1

@@ -309,7 +309,11 @@ fn inflate<'p>(
     pool: &'p BufferPool,
 ) -> Result<Lent<'p>, DecodeError> {
     use std::io::Read;
-    let name = if codec == Codec::Gzip { "gzip" } else { "deflate" };
+    let name = if codec == Codec::Gzip {
+        "gzip"
+    } else {
+        "deflate"
+    };
     let corrupt = |error: String| DecodeError::Corrupt { codec: name, error };
     let mut buf = Lent {
         buf: pool.take_filled(size + 1),

@@ -37,11 +37,11 @@ use crate::app::App;
 use crate::auth::{PeerCert, Principal};
 use crate::formats::Format;
 use crate::forward::{Push, Sent, Wire};
-use crate::metrics::Metrics;
-use crate::signals::Signal;
 use crate::limits::Charge;
+use crate::metrics::Metrics;
 use crate::pipeline::{self, Codec, DecodeError, Output, Pipeline, ProcessError};
 use crate::route::RouteError;
+use crate::signals::Signal;
 use crate::wire::{Item, WireError};
 
 /// Requests whose decoded body is at least this large are split on a
@@ -310,7 +310,13 @@ fn loki_encoding(headers: &HeaderMap) -> Result<Wire, Refusal> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let encoding = headers
         .get(header::CONTENT_ENCODING)

@@ -286,3 +286,35 @@ fn keys_and_tokens_from_the_command_line() {
     let (code, _, err) = run(&["token", "create", "--key", k]);
     assert_ne!(code, Some(0), "a token for nobody: {err}");
 }
+
+#[test]
+fn inspect_understands_loki_captures() {
+    // A push captured from python-logging-loki 0.3.1 (three records, one
+    // stream each, merged into one push).
+    let out = orgsplit()
+        .args([
+            "inspect",
+            "--config",
+            "fixtures/local.yaml",
+            "fixtures/requests/loki/python-logging-loki-0.3.1.json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Loki JSON"), "{stdout}");
+    assert!(stdout.contains("3 streams, 3 entries"), "{stdout}");
+    for tenant in ["acme", "globex", "unassigned"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(tenant) && l.ends_with(" 1")),
+            "{tenant}: {stdout}"
+        );
+    }
+    assert!(stdout.contains(r#""namespace":"kube-system""#), "{stdout}");
+}

@@ -26,18 +26,21 @@ struct Got {
     body: Vec<u8>,
 }
 
+/// Tenant → (status, Retry-After) to answer instead of accepting.
+type Failures = BTreeMap<String, (u16, Option<u64>)>;
+
 #[derive(Clone)]
 struct FakeLoki {
     addr: std::net::SocketAddr,
     got: Arc<Mutex<Vec<Got>>>,
     /// Tenant → (status, Retry-After) to answer.
-    fail: Arc<Mutex<BTreeMap<String, (u16, Option<u64>)>>>,
+    fail: Arc<Mutex<Failures>>,
 }
 
 impl FakeLoki {
     async fn start() -> Self {
         let got: Arc<Mutex<Vec<Got>>> = Default::default();
-        let fail: Arc<Mutex<BTreeMap<String, (u16, Option<u64>)>>> = Default::default();
+        let fail: Arc<Mutex<Failures>> = Default::default();
         let (g, f) = (got.clone(), fail.clone());
         let app = axum::Router::new().route(
             "/loki/api/v1/push",
@@ -99,7 +102,7 @@ impl FakeLoki {
 
 fn receive(
     got: &Mutex<Vec<Got>>,
-    fail: &Mutex<BTreeMap<String, (u16, Option<u64>)>>,
+    fail: &Mutex<Failures>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -243,7 +246,11 @@ async fn protobuf_streams_reach_their_tenants_byte_for_byte() {
     let shop = stream(
         r#"{app="cart", namespace="shop-prod"}"#,
         vec![
-            entry(1_700_000_000_123_456_789, b"GET /cart 200", &[("trace_id", "abc")]),
+            entry(
+                1_700_000_000_123_456_789,
+                b"GET /cart 200",
+                &[("trace_id", "abc")],
+            ),
             // Not UTF-8: Loki's decoder does not check, neither does orgsplit.
             entry(1_700_000_000_200_000_000, b"\xff\xfe raw", &[]),
         ],
@@ -273,9 +280,18 @@ async fn protobuf_streams_reach_their_tenants_byte_for_byte() {
     assert_eq!(got["globex"], vec![billing]);
 
     let page = o.metrics().await;
-    assert_eq!(metric(&page, r#"orgsplit_received_series_total{signal="logs""#), 4.0);
-    assert_eq!(metric(&page, r#"orgsplit_received_samples_total{signal="logs""#), 5.0);
-    assert_eq!(metric(&page, r#"orgsplit_forwarded_samples_total{signal="logs""#), 4.0);
+    assert_eq!(
+        metric(&page, r#"orgsplit_received_series_total{signal="logs""#),
+        4.0
+    );
+    assert_eq!(
+        metric(&page, r#"orgsplit_received_samples_total{signal="logs""#),
+        5.0
+    );
+    assert_eq!(
+        metric(&page, r#"orgsplit_forwarded_samples_total{signal="logs""#),
+        4.0
+    );
     assert_eq!(
         metric(
             &page,
@@ -372,7 +388,10 @@ async fn ambiguous_streams_are_refused_whole() {
             "streams twice",
             r#"{"streams":[],"STREAMS":[{"stream":{"namespace":"billing"},"values":[["1","x"]]}]}"#,
         ),
-        ("not JSON", r#"{"streams":[{"stream":{"namespace":"billing"}"#),
+        (
+            "not JSON",
+            r#"{"streams":[{"stream":{"namespace":"billing"}"#,
+        ),
         (
             "timestamp not an integer",
             r#"{"streams":[{"stream":{"namespace":"billing"},"values":[["soon","x"]]}]}"#,
@@ -456,7 +475,11 @@ async fn limits_are_checked_before_anything_is_sent() {
         stream(labels, lines.iter().map(|l| entry(1, l, &[])).collect())
     };
     let cases = [
-        (vec![one(r#"{namespace="billing"}"#, &[b"eleven bytes"])], 400, "max_line_bytes"),
+        (
+            vec![one(r#"{namespace="billing"}"#, &[b"eleven bytes"])],
+            400,
+            "max_line_bytes",
+        ),
         (
             vec![one(r#"{namespace="billing"}"#, &[b"1", b"2", b"3", b"4"])],
             413,
@@ -562,7 +585,8 @@ async fn bad_encodings_get_clear_answers() {
 
 #[tokio::test]
 async fn label_mode_can_remove_the_tenant_label_from_streams() {
-    let routing = "  mode: label\n  tenant_label: tenant\n  remove_tenant_label: true\n  unmapped: drop";
+    let routing =
+        "  mode: label\n  tenant_label: tenant\n  remove_tenant_label: true\n  unmapped: drop";
     let (_dir, loki, o) = start(routing, "").await;
     let req = pb::PushRequest {
         streams: vec![stream(
@@ -595,9 +619,102 @@ async fn label_mode_can_remove_the_tenant_label_from_streams() {
 async fn loki_pushes_are_404_when_no_loki_is_configured() {
     let dir = tempfile::tempdir().unwrap();
     write_table(dir.path(), TABLE);
-    let cfg = config(dir.path(), "http://127.0.0.1:9/api/v1/push", "  unmapped: drop");
+    let cfg = config(
+        dir.path(),
+        "http://127.0.0.1:9/api/v1/push",
+        "  unmapped: drop",
+    );
     let o = Orgsplit::start(dir.path(), &cfg).await;
     let (status, _, body) = push_json(&o, r#"{"streams":[]}"#, "").await;
     assert_eq!(status, 404);
     assert!(body.contains("loki.upstream.url"), "{body}");
+}
+
+/// Where `.ci/run` installs python-logging-loki (pure Python) for
+/// `/usr/bin/python3`.
+fn python_path() -> std::path::PathBuf {
+    std::env::var_os("LOKI_CLIENT_PYTHONPATH")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pydeps"))
+}
+
+/// A real Loki client library (python-logging-loki, JSON pushes) sends
+/// records of three namespaces through orgsplit: each organization's Loki
+/// tenant gets exactly its records, with the library's labels and lines.
+#[tokio::test]
+async fn a_python_loki_client_is_split_by_namespace_organization() {
+    let (_dir, loki, o) = start("  unmapped: reject", "").await;
+    let records = serde_json::json!({
+        "url": o.url("/loki/api/v1/push"),
+        "records": [
+            {"namespace": "shop-prod", "message": "order 1 \"paid\" ✓"},
+            {"namespace": "billing", "message": "invoice 7 sent"},
+            {"namespace": "shop-dev", "message": "debug line\twith tab"},
+            {"namespace": "unknown-ns", "message": "refused: no organization"},
+        ],
+    });
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/loki_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .env("PYTHONPATH", python_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 (with python-logging-loki: see .ci/run)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(records.to_string().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["204", "204", "204", "400"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (tenant, streams) in loki.json() {
+        for s in streams {
+            let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+            assert_eq!(v["stream"]["app"], "orgsplit-e2e");
+            assert_eq!(v["stream"]["logger"], "e2e");
+            for value in v["values"].as_array().unwrap() {
+                got.entry(tenant.clone()).or_default().push((
+                    v["stream"]["namespace"].as_str().unwrap().to_string(),
+                    value[1].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    let pair = |ns: &str, line: &str| (ns.to_string(), line.to_string());
+    assert_eq!(
+        got,
+        BTreeMap::from([
+            (
+                "acme".to_string(),
+                vec![
+                    pair("shop-prod", "order 1 \"paid\" ✓"),
+                    pair("shop-dev", "debug line\twith tab")
+                ]
+            ),
+            (
+                "globex".to_string(),
+                vec![pair("billing", "invoice 7 sent")]
+            ),
+        ])
+    );
 }

@@ -253,3 +253,174 @@ fn stats_match_the_outputs_on_a_large_request() {
     assert_eq!(forwarded + split.stats.dropped.iter().sum::<u64>(), 5000);
     assert_eq!(per_tenant.len(), 9);
 }
+
+/// A label value quoted the way a Loki client might: raw backquotes, or
+/// double or single quotes with Go escapes (`style` picks which, and
+/// whether plain characters are escaped too).
+fn go_quote(value: &str, style: u8) -> String {
+    if style % 3 == 0 && !value.contains('`') {
+        return format!("`{value}`");
+    }
+    let q = if style % 3 == 2 { '\'' } else { '"' };
+    let mut out = String::from(q);
+    for c in value.chars() {
+        match c {
+            c if c == q => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_ascii_alphanumeric() && style & 4 != 0 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_ascii_alphanumeric() && style & 16 != 0 => {
+                out.push_str(&format!("\\{:03o}", c as u32))
+            }
+            c if !c.is_ascii() && style & 8 != 0 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push(q);
+    out
+}
+
+/// A Loki stream: its labels (namespace maybe), quoting styles, entries
+/// (timestamp in ns, line).
+type LokiStream = (Vec<(String, String)>, u8, Vec<(i64, Vec<u8>)>);
+
+fn arb_loki_stream() -> impl Strategy<Value = LokiStream> {
+    (
+        prop::option::of(prop_oneof!["ns-[0-9]", "[a-z\"'`\\\\\n é]{0,5}"]),
+        prop::collection::vec(("[a-z_][a-z0-9_]{0,4}", "[a-z \"é]{0,4}"), 1..3),
+        any::<u8>(),
+        prop::collection::vec(
+            (any::<i64>(), prop::collection::vec(any::<u8>(), 0..12)),
+            0..3,
+        ),
+    )
+        .prop_map(|(ns, mut labels, style, entries)| {
+            labels.retain(|(n, _)| n != "namespace");
+            if let Some(ns) = ns {
+                let at = style as usize % (labels.len() + 1);
+                labels.insert(at, ("namespace".into(), ns));
+            }
+            (labels, style, entries)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Loki pushes, protobuf and JSON: the per-tenant outputs reassemble
+    /// the input (each stream byte for byte, in exactly the tenant of its
+    /// namespace's organization, or the default tenant), minus what the
+    /// policy dropped, counted.
+    #[test]
+    fn loki_outputs_reassemble_the_input(
+        streams in prop::collection::vec(arb_loki_stream(), 0..20),
+        pairs in arb_table(),
+        drop_policy in any::<bool>(),
+    ) {
+        use orgsplit::formats::loki::{pb as lp, LokiJson, LokiProto};
+        static NO_POOL: orgsplit::pool::BufferPool = orgsplit::pool::BufferPool::disabled();
+        let table = Snapshot::from_pairs(pairs);
+        let router = Router::new(
+            &Routing {
+                default_tenant: "fallback".into(),
+                unmapped: if drop_policy { UnmappedPolicy::Drop } else { UnmappedPolicy::Default },
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        let tenant_of = |labels: &[(String, String)]| -> Option<String> {
+            let ns = labels.iter().find(|(n, _)| n == "namespace").map(|(_, v)| v.as_str());
+            match ns.filter(|ns| !ns.is_empty()).map(|ns| table.get(ns)) {
+                Some(Some(Org::Tenant(t))) => Some(t.to_string()),
+                _ => (!drop_policy).then(|| "fallback".to_string()),
+            }
+        };
+
+        // Protobuf, the label string quoted in many ways.
+        let proto: Vec<lp::StreamAdapter> = streams
+            .iter()
+            .map(|(labels, style, entries)| lp::StreamAdapter {
+                labels: format!(
+                    "{{{}}}",
+                    labels
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (n, v))| format!("{n}={}", go_quote(v, style.rotate_left(i as u32))))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                entries: entries
+                    .iter()
+                    .map(|(ns, line)| lp::EntryAdapter {
+                        timestamp: Some(lp::Timestamp { seconds: ns / 1_000_000_000, nanos: (ns % 1_000_000_000) as i32 }),
+                        line: line.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                hash: 0,
+            })
+            .collect();
+        let body = lp::PushRequest { streams: proto.clone(), format: String::new() }.encode_to_vec();
+        let split = router
+            .split_with(&LokiProto, &body, &table, &FamilyIndex::default(), &NO_POOL, &orgsplit::tenant::Allowance::Any)
+            .unwrap();
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        for b in &split.batches {
+            for s in lp::PushRequest::decode(b.body.as_slice()).unwrap().streams {
+                out.push((b.tenant.to_string(), s.encode_to_vec()));
+            }
+        }
+        let mut expected: Vec<(String, Vec<u8>)> = streams
+            .iter()
+            .zip(&proto)
+            .filter_map(|((labels, _, _), s)| Some((tenant_of(labels)?, s.encode_to_vec())))
+            .collect();
+        out.sort();
+        expected.sort();
+        prop_assert_eq!(&out, &expected);
+        let dropped = split.stats.dropped.iter().sum::<u64>();
+        prop_assert_eq!(dropped + out.len() as u64, streams.len() as u64);
+        let entries: usize = streams.iter().map(|s| s.2.len()).sum();
+        prop_assert_eq!(split.stats.received.samples, entries as u64);
+
+        // JSON: each stream object's text arrives as it was sent.
+        let texts: Vec<String> = streams
+            .iter()
+            .map(|(labels, _, entries)| {
+                let map: BTreeMap<&str, &str> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                let values: Vec<(String, String)> = entries
+                    .iter()
+                    .map(|(ns, line)| (ns.to_string(), String::from_utf8_lossy(line).into_owned()))
+                    .collect();
+                serde_json::json!({"stream": map, "values": values}).to_string()
+            })
+            .collect();
+        let body = format!(r#"{{"streams":[{}]}}"#, texts.join(","));
+        let split = router
+            .split_with(&LokiJson, body.as_bytes(), &table, &FamilyIndex::default(), &NO_POOL, &orgsplit::tenant::Allowance::Any)
+            .unwrap();
+        let mut out: Vec<(String, String)> = Vec::new();
+        for b in &split.batches {
+            #[derive(serde::Deserialize)]
+            struct Push<'a> {
+                #[serde(borrow)]
+                streams: Vec<&'a serde_json::value::RawValue>,
+            }
+            let push: Push = serde_json::from_slice(&b.body).unwrap();
+            out.extend(push.streams.iter().map(|s| (b.tenant.to_string(), s.get().to_string())));
+        }
+        let mut expected: Vec<(String, String)> = streams
+            .iter()
+            .zip(&texts)
+            .filter_map(|((labels, _, _), t)| Some((tenant_of(labels)?, t.clone())))
+            .collect();
+        out.sort();
+        expected.sort();
+        prop_assert_eq!(out, expected);
+    }
+}

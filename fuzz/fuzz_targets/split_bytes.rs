@@ -24,6 +24,7 @@ static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
     max_tenants: 1_000,
     max_symbols: 10_000,
     max_symbol_bytes: 1024,
+    ..Default::default()
 });
 static NAMESPACE: LazyLock<Router> = LazyLock::new(|| {
     Router::new(

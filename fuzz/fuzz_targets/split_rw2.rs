@@ -30,6 +30,7 @@ static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
     max_tenants: 1_000,
     max_symbols: 10_000,
     max_symbol_bytes: 1024,
+    ..Default::default()
 });
 static ROUTERS: LazyLock<[Router; 2]> = LazyLock::new(|| {
     [

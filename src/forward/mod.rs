@@ -217,12 +217,10 @@ impl Forwarder {
         match (&self.inner.coalesce, push.wire) {
             (_, Wire::V2) => self.push_v2(push).await,
             // Loki pushes go one by one.
-            (_, Wire::LokiProto | Wire::LokiJson(_)) => {
-                v1(self
-                    .send_as(push.tenant, push.body.clone(), 1, push.wire)
-                    .await
-                    .0)
-            }
+            (_, Wire::LokiProto | Wire::LokiJson(_)) => v1(self
+                .send_as(push.tenant, push.body.clone(), 1, push.wire)
+                .await
+                .0),
             (Some(lanes), Wire::V1) if push.mergeable => v1(lanes.push(self, push).await),
             (_, Wire::V1) => v1(self.send(push.tenant, push.body.clone(), 1).await),
         }

@@ -129,7 +129,9 @@ pub enum WireError {
     V1InV2(u32),
     #[error("{0}")]
     StreamLabels(String),
-    #[error("stream label string is {len} bytes, more than limits.max_label_string_bytes ({limit})")]
+    #[error(
+        "stream label string is {len} bytes, more than limits.max_label_string_bytes ({limit})"
+    )]
     LabelStringTooLong { len: usize, limit: usize },
     #[error("log line is {len} bytes, more than limits.max_line_bytes ({limit})")]
     LineTooLong { len: usize, limit: usize },

@@ -68,7 +68,10 @@ impl Format for LokiJson {
         };
         top.deserialize(&mut de)
             .and_then(|()| de.end())
-            .map_err(|e| over.take().unwrap_or_else(|| WireError::Json(e.to_string())))?;
+            .map_err(|e| {
+                over.take()
+                    .unwrap_or_else(|| WireError::Json(e.to_string()))
+            })?;
         Ok(JsonIndex {
             streams,
             arena: Bump::new(),
@@ -98,7 +101,11 @@ impl Format for LokiJson {
                 out: &mut found,
             }
             .deserialize(&mut de)
-            .map_err(|e| ctx.over.take().unwrap_or_else(|| WireError::Json(e.to_string())))?;
+            .map_err(|e| {
+                ctx.over
+                    .take()
+                    .unwrap_or_else(|| WireError::Json(e.to_string()))
+            })?;
             if found.labels == 0 {
                 return Err(WireError::NoLabels.into());
             }
@@ -531,8 +538,7 @@ impl<'a> Visitor<'a> for Entry<'_, '_, 'a> {
         if len > limit {
             return Err(self.ctx.exceed(WireError::LineTooLong { len, limit }));
         }
-        if seq.next_element_seed(Metadata)?.is_some()
-            && seq.next_element::<IgnoredAny>()?.is_some()
+        if seq.next_element_seed(Metadata)?.is_some() && seq.next_element::<IgnoredAny>()?.is_some()
         {
             return Err(de::Error::custom("an entry has more than three elements"));
         }

@@ -293,7 +293,10 @@ fn string(
     }
     match String::from_utf8(out) {
         Ok(s) => Ok((Some(Cow::Owned(s)), pos)),
-        Err(_) => Err(syntax("quoted value is not valid UTF-8 once unescaped", start)),
+        Err(_) => Err(syntax(
+            "quoted value is not valid UTF-8 once unescaped",
+            start,
+        )),
     }
 }
 
@@ -410,9 +413,15 @@ mod tests {
     #[test]
     fn decodes_go_escapes() {
         assert_eq!(best(r#"{namespace="a\"b"}"#).as_deref(), Some("a\"b"));
-        assert_eq!(best(r#"{namespace="\x61\142\u0063\U00000064"}"#).as_deref(), Some("abcd"));
+        assert_eq!(
+            best(r#"{namespace="\x61\142\u0063\U00000064"}"#).as_deref(),
+            Some("abcd")
+        );
         assert_eq!(best(r#"{namespace='it\'s'}"#).as_deref(), Some("it's"));
-        assert_eq!(best(r#"{namespace="caf\u00e9 ü"}"#).as_deref(), Some("café ü"));
+        assert_eq!(
+            best(r#"{namespace="caf\u00e9 ü"}"#).as_deref(),
+            Some("café ü")
+        );
         // Borrowed when there is nothing to decode.
         let s = scan(r#"{namespace="plain"}"#, &ns(), 10).unwrap();
         assert!(matches!(s.best.unwrap().value, Cow::Borrowed("plain")));
@@ -449,7 +458,10 @@ mod tests {
             r#"{namespace="a", namespace=""}"#,
             r#"{namespace="a", "namespace"="a"}"#,
         ] {
-            assert!(matches!(scan(dup, &ns(), 10), Err(LabelError::Duplicate(_))), "{dup}");
+            assert!(
+                matches!(scan(dup, &ns(), 10), Err(LabelError::Duplicate(_))),
+                "{dup}"
+            );
         }
         // Other labels may repeat (Loki decides about those).
         assert!(scan(r#"{a="1", a="2", namespace="n"}"#, &ns(), 10).is_ok());
@@ -457,8 +469,14 @@ mod tests {
 
     #[test]
     fn empty_values_are_absent_and_ranks_decide() {
-        assert_eq!(best(r#"{namespace="", k8s_namespace_name="b"}"#).as_deref(), Some("b"));
-        assert_eq!(best(r#"{k8s_namespace_name="b", namespace="a"}"#).as_deref(), Some("a"));
+        assert_eq!(
+            best(r#"{namespace="", k8s_namespace_name="b"}"#).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            best(r#"{k8s_namespace_name="b", namespace="a"}"#).as_deref(),
+            Some("a")
+        );
     }
 
     #[test]
