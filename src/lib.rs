@@ -1,6 +1,7 @@
-//! orgsplit: a Prometheus `remote_write` target that splits each push by the
-//! organization that owns each series' namespace, and forwards one push per
-//! organization to Mimir / Cortex with that organization's `X-Scope-OrgID`.
+//! orgsplit: a Prometheus `remote_write` (and Loki push) target that splits
+//! each push by the organization that owns each series' (or stream's)
+//! namespace, and forwards one push per organization to Mimir / Cortex (or
+//! Loki) with that organization's `X-Scope-OrgID`.
 //!
 //! The modules follow the data flow of one push:
 //!
@@ -18,7 +19,9 @@
 //! The data path:
 //! - [`formats`]: the seam between the pipeline and a push format; remote
 //!   write 1.0 ([`formats::rw1`], over the zero-copy codec in [`wire`]) and
-//!   2.0 ([`formats::rw2`]: per-tenant symbol tables, conversion to 1.0).
+//!   2.0 ([`formats::rw2`]: per-tenant symbol tables, conversion to 1.0),
+//!   Loki protobuf and JSON pushes ([`formats::loki`]: label strings parsed
+//!   as Loki does, streams forwarded byte for byte).
 //! - [`wire`]: the remote-write 1.0 protobuf, walked without copying; prost
 //!   types as the reference.
 //! - [`tenant`]: tenant ID rules (Mimir's), the shared [`tenant::TenantId`],
