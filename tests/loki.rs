@@ -166,6 +166,14 @@ async fn start(routing: &str, extra: &str) -> (tempfile::TempDir, FakeLoki, Orgs
 }
 
 fn entry(ns: i64, line: &[u8], metadata: &[(&str, &str)]) -> pb::EntryAdapter {
+    let metadata: Vec<(&[u8], &[u8])> = metadata
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    entry_bytes(ns, line, &metadata)
+}
+
+fn entry_bytes(ns: i64, line: &[u8], metadata: &[(&[u8], &[u8])]) -> pb::EntryAdapter {
     pb::EntryAdapter {
         timestamp: Some(pb::Timestamp {
             seconds: ns / 1_000_000_000,
@@ -175,8 +183,8 @@ fn entry(ns: i64, line: &[u8], metadata: &[(&str, &str)]) -> pb::EntryAdapter {
         structured_metadata: metadata
             .iter()
             .map(|(n, v)| pb::LabelPairAdapter {
-                name: n.to_string(),
-                value: v.to_string(),
+                name: n.to_vec(),
+                value: v.to_vec(),
             })
             .collect(),
         parsed: vec![],
@@ -251,8 +259,13 @@ async fn protobuf_streams_reach_their_tenants_byte_for_byte() {
                 b"GET /cart 200",
                 &[("trace_id", "abc")],
             ),
-            // Not UTF-8: Loki's decoder does not check, neither does orgsplit.
-            entry(1_700_000_000_200_000_000, b"\xff\xfe raw", &[]),
+            // Not UTF-8, in the line and in structured metadata: Loki's
+            // decoder does not check, neither does orgsplit.
+            entry_bytes(
+                1_700_000_000_200_000_000,
+                b"\xff\xfe raw",
+                &[(b"t\xe3ace_id", b"\xff")],
+            ),
         ],
     );
     let billing = stream(
