@@ -172,63 +172,6 @@ fn summary() {
     }
 }
 
-/// A Loki push of `streams` streams of 20 entries each (log lines of about
-/// 120 bytes), over 50 namespaces of 20 tenants: protobuf, and the same
-/// streams as JSON.
-fn loki_push(streams: usize) -> (Vec<u8>, Vec<u8>, usize) {
-    use orgsplit::formats::loki::pb;
-    use prost::Message;
-    let mut proto = Vec::new();
-    let mut json = Vec::new();
-    for s in 0..streams {
-        let labels = format!(
-            r#"{{app="svc-{}", container="main", namespace="ns-{}", pod="svc-{s}-7d9f8b6c5-x2x9z"}}"#,
-            s % 13,
-            s % 50
-        );
-        let mut entries = Vec::new();
-        let mut values = Vec::new();
-        for e in 0..20 {
-            let ts = 1_700_000_000_000_000_000i64 + (s * 20 + e) as i64;
-            let line = format!(
-                "level=info ts=2024-01-01T00:00:00.{e:03}Z caller=handler.go:{s} msg=\"request served\" status=200 bytes={}",
-                s * 31 + e
-            );
-            entries.push(pb::EntryAdapter {
-                timestamp: Some(pb::Timestamp {
-                    seconds: ts / 1_000_000_000,
-                    nanos: (ts % 1_000_000_000) as i32,
-                }),
-                line: line.clone().into_bytes(),
-                ..Default::default()
-            });
-            values.push(serde_json::json!([ts.to_string(), line]));
-        }
-        let map: std::collections::BTreeMap<String, String> = [
-            ("app".to_string(), format!("svc-{}", s % 13)),
-            ("container".into(), "main".into()),
-            ("namespace".into(), format!("ns-{}", s % 50)),
-            ("pod".into(), format!("svc-{s}-7d9f8b6c5-x2x9z")),
-        ]
-        .into();
-        json.push(serde_json::json!({"stream": map, "values": values}));
-        proto.push(pb::StreamAdapter {
-            labels,
-            entries,
-            hash: 0,
-        });
-    }
-    let proto = pb::PushRequest {
-        streams: proto,
-        format: String::new(),
-    }
-    .encode_to_vec();
-    let json = serde_json::json!({ "streams": json })
-        .to_string()
-        .into_bytes();
-    (proto, json, streams * 20)
-}
-
 /// Loki pushes through the server's pipelines, against the floor of their
 /// codec (decompress + compress the same body): lines/s and CPU per
 /// million lines.
@@ -237,7 +180,12 @@ fn summary_loki() {
     use orgsplit::pipeline::Codec;
     let budget = std::time::Duration::from_millis(300);
     let table = Snapshot::from_pairs(testing::table_pairs(50, 20));
-    let (proto, json, lines) = loki_push(500);
+    let push = testing::loki_push(&Shape {
+        series: 500,
+        namespaces: 50,
+        ..Default::default()
+    });
+    let (proto, json, lines) = (push.proto, push.json, push.lines);
     let gzip = |b: &[u8]| {
         use std::io::Write;
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -1,5 +1,5 @@
-//! Realistic remote-write requests for tests, benches, fuzz seeds and the
-//! load generator. Deterministic: the same seed gives the same bytes.
+//! Realistic remote-write requests and Loki pushes for tests, benches, fuzz
+//! seeds and the load generator. Deterministic: the same seed gives the same bytes.
 
 use prost::Message;
 
@@ -283,6 +283,69 @@ pub fn table_pairs(namespaces: usize, orgs: usize) -> Vec<(String, String)> {
     (0..namespaces)
         .map(|i| (format!("ns-{i}"), format!("org-{}", i % orgs.max(1))))
         .collect()
+}
+
+/// One Loki push in both encodings, with the number of log lines.
+pub struct LokiPush {
+    /// `logproto.PushRequest`, not yet snappy-compressed.
+    pub proto: Vec<u8>,
+    /// The same streams as Loki's JSON push body.
+    pub json: Vec<u8>,
+    pub lines: usize,
+}
+
+/// A Loki push shaped like a log agent's batch: `shape.series` streams of
+/// 20 entries each (logfmt lines of about 120 bytes), labelled `app`,
+/// `container`, `namespace` (over `shape.namespaces`) and `pod`.
+pub fn loki_push(shape: &Shape) -> LokiPush {
+    use crate::formats::loki::pb as loki;
+    let mut proto = Vec::new();
+    let mut json = Vec::new();
+    let seed = shape.seed as usize;
+    for s in 0..shape.series {
+        let (app, ns) = ((s + seed) % 13, (s + seed) % shape.namespaces.max(1));
+        let pod = format!("svc-{s}-{seed}d9f8b6c5-x2x9z");
+        let mut entries = Vec::new();
+        let mut values = Vec::new();
+        for e in 0..20 {
+            let ts = 1_700_000_000_000_000_000i64 + (seed * 1_000_000 + s * 20 + e) as i64;
+            let line = format!(
+                "level=info ts=2024-01-01T00:00:00.{e:03}Z caller=handler.go:{s} msg=\"request served\" status=200 bytes={}",
+                s * 31 + e
+            );
+            entries.push(loki::EntryAdapter {
+                timestamp: Some(loki::Timestamp {
+                    seconds: ts / 1_000_000_000,
+                    nanos: (ts % 1_000_000_000) as i32,
+                }),
+                line: line.clone().into_bytes(),
+                ..Default::default()
+            });
+            values.push(serde_json::json!([ts.to_string(), line]));
+        }
+        json.push(serde_json::json!({
+            "stream": {"app": format!("svc-{app}"), "container": "main", "namespace": format!("ns-{ns}"), "pod": pod},
+            "values": values,
+        }));
+        proto.push(loki::StreamAdapter {
+            labels: format!(
+                r#"{{app="svc-{app}", container="main", namespace="ns-{ns}", pod="{pod}"}}"#
+            ),
+            entries,
+            hash: 0,
+        });
+    }
+    LokiPush {
+        proto: loki::PushRequest {
+            streams: proto,
+            format: String::new(),
+        }
+        .encode_to_vec(),
+        json: serde_json::json!({ "streams": json })
+            .to_string()
+            .into_bytes(),
+        lines: shape.series * 20,
+    }
 }
 
 /// Encodes and snappy-compresses a request, as Prometheus sends it.

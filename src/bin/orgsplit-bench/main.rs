@@ -7,11 +7,12 @@
 //!                                  └──────────────────── direct (baseline) ──────►
 //! ```
 //!
-//! Figures:
+//! Figures (per sample for remote write, per log line for the Loki corpora):
 //! - samples/s accepted (2xx) through orgsplit;
 //! - CPU seconds of the orgsplit process (utime + stime from /proc) per
-//!   million samples, next to the snappy floor (decompress + compress of the
-//!   same bodies, measured in this process) and their ratio;
+//!   million samples, next to the floor of the body's codec (snappy or gzip
+//!   decompress + compress of the same bodies, measured in this process) and
+//!   their ratio;
 //! - p50/p99 latency through orgsplit, the same for the bodies pushed
 //!   straight to the upstream, and the difference (the added latency);
 //! - peak RSS of orgsplit (VmHWM).
@@ -47,16 +48,19 @@ struct Args {
     /// Target samples per second (0: as fast as it goes).
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Series per request (1 sample each, ~12 labels).
+    /// Series per request (1 sample each, ~12 labels); for the Loki
+    /// corpora, log lines per request (20 per stream).
     #[arg(long, default_value_t = 2000)]
     series: usize,
     /// Tenants the series spread over; several (`20,200`) run one load
     /// test each and compare their cost per sample.
     #[arg(long, value_delimiter = ',', default_value = "20")]
     tenants: Vec<usize>,
-    /// Request bodies: `random` (random label values, ~3.5:1 snappy) or
+    /// Request bodies: `random` (random label values, ~3.5:1 snappy),
     /// `cadvisor` (shaped like real cAdvisor / kube-state-metrics output,
-    /// ~5:1); several (`random,cadvisor`) run one load test each.
+    /// ~5:1), or Loki pushes of ~120-byte logfmt lines: `loki` (snappy
+    /// protobuf, as Promtail and Alloy send), `loki-json` (plain JSON),
+    /// `loki-json-gzip`; several (`random,loki`) run one load test each.
     #[arg(long, value_delimiter = ',', default_value = "random")]
     corpus: Vec<String>,
     /// The orgsplit binary (default: next to this one).
@@ -121,7 +125,7 @@ fn main() -> anyhow::Result<()> {
     }
     if results.len() > 1 {
         println!(
-            "\nsummary (CPU-s per million samples; ratio to the snappy floor of the same corpus)"
+            "\nsummary (CPU-s per million samples or log lines; ratio to the codec floor of the same corpus)"
         );
         for r in &results {
             let base = results
@@ -129,7 +133,7 @@ fn main() -> anyhow::Result<()> {
                 .find(|b| b.corpus == r.corpus)
                 .map_or(r.per_million, |b| b.per_million);
             println!(
-                "  {:<9} {:>4} tenants: {:.3} CPU-s/M = {:.2}x floor, {:.2}x the {}-tenant cost, p99 added {:.2} ms, peak RSS {:.1} MiB",
+                "  {:<14} {:>4} tenants: {:.3} CPU-s/M = {:.2}x floor, {:.2}x the {}-tenant cost, p99 added {:.2} ms, peak RSS {:.1} MiB",
                 r.corpus, r.tenants, r.per_million, r.per_million / r.floor,
                 r.per_million / base,
                 results.iter().find(|b| b.corpus == r.corpus).map_or(0, |b| b.tenants),
@@ -157,16 +161,71 @@ impl Args {
     }
 }
 
-/// Requests, each with its compressed body and sample count.
+/// What the bodies are, so they go to the right path with the right headers.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    RemoteWrite,
+    LokiProto,
+    LokiJson { gzip: bool },
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::RemoteWrite => "/api/v1/push",
+            _ => "/loki/api/v1/push",
+        }
+    }
+
+    /// Request headers, as the real senders set them.
+    fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::RemoteWrite => &[
+                ("Content-Encoding", "snappy"),
+                ("Content-Type", "application/x-protobuf"),
+                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ],
+            Kind::LokiProto => &[("Content-Type", "application/x-protobuf")],
+            Kind::LokiJson { gzip: false } => &[("Content-Type", "application/json")],
+            Kind::LokiJson { gzip: true } => &[
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "gzip"),
+            ],
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Kind::RemoteWrite => "samples",
+            _ => "lines",
+        }
+    }
+}
+
+/// Requests, each with its body as sent and the decoded bytes, and the
+/// samples (or log lines) each carries.
 struct Corpus {
+    kind: Kind,
     bodies: Vec<Bytes>,
+    decoded: Vec<Vec<u8>>,
     samples: u64,
     decoded_bytes: usize,
 }
 
-fn corpus(args: &Args) -> Corpus {
+fn corpus(args: &Args) -> anyhow::Result<Corpus> {
+    let name = args.corpus.first().map_or("random", String::as_str);
+    let kind = match name {
+        "random" | "cadvisor" => Kind::RemoteWrite,
+        "loki" => Kind::LokiProto,
+        "loki-json" => Kind::LokiJson { gzip: false },
+        "loki-json-gzip" => Kind::LokiJson { gzip: true },
+        other => {
+            bail!("unknown corpus {other:?}: random, cadvisor, loki, loki-json or loki-json-gzip")
+        }
+    };
     let mut bodies = Vec::new();
-    let mut decoded_bytes = 0;
+    let mut decoded = Vec::new();
+    let mut samples = args.series as u64;
     for seed in 1..=8 {
         let shape = Shape {
             series: args.series,
@@ -174,22 +233,56 @@ fn corpus(args: &Args) -> Corpus {
             seed,
             ..Default::default()
         };
-        let req = match args.corpus.first().map(String::as_str) {
-            Some("cadvisor") => testing::cadvisor_request(&shape),
-            _ => testing::request(&shape),
+        let (raw, body) = match kind {
+            Kind::RemoteWrite => {
+                let req = match name {
+                    "cadvisor" => testing::cadvisor_request(&shape),
+                    _ => testing::request(&shape),
+                };
+                (prost::Message::encode_to_vec(&req), testing::compress(&req))
+            }
+            _ => {
+                let push = testing::loki_push(&Shape {
+                    series: (args.series / 20).max(1),
+                    ..shape
+                });
+                samples = push.lines as u64;
+                match kind {
+                    Kind::LokiProto => {
+                        let body = snap::raw::Encoder::new().compress_vec(&push.proto)?;
+                        (push.proto, body)
+                    }
+                    Kind::LokiJson { gzip: true } => {
+                        let body = gzip(&push.json);
+                        (push.json, body)
+                    }
+                    _ => (push.json.clone(), push.json),
+                }
+            }
         };
-        decoded_bytes = prost::Message::encoded_len(&req);
-        bodies.push(Bytes::from(testing::compress(&req)));
+        decoded.push(raw);
+        bodies.push(Bytes::from(body));
     }
-    Corpus {
+    Ok(Corpus {
+        kind,
+        decoded_bytes: decoded.last().map_or(0, Vec::len),
+        decoded,
         bodies,
-        samples: args.series as u64,
-        decoded_bytes,
-    }
+        samples,
+    })
+}
+
+/// Gzip at the fastest level, as log agents usually do.
+fn gzip(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(raw).expect("gzip into memory");
+    e.finish().expect("gzip into memory")
 }
 
 async fn run(args: Args) -> anyhow::Result<Figures> {
-    let corpus = corpus(&args);
+    let corpus = corpus(&args)?;
+    let unit = corpus.kind.unit();
     let upstream = start_upstream().await?;
     let dir = tempfile::tempdir()?;
     let (mut child, port) = start_orgsplit(&args, dir.path(), upstream).await?;
@@ -197,8 +290,8 @@ async fn run(args: Args) -> anyhow::Result<Figures> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
         .build()?;
-    let via = format!("http://127.0.0.1:{port}/api/v1/push");
-    let direct = format!("http://{upstream}/api/v1/push");
+    let via = format!("http://127.0.0.1:{port}{}", corpus.kind.path());
+    let direct = format!("http://{upstream}{}", corpus.kind.path());
 
     // Warm up connections and pools.
     drive(&client, &via, &corpus, 2, Duration::from_millis(500), 0).await;
@@ -241,10 +334,10 @@ async fn run(args: Args) -> anyhow::Result<Figures> {
     let per_million = cpu / (samples as f64 / 1e6);
     let (p50, p99) = (load.percentile(0.50), load.percentile(0.99));
     let (b50, b99) = (base.percentile(0.50), base.percentile(0.99));
-    println!("orgsplit-bench: {} corpus, {} series per request, {} tenants, {} bytes decoded, concurrency {}, {}",
+    println!("orgsplit-bench: {} corpus, {} {unit} per request, {} tenants, {} bytes decoded, concurrency {}, {}",
         args.corpus.first().map_or("random", String::as_str),
-        args.series, args.tenant_count(), corpus.decoded_bytes, args.concurrency,
-        if args.rate > 0 { format!("target {} samples/s", args.rate) } else { "unthrottled".into() });
+        corpus.samples, args.tenant_count(), corpus.decoded_bytes, args.concurrency,
+        if args.rate > 0 { format!("target {} {unit}/s", args.rate) } else { "unthrottled".into() });
     println!(
         "requests:               {} ok, {} failed in {:.1}s",
         load.ok,
@@ -252,16 +345,21 @@ async fn run(args: Args) -> anyhow::Result<Figures> {
         elapsed.as_secs_f64()
     );
     println!(
-        "throughput:             {:.0} samples/s ({:.1} MB/s decoded)",
+        "throughput:             {:.0} {unit}/s ({:.1} MB/s decoded)",
         samples as f64 / elapsed.as_secs_f64(),
         load.ok as f64 * corpus.decoded_bytes as f64 / elapsed.as_secs_f64() / 1e6
     );
     println!(
-        "orgsplit CPU:           {:.2} s = {:.3} CPU-s per million samples",
+        "orgsplit CPU:           {:.2} s = {:.3} CPU-s per million {unit}",
         cpu, per_million
     );
     println!(
-        "snappy floor:           {:.3} CPU-s per million samples (ratio {:.2}x)",
+        "{:<24}{:.3} CPU-s per million {unit} (ratio {:.2}x)",
+        if corpus.kind == (Kind::LokiJson { gzip: true }) {
+            "gzip floor:"
+        } else {
+            "snappy floor:"
+        },
         floor,
         per_million / floor
     );
@@ -293,13 +391,21 @@ async fn run(args: Args) -> anyhow::Result<Figures> {
 }
 
 async fn start_upstream() -> anyhow::Result<std::net::SocketAddr> {
-    let app = axum::Router::new().route(
-        "/api/v1/push",
-        axum::routing::post(|body: Bytes| async move {
-            std::hint::black_box(body.len());
-            axum::http::StatusCode::OK
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/push",
+            axum::routing::post(|body: Bytes| async move {
+                std::hint::black_box(body.len());
+                axum::http::StatusCode::OK
+            }),
+        )
+        .route(
+            "/loki/api/v1/push",
+            axum::routing::post(|body: Bytes| async move {
+                std::hint::black_box(body.len());
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -345,7 +451,7 @@ async fn start_orgsplit_with(
     std::fs::write(
         dir.join("config.yaml"),
         format!(
-            "listen: 127.0.0.1:{port}\nupstream: {{url: \"http://{upstream}/api/v1/push\"}}\nrouting: {routing}\nlookup: {{file: \"{}\"}}\nlog: {{level: warn}}\n{}\n",
+            "listen: 127.0.0.1:{port}\nupstream: {{url: \"http://{upstream}/api/v1/push\"}}\nloki: {{upstream: {{url: \"http://{upstream}/loki/api/v1/push\"}}}}\nrouting: {routing}\nlookup: {{file: \"{}\"}}\nlog: {{level: warn}}\n{}\n",
             dir.join("table.yaml").display(),
             args.extra_config
         ),
@@ -418,6 +524,7 @@ async fn drive(
         let client = client.clone();
         let url = url.to_string();
         let bodies = corpus.bodies.clone();
+        let kind = corpus.kind;
         let (ok, failed) = (ok.clone(), failed.clone());
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -435,14 +542,11 @@ async fn drive(
                 let body = bodies[i % bodies.len()].clone();
                 i += 1;
                 let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("Content-Encoding", "snappy")
-                    .header("Content-Type", "application/x-protobuf")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .body(body)
-                    .send()
-                    .await;
+                let mut r = client.post(&url);
+                for (name, value) in kind.headers() {
+                    r = r.header(*name, *value);
+                }
+                let r = r.body(body).send().await;
                 let good = matches!(&r, Ok(r) if r.status().is_success());
                 if let Ok(r) = r {
                     let _ = r.bytes().await;
@@ -488,9 +592,21 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// CPU seconds per million samples for decompressing and recompressing the
-/// same bodies: what any proxy that re-encodes must pay at least.
-/// The best of five 1-second runs, so a noisy neighbour inflates it less.
+/// same bodies with their own codec (snappy, or gzip at the fastest level):
+/// what any proxy that re-encodes must pay at least. Plain JSON has no codec;
+/// its floor is snappy's over the same bytes, the cheapest codec a proxy
+/// could use. The best of five 1-second runs, so a noisy neighbour inflates
+/// it less.
 fn floor_cpu_per_million(corpus: &Corpus) -> f64 {
+    let snappy: Vec<Vec<u8>> = corpus
+        .decoded
+        .iter()
+        .map(|raw| {
+            snap::raw::Encoder::new()
+                .compress_vec(raw)
+                .unwrap_or_default()
+        })
+        .collect();
     let mut raw = Vec::new();
     let mut out = Vec::new();
     let mut enc = snap::raw::Encoder::new();
@@ -499,7 +615,19 @@ fn floor_cpu_per_million(corpus: &Corpus) -> f64 {
         let started = Instant::now();
         let mut n = 0u64;
         while started.elapsed() < Duration::from_secs(1) {
-            for body in &corpus.bodies {
+            if corpus.kind == (Kind::LokiJson { gzip: true }) {
+                for body in &corpus.bodies {
+                    raw.clear();
+                    let _ = std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(&body[..]),
+                        &mut raw,
+                    );
+                    std::hint::black_box(gzip(&raw));
+                    n += 1;
+                }
+                continue;
+            }
+            for body in &snappy {
                 raw.resize(snap::raw::decompress_len(body).unwrap_or(0), 0);
                 let len = snap::raw::Decoder::new()
                     .decompress(body, &mut raw)
