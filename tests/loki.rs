@@ -596,6 +596,77 @@ async fn bad_encodings_get_clear_answers() {
     assert!(loki.got().is_empty());
 }
 
+/// A JSON push of one billing stream, padded with whitespace to exactly
+/// `size` bytes (still valid JSON: Loki's decoder and orgsplit's skip it).
+fn padded_json(size: usize) -> String {
+    let head = r#"{"streams":[{"stream":{"namespace":"billing"},"values":[["1","x"]]}"#;
+    let tail = "]}";
+    format!("{head}{}{tail}", " ".repeat(size - head.len() - tail.len()))
+}
+
+#[tokio::test]
+async fn compressed_json_is_held_to_max_decoded_bytes_at_the_byte() {
+    let limit = 65_536;
+    let (_dir, loki, o) = start(
+        "  unmapped: drop",
+        &format!("limits:\n  max_decoded_bytes: {limit}\n"),
+    )
+    .await;
+    for encoding in ["gzip", "deflate"] {
+        // Exactly at the limit: accepted and delivered.
+        let (status, _, body) = push_json(&o, &padded_json(limit), encoding).await;
+        assert_eq!(status, 204, "{encoding} at the limit: {body}");
+        // One byte over: refused, whether the gzip trailer says so up front
+        // or deflate only shows it while inflating.
+        let (status, _, body) = push_json(&o, &padded_json(limit + 1), encoding).await;
+        assert_eq!(status, 413, "{encoding} over the limit: {body}");
+        assert!(body.contains("max_decoded_bytes"), "{encoding}: {body}");
+    }
+    let got = loki.got();
+    assert_eq!(got.len(), 2);
+    for g in &got {
+        assert_eq!(g.tenant, "globex");
+        let v: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
+        assert_eq!(v["streams"][0]["values"][0][1], "x");
+    }
+}
+
+#[tokio::test]
+async fn deflate_at_its_densest_is_admitted() {
+    // Deflate expands at most 1032 times, so orgsplit admits a deflate body
+    // at that ratio (it has no size field to read). A body compressed as
+    // densely as deflate allows must still be accepted whole.
+    let (_dir, loki, o) = start("  unmapped: drop", "").await;
+    let json = padded_json(4 << 20);
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(json.as_bytes()).unwrap();
+    let dense = e.finish().unwrap();
+    assert!(
+        json.len() / dense.len() > 1000,
+        "the body is near deflate's densest ({}:1)",
+        json.len() / dense.len()
+    );
+    let (status, _, body) = post(
+        &o,
+        "/loki/api/v1/push",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "deflate"),
+        ],
+        dense,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let got = loki.got();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tenant, "globex");
+    // The stream is forwarded as it came; the padding between streams is not.
+    assert_eq!(
+        String::from_utf8_lossy(&got[0].body),
+        r#"{"streams":[{"stream":{"namespace":"billing"},"values":[["1","x"]]}]}"#
+    );
+}
+
 #[tokio::test]
 async fn label_mode_can_remove_the_tenant_label_from_streams() {
     let routing =
