@@ -434,20 +434,65 @@ fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
 
 /// Compresses a JSON batch the way its push came (gzip or deflate, at
 /// the fastest level: the upstream is near, the CPU is the cost).
+///
+/// Written against `flate2::Compress` rather than `GzEncoder`: an encoder
+/// allocates and zeroes a few hundred KiB of match tables each time, once
+/// per tenant per push, while one compressor per thread, reset between
+/// bodies, allocates nothing. The gzip framing around it is RFC 1952's
+/// fixed 10-byte header and its CRC-32 + size trailer.
 fn deflate_one(codec: Codec, body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
-    use std::io::Write;
-    let out = pool.take(body.len() / 2 + 64);
-    let level = flate2::Compression::fast();
-    // Writing into a Vec cannot fail.
-    let out = if codec == Codec::Gzip {
-        let mut e = flate2::write::GzEncoder::new(out, level);
+    thread_local! {
+        static DEFLATE: std::cell::RefCell<flate2::Compress> = std::cell::RefCell::new(
+            flate2::Compress::new(flate2::Compression::fast(), false),
+        );
+    }
+    /// Magic, method deflate, no flags, no mtime, no extra flags, OS unknown.
+    const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let mut out = pool.take(body.len() / 2 + 64);
+    if codec == Codec::Gzip {
+        out.extend_from_slice(&GZIP_HEADER);
+    }
+    let done = DEFLATE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.reset();
+        let mut rest = body;
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(4096));
+            }
+            let before = c.total_in();
+            let status = c.compress_vec(rest, &mut out, flate2::FlushCompress::Finish);
+            rest = &rest[(c.total_in() - before) as usize..];
+            match status {
+                Ok(flate2::Status::StreamEnd) => return true,
+                Ok(_) => {}
+                // Only bad parameters fail, and none are passed; should it
+                // happen anyway, the compressor is replaced, not trusted.
+                Err(_) => {
+                    *c = flate2::Compress::new(flate2::Compression::fast(), false);
+                    return false;
+                }
+            }
+        }
+    });
+    if !done {
+        use std::io::Write;
+        out.clear();
+        let mut e = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
+        if codec == Codec::Gzip {
+            let _ = e.get_mut().write_all(&GZIP_HEADER);
+        }
+        // Writing into a Vec cannot fail.
         let _ = e.write_all(body);
-        e.finish().unwrap_or_default()
-    } else {
-        let mut e = flate2::write::DeflateEncoder::new(out, level);
-        let _ = e.write_all(body);
-        e.finish().unwrap_or_default()
-    };
+        out = e.finish().unwrap_or_default();
+    }
+    if codec == Codec::Gzip {
+        let mut crc = flate2::Crc::new();
+        crc.update(body);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        // ISIZE: the size mod 2^32.
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    }
     let held = out.capacity();
     let n = out.len();
     (Pooled::prefix(out, n, pool.clone()).into_bytes(), held)
