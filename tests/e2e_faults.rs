@@ -14,10 +14,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::kube_api::FakeKube;
 use common::prom::*;
@@ -25,69 +24,6 @@ use common::proxy::Proxy;
 use common::*;
 
 const ORG: &str = "appuio.io/organization";
-
-/// Series key: all labels, sorted, as one string.
-fn key(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-type Samples = BTreeMap<String, BTreeSet<(i64, u64)>>;
-
-/// What the sender stored: series key → (timestamp ms, value bits), for the
-/// given namespace, up to `until_ms`.
-async fn scraped(prom_port: u16, namespace: &str, until_ms: i64) -> Samples {
-    let selector = format!("{{namespace=\"{namespace}\"}}[10m]");
-    let mut out = Samples::new();
-    for s in query(prom_port, &selector, Some(until_ms as f64 / 1000.0)).await {
-        let labels: BTreeMap<String, String> = serde_json::from_value(s["metric"].clone()).unwrap();
-        let set = out.entry(key(&labels)).or_default();
-        for v in s["values"].as_array().cloned().unwrap_or_default() {
-            let ts = (v[0].as_f64().unwrap() * 1000.0).round() as i64;
-            let value: f64 = v[1].as_str().unwrap().parse().unwrap();
-            if ts <= until_ms {
-                set.insert((ts, value.to_bits()));
-            }
-        }
-    }
-    out
-}
-
-/// What a tenant received from orgsplit, deduplicated (retries re-send).
-fn received(upstream: &Upstream, tenant: &str, from_ms: i64, until_ms: i64) -> Samples {
-    let mut out = Samples::new();
-    for s in upstream
-        .series_by_tenant()
-        .get(tenant)
-        .cloned()
-        .unwrap_or_default()
-    {
-        let labels: BTreeMap<String, String> = s
-            .labels
-            .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
-            .collect();
-        let set = out.entry(key(&labels)).or_default();
-        for sample in s.samples {
-            if sample.timestamp >= from_ms && sample.timestamp <= until_ms {
-                // Prometheus stores a NaN stale marker; compare bits.
-                set.insert((sample.timestamp, sample.value.to_bits()));
-            }
-        }
-    }
-    out.retain(|_, v| !v.is_empty());
-    out
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scraped_sample_reaches_exactly_its_tenant_through_faults() {
@@ -180,46 +116,13 @@ lookup:
 
     // Everything scraped up to now must arrive once the queue drains.
     let until_ms = now_ms() - 2000;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let (mut want_acme, mut want_globex) = (Samples::new(), Samples::new());
-    loop {
-        if want_acme.is_empty() {
-            want_acme = scraped(prom_port, "shop-prod", until_ms).await;
-            want_globex = scraped(prom_port, "billing", until_ms).await;
-            want_acme
-                .values_mut()
-                .for_each(|s| s.retain(|(t, _)| *t >= from_ms));
-            want_globex
-                .values_mut()
-                .for_each(|s| s.retain(|(t, _)| *t >= from_ms));
-            want_acme.retain(|_, v| !v.is_empty());
-            want_globex.retain(|_, v| !v.is_empty());
-        }
-        let got_acme = received(&upstream, "acme", from_ms, until_ms);
-        let got_globex = received(&upstream, "globex", from_ms, until_ms);
-        if got_acme == want_acme && got_globex == want_globex {
-            break;
-        }
-        if Instant::now() > deadline {
-            let missing = |want: &Samples, got: &Samples| -> usize {
-                want.iter()
-                    .map(|(k, v)| v.difference(got.get(k).unwrap_or(&BTreeSet::new())).count())
-                    .sum()
-            };
-            panic!(
-                "not every sample arrived: acme missing {}, globex missing {}; extra series in acme: {:?}",
-                missing(&want_acme, &got_acme),
-                missing(&want_globex, &got_globex),
-                got_acme.keys().filter(|k| !want_acme.contains_key(*k)).take(3).collect::<Vec<_>>()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let total: usize = want_acme
-        .values()
-        .chain(want_globex.values())
-        .map(|s| s.len())
-        .sum();
+    let total = all_arrive(
+        prom_port,
+        &upstream,
+        &[("acme", "shop-prod"), ("globex", "billing")],
+        (from_ms, until_ms),
+    )
+    .await;
     assert!(total > 500, "too few samples to mean anything: {total}");
 
     // No tenant ever saw the other's namespace, and no third tenant exists.

@@ -2,6 +2,7 @@
 //! real TCP port, a Kubernetes API stand-in, and helpers to push.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod kube_api;
 pub mod prom;
 pub mod proxy;

@@ -1,14 +1,15 @@
 //! Real processes for end-to-end tests: Prometheus (Debian's package) as
 //! sender or receiver, scrape targets, and the orgsplit binary.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::process::{Child, Command};
 
-use super::metric;
+use super::{metric, Upstream};
 
 /// The Prometheus binary, or `None` (skip) outside CI.
 pub fn prometheus_bin() -> Option<PathBuf> {
@@ -63,7 +64,12 @@ app_latency_seconds_count 4\n";
 }
 
 pub fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
-    let out = std::fs::File::create(log).unwrap();
+    // Appended to, so a restarted process keeps its predecessor's log.
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(bin)
         .args(args)
         .stdout(Stdio::null())
@@ -94,6 +100,12 @@ lookup:
 /// and waits until it is ready.
 pub async fn start_orgsplit_with(dir: &Path, config: &str) -> (Child, u16) {
     let port = free_port();
+    (start_orgsplit_on(dir, port, config).await, port)
+}
+
+/// Starts the real orgsplit binary on `port` with `config` (everything but
+/// `listen`), its config and log in `dir`, and waits until it is ready.
+pub async fn start_orgsplit_on(dir: &Path, port: u16, config: &str) -> Child {
     let config = format!("listen: 127.0.0.1:{port}\n{config}");
     std::fs::write(dir.join("orgsplit.yaml"), config).unwrap();
     let child = spawn(
@@ -109,7 +121,7 @@ pub async fn start_orgsplit_with(dir: &Path, config: &str) -> (Child, u16) {
         &dir.join("orgsplit.log"),
     )
     .await;
-    (child, port)
+    child
 }
 
 pub async fn wait_ready(url: &str, log: &Path) {
@@ -236,4 +248,120 @@ pub async fn query(port: u16, query: &str, time: Option<f64>) -> Vec<serde_json:
         .await
         .unwrap();
     r["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// Series key: all labels, sorted, as one string.
+pub fn key(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub type Samples = BTreeMap<String, BTreeSet<(i64, u64)>>;
+
+/// What the sender stored: series key → (timestamp ms, value bits), for the
+/// given namespace, up to `until_ms`.
+pub async fn scraped(prom_port: u16, namespace: &str, until_ms: i64) -> Samples {
+    let selector = format!("{{namespace=\"{namespace}\"}}[10m]");
+    let mut out = Samples::new();
+    for s in query(prom_port, &selector, Some(until_ms as f64 / 1000.0)).await {
+        let labels: BTreeMap<String, String> = serde_json::from_value(s["metric"].clone()).unwrap();
+        let set = out.entry(key(&labels)).or_default();
+        for v in s["values"].as_array().cloned().unwrap_or_default() {
+            let ts = (v[0].as_f64().unwrap() * 1000.0).round() as i64;
+            let value: f64 = v[1].as_str().unwrap().parse().unwrap();
+            if ts <= until_ms {
+                set.insert((ts, value.to_bits()));
+            }
+        }
+    }
+    out
+}
+
+/// What a tenant received from orgsplit, deduplicated (retries re-send).
+pub fn received(upstream: &Upstream, tenant: &str, from_ms: i64, until_ms: i64) -> Samples {
+    let mut out = Samples::new();
+    for s in upstream
+        .series_by_tenant()
+        .get(tenant)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let labels: BTreeMap<String, String> = s
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
+        let set = out.entry(key(&labels)).or_default();
+        for sample in s.samples {
+            if sample.timestamp >= from_ms && sample.timestamp <= until_ms {
+                // Prometheus stores a NaN stale marker; compare bits.
+                set.insert((sample.timestamp, sample.value.to_bits()));
+            }
+        }
+    }
+    out.retain(|_, v| !v.is_empty());
+    out
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Waits (up to 90 s) until every sample the Prometheus at `prom_port`
+/// scraped for each `(tenant, namespace)` between `from_ms` and `until_ms`
+/// has reached that tenant, and panics with what is missing otherwise.
+/// Returns how many samples that was.
+pub async fn all_arrive(
+    prom_port: u16,
+    upstream: &Upstream,
+    tenants: &[(&str, &str)],
+    (from_ms, until_ms): (i64, i64),
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut want: Vec<Samples> = Vec::new();
+    loop {
+        if want.iter().all(|w| w.is_empty()) {
+            want.clear();
+            for (_, ns) in tenants {
+                let mut w = scraped(prom_port, ns, until_ms).await;
+                w.values_mut()
+                    .for_each(|s| s.retain(|(t, _)| *t >= from_ms));
+                w.retain(|_, v| !v.is_empty());
+                want.push(w);
+            }
+        }
+        let got: Vec<Samples> = tenants
+            .iter()
+            .map(|(tenant, _)| received(upstream, tenant, from_ms, until_ms))
+            .collect();
+        if got == want {
+            return want.iter().flat_map(|w| w.values()).map(|s| s.len()).sum();
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<String> = tenants
+                .iter()
+                .zip(want.iter().zip(&got))
+                .map(|((tenant, _), (want, got))| {
+                    let n: usize = want
+                        .iter()
+                        .map(|(k, v)| v.difference(got.get(k).unwrap_or(&BTreeSet::new())).count())
+                        .sum();
+                    let extra: Vec<&String> = got
+                        .keys()
+                        .filter(|k| !want.contains_key(*k))
+                        .take(3)
+                        .collect();
+                    format!("{tenant}: {n} samples missing, extra series {extra:?}")
+                })
+                .collect();
+            panic!("not every sample arrived: {}", missing.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
