@@ -780,3 +780,29 @@ async fn discovery_server() -> std::net::SocketAddr {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
 }
+
+#[test]
+fn the_image_runs_as_the_user_the_manifests_expect() {
+    let Some(kubectl) = kubectl() else { return };
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    // The last stage's user: numeric (runAsNonRoot can only check a
+    // number) and the one the pods run as.
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    let user = runtime
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the runtime stage sets USER");
+    let uid: i64 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("a numeric USER");
+    assert_ne!(uid, 0);
+    let docs = render(&kubectl, "cluster");
+    let pod = &find(&docs, "Deployment", "orgsplit")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], uid);
+}
