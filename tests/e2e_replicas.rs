@@ -167,4 +167,6 @@ async fn a_rolling_restart_of_two_replicas_loses_no_sample() {
     assert_eq!(dropped, 0.0, "Prometheus dropped samples");
     let c = balancer.connections();
     assert!(c.iter().all(|&n| n > 0), "both replicas served: {c:?}");
+    let retried = scrape_metric(prom_port, "prometheus_remote_storage_samples_retried_total").await;
+    eprintln!("{total} samples checked; connections per replica {c:?}; samples Prometheus retried: {retried}");
 }
