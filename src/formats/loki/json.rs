@@ -107,7 +107,7 @@ impl Format for LokiJson {
                     .unwrap_or_else(|| WireError::Json(e.to_string()))
             })?;
             if found.labels == 0 {
-                return Err(WireError::NoLabels.into());
+                return Err(WireError::StreamLabels("stream has no labels".into()).into());
             }
             visit(Item::Series(Stream {
                 raw: text.as_bytes(),

@@ -69,7 +69,6 @@ impl Stream<'_> {
 fn label_error(e: labels::LabelError) -> WireError {
     match e {
         labels::LabelError::TooMany { count, limit } => WireError::TooManyLabels { count, limit },
-        labels::LabelError::Empty => WireError::NoLabels,
         other => WireError::StreamLabels(other.to_string()),
     }
 }

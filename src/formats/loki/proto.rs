@@ -194,7 +194,7 @@ fn stream<'a>(
     }
     let labels = labels.unwrap_or("");
     if labels.is_empty() {
-        return Err(WireError::NoLabels);
+        return Err(WireError::StreamLabels("stream has no labels".into()));
     }
     let scan = labels::scan(labels, query, limits.max_labels).map_err(label_error)?;
     let hit = scan.best.map(|found| Hit {
