@@ -265,6 +265,16 @@ fn the_cluster_overlay_runs_two_hardened_replicas_that_only_read_namespaces() {
     let pod = &d["spec"]["template"]["spec"];
     let c = orgsplit_container(pod);
     assert_hardened("cluster", pod, c);
+    let config = load_config(
+        mounted_config(&docs, pod, c, "/etc/orgsplit")["data"]["config.yaml"]
+            .as_str()
+            .unwrap(),
+    );
+    let needed = config.shutdown.grace_period + config.upstream.timeout;
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_u64().unwrap() > needed.as_secs(),
+        "in-flight pushes finish before the kubelet kills the pod ({needed:?})"
+    );
     assert!(c["image"]
         .as_str()
         .unwrap()
@@ -377,21 +387,28 @@ fn the_sidecar_overlay_adds_orgsplit_to_the_prometheus_pod() {
     let docs = render(&kubectl, "sidecar");
     let prom = find(&docs, "Deployment", "prometheus");
     let pod = &prom["spec"]["template"]["spec"];
-    // A native sidecar: started (and ready) before Prometheus, stopped after.
-    let c = orgsplit_container(pod);
-    assert_eq!(c["restartPolicy"], "Always");
-    assert_eq!(c["startupProbe"]["httpGet"]["path"], "/readyz");
-    assert_hardened("sidecar", pod, c);
-    assert!(pod["containers"]
+    let mut names: Vec<&str> = pod["containers"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|c| c["name"] == "prometheus"));
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["orgsplit", "prometheus"]);
+    let c = orgsplit_container(pod);
+    assert_hardened("sidecar", pod, c);
 
     // Prometheus writes to the port the sidecar listens on.
     let cm = mounted_config(&docs, pod, c, "/etc/orgsplit");
     let config = load_config(cm["data"]["config.yaml"].as_str().unwrap());
     let port = config.listen.port();
+    // On a stop both get SIGTERM: orgsplit serves its grace period while
+    // Prometheus flushes, and the pod waits for it and the last pushes.
+    let needed = config.shutdown.grace_period + config.upstream.timeout;
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_u64().unwrap() > needed.as_secs(),
+        "the pod outlives orgsplit's grace period plus upstream.timeout ({needed:?})"
+    );
     let prom_c = pod["containers"]
         .as_array()
         .unwrap()
@@ -410,9 +427,10 @@ fn the_sidecar_overlay_adds_orgsplit_to_the_prometheus_pod() {
             .as_array()
             .unwrap()
             .iter()
+            .filter(|c| c["name"] != "orgsplit")
             .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
             .all(|p| p["containerPort"] != port),
-        "port {port} is free in the pod"
+        "no other container of the pod uses port {port}"
     );
 
     // The pod's service account may read namespaces, and only that.
