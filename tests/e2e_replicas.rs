@@ -2,7 +2,8 @@
 //! Prometheus remote-writes through a Service-like balancer
 //! (`common/balancer.rs`: readiness-probed, round robin per connection) to
 //! two real orgsplit processes, and each replica in turn gets SIGTERM during
-//! the traffic and is started again on its port, as a rolling update does.
+//! the traffic and is started again on its port, as a rolling update does;
+//! then one is killed outright (SIGKILL) and started again, as a crash.
 //! Every sample scraped must reach its tenant, and Prometheus must have
 //! failed (dropped) none.
 
@@ -142,6 +143,19 @@ async fn a_rolling_restart_of_two_replicas_loses_no_sample() {
         *child = start_orgsplit_on(d, ports[i], &config).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+
+    // And a crash: SIGKILL, no grace at all. Pushes it was serving are
+    // cut; Prometheus retries them against the other replica.
+    let served = pushes_served(ports[0]).await;
+    assert!(
+        served > 0.0,
+        "replica 0 carried no traffic before the crash"
+    );
+    replicas[0].start_kill().unwrap();
+    replicas[0].wait().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    replicas[0] = start_orgsplit_on(&dirs[0], ports[0], &config).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
     let until_ms = now_ms() - 2000;
     let total = all_arrive(
