@@ -32,20 +32,9 @@ shutdown: {{grace_period: 2s}}
     )
 }
 
-/// Pushes the replica on `port` has answered 2xx since it started.
+/// Pushes the replica on `port` has answered 204 since it started.
 async fn pushes_served(port: u16) -> f64 {
-    let page = client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.lines()
-        .filter(|l| l.starts_with("orgsplit_requests_total") && l.contains("code=\"2"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    scrape_metric(port, r#"orgsplit_requests_total{code="204"}"#).await
 }
 
 /// SIGTERM, then wait for a clean exit (the grace period, then in-flight

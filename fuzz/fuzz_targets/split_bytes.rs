@@ -3,57 +3,22 @@
 //! never panic, hang or allocate beyond the limits.
 #![no_main]
 
+mod common;
+
 use std::sync::{Arc, LazyLock};
 
+use common::TABLE;
 use libfuzzer_sys::fuzz_target;
-use orgsplit::config::{Mode, Routing, UnmappedPolicy};
 use orgsplit::formats::rw1::Rw1;
 use orgsplit::pipeline::Pipeline;
 use orgsplit::route::{FamilyIndex, Router};
-use orgsplit::table::Snapshot;
-use orgsplit::wire::Limits;
 
-static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
-    max_labels: 64,
-    max_label_bytes: 1024,
-    max_series: 10_000,
-    max_metadata: 10_000,
-    max_samples: 100_000,
-    max_exemplars: 1_000,
-    max_buckets: 256,
-    max_tenants: 1_000,
-    max_symbols: 10_000,
-    max_symbol_bytes: 1024,
-    ..Default::default()
-});
-static NAMESPACE: LazyLock<Router> = LazyLock::new(|| {
-    Router::new(
-        &Routing {
-            namespace_labels: vec!["namespace".into(), "exported_namespace".into()],
-            default_tenant: "fallback".into(),
-            ..Default::default()
-        },
-        *LIMITS,
-    )
-});
-static LABEL: LazyLock<Router> = LazyLock::new(|| {
-    Router::new(
-        &Routing {
-            mode: Mode::Label,
-            remove_tenant_label: true,
-            tenant_prefix: "t-".into(),
-            unmapped: UnmappedPolicy::Drop,
-            ..Default::default()
-        },
-        *LIMITS,
-    )
-});
-static TABLE: LazyLock<Snapshot> =
-    LazyLock::new(|| Snapshot::from_pairs([("a", "acme"), ("b", "globex"), ("c", "../bad")]));
+static ROUTERS: LazyLock<[Router; 2]> =
+    LazyLock::new(|| common::routers(&["namespace", "exported_namespace"]));
 static FAMILIES: LazyLock<FamilyIndex> = LazyLock::new(|| FamilyIndex::new(10_000, 1 << 20));
 /// The pipelines, with a 1 MiB decoded limit.
 static PIPELINES: LazyLock<[Pipeline<Rw1>; 2]> = LazyLock::new(|| {
-    [&*NAMESPACE, &*LABEL].map(|router| {
+    ROUTERS.each_ref().map(|router| {
         Pipeline::new(
             Rw1,
             router.clone(),
@@ -65,7 +30,7 @@ static PIPELINES: LazyLock<[Pipeline<Rw1>; 2]> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    for (router, pipeline) in [&*NAMESPACE, &*LABEL].into_iter().zip(PIPELINES.iter()) {
+    for (router, pipeline) in ROUTERS.iter().zip(PIPELINES.iter()) {
         // As a decompressed WriteRequest: every batch must decode again.
         if let Ok(split) = router.split(data, &TABLE, &FAMILIES) {
             for b in &split.batches {

@@ -6,54 +6,23 @@
 //! stream either forwarded once or counted as dropped.
 #![no_main]
 
+mod common;
+
 use std::sync::LazyLock;
 
+use common::{NO_POOL, TABLE};
 use libfuzzer_sys::fuzz_target;
-use orgsplit::config::{Mode, Routing, UnmappedPolicy};
 use orgsplit::formats::loki::{labels, pb, LokiJson, LokiProto};
-use orgsplit::pool::BufferPool;
 use orgsplit::route::{FamilyIndex, Router, Split};
-use orgsplit::table::{Org, Snapshot};
+use orgsplit::table::Org;
 use orgsplit::tenant::Allowance;
-use orgsplit::wire::{LabelQuery, Limits};
+use orgsplit::wire::LabelQuery;
 use prost::Message;
 
-static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
-    max_labels: 64,
-    max_tenants: 1_000,
-    max_streams: 10_000,
-    max_entries: 100_000,
-    max_line_bytes: 4096,
-    max_label_string_bytes: 4096,
-    ..Default::default()
-});
-static NAMESPACE: LazyLock<Router> = LazyLock::new(|| {
-    Router::new(
-        &Routing {
-            namespace_labels: vec!["namespace".into(), "k8s_namespace_name".into()],
-            default_tenant: "fallback".into(),
-            ..Default::default()
-        },
-        *LIMITS,
-    )
-});
-static LABEL: LazyLock<Router> = LazyLock::new(|| {
-    Router::new(
-        &Routing {
-            mode: Mode::Label,
-            remove_tenant_label: true,
-            tenant_prefix: "t-".into(),
-            unmapped: UnmappedPolicy::Drop,
-            ..Default::default()
-        },
-        *LIMITS,
-    )
-});
-static TABLE: LazyLock<Snapshot> =
-    LazyLock::new(|| Snapshot::from_pairs([("a", "acme"), ("b", "globex"), ("c", "../bad")]));
+static ROUTERS: LazyLock<[Router; 2]> =
+    LazyLock::new(|| common::routers(&["namespace", "k8s_namespace_name"]));
 static QUERY: LazyLock<LabelQuery> =
     LazyLock::new(|| LabelQuery::new(["namespace", "k8s_namespace_name"]));
-static NO_POOL: BufferPool = BufferPool::disabled();
 
 /// The tenant namespace mode must have sent a stream with these labels to.
 fn namespace_tenant(labels: &str) -> String {
@@ -79,9 +48,12 @@ fn check(split: &Split, json: bool, namespace_mode: bool) {
                         .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("stream")))
                         .and_then(|(_, v)| v.as_object())
                         .expect("a stream map");
-                    let ns = ["namespace", "k8s_namespace_name"]
-                        .iter()
-                        .find_map(|n| labels.get(*n).and_then(|v| v.as_str()).filter(|v| !v.is_empty()));
+                    let ns = ["namespace", "k8s_namespace_name"].iter().find_map(|n| {
+                        labels
+                            .get(*n)
+                            .and_then(|v| v.as_str())
+                            .filter(|v| !v.is_empty())
+                    });
                     let want = match ns.map(|ns| TABLE.get(ns).cloned()) {
                         Some(Some(Org::Tenant(t))) => t.to_string(),
                         _ => "fallback".into(),
@@ -105,7 +77,10 @@ fn check(split: &Split, json: bool, namespace_mode: bool) {
                     .unwrap()
                     .len()
             } else {
-                pb::PushRequest::decode(b.body.as_slice()).unwrap().streams.len()
+                pb::PushRequest::decode(b.body.as_slice())
+                    .unwrap()
+                    .streams
+                    .len()
             };
             n as u64
         });
@@ -129,11 +104,25 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let json = kind & 1 == 1;
-    for (router, namespace_mode) in [(&*NAMESPACE, true), (&*LABEL, false)] {
+    for (router, namespace_mode) in ROUTERS.iter().zip([true, false]) {
         let split = if json {
-            router.split_with(&LokiJson, body, &TABLE, &FamilyIndex::default(), &NO_POOL, &Allowance::Any)
+            router.split_with(
+                &LokiJson,
+                body,
+                &TABLE,
+                &FamilyIndex::default(),
+                &NO_POOL,
+                &Allowance::Any,
+            )
         } else {
-            router.split_with(&LokiProto, body, &TABLE, &FamilyIndex::default(), &NO_POOL, &Allowance::Any)
+            router.split_with(
+                &LokiProto,
+                body,
+                &TABLE,
+                &FamilyIndex::default(),
+                &NO_POOL,
+                &Allowance::Any,
+            )
         };
         if let Ok(split) = split {
             check(&split, json, namespace_mode);

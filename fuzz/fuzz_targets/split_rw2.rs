@@ -6,57 +6,20 @@
 //! tenant.
 #![no_main]
 
+mod common;
+
 use std::sync::LazyLock;
 
+use common::{LIMITS, NO_POOL, TABLE};
 use libfuzzer_sys::fuzz_target;
-use orgsplit::config::{Mode, Routing, UnmappedPolicy};
 use orgsplit::formats::rw2::{self, pb as v2, Rw2};
-use orgsplit::pool::BufferPool;
 use orgsplit::route::{FamilyIndex, Router};
-use orgsplit::table::Snapshot;
 use orgsplit::tenant::Allowance;
 use orgsplit::testing::rw2::resolve;
-use orgsplit::wire::Limits;
 use prost::Message;
 
-static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
-    max_labels: 64,
-    max_label_bytes: 1024,
-    max_series: 10_000,
-    max_metadata: 10_000,
-    max_samples: 100_000,
-    max_exemplars: 1_000,
-    max_buckets: 256,
-    max_tenants: 1_000,
-    max_symbols: 10_000,
-    max_symbol_bytes: 1024,
-    ..Default::default()
-});
-static ROUTERS: LazyLock<[Router; 2]> = LazyLock::new(|| {
-    [
-        Router::new(
-            &Routing {
-                namespace_labels: vec!["namespace".into(), "exported_namespace".into()],
-                default_tenant: "fallback".into(),
-                ..Default::default()
-            },
-            *LIMITS,
-        ),
-        Router::new(
-            &Routing {
-                mode: Mode::Label,
-                remove_tenant_label: true,
-                tenant_prefix: "t-".into(),
-                unmapped: UnmappedPolicy::Drop,
-                ..Default::default()
-            },
-            *LIMITS,
-        ),
-    ]
-});
-static TABLE: LazyLock<Snapshot> =
-    LazyLock::new(|| Snapshot::from_pairs([("a", "acme"), ("b", "globex"), ("c", "../bad")]));
-static NO_POOL: BufferPool = BufferPool::disabled();
+static ROUTERS: LazyLock<[Router; 2]> =
+    LazyLock::new(|| common::routers(&["namespace", "exported_namespace"]));
 
 fuzz_target!(|data: &[u8]| {
     for (i, router) in ROUTERS.iter().enumerate() {
