@@ -525,6 +525,30 @@ async fn limits_are_checked_before_anything_is_sent() {
         assert_eq!(status, want, "{key}: {body}");
         assert!(body.contains(key), "{key}: {body}");
     }
+    assert!(loki.got().is_empty());
+    // Exactly at every limit at once: accepted and delivered. The label
+    // string is 40 bytes, a line 10, 3 entries over 2 streams.
+    let at_limit = r#"{namespace="billing", app="abcdefghijk"}"#;
+    assert_eq!(at_limit.len(), 40);
+    let req = pb::PushRequest {
+        streams: vec![
+            one(at_limit, &[b"ten bytes!", b"2"]),
+            one(r#"{namespace="billing"}"#, &[b"3"]),
+        ],
+        format: String::new(),
+    };
+    let (status, _, body) = push_proto(&o, &req).await;
+    assert_eq!(status, 204, "at the limits: {body}");
+    assert_eq!(loki.proto()["globex"], req.streams);
+    let (status, _, body) = push_json(
+        &o,
+        r#"{"streams":[{"stream":{"namespace":"billing"},"values":[["1","ten bytes!"],["2","b"],["3","c"]]}]}"#,
+        "",
+    )
+    .await;
+    assert_eq!(status, 204, "JSON at the limits: {body}");
+    let delivered = loki.got().len();
+    assert_eq!(delivered, 2);
     // The same limits in JSON.
     let (status, _, body) = push_json(
         &o,
@@ -540,7 +564,7 @@ async fn limits_are_checked_before_anything_is_sent() {
     )
     .await;
     assert_eq!(status, 413);
-    assert!(loki.got().is_empty());
+    assert_eq!(loki.got().len(), delivered, "nothing more was sent");
     let page = o.metrics().await;
     assert_eq!(
         metric(
