@@ -350,6 +350,30 @@ async fn json_streams_reach_their_tenants_in_the_encoding_they_came_in() {
     );
 }
 
+/// A stream's unknown keys travel to Loki with it, so they are held to
+/// strict JSON like the rest: valid ones are forwarded byte for byte, a
+/// lone UTF-16 surrogate escape (which a lax skip would let through to
+/// Loki) refuses the push with nothing sent. Found by the split_loki fuzz
+/// target.
+#[tokio::test]
+async fn unknown_stream_keys_are_forwarded_only_when_they_are_strict_json() {
+    let (_dir, loki, o) = start("  unmapped: drop", "").await;
+    let stream = r#"{"stream":{"namespace":"billing"},"extra":{"a":[1,2.5,true,null,"\u00e9"]},"values":[["1","x"]]}"#;
+    let (status, _, body) = push_json(&o, &format!(r#"{{"streams":[{stream}]}}"#), "").await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(loki.json()["globex"], vec![stream.to_string()]);
+    loki.got.lock().unwrap().clear();
+
+    for bad in [r#""\udddd""#, r#"["\ud800x"]"#, r#"{"\udc00":1}"#] {
+        let json = format!(
+            r#"{{"streams":[{{"stream":{{"namespace":"billing"}},"extra":{bad},"values":[["1","x"]]}}]}}"#
+        );
+        let (status, _, body) = push_json(&o, &json, "").await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    assert!(loki.got().is_empty(), "nothing was sent");
+}
+
 #[tokio::test]
 async fn the_legacy_path_takes_loki_pushes_and_remote_write_alike() {
     let (_dir, loki, o) = start("  unmapped: drop", "").await;

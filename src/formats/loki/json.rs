@@ -400,10 +400,57 @@ impl<'a> Visitor<'a> for StreamSeed<'_, '_, 'a> {
                     r#"the legacy JSON push ("labels"/"entries") is not supported; send {"streams":[{"stream":{...},"values":[[...]]}]}"#,
                 ));
             } else {
-                map.next_value::<IgnoredAny>()?;
+                // Forwarded with the stream, so held to the same strict
+                // JSON as the rest of it (serde's `IgnoredAny` would let a
+                // lone surrogate escape through to Loki).
+                map.next_value::<Strict>()?;
             }
         }
         Ok(())
+    }
+}
+
+/// Any JSON value, checked as strictly as the values orgsplit reads (every
+/// string's escapes decoded) and not kept: what an unknown key of a stream
+/// holds, which travels to Loki with the stream.
+struct Strict;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Strict)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Strict;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        while map.next_entry::<Strict, Strict>()?.is_some() {}
+        Ok(Strict)
     }
 }
 
