@@ -28,7 +28,6 @@ use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 
@@ -426,26 +425,18 @@ async fn forward<F: Format + 'static>(
     // (and, while a merged request is built, a copy of them).
     charge.shrink_to(pipeline::held_bytes(&outgoing) * if F::CONCATENATES { 2 } else { 1 });
 
-    // In parallel, but at most MAX_PARALLEL_PUSHES at once per request, so
-    // a request split into thousands of tenants does not hold thousands of
-    // upstream requests' state at once.
-    // (By index: a closure taking `&Outgoing` would make the future's
-    // lifetime higher-ranked, which the handler's `Send` bound rejects.)
-    let outgoing = &outgoing;
-    let outcomes: Vec<_> = futures::stream::iter(0..outgoing.len())
-        .map(|i| {
-            let o = &outgoing[i];
-            forwarder.push(Push {
-                tenant: &o.tenant,
-                body: &o.body,
-                decoded_len: o.decoded_len,
-                mergeable: F::CONCATENATES,
-                wire,
-            })
+    let pushes: Vec<Push<'_>> = outgoing
+        .iter()
+        .map(|o| Push {
+            tenant: &o.tenant,
+            body: &o.body,
+            decoded_len: o.decoded_len,
+            mergeable: F::CONCATENATES,
+            wire,
         })
-        .buffered(MAX_PARALLEL_PUSHES)
-        .collect()
-        .await;
+        .collect();
+    let outcomes = forwarder.push_all(&pushes).await;
+    drop(pushes);
 
     let mut results = Vec::with_capacity(outcomes.len());
     // What the accepted tenant pushes wrote: the upstream's own count when
@@ -470,9 +461,6 @@ async fn forward<F: Format + 'static>(
     }
     Ok((answer::combine(&results), written))
 }
-
-/// Tenant pushes of one request in flight at once.
-const MAX_PARALLEL_PUSHES: usize = 256;
 
 /// How long a request waits for room in a full budget (while stalled
 /// requests are made to let go) before it is told to retry.

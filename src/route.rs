@@ -80,9 +80,33 @@ pub struct Router {
     outside: OutsideAllowance,
     limits: Limits,
     signals: RouteSignals,
-    /// Tenants in the last request split, to size the next one's batches
-    /// (a hint only: requests race to set it, and any value is safe).
-    tenants_hint: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Sizes seen in the last request split, to size the next one's maps
+    /// and batches up front (hints only: requests race to set them, and any
+    /// value is safe).
+    hints: std::sync::Arc<Hints>,
+}
+
+/// What the last split held: tenants, distinct routing keys, distinct
+/// (metric family, tenant) pairs. A map that grows to 200 tenants from
+/// empty rehashes seven times; sized from the last request it rarely does.
+#[derive(Debug, Default)]
+struct Hints {
+    tenants: std::sync::atomic::AtomicUsize,
+    keys: std::sync::atomic::AtomicUsize,
+    families: std::sync::atomic::AtomicUsize,
+}
+
+impl Hints {
+    /// Caps what one odd request can make the next ones reserve.
+    const MAX: usize = 4096;
+
+    fn get(n: &std::sync::atomic::AtomicUsize) -> usize {
+        n.load(std::sync::atomic::Ordering::Relaxed).min(Self::MAX)
+    }
+
+    fn set(n: &std::sync::atomic::AtomicUsize, value: usize) {
+        n.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Where a key (namespace or tenant label value) sends its series.
@@ -119,7 +143,7 @@ impl Router {
             outside: OutsideAllowance::Reject,
             limits,
             signals: RouteSignals::default(),
-            tenants_hint: Default::default(),
+            hints: Default::default(),
         }
     }
 
@@ -232,18 +256,15 @@ impl Router {
             router: self,
             allowance,
             table,
-            cache: HashMap::new(),
+            cache: HashMap::with_capacity(Hints::get(&self.hints.keys)),
             last: None,
-            batches: Vec::new(),
-            by_tenant: HashMap::new(),
+            batches: Vec::with_capacity(Hints::get(&self.hints.tenants)),
+            by_tenant: HashMap::with_capacity(Hints::get(&self.hints.tenants)),
             stats: SplitCounts::default(),
-            seen: HashSet::new(),
+            seen: HashSet::with_capacity(Hints::get(&self.hints.families)),
             last_seen: None,
             size_hint: body.len(),
-            tenants_hint: self
-                .tenants_hint
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .max(1),
+            tenants_hint: Hints::get(&self.hints.tenants).max(1),
         };
         // Bounded by `limits.max_metadata` (the walk counts them).
         let mut extras = Vec::new();
@@ -255,8 +276,9 @@ impl Router {
             Ok::<(), RouteError>(())
         })?;
         state.learn(families);
-        self.tenants_hint
-            .store(state.batches.len(), std::sync::atomic::Ordering::Relaxed);
+        Hints::set(&self.hints.tenants, state.batches.len());
+        Hints::set(&self.hints.keys, state.cache.len());
+        Hints::set(&self.hints.families, state.seen.len());
         let mut scratch = String::new();
         for m in extras {
             state.stats.received.metadata += 1;

@@ -17,6 +17,10 @@
 //! than `window`: one push at a time goes out at once, so at low load
 //! nothing waits.
 //!
+//! A push hands all its batches over in one call and then waits on one
+//! [`Ticket`], which the groups carrying its batches fill in: a push of 200
+//! organizations is one waiting future and one wake-up, not 200 of each.
+//!
 //! Invariants:
 //! - a group holds batches of one tenant only (lanes are per tenant);
 //! - a push hears [`Upstream::Accepted`] only if the request that carried
@@ -31,12 +35,13 @@
 //! output position, so the elements of two blocks one after the other, under
 //! a new length, decompress to the two inputs one after the other.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hashbrown::HashMap;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use super::{Forwarder, Push};
 use crate::answer::Upstream;
@@ -111,21 +116,83 @@ struct LaneState {
     open: Option<Arc<Group>>,
 }
 
-/// Batches waiting to travel together, and then their answers.
+/// Batches waiting to travel together.
 #[derive(Default)]
 struct Group {
     parts: Mutex<Parts>,
     /// Woken when the group is full and must go now.
     full: Notify,
-    /// One answer per part, in order.
-    answers: OnceLock<Vec<Upstream>>,
-    done: Notify,
 }
 
 #[derive(Default)]
 struct Parts {
     bodies: Vec<Bytes>,
+    /// Whose batch each body is: the push's ticket and the batch's place in it.
+    owners: Vec<(Arc<Ticket>, usize)>,
     decoded: usize,
+}
+
+impl Parts {
+    fn add(&mut self, body: &Bytes, decoded: usize, ticket: &Arc<Ticket>, index: usize) {
+        self.bodies.push(body.clone());
+        self.owners.push((ticket.clone(), index));
+        self.decoded += decoded;
+    }
+}
+
+/// The answers of one push's batches, filled in by the groups that carry
+/// them; the push waits for the last one.
+pub(super) struct Ticket {
+    answers: Mutex<Vec<Option<Upstream>>>,
+    left: AtomicUsize,
+    done: Notify,
+    /// Batches of this push on their way and not answered yet, at most
+    /// [`super::MAX_PARALLEL_PUSHES`]: a push split into thousands of
+    /// tenants does not start thousands of upstream requests at once.
+    out: Semaphore,
+}
+
+impl Ticket {
+    fn new(batches: usize) -> Self {
+        Self {
+            answers: Mutex::new(vec![None; batches]),
+            left: AtomicUsize::new(batches),
+            done: Notify::new(),
+            out: Semaphore::new(super::MAX_PARALLEL_PUSHES),
+        }
+    }
+
+    fn answer(&self, index: usize, answer: Upstream) {
+        let first = {
+            let mut answers = lock(&self.answers);
+            let slot = &mut answers[index];
+            let first = slot.is_none();
+            *slot = Some(answer);
+            first
+        };
+        if !first {
+            return;
+        }
+        self.out.add_permits(1);
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Stores a permit if the push is not waiting yet.
+            self.done.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        while self.left.load(Ordering::Acquire) > 0 {
+            self.done.notified().await;
+        }
+    }
+
+    /// The answers; a batch not answered in time timed out.
+    fn take(&self) -> Vec<Upstream> {
+        std::mem::take(&mut *lock(&self.answers))
+            .into_iter()
+            .map(|a| a.unwrap_or(Upstream::Timeout))
+            .collect()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -172,122 +239,135 @@ impl Lanes {
         map.entry(tenant.clone()).or_default().clone()
     }
 
-    /// Sends `push`'s batch, alone or merged, and returns the answer of the
-    /// request that carried it.
-    pub(super) async fn push(&self, forwarder: &Forwarder, push: Push<'_>) -> Upstream {
-        let lane = self.lane(push.tenant);
-        let Some((group, index)) = self.join(forwarder, &lane, push) else {
-            let _flight = Flight(lane.clone());
-            return forwarder.send(push.tenant, push.body.clone(), 1).await;
+    /// Sends the batches of one push, each alone or merged with other
+    /// pushes' batches for the same tenant, and returns the answer of the
+    /// request that carried each (in the order given).
+    pub(super) async fn push_all(
+        &self,
+        forwarder: &Forwarder,
+        pushes: &[Push<'_>],
+    ) -> Vec<Upstream> {
+        let ticket = Arc::new(Ticket::new(pushes.len()));
+        let all = async {
+            for (index, push) in pushes.iter().enumerate() {
+                // Given back when the batch is answered.
+                match ticket.out.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return,
+                }
+                let lane = self.lane(push.tenant);
+                self.enqueue(forwarder, &lane, push, &ticket, index);
+            }
+            ticket.wait().await;
         };
-        // The group's request ends within the window plus the upstream
-        // timeout; the margin only guards against a lost wake-up.
-        let wait = self.window + forwarder.inner.timeout + Duration::from_secs(1);
-        tokio::time::timeout(wait, answer(&group, index))
-            .await
-            .unwrap_or(Upstream::Timeout)
+        // Every group ends within the window plus the upstream timeout (and
+        // a merged request refused whole, within another timeout), for each
+        // round of MAX_PARALLEL_PUSHES batches; the margin only guards
+        // against a lost wake-up. A batch not answered by then (or not
+        // started) is answered as timed out: retryable.
+        let rounds = pushes.len().div_ceil(super::MAX_PARALLEL_PUSHES).max(1) as u32;
+        let wait = (self.window + forwarder.inner.timeout * 2) * rounds + Duration::from_secs(1);
+        let _ = tokio::time::timeout(wait, all).await;
+        ticket.take()
     }
 
-    /// Adds `push` to the lane's open group (opening one if needed) and
-    /// returns the group and the batch's place in it; or `None` when the
-    /// lane was idle and is now the caller's to send on at once.
-    fn join(
+    /// Puts a batch on its way: into the lane's open group (opening one if
+    /// needed, whose task sends it when the lane is free), or, when the lane
+    /// is idle and no push is being split, into a group of its own sent at
+    /// once.
+    fn enqueue(
         &self,
         forwarder: &Forwarder,
         lane: &Arc<Lane>,
-        push: Push<'_>,
-    ) -> Option<(Arc<Group>, usize)> {
+        push: &Push<'_>,
+        ticket: &Arc<Ticket>,
+        index: usize,
+    ) {
         let mut state = lock(&lane.state);
-        if state.in_flight == 0 && state.open.is_none() && !self.splitting.busy() {
-            state.in_flight += 1;
-            return None;
-        }
-        Some({
-            let joined = state.open.as_ref().and_then(|group| {
+        let now = state.in_flight == 0 && state.open.is_none() && !self.splitting.busy();
+        if !now {
+            if let Some(group) = &state.open {
                 let mut parts = lock(&group.parts);
-                (parts.decoded + push.decoded_len <= self.max_bytes).then(|| {
-                    parts.bodies.push(push.body.clone());
-                    parts.decoded += push.decoded_len;
-                    (group.clone(), parts.bodies.len() - 1)
-                })
-            });
-            match joined {
-                Some(joined) => joined,
-                None => {
-                    // The open group (if any) is full: it goes now, and this
-                    // batch opens the next one.
-                    if let Some(full) = state.open.take() {
-                        full.full.notify_one();
-                    }
-                    let group = Arc::new(Group::default());
-                    {
-                        let mut parts = lock(&group.parts);
-                        parts.bodies.push(push.body.clone());
-                        parts.decoded = push.decoded_len;
-                    }
-                    state.open = Some(group.clone());
-                    tokio::spawn(fly(
-                        forwarder.clone(),
-                        lane.clone(),
-                        group.clone(),
-                        push.tenant.clone(),
-                        self.window,
-                        self.splitting.clone(),
-                    ));
-                    (group, 0)
+                if parts.decoded + push.decoded_len <= self.max_bytes {
+                    parts.add(push.body, push.decoded_len, ticket, index);
+                    return;
                 }
+                // Full: it goes now, and this batch opens the next one.
+                drop(parts);
+                group.full.notify_one();
+                state.open = None;
             }
-        })
-    }
-}
-
-/// Waits for the group's answers and returns part `index`'s.
-async fn answer(group: &Group, index: usize) -> Upstream {
-    loop {
-        let done = group.done.notified();
-        tokio::pin!(done);
-        done.as_mut().enable();
-        if let Some(answers) = group.answers.get() {
-            return answers.get(index).cloned().unwrap_or(Upstream::Timeout);
         }
-        done.await;
+        let group = Arc::new(Group::default());
+        lock(&group.parts).add(push.body, push.decoded_len, ticket, index);
+        if now {
+            // The lane's request is this one; later batches open a group
+            // that waits for it.
+            state.in_flight += 1;
+        } else {
+            state.open = Some(group.clone());
+        }
+        drop(state);
+        tokio::spawn(fly(Flying {
+            forwarder: forwarder.clone(),
+            lane: lane.clone(),
+            group,
+            tenant: push.tenant.clone(),
+            window: self.window,
+            splitting: self.splitting.clone(),
+            now,
+        }));
     }
 }
 
-/// The task of one group: waits until no push is being split and the lane
-/// is idle, or the window has passed, or the group is full; then sends the
-/// group and posts its answers.
-async fn fly(
+/// What the task of one group needs.
+struct Flying {
     forwarder: Forwarder,
     lane: Arc<Lane>,
     group: Arc<Group>,
     tenant: TenantId,
     window: Duration,
     splitting: Arc<Splitting>,
-) {
-    let deadline = tokio::time::sleep(window);
-    tokio::pin!(deadline);
-    let full = group.full.notified();
-    tokio::pin!(full);
-    loop {
-        let idle = lane.idle.notified();
-        tokio::pin!(idle);
-        idle.as_mut().enable();
-        let settled = splitting.settled.notified();
-        tokio::pin!(settled);
-        settled.as_mut().enable();
-        if lock(&lane.state).in_flight == 0 && !splitting.busy() {
-            break;
+    /// Sent at once: the lane was idle and already counts this request.
+    now: bool,
+}
+
+/// The task of one group: unless it goes at once, waits until no push is
+/// being split and the lane is idle, or the window has passed, or the group
+/// is full; then sends the group and gives each batch's push its answer.
+async fn fly(flying: Flying) {
+    let Flying {
+        forwarder,
+        lane,
+        group,
+        tenant,
+        window,
+        splitting,
+        now,
+    } = flying;
+    if !now {
+        let deadline = tokio::time::sleep(window);
+        tokio::pin!(deadline);
+        let full = group.full.notified();
+        tokio::pin!(full);
+        loop {
+            let idle = lane.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            let settled = splitting.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if lock(&lane.state).in_flight == 0 && !splitting.busy() {
+                break;
+            }
+            tokio::select! {
+                () = &mut idle => {}
+                () = &mut settled => {}
+                () = &mut deadline => break,
+                () = &mut full => break,
+            }
         }
-        tokio::select! {
-            () = &mut idle => {}
-            () = &mut settled => {}
-            () = &mut deadline => break,
-            () = &mut full => break,
-        }
-    }
-    // Seal: from here on nothing joins this group.
-    {
+        // Seal: from here on nothing joins this group.
         let mut state = lock(&lane.state);
         if state.open.as_ref().is_some_and(|g| Arc::ptr_eq(g, &group)) {
             state.open = None;
@@ -295,7 +375,7 @@ async fn fly(
         state.in_flight += 1;
     }
     let flight = Flight(lane);
-    let bodies = std::mem::take(&mut lock(&group.parts).bodies);
+    let Parts { bodies, owners, .. } = std::mem::take(&mut *lock(&group.parts));
     let body = match bodies.as_slice() {
         [one] => one.clone(),
         many => join_snappy(many),
@@ -310,8 +390,9 @@ async fn fly(
         vec![outcome; bodies.len()]
     };
     drop(flight);
-    let _ = group.answers.set(answers);
-    group.done.notify_waiters();
+    for ((ticket, index), answer) in owners.into_iter().zip(answers) {
+        ticket.answer(index, answer);
+    }
 }
 
 /// Joins snappy blocks into one that decompresses to their contents one

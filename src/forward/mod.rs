@@ -206,10 +206,39 @@ impl Forwarder {
         SplitGuard::enter(self.inner.coalesce.as_ref().map(|l| l.splitting()))
     }
 
-    /// Sends `push`, merged with other pushes' batches for the same tenant
-    /// when coalescing is on and the upstream is busy with that tenant.
-    /// Never fails: every way it can end is an [`Upstream`].
-    pub async fn push(&self, push: Push<'_>) -> Sent {
+    /// Sends the tenant requests of one push and returns how each ended,
+    /// in order. Remote write 1.0 batches are handed to the coalescer all
+    /// at once (merged with other pushes' batches for the same tenant while
+    /// the upstream is busy with it); the rest go each on its own, at most
+    /// [`MAX_PARALLEL_PUSHES`] at once, so a request split into thousands
+    /// of tenants does not hold thousands of upstream requests' state.
+    /// Never fails: every way a tenant request can end is an [`Upstream`].
+    pub async fn push_all(&self, pushes: &[Push<'_>]) -> Vec<Sent> {
+        use futures::StreamExt;
+        if let Some(lanes) = &self.inner.coalesce {
+            if pushes.iter().all(|p| p.mergeable && p.wire == Wire::V1) {
+                let outcomes = lanes.push_all(self, pushes).await;
+                return outcomes
+                    .into_iter()
+                    .map(|outcome| Sent {
+                        outcome,
+                        written: None,
+                    })
+                    .collect();
+            }
+        }
+        // By index: a closure taking `&Push` would make the future's
+        // lifetime higher-ranked, which the handler's `Send` bound rejects.
+        futures::stream::iter(0..pushes.len())
+            .map(|i| self.push(pushes[i]))
+            .buffered(MAX_PARALLEL_PUSHES)
+            .collect()
+            .await
+    }
+
+    /// Sends one tenant request on its own (remote write 2.0 and Loki
+    /// pushes, and 1.0 with coalescing off).
+    async fn push(&self, push: Push<'_>) -> Sent {
         let v1 = |outcome| Sent {
             outcome,
             written: None,
@@ -221,7 +250,6 @@ impl Forwarder {
                 .send_as(push.tenant, push.body.clone(), 1, push.wire)
                 .await
                 .0),
-            (Some(lanes), Wire::V1) if push.mergeable => v1(lanes.push(self, push).await),
             (_, Wire::V1) => v1(self.send(push.tenant, push.body.clone(), 1).await),
         }
     }
@@ -423,6 +451,9 @@ impl Forwarder {
         }
     }
 }
+
+/// Tenant requests (or, coalesced, batches) of one push in flight at once.
+pub(crate) const MAX_PARALLEL_PUSHES: usize = 256;
 
 /// Most bytes of an upstream answer that are read (for the error message).
 pub const MAX_ANSWER_BYTES: usize = 4096;
