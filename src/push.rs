@@ -248,10 +248,11 @@ async fn handle(
                     ));
                 }
             }
-            negotiate(headers.get(header::CONTENT_TYPE))?
+            (negotiate(headers.get(header::CONTENT_TYPE))?, None)
         }
         Signal::Logs => loki_encoding(headers)?,
     };
+    let (wire, outer) = wire;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -269,6 +270,10 @@ async fn handle(
             "empty request body",
         ));
     }
+    let compressed = match outer {
+        Some(codec) => undo_content_encoding(app, codec, compressed, &mut charge).await?,
+        None => compressed,
+    };
 
     // Admission: bounded work in flight, the rest is told to come back.
     let Some(_request_permit) = app.request_slot() else {
@@ -303,9 +308,10 @@ struct Via<'a> {
 
 /// The encoding of a Loki push, read as Loki reads it: JSON when the
 /// `Content-Type` says `application/json` (plain, gzip or deflate), else
-/// snappy protobuf. Refused with 415: gzip or deflate around protobuf, and
-/// snappy around JSON.
-fn loki_encoding(headers: &HeaderMap) -> Result<Wire, Refusal> {
+/// snappy protobuf, possibly inside a gzip or deflate `Content-Encoding`
+/// (Loki undoes the HTTP encoding first; the second value is that outer
+/// layer). Refused with 415: snappy around JSON, and other encodings.
+fn loki_encoding(headers: &HeaderMap) -> Result<(Wire, Option<Codec>), Refusal> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -330,17 +336,76 @@ fn loki_encoding(headers: &HeaderMap) -> Result<Wire, Refusal> {
         )
     };
     match (json, encoding.as_str()) {
-        (true, "" | "identity") => Ok(Wire::LokiJson(Codec::Identity)),
-        (true, "gzip") => Ok(Wire::LokiJson(Codec::Gzip)),
-        (true, "deflate") => Ok(Wire::LokiJson(Codec::Deflate)),
-        (false, "" | "snappy") => Ok(Wire::LokiProto),
+        (true, "" | "identity") => Ok((Wire::LokiJson(Codec::Identity), None)),
+        (true, "gzip") => Ok((Wire::LokiJson(Codec::Gzip), None)),
+        (true, "deflate") => Ok((Wire::LokiJson(Codec::Deflate), None)),
+        (false, "" | "snappy") => Ok((Wire::LokiProto, None)),
+        (false, "gzip") => Ok((Wire::LokiProto, Some(Codec::Gzip))),
+        (false, "deflate") => Ok((Wire::LokiProto, Some(Codec::Deflate))),
         (true, other) => Err(unsupported(format!(
             "{other:?} for a JSON push: send it plain, gzip or deflate"
         ))),
         (false, other) => Err(unsupported(format!(
-            "{other:?} for a protobuf push: protobuf pushes are snappy-compressed"
+            "{other:?} for a protobuf push: send it snappy-compressed, optionally inside gzip or deflate"
         ))),
     }
+}
+
+/// Undoes a gzip or deflate `Content-Encoding` around a snappy protobuf
+/// Loki push, as Loki does (every gzip member, as Go's reader reads them).
+/// What it holds is bounded like any received body, by
+/// `limits.max_body_bytes`, and charged to the memory budget before it is
+/// inflated. Tenant pushes then go to Loki as plain snappy protobuf.
+async fn undo_content_encoding(
+    app: &App,
+    codec: Codec,
+    body: Bytes,
+    charge: &mut Charge,
+) -> Result<Bytes, Refusal> {
+    let limit = app.limits().max_body_bytes;
+    charge.expect(body.len().saturating_add(limit));
+    if !charge.grow(limit, true, ROOM_WAIT).await {
+        return Err(Refusal::Overloaded("bytes"));
+    }
+    // Small bodies inflate inline; large ones off the runtime.
+    let small = body.len() < 64 << 10;
+    let inflate = move || -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let reader: Box<dyn Read + '_> = match codec {
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+            _ => Box::new(flate2::read::DeflateDecoder::new(&body[..])),
+        };
+        let mut out = Vec::new();
+        reader.take(limit as u64 + 1).read_to_end(&mut out)?;
+        Ok(out)
+    };
+    let inflated = if small {
+        inflate()
+    } else {
+        tokio::task::spawn_blocking(inflate)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    };
+    let inner = inflated.map_err(|e| {
+        let name = codec.content_encoding().unwrap_or("deflate");
+        reject(
+            StatusCode::BAD_REQUEST,
+            "bad_encoding",
+            format!("body is not valid {name}: {e}"),
+        )
+    })?;
+    if inner.len() > limit {
+        return Err(too_large_body(limit));
+    }
+    if inner.is_empty() {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "empty",
+            "empty request body",
+        ));
+    }
+    charge.shrink_to(inner.len());
+    Ok(Bytes::from(inner))
 }
 
 /// The remote write version a `Content-Type` asks for, per the 2.0 spec:

@@ -374,6 +374,86 @@ async fn unknown_stream_keys_are_forwarded_only_when_they_are_strict_json() {
     assert!(loki.got().is_empty(), "nothing was sent");
 }
 
+/// Loki undoes a gzip or deflate `Content-Encoding` before reading its
+/// snappy protobuf, so orgsplit does too: the streams reach their tenants
+/// as plain snappy protobuf. A layer that inflates past max_body_bytes is
+/// 413, one that is not gzip is 400, and neither sends anything.
+#[tokio::test]
+async fn protobuf_inside_gzip_or_deflate_is_read_as_loki_reads_it() {
+    let (_dir, loki, o) = start("  unmapped: drop", "limits: {max_body_bytes: 4096}\n").await;
+    let shop = stream(
+        r#"{namespace="shop-prod"}"#,
+        vec![entry(1_700_000_000_000_000_001, b"in gzip", &[])],
+    );
+    let billing = stream(
+        r#"{namespace="billing"}"#,
+        vec![entry(1_700_000_000_000_000_002, b"in gzip too", &[])],
+    );
+    let req = pb::PushRequest {
+        streams: vec![shop.clone(), billing.clone()],
+        format: String::new(),
+    };
+    let inner = snappy(&req.encode_to_vec());
+    let gzip = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let deflate = |data: &[u8]| {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    // Two gzip members, as Go's reader (and so Loki) reads them: one body.
+    let half = inner.len() / 2;
+    let two_members = [gzip(&inner[..half]), gzip(&inner[half..])].concat();
+    for (encoding, body) in [
+        ("gzip", gzip(&inner)),
+        ("deflate", deflate(&inner)),
+        ("gzip", two_members),
+    ] {
+        loki.got.lock().unwrap().clear();
+        let (status, _, text) = post(
+            &o,
+            "/loki/api/v1/push",
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", encoding),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(status, 204, "{encoding}: {text}");
+        for g in loki.got() {
+            assert_eq!(g.encoding, "", "sent on as plain snappy protobuf");
+        }
+        let got = loki.proto();
+        assert_eq!(got["acme"], vec![shop.clone()], "{encoding}");
+        assert_eq!(got["globex"], vec![billing.clone()], "{encoding}");
+    }
+    loki.got.lock().unwrap().clear();
+
+    let bomb = gzip(&vec![0u8; 4097]);
+    let (status, _, text) = post(
+        &o,
+        "/loki/api/v1/push",
+        &[("Content-Encoding", "gzip")],
+        bomb,
+    )
+    .await;
+    assert_eq!(status, 413, "{text}");
+    let (status, _, text) = post(
+        &o,
+        "/loki/api/v1/push",
+        &[("Content-Encoding", "gzip")],
+        inner.clone(),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("not valid gzip"), "{text}");
+    assert!(loki.got().is_empty(), "nothing was sent");
+}
+
 #[tokio::test]
 async fn the_legacy_path_takes_loki_pushes_and_remote_write_alike() {
     let (_dir, loki, o) = start("  unmapped: drop", "").await;
