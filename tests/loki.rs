@@ -226,21 +226,26 @@ async fn push_proto(o: &Orgsplit, req: &pb::PushRequest) -> (u16, HeaderMap, Str
     .await
 }
 
-async fn push_json(o: &Orgsplit, json: &str, encoding: &str) -> (u16, HeaderMap, String) {
-    let body = match encoding {
+/// `data` with the HTTP `Content-Encoding` `encoding` applied (none for "").
+fn encode(encoding: &str, data: &[u8]) -> Vec<u8> {
+    match encoding {
         "gzip" => {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(json.as_bytes()).unwrap();
+            e.write_all(data).unwrap();
             e.finish().unwrap()
         }
         "deflate" => {
             let mut e =
                 flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(json.as_bytes()).unwrap();
+            e.write_all(data).unwrap();
             e.finish().unwrap()
         }
-        _ => json.as_bytes().to_vec(),
-    };
+        _ => data.to_vec(),
+    }
+}
+
+async fn push_json(o: &Orgsplit, json: &str, encoding: &str) -> (u16, HeaderMap, String) {
+    let body = encode(encoding, json.as_bytes());
     let mut headers = vec![("Content-Type", "application/json")];
     if !encoding.is_empty() {
         headers.push(("Content-Encoding", encoding));
@@ -394,22 +399,13 @@ async fn protobuf_inside_gzip_or_deflate_is_read_as_loki_reads_it() {
         format: String::new(),
     };
     let inner = snappy(&req.encode_to_vec());
-    let gzip = |data: &[u8]| {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    };
-    let deflate = |data: &[u8]| {
-        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    };
+    let gzip = |data: &[u8]| encode("gzip", data);
     // Two gzip members, as Go's reader (and so Loki) reads them: one body.
     let half = inner.len() / 2;
     let two_members = [gzip(&inner[..half]), gzip(&inner[half..])].concat();
     for (encoding, body) in [
         ("gzip", gzip(&inner)),
-        ("deflate", deflate(&inner)),
+        ("deflate", encode("deflate", &inner)),
         ("gzip", two_members),
     ] {
         loki.got.lock().unwrap().clear();
