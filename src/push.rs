@@ -237,7 +237,7 @@ async fn handle(
         )
         .retry_after(1));
     }
-    let wire = match signal {
+    let (wire, outer) = match signal {
         Signal::Metrics => {
             if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
                 if !encoding.as_bytes().eq_ignore_ascii_case(b"snappy") {
@@ -252,7 +252,6 @@ async fn handle(
         }
         Signal::Logs => loki_encoding(headers)?,
     };
-    let (wire, outer) = wire;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -363,8 +362,11 @@ async fn undo_content_encoding(
     charge: &mut Charge,
 ) -> Result<Bytes, Refusal> {
     let limit = app.limits().max_body_bytes;
-    charge.expect(body.len().saturating_add(limit));
-    if !charge.grow(limit, true, ROOM_WAIT).await {
+    // Charged at the most the layer can expand to (deflate's bound, 1032
+    // to 1), so a small body does not reserve the whole limit.
+    let most = limit.min(body.len().saturating_mul(1032));
+    charge.expect(body.len().saturating_add(most));
+    if !charge.grow(most, true, ROOM_WAIT).await {
         return Err(Refusal::Overloaded("bytes"));
     }
     // Small bodies inflate inline; large ones off the runtime.
@@ -376,7 +378,7 @@ async fn undo_content_encoding(
             _ => Box::new(flate2::read::DeflateDecoder::new(&body[..])),
         };
         let mut out = Vec::new();
-        reader.take(limit as u64 + 1).read_to_end(&mut out)?;
+        reader.take(most as u64 + 1).read_to_end(&mut out)?;
         Ok(out)
     };
     let inflated = if small {
@@ -396,6 +398,13 @@ async fn undo_content_encoding(
     })?;
     if inner.len() > limit {
         return Err(too_large_body(limit));
+    }
+    if inner.len() > most {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "bad_encoding",
+            "body expands beyond what deflate can encode",
+        ));
     }
     if inner.is_empty() {
         return Err(reject(

@@ -597,10 +597,17 @@ async fn silent_connections_give_way_at_the_connection_limit() {
 
 #[tokio::test]
 async fn one_push_sends_at_most_256_tenant_pushes_at_once() {
+    // Coalesced (the default) and each tenant request on its own.
+    for coalesce in ["true", "false"] {
+        at_most_256_at_once(coalesce).await;
+    }
+}
+
+async fn at_most_256_at_once(coalesce: &str) {
     let dir = tempfile::tempdir().unwrap();
     let upstream = Upstream::start().await;
     let cfg = format!(
-        "listen: 127.0.0.1:0\nupstream: {{url: \"{}\", timeout: 20s}}\n\
+        "listen: 127.0.0.1:0\nupstream: {{url: \"{}\", timeout: 20s, coalesce: {{enabled: {coalesce}}}}}\n\
          routing: {{mode: label, tenant_label: tenant, unmapped: drop}}\n",
         upstream.url()
     );
@@ -618,7 +625,10 @@ async fn one_push_sends_at_most_256_tenant_pushes_at_once() {
     let (status, _, body) = o.push(&req).await;
     assert_eq!(status, 204, "{body}");
     let peak = upstream.delayed_peak();
-    assert!((200..=256).contains(&peak), "{peak} tenant pushes at once");
+    assert!(
+        (200..=256).contains(&peak),
+        "coalesce {coalesce}: {peak} tenant pushes at once"
+    );
     assert_eq!(upstream.series_by_tenant().len(), 400);
 }
 

@@ -429,6 +429,46 @@ async fn protobuf_inside_gzip_or_deflate_is_read_as_loki_reads_it() {
     }
     loki.got.lock().unwrap().clear();
 
+    // The inflated body exactly at max_body_bytes is taken; one byte over
+    // is 413 (below).
+    let mut seed = 7u64;
+    let mut noise = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as u8
+    };
+    // Hex digits: snappy finds few repeats in them, gzip halves them, so
+    // the gzip body stays within the limit while what it holds reaches it.
+    let random: Vec<u8> = (0..4096)
+        .map(|_| b"0123456789abcdef"[usize::from(noise() % 16)])
+        .collect();
+    let exact = (3000..4096)
+        .map(|n| {
+            snappy(
+                &pb::PushRequest {
+                    streams: vec![stream(
+                        r#"{namespace="billing"}"#,
+                        vec![entry(1, &random[..n], &[])],
+                    )],
+                    format: String::new(),
+                }
+                .encode_to_vec(),
+            )
+        })
+        .find(|body| body.len() == 4096)
+        .expect("some line length makes the body exactly 4096 bytes");
+    let (status, _, text) = post(
+        &o,
+        "/loki/api/v1/push",
+        &[("Content-Encoding", "gzip")],
+        gzip(&exact),
+    )
+    .await;
+    assert_eq!(status, 204, "exactly at the limit: {text}");
+    assert_eq!(loki.proto()["globex"].len(), 1);
+    loki.got.lock().unwrap().clear();
+
     let bomb = gzip(&vec![0u8; 4097]);
     let (status, _, text) = post(
         &o,
