@@ -1,5 +1,6 @@
-//! The upstream HTTP client: hyper's pooled client with rustls, and nothing
-//! else on the way.
+//! The upstream HTTP client: for `http://` upstreams the hand-written
+//! HTTP/1.1 client of [`super::h1`]; for `https://` ones hyper's pooled
+//! client with rustls, and nothing else on the way.
 //!
 //! Why not reqwest: per request it parses and clones a `Url`, builds a
 //! fresh header map, boxes its futures and wraps the response; with one
@@ -42,6 +43,9 @@ pub(super) enum Failure {
 
 /// The pooled client and the parts of every request that never change.
 pub(super) struct Client {
+    /// Plain-HTTP upstreams.
+    lean: Option<super::h1::Lean>,
+    /// TLS upstreams (HTTP/2 when offered).
     pool: Pool<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
     tenant_header: HeaderName,
@@ -68,7 +72,17 @@ impl Client {
         let tenant_header = HeaderName::from_bytes(cfg.tenant_header.as_bytes())
             .map_err(|e| ForwardError::Header(e.to_string()))?;
         let pool = pool(cfg)?;
+        let lean = (uri.scheme_str() == Some("http")).then(|| {
+            super::h1::Lean::new(
+                &uri,
+                tenant_header.clone(),
+                &USER_AGENT,
+                connect_timeout(cfg),
+                cfg.max_idle_per_host,
+            )
+        });
         Ok(Self {
+            lean,
             pool,
             uri,
             tenant_header,
@@ -85,6 +99,13 @@ impl Client {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Response, Failure> {
+        if let Some(lean) = &self.lean {
+            let post = lean.post(tenant.as_bytes(), headers, authorization.as_ref(), &body);
+            return match tokio::time::timeout(timeout, post).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::Timeout),
+            };
+        }
         let mut request = Request::post(self.uri.clone())
             .body(Full::new(body))
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
@@ -149,9 +170,6 @@ impl Client {
     }
 }
 
-/// rustls settings for the upstream: the bundled web PKI roots plus
-/// `tls.ca_file`, an optional client certificate, and (loudly) no
-/// verification at all when asked.
 /// A pooled hyper client over rustls for requests with bodies of type `B`,
 /// configured from `upstream` (TLS, timeouts, idle connections): the push
 /// forwarder's and the read proxy's.
@@ -165,7 +183,7 @@ where
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.timeout.min(Duration::from_secs(5))));
+    http.set_connect_timeout(Some(connect_timeout(cfg)));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(&cfg.tls, &cfg.url)?)
         .https_or_http()
@@ -180,6 +198,15 @@ where
         .build(connector))
 }
 
+/// How long a new upstream connection may take: the request timeout, but
+/// at most 5 s.
+fn connect_timeout(cfg: &config::Upstream) -> Duration {
+    cfg.timeout.min(Duration::from_secs(5))
+}
+
+/// rustls settings for the upstream: the bundled web PKI roots plus
+/// `tls.ca_file`, an optional client certificate, and (loudly) no
+/// verification at all when asked.
 fn tls_config(tls: &config::ClientTls, url: &str) -> Result<rustls::ClientConfig, ForwardError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};

@@ -17,6 +17,7 @@
 
 pub(crate) mod client;
 pub mod coalesce;
+mod h1;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,0 +1,422 @@
+//! The lean client against a raw TCP upstream that answers exactly the
+//! bytes each test gives it, and records what it was sent on which
+//! connection.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// One request as the upstream read it.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// Which accepted connection (0, 1, ...) carried it.
+    conn: usize,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// What the upstream does with the `n`-th request (over all connections):
+/// the bytes it answers, and whether it then closes the connection.
+type Script = dyn Fn(usize) -> (Vec<u8>, bool) + Send + Sync;
+
+struct Upstream {
+    url: Uri,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    async fn start(script: impl Fn(usize) -> (Vec<u8>, bool) + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/v1/push", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Arc<Script> = Arc::new(script);
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for conn in 0.. {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let (log, script) = (log.clone(), script.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some((head, body)) = read_request(&mut stream, &mut buf).await else {
+                            return;
+                        };
+                        let n = {
+                            let mut log = log.lock().unwrap();
+                            log.push(Seen { conn, head, body });
+                            log.len() - 1
+                        };
+                        let (answer, close) = script(n);
+                        if stream.write_all(&answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, seen }
+    }
+
+    fn client(&self, max_idle: usize) -> Lean {
+        Lean::new(
+            &self.url,
+            HeaderName::from_static("x-scope-orgid"),
+            &HeaderValue::from_static("orgsplit/test"),
+            Duration::from_secs(2),
+            max_idle,
+        )
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Reads one request (head and `Content-Length` body); `None` at the end.
+async fn read_request(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(String, Vec<u8>)> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = request.parse(buf) {
+            let length: usize = request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                .unwrap_or(0);
+            let head = String::from_utf8(buf[..len].to_vec()).unwrap();
+            while buf.len() < len + length {
+                if stream.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            let body = buf[len..len + length].to_vec();
+            buf.drain(..len + length);
+            return Some((head, body));
+        }
+        if stream.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+fn ok() -> (Vec<u8>, bool) {
+    (
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        false,
+    )
+}
+
+const V1: [(HeaderName, HeaderValue); 2] = [
+    (
+        http::header::CONTENT_ENCODING,
+        HeaderValue::from_static("snappy"),
+    ),
+    (
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    ),
+];
+
+async fn post(client: &Lean, tenant: &str, body: &'static [u8]) -> Result<Response, Failure> {
+    client
+        .post(tenant.as_bytes(), &V1, None, &Bytes::from_static(body))
+        .await
+}
+
+fn unreachable(result: Result<Response, Failure>) -> String {
+    match result {
+        Err(Failure::Unreachable(e)) => e,
+        Err(Failure::Timeout) => panic!("timed out"),
+        Ok(r) => panic!("answered {}", r.status),
+    }
+}
+
+#[tokio::test]
+async fn a_request_carries_its_tenant_headers_and_body_and_the_connection_is_reused() {
+    let upstream = Upstream::start(|_| ok()).await;
+    let client = upstream.client(8);
+    let auth = HeaderValue::from_static("Bearer s3cret");
+    let body = Bytes::from_static(b"\x00\x01 tenant one's series");
+    let r = client
+        .post(b"team-a", &V1, Some(&auth), &body)
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(r.status, 200);
+    let r = post(&client, "team-b", b"second")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(r.status, 200);
+
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 2);
+    let authority = upstream.url.authority().unwrap().as_str();
+    assert_eq!(
+        seen[0].head,
+        format!(
+            "POST /api/v1/push HTTP/1.1\r\nhost: {authority}\r\nuser-agent: orgsplit/test\r\n\
+             content-encoding: snappy\r\ncontent-type: application/x-protobuf\r\n\
+             x-scope-orgid: team-a\r\nauthorization: Bearer s3cret\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        )
+    );
+    assert_eq!(seen[0].body, body);
+    assert!(seen[1].head.contains("\r\nx-scope-orgid: team-b\r\n"));
+    assert!(!seen[1].head.contains("authorization"));
+    assert_eq!(seen[1].body, b"second");
+    assert_eq!(
+        (seen[0].conn, seen[1].conn),
+        (0, 0),
+        "one keep-alive connection"
+    );
+}
+
+#[tokio::test]
+async fn answers_framed_by_length_chunks_or_the_connections_end_are_read() {
+    let upstream = Upstream::start(|n| match n {
+        0 => (
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 19\r\n\r\nout of order sample".to_vec(),
+            false,
+        ),
+        1 => (
+            b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nout o\r\nE;ext=1\r\nf order sample\r\n0\r\nx-trailer: 1\r\n\r\n"
+                .to_vec(),
+            false,
+        ),
+        // No length: the body ends with the connection.
+        2 => (b"HTTP/1.1 500 Oops\r\n\r\nupstream broke".to_vec(), true),
+        _ => ok(),
+    })
+    .await;
+    let client = upstream.client(8);
+    for expected in ["out of order sample", "out of order sample"] {
+        let r = post(&client, "t", b"x")
+            .await
+            .unwrap_or_else(|_| panic!("failed"));
+        assert_eq!((r.status, r.prefix.as_slice()), (400, expected.as_bytes()));
+    }
+    let r = post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(
+        (r.status, r.prefix.as_slice()),
+        (500, &b"upstream broke"[..])
+    );
+    let r = post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(r.status, 200);
+    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
+    // Length and chunks keep the connection; the close-framed answer ends it.
+    assert_eq!(conns, [0, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_retry_after_and_written_counts_read() {
+    let upstream = Upstream::start(|_| {
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n\
+              HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n\
+              X-Prometheus-Remote-Write-Samples-Written: 5\r\ncontent-length: 4\r\n\r\nslow"
+                .to_vec(),
+            false,
+        )
+    })
+    .await;
+    let client = upstream.client(8);
+    let r = post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.retry_after, Some(7));
+    assert_eq!(r.prefix, b"slow");
+    assert_eq!(r.written.map(|w| w.samples), Some(5));
+}
+
+#[tokio::test]
+async fn a_long_answer_is_cut_to_its_prefix_and_its_connection_closed() {
+    let long = MAX_DRAIN_BYTES + 1;
+    let upstream = Upstream::start(move |n| match n {
+        0 => {
+            let mut a = format!("HTTP/1.1 503 Busy\r\ncontent-length: {long}\r\n\r\n").into_bytes();
+            a.resize(a.len() + long, b'z');
+            (a, false)
+        }
+        _ => ok(),
+    })
+    .await;
+    let client = upstream.client(8);
+    let r = post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.prefix.len(), MAX_ANSWER_BYTES);
+    let r = post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(r.status, 200);
+    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
+    assert_eq!(conns, [0, 1], "a body past the drain bound is not drained");
+}
+
+#[tokio::test]
+async fn an_answer_exactly_at_the_drain_bound_keeps_its_connection() {
+    let upstream = Upstream::start(|n| match n {
+        0 => {
+            let mut a = format!("HTTP/1.1 400 No\r\ncontent-length: {MAX_DRAIN_BYTES}\r\n\r\n")
+                .into_bytes();
+            a.resize(a.len() + MAX_DRAIN_BYTES, b'z');
+            (a, false)
+        }
+        _ => ok(),
+    })
+    .await;
+    let client = upstream.client(8);
+    let r = post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!((r.status, r.prefix.len()), (400, MAX_ANSWER_BYTES));
+    post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
+    assert_eq!(conns, [0, 0]);
+}
+
+#[tokio::test]
+async fn connection_close_and_http_1_0_answers_end_the_connection() {
+    let upstream = Upstream::start(|n| match n {
+        0 => (
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\ncontent-length: 0\r\n\r\n"
+                .to_vec(),
+            false,
+        ),
+        1 => (
+            b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
+            false,
+        ),
+        _ => ok(),
+    })
+    .await;
+    let client = upstream.client(8);
+    for _ in 0..3 {
+        let r = post(&client, "t", b"x")
+            .await
+            .unwrap_or_else(|_| panic!("failed"));
+        assert_eq!(r.status, 200);
+    }
+    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
+    assert_eq!(conns, [0, 1, 2]);
+}
+
+#[tokio::test]
+async fn a_reused_connection_the_upstream_closed_is_retried_once_on_a_new_one() {
+    // The upstream answers, then closes the connection without saying so
+    // (as a server does with an idle connection).
+    let upstream = Upstream::start(|_| (ok().0, true)).await;
+    let client = upstream.client(8);
+    for _ in 0..3 {
+        let r = post(&client, "t", b"x")
+            .await
+            .unwrap_or_else(|_| panic!("failed"));
+        assert_eq!(r.status, 200);
+        // Let the close arrive before the connection is used again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = upstream.seen();
+    let conns: Vec<usize> = seen.iter().map(|s| s.conn).collect();
+    assert_eq!(
+        conns,
+        [0, 1, 2],
+        "each request arrived once, on a new connection"
+    );
+}
+
+#[tokio::test]
+async fn a_new_connection_closed_without_an_answer_is_unreachable_and_not_retried() {
+    let upstream = Upstream::start(|_| (Vec::new(), true)).await;
+    let client = upstream.client(8);
+    let e = unreachable(post(&client, "t", b"x").await);
+    assert!(e.contains("closed the connection without answering"), "{e}");
+    assert_eq!(upstream.seen().len(), 1, "not sent twice");
+}
+
+#[tokio::test]
+async fn malformed_or_oversized_answers_are_unreachable() {
+    let huge_head = {
+        let mut a = b"HTTP/1.1 200 OK\r\nx-pad: ".to_vec();
+        a.resize(a.len() + MAX_HEAD_BYTES, b'a');
+        a.extend_from_slice(b"\r\n\r\n");
+        a
+    };
+    let answers: Vec<(Vec<u8>, &str)> = vec![
+        (b"garbage\r\n\r\n".to_vec(), "malformed"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nx".to_vec(),
+            "conflicting Content-Length",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n".to_vec(),
+            "bad Content-Length",
+        ),
+        (
+            b"HTTP/1.1 400 No\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+            "bad chunked body",
+        ),
+        (huge_head, "over 16384 bytes"),
+        (b"HTTP/1.1 200 O".to_vec(), "in the middle of its answer"),
+    ];
+    for (answer, expected) in answers {
+        let upstream = Upstream::start(move |_| (answer.clone(), true)).await;
+        let client = upstream.client(8);
+        let e = unreachable(post(&client, "t", b"x").await);
+        assert!(e.contains(expected), "{e} should say {expected}");
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_kept_up_to_the_bound() {
+    let upstream = Upstream::start(|_| ok()).await;
+    let client = Arc::new(upstream.client(2));
+    let posts: Vec<_> = (0..6)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { post(&c, "t", b"x").await.is_ok() })
+        })
+        .collect();
+    for p in posts {
+        assert!(p.await.unwrap());
+    }
+    assert!(client.idle.lock().unwrap().len() <= 2);
+    assert!(!client.idle.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_says_where_it_tried() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url: Uri = format!("http://{addr}/push").parse().unwrap();
+    let client = Lean::new(
+        &url,
+        HeaderName::from_static("x-scope-orgid"),
+        &HeaderValue::from_static("t"),
+        Duration::from_secs(1),
+        1,
+    );
+    let e = unreachable(post(&client, "t", b"x").await);
+    assert!(
+        e.contains("tcp connect error") && e.contains(&addr.to_string()),
+        "{e}"
+    );
+}
