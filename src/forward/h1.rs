@@ -147,9 +147,10 @@ impl Lean {
             path.as_bytes()
         });
         head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        // The authority without userinfo: `http::Uri` refuses URLs with
-        // userinfo, so this is host[:port] as written.
-        head.extend_from_slice(authority.as_bytes());
+        // host[:port] as written, without any userinfo (which is never
+        // sent: upstream credentials come from `upstream.auth`).
+        let host_port = authority.rsplit('@').next().unwrap_or(authority);
+        head.extend_from_slice(host_port.as_bytes());
         head.extend_from_slice(b"\r\nuser-agent: ");
         head.extend_from_slice(user_agent.as_bytes());
         head.extend_from_slice(b"\r\n");
@@ -288,11 +289,18 @@ impl Lean {
 /// Writes the rendered head (in `conn.buf`) and `body`, then reads the
 /// answer. Returns it and whether the connection can carry another request.
 async fn exchange(conn: &mut Conn, body: &[u8]) -> Result<(Response, bool), Broken> {
-    write_request(&mut conn.stream, &conn.buf, body)
-        .await
-        .map_err(Broken::Closed)?;
+    let written = write_request(&mut conn.stream, &conn.buf, body).await;
     conn.buf.clear();
-    let head = read_head(conn).await?;
+    let head = match (written, read_head(conn).await) {
+        (Ok(()), head) => head?,
+        // The upstream may answer before it has read the whole body (a
+        // proxy's 413) and close: that answer is the one that counts.
+        (Err(_), Ok(head)) => Head {
+            keep_alive: false,
+            ..head
+        },
+        (Err(e), Err(_)) => return Err(Broken::Closed(e)),
+    };
     let mut prefix = Vec::new();
     let complete = read_body(conn, &head, &mut prefix).await?;
     let response = Response {

@@ -420,3 +420,36 @@ async fn an_unreachable_upstream_says_where_it_tried() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_is_the_answer() {
+    // Like a proxy refusing a body over its limit: it reads the head,
+    // answers 413 and closes without reading the rest.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url: Uri = format!("http://{}/push", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large")
+            .await;
+        // Closing with unread data resets the connection.
+    });
+    let client = Lean::new(
+        &url,
+        HeaderName::from_static("x-scope-orgid"),
+        &HeaderValue::from_static("t"),
+        Duration::from_secs(2),
+        1,
+    );
+    let body = Bytes::from(vec![7u8; 32 << 20]);
+    let r = client
+        .post(b"t", &V1, None, &body)
+        .await
+        .unwrap_or_else(|e| panic!("{}", unreachable(Err(e))));
+    assert_eq!((r.status, r.prefix.as_slice()), (413, &b"too large"[..]));
+    assert!(client.idle.lock().unwrap().is_empty(), "not reused");
+}
