@@ -35,9 +35,8 @@ pub(super) struct Response {
     pub written: Option<crate::answer::Written>,
 }
 
-/// How a request failed without a response.
+/// How a request failed without a response (a timeout is the caller's).
 pub(super) enum Failure {
-    Timeout,
     Unreachable(String),
 }
 
@@ -89,22 +88,19 @@ impl Client {
         })
     }
 
-    /// POSTs `body` for `tenant` and reads a prefix of the answer, within
-    /// `timeout`.
+    /// POSTs `body` for `tenant` and reads a prefix of the answer. The
+    /// caller bounds the time (dropping the future closes the connection).
     pub async fn post(
         &self,
         tenant: HeaderValue,
         headers: &[(HeaderName, HeaderValue)],
         authorization: Option<HeaderValue>,
         body: Bytes,
-        timeout: Duration,
     ) -> Result<Response, Failure> {
         if let Some(lean) = &self.lean {
-            let post = lean.post(tenant.as_bytes(), headers, authorization.as_ref(), &body);
-            return match tokio::time::timeout(timeout, post).await {
-                Ok(result) => result,
-                Err(_) => Err(Failure::Timeout),
-            };
+            return lean
+                .post(tenant.as_bytes(), headers, authorization.as_ref(), &body)
+                .await;
         }
         let mut request = Request::post(self.uri.clone())
             .body(Full::new(body))
@@ -119,7 +115,7 @@ impl Client {
         if let Some(auth) = authorization {
             h.insert(http::header::AUTHORIZATION, auth);
         }
-        let exchange = async {
+        {
             let response = self
                 .pool
                 .request(request)
@@ -162,10 +158,6 @@ impl Client {
                 prefix,
                 written,
             })
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::Timeout),
         }
     }
 }

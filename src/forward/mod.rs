@@ -384,14 +384,15 @@ impl Forwarder {
     ) -> (Upstream, Option<Written>) {
         let inner = &*self.inner;
         let started = Instant::now();
-        let (outcome, written) =
-            match tokio::time::timeout(inner.timeout, inner.slots.acquire()).await {
-                Ok(Ok(_permit)) => {
-                    let left = inner.timeout.saturating_sub(started.elapsed());
-                    self.exchange(tenant, body, left, wire).await
-                }
-                _ => (Upstream::Timeout, None),
-            };
+        // One deadline for the slot and the exchange.
+        let bounded = async {
+            let _permit = inner.slots.acquire().await.ok()?;
+            Some(self.exchange(tenant, body, wire).await)
+        };
+        let (outcome, written) = match tokio::time::timeout(inner.timeout, bounded).await {
+            Ok(Some(sent)) => sent,
+            _ => (Upstream::Timeout, None),
+        };
         inner.signals.requests(outcome.class()).increment(1);
         inner
             .signals
@@ -410,7 +411,6 @@ impl Forwarder {
         &self,
         tenant: &TenantId,
         body: Bytes,
-        timeout: Duration,
         wire: Wire,
     ) -> (Upstream, Option<Written>) {
         let inner = &*self.inner;
@@ -433,11 +433,7 @@ impl Forwarder {
             Wire::LokiJson(Codec::Deflate) => &inner.headers_loki[3],
             Wire::LokiJson(_) => &inner.headers_loki[1],
         };
-        match inner
-            .client
-            .post(tenant_value, headers, auth, body, timeout)
-            .await
-        {
+        match inner.client.post(tenant_value, headers, auth, body).await {
             Ok(r) if (200..300).contains(&r.status) => (Upstream::Accepted, r.written),
             Ok(r) => {
                 let refused = Upstream::Status {
@@ -447,7 +443,6 @@ impl Forwarder {
                 };
                 (refused, r.written)
             }
-            Err(client::Failure::Timeout) => (Upstream::Timeout, None),
             Err(client::Failure::Unreachable(e)) => (Upstream::Unreachable(e), None),
         }
     }

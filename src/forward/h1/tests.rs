@@ -135,7 +135,6 @@ async fn post(client: &Lean, tenant: &str, body: &'static [u8]) -> Result<Respon
 fn unreachable(result: Result<Response, Failure>) -> String {
     match result {
         Err(Failure::Unreachable(e)) => e,
-        Err(Failure::Timeout) => panic!("timed out"),
         Ok(r) => panic!("answered {}", r.status),
     }
 }
@@ -452,4 +451,60 @@ async fn an_answer_sent_before_the_body_was_read_is_the_answer() {
         .unwrap_or_else(|e| panic!("{}", unreachable(Err(e))));
     assert_eq!((r.status, r.prefix.as_slice()), (413, &b"too large"[..]));
     assert!(client.idle.lock().unwrap().is_empty(), "not reused");
+}
+
+mod parser {
+    //! The answer parser on arbitrary bytes: an upstream, or something
+    //! posing as one, can send anything.
+    use super::super::*;
+    use proptest::prelude::*;
+
+    fn chunked(body: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &cut in cuts.iter().chain([&body.len()]) {
+            let end = cut.clamp(at, body.len());
+            if end > at {
+                out.extend_from_slice(format!("{:x}\r\n", end - at).as_bytes());
+                out.extend_from_slice(&body[at..end]);
+                out.extend_from_slice(b"\r\n");
+                at = end;
+            }
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_head(&bytes);
+            let mut prefix = Vec::new();
+            let _ = dechunk(&bytes, &mut prefix);
+            prop_assert!(prefix.len() <= MAX_ANSWER_BYTES);
+        }
+
+        #[test]
+        fn a_chunked_body_decodes_to_its_bytes_however_it_is_cut(
+            body in proptest::collection::vec(any::<u8>(), 0..6000),
+            mut cuts in proptest::collection::vec(0usize..6000, 0..8),
+            trailing in 0usize..3,
+        ) {
+            cuts.sort_unstable();
+            let mut wire = chunked(&body, &cuts);
+            let whole = wire.len();
+            wire.extend(std::iter::repeat_n(b'x', trailing));
+            let mut prefix = Vec::new();
+            match dechunk(&wire, &mut prefix) {
+                Chunks::Done(used) => prop_assert_eq!(used, whole),
+                _ => prop_assert!(false, "not decoded"),
+            }
+            prop_assert_eq!(&prefix[..], &body[..body.len().min(MAX_ANSWER_BYTES)]);
+            // Any strict prefix of the encoding asks for more.
+            for end in [0, whole / 3, whole.saturating_sub(1)] {
+                let mut p = Vec::new();
+                prop_assert!(matches!(dechunk(&wire[..end], &mut p), Chunks::More));
+            }
+        }
+    }
 }
