@@ -28,7 +28,8 @@
 //! [`MAX_ANSWER_BYTES`] of it is kept and at most [`MAX_DRAIN_BYTES`] read
 //! (past that the connection is closed rather than drained). A connection is
 //! reused only after an answer that was completely read, on HTTP/1.1,
-//! without `Connection: close`.
+//! without `Connection: close`, and only if nothing arrived on it while it
+//! was idle (so a request never reads an answer that is not its own).
 //!
 //! Invariant: a request is sent at most twice, and twice only when a reused
 //! connection turned out closed before any byte of an answer arrived (the
@@ -229,17 +230,29 @@ impl Lean {
         buf.extend_from_slice(b"\r\n");
     }
 
+    /// The most recently used idle connection that is still quiet: one on
+    /// which anything arrived while idle (its end, or bytes no request
+    /// asked for) is closed, never used, so no request can read another's
+    /// answer.
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        while let Some(last) = idle.pop_back() {
-            if now.duration_since(last.since) < IDLE_TIMEOUT {
-                return Some(last.conn);
+        loop {
+            let last = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let last = idle.pop_back()?;
+                if now.duration_since(last.since) >= IDLE_TIMEOUT {
+                    // The newest is too old, so all are.
+                    idle.clear();
+                    return None;
+                }
+                last
+            };
+            // Usually one `recv` that finds nothing.
+            match last.conn.stream.try_read(&mut [0u8; 1]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(last.conn),
+                _ => continue,
             }
-            // The newest is too old, so all are.
-            idle.clear();
         }
-        None
     }
 
     fn checkin(&self, mut conn: Conn) {

@@ -319,7 +319,7 @@ async fn connection_close_and_http_1_0_answers_end_the_connection() {
 }
 
 #[tokio::test]
-async fn a_reused_connection_the_upstream_closed_is_retried_once_on_a_new_one() {
+async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
     // The upstream answers, then closes the connection without saying so
     // (as a server does with an idle connection).
     let upstream = Upstream::start(|_| (ok().0, true)).await;
@@ -339,6 +339,26 @@ async fn a_reused_connection_the_upstream_closed_is_retried_once_on_a_new_one() 
         [0, 1, 2],
         "each request arrived once, on a new connection"
     );
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_as_the_request_went_out_is_retried_once_on_a_new_one() {
+    // The upstream takes the second request on the kept connection and
+    // closes it without an answer (its idle timeout firing just then).
+    let upstream = Upstream::start(|n| match n {
+        1 => (Vec::new(), true),
+        _ => ok(),
+    })
+    .await;
+    let client = upstream.client(8);
+    for _ in 0..2 {
+        let r = post(&client, "t", b"x")
+            .await
+            .unwrap_or_else(|_| panic!("failed"));
+        assert_eq!(r.status, 200);
+    }
+    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
+    assert_eq!(conns, [0, 0, 1], "sent again, once, on a new connection");
 }
 
 #[tokio::test]
@@ -507,4 +527,67 @@ mod parser {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn bytes_that_arrive_on_an_idle_connection_are_never_taken_for_an_answer() {
+    // A broken upstream answers, then, a moment later, sends a second,
+    // unasked-for answer: the next request must not take that `200` for
+    // its own, nor go out on that connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url: Uri = format!("http://{}/push", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let log = requests.clone();
+    tokio::spawn(async move {
+        for conn in 0.. {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_request(&mut stream, &mut buf).await.is_some() {
+                    log.lock().unwrap().push(conn);
+                    let answer: &[u8] = if conn == 0 {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail"
+                    };
+                    stream.write_all(answer).await.unwrap();
+                    if conn == 0 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    let client = Lean::new(
+        &url,
+        HeaderName::from_static("x-scope-orgid"),
+        &HeaderValue::from_static("t"),
+        Duration::from_secs(2),
+        8,
+    );
+    let r = post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        client.idle.lock().unwrap().len(),
+        1,
+        "kept: nothing extra yet"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = post(&client, "t", b"x")
+        .await
+        .unwrap_or_else(|_| panic!("failed"));
+    assert_eq!(r.status, 500, "the second request's own answer");
+    assert_eq!(
+        *requests.lock().unwrap(),
+        [0, 1],
+        "sent on a new connection"
+    );
 }
