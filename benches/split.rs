@@ -330,13 +330,31 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// The pieces of the pipeline on the headline request.
+/// The pieces of the pipeline on the headline request of each corpus
+/// (`stages/2000x12/20t`, `stages/cadvisor/2000x12/20t`).
 fn stages(c: &mut Criterion) {
     let router = router();
     let families = FamilyIndex::default();
     let pool = orgsplit::pool::BufferPool::default();
-    let k = case(2000, 20, false);
-    let mut group = c.benchmark_group("stages/2000x12/20t");
+    for cadvisor in [false, true] {
+        stages_of(
+            c,
+            &router,
+            &families,
+            &pool,
+            corpus_case(cadvisor, 2000, 20, false),
+        );
+    }
+}
+
+fn stages_of(
+    c: &mut Criterion,
+    router: &Router,
+    families: &FamilyIndex,
+    pool: &orgsplit::pool::BufferPool,
+    k: Case,
+) {
+    let mut group = c.benchmark_group(format!("stages/{}", k.name));
     group.throughput(Throughput::Elements(k.samples));
     group.bench_function("decompress", |b| {
         let mut out = vec![0u8; k.decoded.len()];
@@ -353,8 +371,8 @@ fn stages(c: &mut Criterion) {
                     &Rw1,
                     black_box(&k.decoded),
                     &k.table,
-                    &families,
-                    &pool,
+                    families,
+                    pool,
                     &Allowance::Any,
                 )
                 .unwrap();
@@ -371,7 +389,7 @@ fn stages(c: &mut Criterion) {
                 .count()
         })
     });
-    let split = router.split(&k.decoded, &k.table, &families).unwrap();
+    let split = router.split(&k.decoded, &k.table, families).unwrap();
     let bodies: Vec<Vec<u8>> = split.batches.iter().map(|b| b.body.clone()).collect();
     group.bench_function("compress", |b| {
         let mut enc = snap::raw::Encoder::new();
