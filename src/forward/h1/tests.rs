@@ -63,18 +63,27 @@ impl Upstream {
     }
 
     fn client(&self, max_idle: usize) -> Lean {
-        Lean::new(
-            &self.url,
-            HeaderName::from_static("x-scope-orgid"),
-            &HeaderValue::from_static("orgsplit/test"),
-            Duration::from_secs(2),
-            max_idle,
-        )
+        lean(&self.url, max_idle)
     }
 
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// Which connection carried each request, in order.
+    fn conns(&self) -> Vec<usize> {
+        self.seen().iter().map(|s| s.conn).collect()
+    }
+}
+
+fn lean(url: &Uri, max_idle: usize) -> Lean {
+    Lean::new(
+        url,
+        HeaderName::from_static("x-scope-orgid"),
+        &HeaderValue::from_static("orgsplit/test"),
+        Duration::from_secs(2),
+        max_idle,
+    )
 }
 
 /// Reads one request (head and `Content-Length` body); `None` at the end.
@@ -132,6 +141,14 @@ async fn post(client: &Lean, tenant: &str, body: &'static [u8]) -> Result<Respon
         .await
 }
 
+/// A `200`-or-whatever answer to a one-byte push for tenant `t`.
+async fn answered(client: &Lean) -> Response {
+    match post(client, "t", b"x").await {
+        Ok(r) => r,
+        Err(e) => panic!("{}", unreachable(Err(e))),
+    }
+}
+
 fn unreachable(result: Result<Response, Failure>) -> String {
     match result {
         Err(Failure::Unreachable(e)) => e,
@@ -152,7 +169,8 @@ async fn a_request_carries_its_tenant_headers_and_body_and_the_connection_is_reu
     assert_eq!(r.status, 200);
     let r = post(&client, "team-b", b"second")
         .await
-        .unwrap_or_else(|_| panic!("failed"));
+        .ok()
+        .expect("answered");
     assert_eq!(r.status, 200);
 
     let seen = upstream.seen();
@@ -199,21 +217,15 @@ async fn answers_framed_by_length_chunks_or_the_connections_end_are_read() {
     .await;
     let client = upstream.client(8);
     for expected in ["out of order sample", "out of order sample"] {
-        let r = post(&client, "t", b"x")
-            .await
-            .unwrap_or_else(|_| panic!("failed"));
+        let r = answered(&client).await;
         assert_eq!((r.status, r.prefix.as_slice()), (400, expected.as_bytes()));
     }
-    let r = post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
+    let r = answered(&client).await;
     assert_eq!(
         (r.status, r.prefix.as_slice()),
         (500, &b"upstream broke"[..])
     );
-    let r = post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
+    let r = answered(&client).await;
     assert_eq!(r.status, 200);
     let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
     // Length and chunks keep the connection; the close-framed answer ends it.
@@ -233,9 +245,7 @@ async fn interim_answers_are_skipped_and_retry_after_and_written_counts_read() {
     })
     .await;
     let client = upstream.client(8);
-    let r = post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
+    let r = answered(&client).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.retry_after, Some(7));
     assert_eq!(r.prefix, b"slow");
@@ -255,17 +265,16 @@ async fn a_long_answer_is_cut_to_its_prefix_and_its_connection_closed() {
     })
     .await;
     let client = upstream.client(8);
-    let r = post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
+    let r = answered(&client).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.prefix.len(), MAX_ANSWER_BYTES);
-    let r = post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
+    let r = answered(&client).await;
     assert_eq!(r.status, 200);
-    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
-    assert_eq!(conns, [0, 1], "a body past the drain bound is not drained");
+    assert_eq!(
+        upstream.conns(),
+        [0, 1],
+        "a body past the drain bound is not drained"
+    );
 }
 
 #[tokio::test]
@@ -281,15 +290,10 @@ async fn an_answer_exactly_at_the_drain_bound_keeps_its_connection() {
     })
     .await;
     let client = upstream.client(8);
-    let r = post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
+    let r = answered(&client).await;
     assert_eq!((r.status, r.prefix.len()), (400, MAX_ANSWER_BYTES));
-    post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
-    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
-    assert_eq!(conns, [0, 0]);
+    answered(&client).await;
+    assert_eq!(upstream.conns(), [0, 0]);
 }
 
 #[tokio::test]
@@ -309,13 +313,10 @@ async fn connection_close_and_http_1_0_answers_end_the_connection() {
     .await;
     let client = upstream.client(8);
     for _ in 0..3 {
-        let r = post(&client, "t", b"x")
-            .await
-            .unwrap_or_else(|_| panic!("failed"));
+        let r = answered(&client).await;
         assert_eq!(r.status, 200);
     }
-    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
-    assert_eq!(conns, [0, 1, 2]);
+    assert_eq!(upstream.conns(), [0, 1, 2]);
 }
 
 #[tokio::test]
@@ -325,17 +326,13 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
     let upstream = Upstream::start(|_| (ok().0, true)).await;
     let client = upstream.client(8);
     for _ in 0..3 {
-        let r = post(&client, "t", b"x")
-            .await
-            .unwrap_or_else(|_| panic!("failed"));
+        let r = answered(&client).await;
         assert_eq!(r.status, 200);
         // Let the close arrive before the connection is used again.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let seen = upstream.seen();
-    let conns: Vec<usize> = seen.iter().map(|s| s.conn).collect();
     assert_eq!(
-        conns,
+        upstream.conns(),
         [0, 1, 2],
         "each request arrived once, on a new connection"
     );
@@ -352,13 +349,14 @@ async fn a_reused_connection_closed_as_the_request_went_out_is_retried_once_on_a
     .await;
     let client = upstream.client(8);
     for _ in 0..2 {
-        let r = post(&client, "t", b"x")
-            .await
-            .unwrap_or_else(|_| panic!("failed"));
+        let r = answered(&client).await;
         assert_eq!(r.status, 200);
     }
-    let conns: Vec<usize> = upstream.seen().iter().map(|s| s.conn).collect();
-    assert_eq!(conns, [0, 0, 1], "sent again, once, on a new connection");
+    assert_eq!(
+        upstream.conns(),
+        [0, 0, 1],
+        "sent again, once, on a new connection"
+    );
 }
 
 #[tokio::test]
@@ -426,13 +424,7 @@ async fn an_unreachable_upstream_says_where_it_tried() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let url: Uri = format!("http://{addr}/push").parse().unwrap();
-    let client = Lean::new(
-        &url,
-        HeaderName::from_static("x-scope-orgid"),
-        &HeaderValue::from_static("t"),
-        Duration::from_secs(1),
-        1,
-    );
+    let client = lean(&url, 1);
     let e = unreachable(post(&client, "t", b"x").await);
     assert!(
         e.contains("tcp connect error") && e.contains(&addr.to_string()),
@@ -457,13 +449,7 @@ async fn an_answer_sent_before_the_body_was_read_is_the_answer() {
             .await;
         // Closing with unread data resets the connection.
     });
-    let client = Lean::new(
-        &url,
-        HeaderName::from_static("x-scope-orgid"),
-        &HeaderValue::from_static("t"),
-        Duration::from_secs(2),
-        1,
-    );
+    let client = lean(&url, 1);
     let body = Bytes::from(vec![7u8; 32 << 20]);
     let r = client
         .post(b"t", &V1, None, &body)
@@ -564,16 +550,8 @@ async fn bytes_that_arrive_on_an_idle_connection_are_never_taken_for_an_answer()
             });
         }
     });
-    let client = Lean::new(
-        &url,
-        HeaderName::from_static("x-scope-orgid"),
-        &HeaderValue::from_static("t"),
-        Duration::from_secs(2),
-        8,
-    );
-    let r = post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
+    let client = lean(&url, 8);
+    let r = answered(&client).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         client.idle.lock().unwrap().len(),
@@ -581,9 +559,7 @@ async fn bytes_that_arrive_on_an_idle_connection_are_never_taken_for_an_answer()
         "kept: nothing extra yet"
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let r = post(&client, "t", b"x")
-        .await
-        .unwrap_or_else(|_| panic!("failed"));
+    let r = answered(&client).await;
     assert_eq!(r.status, 500, "the second request's own answer");
     assert_eq!(
         *requests.lock().unwrap(),
