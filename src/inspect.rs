@@ -201,8 +201,9 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
     Ok(out)
 }
 
-/// A Loki push capture: protobuf (snappy) or JSON (plain or gzip),
-/// reported like a remote write one. `None` when it is not one.
+/// A Loki push capture: protobuf (snappy, or snappy inside gzip) or JSON
+/// (plain or gzip), reported like a remote write one. `None` when it is
+/// not one.
 fn loki_report(
     router: &Router,
     table: &Snapshot,
@@ -210,9 +211,10 @@ fn loki_report(
 ) -> Result<Option<String>, InspectError> {
     use crate::formats::loki::{labels, pb as lp, LokiJson, LokiProto};
     use crate::pipeline::Codec;
+    // Every gzip member, as Loki (and the server) read them.
     let gunzipped = || {
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(capture), &mut out)
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(capture), &mut out)
             .ok()
             .map(|_| out)
     };
@@ -227,7 +229,21 @@ fn loki_report(
             return Ok(None);
         };
         let Some(list) = json_streams(&body) else {
-            return Ok(None);
+            // Loki also reads snappy protobuf inside gzip, and so does the
+            // server (which forwards it as plain snappy). One layer only.
+            if body.starts_with(&[0x1f, 0x8b]) {
+                return Ok(None);
+            }
+            let inner = loki_report(router, table, &body)?;
+            return Ok(inner
+                .filter(|r| r.contains("Loki protobuf (snappy)"))
+                .map(|r| {
+                    format!(
+                        "capture: {} bytes of gzip around {}",
+                        capture.len(),
+                        r.trim_start_matches("capture: ")
+                    )
+                }));
         };
         ("Loki JSON (gzip)", body, json_labels(&list))
     } else if let Some(list) = json_streams(capture) {

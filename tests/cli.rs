@@ -318,3 +318,60 @@ fn inspect_understands_loki_captures() {
     }
     assert!(stdout.contains(r#""namespace":"kube-system""#), "{stdout}");
 }
+
+#[test]
+fn inspect_reads_loki_protobuf_inside_gzip() {
+    use orgsplit::formats::loki::pb;
+    use prost::Message;
+    use std::io::Write;
+    let stream = |labels: &str, line: &str| pb::StreamAdapter {
+        labels: labels.into(),
+        entries: vec![pb::EntryAdapter {
+            timestamp: Some(pb::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            line: line.into(),
+            structured_metadata: vec![],
+            parsed: vec![],
+        }],
+        hash: 0,
+    };
+    let req = pb::PushRequest {
+        streams: vec![
+            stream(r#"{namespace="shop-prod"}"#, "a"),
+            stream(r#"{namespace="billing"}"#, "b"),
+            stream(r#"{namespace="billing"}"#, "c"),
+        ],
+        format: String::new(),
+    };
+    let snappy = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&snappy).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("push.gz");
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    let out = orgsplit()
+        .args(["inspect", "--config", "fixtures/local.yaml"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("of gzip around"), "{stdout}");
+    assert!(stdout.contains("Loki protobuf (snappy)"), "{stdout}");
+    assert!(stdout.contains("3 streams, 3 entries"), "{stdout}");
+    for (tenant, streams) in [("acme", 1), ("globex", 2)] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(tenant)
+                && l.split_whitespace().nth(1) == Some(&streams.to_string())),
+            "{tenant}: {stdout}"
+        );
+    }
+}
