@@ -211,7 +211,8 @@ fn loki_report(
 ) -> Result<Option<String>, InspectError> {
     use crate::formats::loki::{labels, pb as lp, LokiJson, LokiProto};
     use crate::pipeline::Codec;
-    // Every gzip member, as Loki (and the server) read them.
+    // Every gzip member, as the server reads protobuf inside gzip (a JSON
+    // body is then run through the pipeline, which holds its own rule).
     let gunzipped = || {
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(capture), &mut out)
@@ -230,20 +231,19 @@ fn loki_report(
         };
         let Some(list) = json_streams(&body) else {
             // Loki also reads snappy protobuf inside gzip, and so does the
-            // server (which forwards it as plain snappy). One layer only.
+            // server (which forwards it as plain snappy). One layer only:
+            // the body is neither gzip nor JSON, so the inner report can
+            // only be that of a protobuf push.
             if body.starts_with(&[0x1f, 0x8b]) {
                 return Ok(None);
             }
-            let inner = loki_report(router, table, &body)?;
-            return Ok(inner
-                .filter(|r| r.contains("Loki protobuf (snappy)"))
-                .map(|r| {
-                    format!(
-                        "capture: {} bytes of gzip around {}",
-                        capture.len(),
-                        r.trim_start_matches("capture: ")
-                    )
-                }));
+            return Ok(loki_report(router, table, &body)?.map(|r| {
+                format!(
+                    "capture: {} bytes of gzip around {}",
+                    capture.len(),
+                    r.trim_start_matches("capture: ")
+                )
+            }));
         };
         ("Loki JSON (gzip)", body, json_labels(&list))
     } else if let Some(list) = json_streams(capture) {

@@ -14,6 +14,22 @@ fn orgsplit() -> Command {
     c
 }
 
+/// `orgsplit inspect` on `capture` with the example config; its stdout,
+/// after checking it succeeded.
+fn inspect(capture: impl AsRef<std::ffi::OsStr>) -> String {
+    let out = orgsplit()
+        .args(["inspect", "--config", "fixtures/local.yaml"])
+        .arg(capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn check_config_prints_the_effective_config_of_the_readme_example() {
     let out = orgsplit()
@@ -98,21 +114,7 @@ fn a_missing_table_file_is_a_clear_error() {
 fn inspect_shows_the_split_of_a_capture_without_sending() {
     // fixtures/local.yaml points at an upstream that is not running: inspect
     // must not need it.
-    let out = orgsplit()
-        .args([
-            "inspect",
-            "--config",
-            "fixtures/local.yaml",
-            "fixtures/requests/prometheus-2.42-series-2000.snappy",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = inspect("fixtures/requests/prometheus-2.42-series-2000.snappy");
     assert!(stdout.contains("2000 series"), "{stdout}");
     let row = |tenant: &str| {
         stdout
@@ -136,33 +138,11 @@ fn inspect_shows_the_split_of_a_capture_without_sending() {
 
 #[test]
 fn inspect_understands_remote_write_2_0_captures() {
-    let out = orgsplit()
-        .args([
-            "inspect",
-            "--config",
-            "fixtures/local.yaml",
-            "fixtures/requests/rw2/prometheus-2.42-series-2000.v2.snappy",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = inspect("fixtures/requests/rw2/prometheus-2.42-series-2000.v2.snappy");
     assert!(stdout.contains("remote write 2.0"), "{stdout}");
     assert!(stdout.contains("2000 series"), "{stdout}");
     // The same split as the 1.0 capture it was built from.
-    let v1 = orgsplit()
-        .args([
-            "inspect",
-            "--config",
-            "fixtures/local.yaml",
-            "fixtures/requests/prometheus-2.42-series-2000.snappy",
-        ])
-        .output()
-        .unwrap();
+    let v1 = inspect("fixtures/requests/prometheus-2.42-series-2000.snappy");
     let rows = |text: &str| -> Vec<(String, String)> {
         text.lines()
             .filter(|l| {
@@ -176,7 +156,7 @@ fn inspect_understands_remote_write_2_0_captures() {
             })
             .collect()
     };
-    assert_eq!(rows(&stdout), rows(&String::from_utf8_lossy(&v1.stdout)));
+    assert_eq!(rows(&stdout), rows(&v1));
     assert!(stdout.contains("job=\"platform\""), "{stdout}");
 }
 
@@ -291,21 +271,7 @@ fn keys_and_tokens_from_the_command_line() {
 fn inspect_understands_loki_captures() {
     // A push captured from python-logging-loki 0.3.1 (three records, one
     // stream each, merged into one push).
-    let out = orgsplit()
-        .args([
-            "inspect",
-            "--config",
-            "fixtures/local.yaml",
-            "fixtures/requests/loki/python-logging-loki-0.3.1.json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = inspect("fixtures/requests/loki/python-logging-loki-0.3.1.json");
     assert!(stdout.contains("Loki JSON"), "{stdout}");
     assert!(stdout.contains("3 streams, 3 entries"), "{stdout}");
     for tenant in ["acme", "globex", "unassigned"] {
@@ -353,17 +319,7 @@ fn inspect_reads_loki_protobuf_inside_gzip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("push.gz");
     std::fs::write(&path, gz.finish().unwrap()).unwrap();
-    let out = orgsplit()
-        .args(["inspect", "--config", "fixtures/local.yaml"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = inspect(&path);
     assert!(stdout.contains("of gzip around"), "{stdout}");
     assert!(stdout.contains("Loki protobuf (snappy)"), "{stdout}");
     assert!(stdout.contains("3 streams, 3 entries"), "{stdout}");

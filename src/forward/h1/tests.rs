@@ -567,3 +567,49 @@ async fn bytes_that_arrive_on_an_idle_connection_are_never_taken_for_an_answer()
         "sent on a new connection"
     );
 }
+
+#[tokio::test]
+async fn the_head_bounds_hold_at_their_limits() {
+    // An answer head of exactly `MAX_HEAD_BYTES`, `MAX_HEADERS` header
+    // lines and `MAX_INTERIM` interim answers is read; one more of any is
+    // refused.
+    let sized_head = |total: usize| {
+        let start = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-pad: ".to_vec();
+        let mut a = start.clone();
+        a.resize(total - 4, b'a');
+        a.extend_from_slice(b"\r\n\r\n");
+        a
+    };
+    let with_headers = |n: usize| {
+        let mut a = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+        for i in 1..n {
+            a.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        a.extend_from_slice(b"\r\n");
+        a
+    };
+    let with_interim = |n: usize| {
+        let mut a = b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(n);
+        a.extend_from_slice(&ok().0);
+        a
+    };
+    for (answer, refused) in [
+        (sized_head(MAX_HEAD_BYTES), None),
+        (sized_head(MAX_HEAD_BYTES + 1), Some("over 16384 bytes")),
+        (with_headers(MAX_HEADERS), None),
+        (with_headers(MAX_HEADERS + 1), Some("malformed")),
+        (with_interim(MAX_INTERIM), None),
+        (with_interim(MAX_INTERIM + 1), Some("interim answers")),
+    ] {
+        let upstream = Upstream::start(move |_| (answer.clone(), true)).await;
+        let client = upstream.client(8);
+        let result = post(&client, "t", b"x").await;
+        match refused {
+            None => assert_eq!(result.ok().map(|r| r.status), Some(200)),
+            Some(expected) => {
+                let e = unreachable(result);
+                assert!(e.contains(expected), "{e} should say {expected}");
+            }
+        }
+    }
+}
