@@ -55,18 +55,32 @@ impl BufferPool {
 
     /// A kept buffer that fits `need` bytes without wasting much: capacity
     /// between `need` and four times it, among the most recently returned
-    /// of this thread's shard, then of the others.
-    fn pop(&self, need: usize) -> Option<Vec<u8>> {
-        const LOOK: usize = 8;
+    /// of this thread's shard, then of the others. With `filled`, one that
+    /// already holds `need` initialised bytes is preferred (searched for
+    /// first, in every shard), so [`Self::take_filled`] rarely zeroes.
+    fn pop(&self, need: usize, filled: bool) -> Option<Vec<u8>> {
         if self.max_buffers == 0 || self.count.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let fits = |b: &Vec<u8>| b.capacity() >= need && b.capacity() / 4 <= need.max(256);
+        if filled {
+            if let Some(buf) = self.search(|b| b.len() >= need && fits(b)) {
+                return Some(buf);
+            }
+        }
+        self.search(fits)
+    }
+
+    fn search(&self, wanted: impl Fn(&Vec<u8>) -> bool) -> Option<Vec<u8>> {
+        const LOOK: usize = 8;
         let home = home();
         for k in 0..SHARDS {
             let mut free = lock(&self.shards[(home + k) % SHARDS]);
             let n = free.len();
-            if let Some(i) = (n.saturating_sub(LOOK)..n).rev().find(|&i| fits(&free[i])) {
+            if let Some(i) = (n.saturating_sub(LOOK)..n)
+                .rev()
+                .find(|&i| wanted(&free[i]))
+            {
                 let buf = free.swap_remove(i);
                 drop(free);
                 self.count.fetch_sub(1, Ordering::Relaxed);
@@ -84,7 +98,7 @@ impl BufferPool {
 
     /// An empty buffer with at least `capacity` bytes of room.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
-        match self.pop(capacity) {
+        match self.pop(capacity, false) {
             Some(mut buf) => {
                 buf.clear();
                 buf
@@ -99,7 +113,7 @@ impl BufferPool {
     /// it ever held is zeroed (zeroing a compression buffer on every use
     /// cost as much as a tenth of the compression itself).
     pub fn take_filled(&self, len: usize) -> Vec<u8> {
-        let mut buf = self.pop(len).unwrap_or_default();
+        let mut buf = self.pop(len, true).unwrap_or_default();
         // Stale bytes from an earlier use are allowed here; `clear` in
         // `take` is what hides them elsewhere.
         if buf.len() < len {
@@ -240,6 +254,16 @@ mod tests {
         assert_eq!(f[0], 7, "not zeroed again");
         pool.give(f);
         assert!(pool.take_filled(200).len() >= 200);
+
+        // a filled buffer is preferred to a more recent empty one
+        let pool = BufferPool::new(4, 1024, 1 << 20);
+        let filled = vec![7u8; 300];
+        let filled_ptr = filled.as_ptr();
+        pool.give(filled);
+        pool.give(Vec::with_capacity(300));
+        let f = pool.take_filled(200);
+        assert_eq!(f.as_ptr(), filled_ptr, "the initialised buffer is taken");
+        assert_eq!(f[199], 7, "and not zeroed again");
 
         // the byte bound
         let pool = BufferPool::new(10, 1024, 1500);

@@ -379,6 +379,37 @@ fn series<'a>(
     Ok(view)
 }
 
+/// What [`short_labels`] has found so far among a series' labels.
+#[derive(Default)]
+struct Found<'a> {
+    metric_name: Option<&'a [u8]>,
+    /// Rank, value and field range of the best key so far.
+    hit: Option<(usize, &'a [u8], (usize, usize))>,
+    /// Both the metric name and the best possible key (rank 0) are found:
+    /// the remaining labels are only checked, not compared. In sorted label
+    /// sets both come early, so most labels skip the comparisons.
+    done: bool,
+}
+
+impl<'a> Found<'a> {
+    /// Notes one label; the first occurrence of a name wins.
+    #[inline(always)]
+    fn note(&mut self, query: &LabelQuery, name: &[u8], value: &'a [u8], field: (usize, usize)) {
+        if self.done {
+            return;
+        }
+        if self.metric_name.is_none() && same(name, b"__name__") {
+            self.metric_name = Some(value);
+        }
+        if let Some(rank) = query.rank(name) {
+            if self.hit.is_none_or(|(r, _, _)| rank < r) {
+                self.hit = Some((rank, value, field));
+            }
+        }
+        self.done = self.metric_name.is_some() && matches!(self.hit, Some((0, _, _)));
+    }
+}
+
 /// The fast path for the labels at the start of a series, in the layout
 /// every encoder writes: `0x0a <len> 0x0a <n> name 0x12 <m> value`, the
 /// name under 128 bytes, the other lengths in one or two varint bytes.
@@ -413,18 +444,7 @@ fn short_labels<'a>(
     }
     let mut pos = 0;
     let mut labels = 0u32;
-    let mut metric_name: Option<&'a [u8]> = None;
-    let mut hit: Option<(usize, &'a [u8], (usize, usize))> = None;
-    let mut note = |name: &[u8], value: &'a [u8], field: (usize, usize)| {
-        if metric_name.is_none() && same(name, b"__name__") {
-            metric_name = Some(value);
-        }
-        if let Some(rank) = query.rank(name) {
-            if hit.is_none_or(|(r, _, _)| rank < r) {
-                hit = Some((rank, value, field));
-            }
-        }
-    };
+    let mut found = Found::default();
     // OR of the bytes checked so far, and where the unchecked run starts.
     let mut seen = 0u8;
     let mut run = 0;
@@ -447,7 +467,7 @@ fn short_labels<'a>(
             if labels as usize > limits.max_labels {
                 return 0;
             }
-            note(name, value, (pos, end));
+            found.note(query, name, value, (pos, end));
             pos = end;
         }
         // One longer label (a length in two varint bytes), checked on its
@@ -483,7 +503,7 @@ fn short_labels<'a>(
         }
         seen |= or_bytes(&body[run..pos]) | or_bytes(name) | or_bytes(value);
         run = end;
-        note(name, value, (pos, end));
+        found.note(query, name, value, (pos, end));
         pos = end;
     }
     seen |= or_bytes(&body[run..pos]);
@@ -494,8 +514,8 @@ fn short_labels<'a>(
     // on its own), and ASCII is valid UTF-8.
     let text = |v: &'a [u8]| unsafe { std::str::from_utf8_unchecked(v) };
     view.labels = labels;
-    view.metric_name = metric_name.map(text);
-    view.hit = hit.map(|(rank, value, field)| Hit {
+    view.metric_name = found.metric_name.map(text);
+    view.hit = found.hit.map(|(rank, value, field)| Hit {
         rank,
         value: text(value),
         field,
@@ -885,6 +905,44 @@ mod tests {
             panic!()
         };
         assert_eq!(s.hit.unwrap().value, "first");
+
+        // Once the name and the best key are found, later labels are not
+        // compared (duplicates, lower-ranked keys) but are still checked.
+        let series = |last: &str| pb::WriteRequest {
+            timeseries: vec![pb::TimeSeries {
+                labels: vec![
+                    label("__name__", "up"),
+                    label("namespace", "first"),
+                    label("__name__", "down"),
+                    label("exported_namespace", "lower"),
+                    label("namespace", "second"),
+                    label("zone", last),
+                ],
+                ..Default::default()
+            }],
+            metadata: vec![],
+        };
+        let query = LabelQuery::new(["namespace", "exported_namespace"]);
+        let bytes = series("a").encode_to_vec();
+        let Some(Ok(Field::Series(s))) = Request::new(&bytes)
+            .fields(&query, Limits::default())
+            .next()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (s.metric_name, s.hit.unwrap().value, s.labels),
+            (Some("up"), "first", 6)
+        );
+        let mut bytes = series("é").encode_to_vec();
+        let at = bytes.len() - 1;
+        bytes[at] = 0xff; // the last label's value, no longer UTF-8
+        assert!(matches!(
+            Request::new(&bytes)
+                .fields(&query, Limits::default())
+                .next(),
+            Some(Err(WireError::Utf8("value")))
+        ));
     }
 
     #[test]
