@@ -17,6 +17,12 @@ pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+/// How many bytes `value` takes as a base-128 varint.
+#[inline]
+pub fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Appends a length-delimited field (wire type 2).
 #[inline]
 pub fn put_bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {

@@ -273,12 +273,24 @@ mod tests {
 
     #[test]
     fn varints_round_trip_and_reject_overlong() {
-        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            65_536,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let mut buf = Vec::new();
             encode::put_varint(&mut buf, v);
             let mut pos = 0;
             assert_eq!(read_varint(&buf, &mut pos).unwrap(), v);
             assert_eq!(pos, buf.len());
+            assert_eq!(encode::varint_len(v), buf.len(), "varint_len({v})");
         }
         let mut pos = 0;
         assert_eq!(
