@@ -110,8 +110,9 @@ impl BufferPool {
     /// A buffer of at least `len` bytes with unspecified content, for APIs
     /// that write into a `&mut [u8]` (snappy); use its first `len` bytes.
     /// A reused buffer keeps the length it had, so only the part beyond what
-    /// it ever held is zeroed (zeroing a compression buffer on every use
-    /// cost as much as a tenth of the compression itself).
+    /// it ever held is zeroed, and a buffer that needs no zeroing is
+    /// preferred (zeroing a buffer this large on every use cost as much as
+    /// a tenth of the snappy work around it).
     pub fn take_filled(&self, len: usize) -> Vec<u8> {
         let mut buf = self.pop(len, true).unwrap_or_default();
         // Stale bytes from an earlier use are allowed here; `clear` in
