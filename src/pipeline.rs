@@ -389,7 +389,7 @@ fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Ou
             let held = b.body.capacity();
             return Outgoing {
                 tenant: b.tenant,
-                body: Pooled::prefix(b.body, decoded_len, pool.clone()).into_bytes(),
+                body: Pooled::new(b.body, pool.clone()).into_bytes(),
                 decoded_len,
                 held,
                 counts: b.counts,
@@ -464,8 +464,7 @@ fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
         out
     });
     let held = out.capacity();
-    let len = out.len();
-    (Pooled::prefix(out, len, pool.clone()).into_bytes(), held)
+    (Pooled::new(out, pool.clone()).into_bytes(), held)
 }
 
 /// Compresses a JSON batch the way its push came (gzip or deflate, at

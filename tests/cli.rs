@@ -1,6 +1,10 @@
 //! The `orgsplit` binary's command line, as a user runs it.
 
+mod common;
+
 use std::process::Command;
+
+use common::stdout_of;
 
 fn orgsplit() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orgsplit"));
@@ -17,31 +21,19 @@ fn orgsplit() -> Command {
 /// `orgsplit inspect` on `capture` with the example config; its stdout,
 /// after checking it succeeded.
 fn inspect(capture: impl AsRef<std::ffi::OsStr>) -> String {
-    let out = orgsplit()
-        .args(["inspect", "--config", "fixtures/local.yaml"])
-        .arg(capture)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of(
+        orgsplit()
+            .args(["inspect", "--config", "fixtures/local.yaml"])
+            .arg(capture),
+    )
 }
 
 #[test]
 fn check_config_prints_the_effective_config_of_the_readme_example() {
-    let out = orgsplit()
-        .args(["check-config", "--config", "fixtures/local.yaml"])
-        .env("ORGSPLIT_UPSTREAM_TIMEOUT", "3s")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        orgsplit()
+            .args(["check-config", "--config", "fixtures/local.yaml"])
+            .env("ORGSPLIT_UPSTREAM_TIMEOUT", "3s"),
     );
     assert!(
         stdout.contains("url: http://localhost:9009/api/v1/push"),
@@ -78,17 +70,11 @@ fn unknown_keys_fail_naming_the_key_and_the_file() {
 
 #[test]
 fn config_from_the_environment_variable() {
-    let out = orgsplit()
-        .arg("check-config")
-        .env("ORGSPLIT_CONFIG", "fixtures/local.yaml")
-        .env("ORGSPLIT_ROUTING_UNMAPPED", "reject")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        orgsplit()
+            .arg("check-config")
+            .env("ORGSPLIT_CONFIG", "fixtures/local.yaml")
+            .env("ORGSPLIT_ROUTING_UNMAPPED", "reject"),
     );
     assert!(stdout.contains("unmapped: reject"), "{stdout}");
 }

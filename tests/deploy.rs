@@ -40,18 +40,11 @@ fn kubectl() -> Option<PathBuf> {
 
 /// `kubectl kustomize <dir>`: the objects `kubectl apply -k <dir>` applies.
 fn render_dir(kubectl: &Path, dir: &Path) -> Vec<Value> {
-    let out = std::process::Command::new(kubectl)
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
+    let text = common::stdout_of(
+        std::process::Command::new(kubectl)
+            .arg("kustomize")
+            .arg(dir),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
         .filter(|v: &Value| !v.is_null())

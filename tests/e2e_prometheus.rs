@@ -223,16 +223,7 @@ async fn a_real_receiver_accepts_the_reencoded_pushes() {
 
 /// Runs the orgsplit binary with `args`; its standard output.
 fn orgsplit_cmd(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orgsplit"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "orgsplit {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(std::process::Command::new(env!("CARGO_BIN_EXE_orgsplit")).args(args))
 }
 
 /// The orgsplit binary over `shop-prod: acme, billing: globex`, accepting

@@ -309,7 +309,8 @@ fn series<'a>(
         exemplars: 0,
         histograms: 0,
     };
-    let mut pos = short_labels(body, query, limits, &mut view);
+    let mut found = Found::default();
+    let mut pos = short_labels(body, query, limits, &mut view, &mut found);
     while pos < body.len() {
         let field_start = pos;
         let (field, wire_type) = read_key(body, &mut pos, "TimeSeries")?;
@@ -331,18 +332,7 @@ fn series<'a>(
                     });
                 }
                 let (name, value) = label_pair(label, limits)?;
-                if view.metric_name.is_none() && same(name, b"__name__") {
-                    view.metric_name = Some(value);
-                }
-                if let Some(rank) = query.rank(name) {
-                    if view.hit.is_none_or(|h| rank < h.rank) {
-                        view.hit = Some(Hit {
-                            rank,
-                            value,
-                            field: (field_start, pos),
-                        });
-                    }
-                }
+                found.note(query, name, value.as_bytes(), (field_start, pos));
             }
             2 => {
                 let sample = read_len(body, &mut pos, "sample")?;
@@ -376,10 +366,22 @@ fn series<'a>(
     if view.labels == 0 {
         return Err(WireError::NoLabels);
     }
+    // SAFETY: `found` holds only values checked as UTF-8: ASCII runs of
+    // `short_labels` (kept only when the whole run passed), or values
+    // `label_pair` returned as `&str`.
+    let text = |v: &'a [u8]| unsafe { std::str::from_utf8_unchecked(v) };
+    view.metric_name = found.metric_name.map(text);
+    view.hit = found.hit.map(|(rank, value, field)| Hit {
+        rank,
+        value: text(value),
+        field,
+    });
     Ok(view)
 }
 
-/// What [`short_labels`] has found so far among a series' labels.
+/// What the walk has found so far among a series' labels (by
+/// [`short_labels`], then the general parser). Every value in it is valid
+/// UTF-8 by the time [`series`] reads it.
 #[derive(Default)]
 struct Found<'a> {
     metric_name: Option<&'a [u8]>,
@@ -421,7 +423,8 @@ impl<'a> Found<'a> {
 /// their own.
 ///
 /// Returns where the general parser goes on: after the labels it took
-/// (counted into `view`), else 0, leaving every label to the general
+/// (counted into `view`, noted into `out`), else 0 with `view` and `out`
+/// untouched, leaving every label to the general
 /// parser and its errors (so a non-ASCII label, a label over the limits or
 /// too many labels are found and reported there).
 #[inline(always)]
@@ -430,6 +433,7 @@ fn short_labels<'a>(
     query: &LabelQuery,
     limits: Limits,
     view: &mut SeriesView<'a>,
+    out: &mut Found<'a>,
 ) -> usize {
     /// A length of one or two (canonical) varint bytes, and their count.
     #[inline(always)]
@@ -510,16 +514,10 @@ fn short_labels<'a>(
     if labels == 0 || seen >= 0x80 {
         return 0;
     }
-    // SAFETY: every value taken is ASCII (checked above, within its run or
-    // on its own), and ASCII is valid UTF-8.
-    let text = |v: &'a [u8]| unsafe { std::str::from_utf8_unchecked(v) };
+    // Every value noted is ASCII (checked above, within its run or on its
+    // own), so the caller may take them as text.
     view.labels = labels;
-    view.metric_name = found.metric_name.map(text);
-    view.hit = found.hit.map(|(rank, value, field)| Hit {
-        rank,
-        value: text(value),
-        field,
-    });
+    *out = found;
     pos
 }
 
