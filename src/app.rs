@@ -23,7 +23,7 @@ use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
 use crate::pipeline::{Codec, Pipeline};
 use crate::pool::BufferPool;
-use crate::readproxy::ReadProxy;
+use crate::read::ReadProxy;
 use crate::route::{FamilyIndex, Router};
 use crate::signals::Signal;
 use crate::table::OrgTable;

@@ -36,7 +36,7 @@ pub struct Config {
     pub loki: Loki,
     /// Who may send, and which organizations each sender may write.
     pub auth: Auth,
-    /// The read path: query, rules, alerts and logs APIs (see `readproxy`).
+    /// The read path: query, rules, alerts and logs APIs (see `read`).
     pub read: Read,
     pub routing: Routing,
     pub lookup: Lookup,

@@ -11,7 +11,7 @@
 //!              └─► pipeline: decompress ─► formats (walk) ─► route (series → tenant; table, tenant)
 //!                            ─► authorize (tenant in the allowance?) ─► formats (encode per tenant) ─► compress
 //!              └─► forward (coalesce per tenant, upstream client) ─► answer ─► sender
-//!  server ─► readproxy (authenticate, tenant from the principal) ─► query-frontend / ruler / alertmanager / Loki
+//!  server ─► read (authenticate, tenant from the principal) ─► query-frontend / ruler / alertmanager / Loki
 //!  table::file (YAML) / table::kube (watch) ──► table (lock-free snapshot read by route)
 //!  every stage ─► signals (counts, metric handles) ◄── metrics (registers, renders)
 //! ```
@@ -42,7 +42,7 @@
 //!   body against the memory budget of [`limits`], runs the pipeline on a
 //!   blocking thread when it is large, forwards, answers.
 //!
-//! The read path: [`readproxy`] proxies the query, rules, alertmanager and
+//! The read path: [`read`] proxies the query, rules, alertmanager and
 //! Loki read APIs with the tenant taken from the credential ([`auth`]), the
 //! answers streamed.
 //!
@@ -77,7 +77,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 pub mod push;
-pub mod readproxy;
+pub mod read;
 pub mod route;
 pub mod server;
 pub mod shutdown;

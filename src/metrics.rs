@@ -75,6 +75,8 @@ struct Inner {
     /// Read proxy requests by (route, status), registered on first use.
     read: Mutex<HashMap<(&'static str, &'static str), Counter>>,
     read_duration: Mutex<HashMap<&'static str, Histogram>>,
+    /// Read requests refused before routing, by reason.
+    read_refused: Mutex<HashMap<&'static str, Counter>>,
     table: TableSignals,
     route: RouteSignals,
     upstream: [UpstreamSignals; 2],
@@ -249,6 +251,10 @@ impl Metrics {
                 .into(),
         );
         r.describe_counter(
+            "orgsplit_read_refused_total",
+            "Requests answered 404 and never proxied: paths that are not read routes, or that could mean another path upstream (dot segments, encoded separators, empty segments, control bytes), by reason.",
+        );
+        r.describe_counter(
             "orgsplit_auth_failures_total",
             "Requests refused with 401, by authentication mode and reason.",
         );
@@ -331,6 +337,7 @@ impl Metrics {
             per_tenant: Mutex::default(),
             read: Mutex::default(),
             read_duration: Mutex::default(),
+            read_refused: Mutex::default(),
             table,
             route,
             upstream,
@@ -463,6 +470,23 @@ impl Metrics {
                 r.0.register_histogram(&key, &METADATA)
             })
             .record(elapsed.as_secs_f64());
+    }
+
+    /// A request that was neither a push nor served here was answered 404
+    /// without being proxied, for `reason` (a fixed set of values).
+    pub fn read_refused(&self, reason: &'static str) {
+        lock(&self.inner.read_refused)
+            .entry(reason)
+            .or_insert_with(|| {
+                let key = Key::from_parts(
+                    "orgsplit_read_refused_total",
+                    vec![Label::new("reason", reason)],
+                );
+                Reg(&self.inner.recorder)
+                    .0
+                    .register_counter(&key, &METADATA)
+            })
+            .increment(1);
     }
 
     /// A push was answered with `status` after `elapsed`.

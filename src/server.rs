@@ -111,7 +111,7 @@ fn routes(app: Arc<App>) -> axum::Router {
         .route("/api/prom/push", post(crate::push::loki_push))
         .merge(ops_routes())
         // Everything else: the read proxy's routes, or 404.
-        .fallback(crate::readproxy::handle)
+        .fallback(crate::read::handle)
         .with_state(app)
 }
 

@@ -452,3 +452,134 @@ async fn each_route_has_its_own_timeout_and_body_limit() {
         "an oversized body was proxied whole"
     );
 }
+
+/// Sends `method path` as written (no client library normalises it) over
+/// HTTP/1.1 with `token`; the status code.
+async fn raw_status(o: &Orgsplit, method: &str, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(o.addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: orgsplit\r\nAuthorization: Bearer {token}\r\n\
+         X-Scope-OrgID: globex\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let head = String::from_utf8_lossy(&answer);
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn no_path_leaves_the_route_it_was_classified_by() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen) = recorder().await;
+    let o = start(dir.path(), addr, "").await;
+    // A credential that may read and change rules: every one of these
+    // would be proxied if its path were taken at face value.
+    let acme = token(dir.path(), &["acme"], &[], true);
+    let prefixes = [
+        "/alertmanager/",
+        "/alertmanager/api/v2/",
+        "/prometheus/config/v1/rules/",
+        "/prometheus/config/v1/rules/ns/",
+        "/prometheus/api/v1/",
+        "/prometheus/api/v1/label/",
+        "/loki/api/v1/",
+        "/api/v1/alerts/",
+    ];
+    let escapes = [
+        "../distributor/all_user_stats",
+        "%2e%2e/distributor/all_user_stats",
+        "%2E%2E/%2E%2E/distributor/all_user_stats",
+        ".%2E/ingester/flush",
+        "%2e./ingester/flush",
+        "../../../../distributor/all_user_stats",
+        "./../ingester/flush",
+        "%2e/x",
+        "..;/ingester/flush",
+        "%252e%252e/distributor/all_user_stats",
+        "x%2f..%2f..%2fdistributor",
+        "x%2F..%2Fdistributor",
+        "x%5c..%5cdistributor",
+        "x%5C..%5Cdistributor",
+        "..\\distributor",
+        "/distributor/all_user_stats",
+        "x//values",
+        "x%00/values",
+        "%c0%ae%c0%ae/distributor",
+        "..",
+    ];
+    let mut refused = 0;
+    for prefix in prefixes {
+        for escape in escapes {
+            let path = format!("{prefix}{escape}");
+            for method in ["GET", "POST", "DELETE"] {
+                let status = raw_status(&o, method, &path, &acme).await;
+                // 404, or 400 where the HTTP parser already refuses the
+                // request line (a raw backslash).
+                assert!(status == 404 || status == 400, "{method} {path}: {status}");
+                refused += u64::from(status == 404);
+            }
+        }
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "proxied: {:?}",
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.uri.clone())
+            .collect::<Vec<_>>()
+    );
+
+    // The query string is forwarded after the path that was classified and
+    // cannot move it.
+    for query in [
+        "?x=/../../distributor/all_user_stats",
+        "?x=%2e%2e%2fdistributor",
+        "?/../../ingester/flush",
+        "?%2F..%2F..%2Fdistributor",
+    ] {
+        let path = format!("/alertmanager/api/v2/status{query}");
+        assert_eq!(raw_status(&o, "GET", &path, &acme).await, 200, "{path}");
+        let seen = seen.lock().unwrap().pop().unwrap();
+        assert_eq!(seen.uri, path);
+        assert_eq!(seen.headers.get("x-scope-orgid").unwrap(), "acme");
+    }
+    // Legitimate paths under the same prefixes still work.
+    for path in [
+        "/alertmanager/",
+        "/alertmanager/api/v2/silences",
+        "/prometheus/config/v1/rules/my%20ns/group",
+        "/prometheus/api/v1/label/job/values",
+    ] {
+        assert_eq!(raw_status(&o, "GET", path, &acme).await, 200, "{path}");
+        assert_eq!(seen.lock().unwrap().pop().unwrap().uri, path);
+    }
+
+    let page = o.metrics().await;
+    let counted: f64 = [
+        "dot_segment",
+        "encoded_separator",
+        "empty_segment",
+        "control_byte",
+        "bad_encoding",
+        "not_a_route",
+    ]
+    .iter()
+    .map(|r| {
+        metric(
+            &page,
+            &format!("orgsplit_read_refused_total{{reason=\"{r}\""),
+        )
+    })
+    .sum();
+    assert_eq!(counted, refused as f64, "every refusal is counted");
+    assert!(metric(&page, "orgsplit_read_refused_total{reason=\"dot_segment\"") > 0.0);
+}

@@ -2,7 +2,9 @@
 //! tenant taken from the credential.
 //!
 //! ```text
-//!  request ─► classify (method, path) ─► not a read route: 404, never proxied
+//!  request ─► path::canonical (no dot segment, encoded separator, empty
+//!             segment or control byte at any decoding depth) ─► 404, never proxied
+//!          ─► classify (method, path) ─► not a read route: 404, never proxied
 //!          ─► authenticate (401) ─► may read? may change rules? (403)
 //!          ─► tenant: the principal's only one | X-Scope-OrgID if allowed | a|b (read.federation)
 //!          ─► upstream (query-frontend | ruler | alertmanager | Loki): the client's
@@ -11,10 +13,16 @@
 //!  Loki tail (WebSocket) ─► upgrade on both sides ─► bytes copied both ways
 //! ```
 //!
-//! Invariant: the tenant header the upstream sees is always the one set
-//! here, from what the principal may read; nothing the client wrote in a
-//! tenant header reaches an upstream unless it names organizations the
-//! principal may read.
+//! Invariants:
+//! - the tenant header the upstream sees is always the one set here, from
+//!   what the principal may read; nothing the client wrote in a tenant
+//!   header reaches an upstream unless it names organizations the principal
+//!   may read;
+//! - the path the upstream sees is the one that was classified, and it
+//!   cannot mean another path to anything that decodes or normalises it
+//!   (see [`path`]).
+
+pub mod path;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +41,7 @@ use crate::auth::{Mode, PeerCert, Principal};
 use crate::config;
 use crate::credentials::Credentials;
 use crate::tenant::{Allowance, TenantId};
+use path::PathRefusal;
 
 /// Where a read request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,12 +187,22 @@ impl Target {
         })
     }
 
-    fn uri(&self, original: &Uri) -> Result<Uri, http::Error> {
-        let path_and_query = original.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    /// The upstream URI of a request: this target's prefix, the path that
+    /// was classified, and the query as the client sent it.
+    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut path_and_query = String::with_capacity(
+            self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        path_and_query.push_str(&self.prefix);
+        path_and_query.push_str(path);
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(format!("{}{path_and_query}", self.prefix))
+            .path_and_query(path_and_query)
             .build()
     }
 }
@@ -268,10 +287,25 @@ pub async fn handle(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let Some(class) = classify(request.method(), request.uri().path()) else {
-        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    let uri = request.uri().clone();
+    let classified = path::canonical(uri.path()).and_then(|path| {
+        classify(request.method(), path)
+            .map(|class| (path, class))
+            .ok_or(PathRefusal::NotARoute)
+    });
+    let (path, class) = match classified {
+        Ok(c) => c,
+        Err(why) => {
+            app.metrics().read_refused(why.as_str());
+            return (StatusCode::NOT_FOUND, "not found\n").into_response();
+        }
     };
-    let response = proxy(&app, peer.as_ref().map(|Extension(p)| &**p), class, request).await;
+    let to = Forward {
+        class,
+        path,
+        query: uri.query(),
+    };
+    let response = proxy(&app, peer.as_ref().map(|Extension(p)| &**p), to, request).await;
     app.metrics().read(
         class.route.as_str(),
         response.status().as_u16(),
@@ -280,12 +314,21 @@ pub async fn handle(
     response
 }
 
+/// Where a classified request goes: its route, and the path and query the
+/// upstream receives.
+struct Forward<'a> {
+    class: Classified,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
 async fn proxy(
     app: &App,
     peer: Option<&PeerCert>,
-    class: Classified,
+    to: Forward<'_>,
     mut request: Request,
 ) -> Response {
+    let class = to.class;
     let proxy = app.read_proxy();
     let Some(target) = proxy.target(class.route) else {
         return refuse(
@@ -333,7 +376,7 @@ async fn proxy(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
     let (parts, body) = request.into_parts();
-    let Ok(uri) = target.uri(&parts.uri) else {
+    let Ok(uri) = target.uri(to.path, to.query) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "cannot build the upstream URL".into(),
