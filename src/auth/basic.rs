@@ -11,9 +11,15 @@
 //! remembered per user as a keyed SHA-256 digest (the key is random per
 //! process, the memory is one digest per user, and a reload of the file
 //! forgets them all). A wrong password always pays the full hash.
+//!
+//! An unknown user name pays it too: its password is checked against a
+//! decoy, the hash of one of the file's own users (of the kind most of them
+//! use, so of the same cost), and the result is thrown away. So a caller
+//! cannot tell from the time of a 401 whether the name exists.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -33,14 +39,38 @@ pub struct User {
     verified: ArcSwapOption<[u8; 32]>,
 }
 
+#[derive(Clone)]
 enum Hash {
     Argon2(String),
     Bcrypt(String),
 }
 
+impl Hash {
+    /// The slow check.
+    fn matches(&self, password: &[u8]) -> bool {
+        match self {
+            Hash::Argon2(hash) => {
+                use argon2::PasswordVerifier;
+                argon2::PasswordHash::new(hash).is_ok_and(|h| {
+                    argon2::Argon2::default()
+                        .verify_password(password, &h)
+                        .is_ok()
+                })
+            }
+            Hash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+        }
+    }
+}
+
 /// The users file, as loaded.
 pub struct Users {
     users: HashMap<String, Arc<User>>,
+    /// What an unknown name's password is checked against (see the module
+    /// doc); `None` for an empty file, where no name is known and a
+    /// default argon2 hash stands in.
+    decoy: Option<Hash>,
+    /// Slow hash checks run (known and unknown names alike).
+    hash_checks: AtomicU64,
 }
 
 /// One entry of the users file.
@@ -123,12 +153,61 @@ impl Users {
                 }),
             );
         }
-        Ok(Self { users })
+        let decoy = decoy(&users);
+        Ok(Self {
+            users,
+            decoy,
+            hash_checks: AtomicU64::new(0),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
         self.users.get(name)
     }
+
+    /// The full, slow check of `name`'s password: the user when it is
+    /// right. An unknown name costs the same as a wrong password.
+    pub fn verify(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
+        self.hash_checks.fetch_add(1, Ordering::Relaxed);
+        match self.users.get(name) {
+            Some(user) => user.verify(password).then(|| user.clone()),
+            None => {
+                let decoy = self.decoy.as_ref().unwrap_or_else(|| default_decoy());
+                // Whatever it says, an unknown name is refused.
+                let _ = std::hint::black_box(decoy.matches(password));
+                None
+            }
+        }
+    }
+
+    /// How many slow hash checks ran against this file's users and decoy.
+    pub fn hash_checks(&self) -> u64 {
+        self.hash_checks.load(Ordering::Relaxed)
+    }
+}
+
+/// The decoy: the hash of the first user (by name) of the kind most users
+/// have, so that it costs what their hashes cost.
+fn decoy(users: &HashMap<String, Arc<User>>) -> Option<Hash> {
+    let argon2 = users
+        .values()
+        .filter(|u| matches!(u.hash, Hash::Argon2(_)))
+        .count();
+    let want_argon2 = argon2 * 2 >= users.len();
+    users
+        .iter()
+        .filter(|(_, u)| matches!(u.hash, Hash::Argon2(_)) == want_argon2)
+        .min_by(|a, b| a.0.cmp(b.0))
+        .map(|(_, u)| u.hash.clone())
+}
+
+/// The decoy of an empty users file: an argon2id hash with the default
+/// parameters (what `orgsplit users hash` makes), made once.
+fn default_decoy() -> &'static Hash {
+    static DECOY: std::sync::OnceLock<Hash> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        Hash::Argon2(hash("orgsplit decoy, never a password").expect("argon2 with defaults"))
+    })
 }
 
 impl User {
@@ -142,18 +221,8 @@ impl User {
     }
 
     /// The full, slow check; remembers the password when it is right.
-    pub fn verify(&self, password: &[u8]) -> bool {
-        let ok = match &self.hash {
-            Hash::Argon2(hash) => {
-                use argon2::PasswordVerifier;
-                argon2::PasswordHash::new(hash).is_ok_and(|h| {
-                    argon2::Argon2::default()
-                        .verify_password(password, &h)
-                        .is_ok()
-                })
-            }
-            Hash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-        };
+    fn verify(&self, password: &[u8]) -> bool {
+        let ok = self.hash.matches(password);
         if ok {
             self.verified.store(Some(Arc::new(digest(password))));
         }
@@ -203,15 +272,20 @@ mod tests {
         .unwrap();
         let alice = users.get("alice").unwrap();
         assert!(!alice.remembered(b"s3cret"));
-        assert!(!alice.verify(b"wrong"));
-        assert!(alice.verify(b"s3cret"));
+        assert!(users.verify("alice", b"wrong").is_none());
+        assert!(users.verify("alice", b"s3cret").is_some());
         assert!(alice.remembered(b"s3cret"));
         assert!(!alice.remembered(b"s3cret2"));
         assert!(alice.allowance.allows("acme"));
         let bob = users.get("bob").unwrap();
-        assert!(bob.verify(b"hunter2"));
-        assert!(!bob.verify(b"hunter3"));
+        assert!(users.verify("bob", b"hunter2").is_some());
+        assert!(users.verify("bob", b"hunter3").is_none());
         assert!(bob.allowance.allows("shop-prod"));
+        // An unknown name runs a hash check too, and is refused even with
+        // a user's password.
+        let before = users.hash_checks();
+        assert!(users.verify("mallory", b"s3cret").is_none());
+        assert_eq!(users.hash_checks(), before + 1);
 
         for bad in [
             "carol: {password: hunter2}",
@@ -227,5 +301,23 @@ mod tests {
         }
         let err = Users::parse("carol: {password: hunter2}").err().unwrap();
         assert!(err.contains("plaintext"), "{err}");
+    }
+
+    #[test]
+    fn the_decoy_is_of_the_kind_most_users_have() {
+        let argon = hash("a").unwrap();
+        let bcrypt = bcrypt::hash("b", 4).unwrap();
+        let users = Users::parse(&format!(
+            "x: {{password_hash: '{bcrypt}'}}\ny: {{password_hash: '{bcrypt}'}}\nz: {{password_hash: '{argon}'}}\n"
+        ))
+        .unwrap();
+        assert!(matches!(&users.decoy, Some(Hash::Bcrypt(h)) if *h == bcrypt));
+        let users = Users::parse(&format!("z: {{password_hash: '{argon}'}}\n")).unwrap();
+        assert!(matches!(&users.decoy, Some(Hash::Argon2(h)) if *h == argon));
+        // An empty file: unknown names still pay an argon2 check.
+        let empty = Users::parse("{}").unwrap();
+        assert!(empty.decoy.is_none());
+        assert!(empty.verify("anyone", b"x").is_none());
+        assert_eq!(empty.hash_checks(), 1);
     }
 }

@@ -287,7 +287,6 @@ impl Authenticator {
             .ok_or(fail("malformed"))?;
         let (name, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let name = std::str::from_utf8(name).map_err(|_| fail("malformed"))?;
-        let user = users.get(name).ok_or(fail("unknown_user"))?.clone();
         let principal = |user: &basic::User| Principal {
             mode: Mode::Basic,
             name: name.into(),
@@ -295,24 +294,28 @@ impl Authenticator {
             read: Arc::new(user.read.clone()),
             rules: user.rules,
         };
-        if user.remembered(password) {
-            return Ok(principal(&user));
+        let known = users.get(name);
+        if let Some(user) = known.filter(|u| u.remembered(password)) {
+            return Ok(principal(user));
         }
-        // The slow hash, off the async workers, a core's worth at a time.
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| fail("bad_password"))?;
-        let password = password.to_vec();
-        let checked = user.clone();
-        let ok = tokio::task::spawn_blocking(move || checked.verify(&password))
-            .await
-            .unwrap_or(false);
-        if ok {
-            Ok(principal(&user))
+        // The slow hash, off the async workers, a core's worth at a time;
+        // an unknown name pays it too (against a decoy), so that the time
+        // of a 401 does not tell which names exist.
+        let reason = if known.is_some() {
+            "bad_password"
         } else {
-            Err(fail("bad_password"))
+            "unknown_user"
+        };
+        let _permit = self.hashing.acquire().await.map_err(|_| fail(reason))?;
+        let (password, owned_name) = (password.to_vec(), name.to_owned());
+        let checked = users.clone();
+        let user = tokio::task::spawn_blocking(move || checked.verify(&owned_name, &password))
+            .await
+            .ok()
+            .flatten();
+        match user {
+            Some(user) => Ok(principal(&user)),
+            None => Err(fail(reason)),
         }
     }
 
@@ -343,5 +346,55 @@ fn split_scheme(header: &[u8]) -> (&[u8], &[u8]) {
     match header.iter().position(|&b| b == b' ') {
         Some(i) => (&header[..i], header[i + 1..].trim_ascii_start()),
         None => (header, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic_header(user: &str, password: &str) -> Vec<u8> {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {encoded}").into_bytes()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_a_hash_check_as_a_wrong_password_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("users.yaml");
+        let hash = basic::hash("s3cret").unwrap();
+        std::fs::write(
+            &file,
+            format!("alice: {{password_hash: '{hash}', allowance: [acme]}}\n"),
+        )
+        .unwrap();
+        let cfg = config::Auth {
+            basic: Some(config::BasicUsers { users_file: file }),
+            ..Default::default()
+        };
+        let auth = Authenticator::new(&cfg, AuthSignals::default()).unwrap();
+        let checks = || auth.basic.as_ref().unwrap().get().hash_checks();
+        let try_as = |user: &str, password: &str| {
+            let header = basic_header(user, password);
+            let auth = &auth;
+            async move { auth.authenticate(Some(&header), None).await }
+        };
+
+        let refused = try_as("mallory", "s3cret").await.unwrap_err();
+        assert_eq!(refused.reason, "unknown_user");
+        assert_eq!(checks(), 1, "an unknown name ran the hash check");
+        let refused = try_as("alice", "wrong").await.unwrap_err();
+        assert_eq!(refused.reason, "bad_password");
+        assert_eq!(checks(), 2, "a wrong password ran the hash check");
+        let alice = try_as("alice", "s3cret").await.unwrap();
+        assert!(alice.allowance.allows("acme"));
+        assert_eq!(checks(), 3);
+        // Remembered: no second hash check for the same right password.
+        try_as("alice", "s3cret").await.unwrap();
+        assert_eq!(checks(), 3);
+        // A remembered password does not let an unknown name through.
+        try_as("mallory", "s3cret").await.unwrap_err();
+        assert_eq!(checks(), 4);
     }
 }
