@@ -640,6 +640,92 @@ async fn client_certificates_name_the_principal() {
 }
 
 #[tokio::test]
+async fn a_rotated_client_ca_is_trusted_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (tls::Pki::new(), tls::Pki::new());
+    let server = old_ca.leaf(&["localhost"], false);
+    let (old_client, new_client) = (
+        old_ca.leaf(&["prom-acme.example"], true),
+        new_ca.leaf(&["prom-acme.example"], true),
+    );
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (cert, key, ca) = (
+        write("server.pem", &server.cert_pem),
+        write("server.key", &server.key_pem),
+        write("ca.pem", &old_ca.ca_pem),
+    );
+    let upstream = Upstream::start().await;
+    write_table(dir.path(), TABLE);
+    let cfg = format!(
+        "{}tls: {{cert_file: {}, key_file: {}}}\nauth:\n  anonymous: {{enabled: false}}\n  mtls:\n    client_ca_file: {}\n    principals:\n      prom-acme.example: [acme]\n",
+        config(dir.path(), &upstream.url(), "  unmapped: drop"),
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    let url = format!("https://localhost:{}/api/v1/push", o.addr.port());
+    // A new client (so a new connection) per push.
+    let push = |identity: &tls::Leaf| {
+        let pem = format!("{}{}", identity.cert_pem, identity.key_pem);
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(old_ca.ca_pem.as_bytes()).unwrap())
+            .resolve("localhost", o.addr)
+            .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let url = url.clone();
+        async move {
+            client
+                .post(url)
+                .header("Content-Encoding", "snappy")
+                .body(orgsplit::testing::compress(&acme()))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        }
+    };
+    assert_eq!(push(&old_client).await, Ok(204));
+    assert_eq!(push(&new_client).await, Ok(401), "not trusted yet");
+
+    // Rotated in place, as cert-manager's CA injection does: the new CA's
+    // certificate is accepted and the old one's no longer, no restart.
+    std::fs::write(dir.path().join("ca.tmp"), &new_ca.ca_pem).unwrap();
+    std::fs::rename(dir.path().join("ca.tmp"), &ca).unwrap();
+    assert_eq!(push(&new_client).await, Ok(204), "the new CA is trusted");
+    assert_eq!(push(&old_client).await, Ok(401), "the old CA is not");
+
+    // A broken bundle keeps the last good one, and is counted.
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    assert_eq!(push(&new_client).await, Ok(204), "last good bundle kept");
+    assert_eq!(push(&old_client).await, Ok(401));
+    let page = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(old_ca.ca_pem.as_bytes()).unwrap())
+        .resolve("localhost", o.addr)
+        .build()
+        .unwrap()
+        .get(format!("https://localhost:{}/metrics", o.addr.port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&page, "orgsplit_auth_reload_errors_total"), 1.0);
+    // And a good one after it is taken.
+    std::fs::write(&ca, format!("{}{}", old_ca.ca_pem, new_ca.ca_pem)).unwrap();
+    assert_eq!(push(&old_client).await, Ok(204), "both CAs in one bundle");
+    assert_eq!(push(&new_client).await, Ok(204));
+    // Five accepted pushes, each to acme; the refused ones reached nothing.
+    assert_eq!(tenants(&upstream), ["acme"; 5]);
+}
+
+#[tokio::test]
 async fn jwks_keys_fallback_key_and_issuer() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -317,3 +317,33 @@ fn inspect_reads_loki_protobuf_inside_gzip() {
         );
     }
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    use std::io::Read;
+    let mut child = orgsplit()
+        .args(["--config", "fixtures/local.yaml", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // Read until the startup lines are in, then stop the server.
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&log).contains("orgsplit started") {
+        assert!(std::time::Instant::now() < deadline, "no startup log");
+        let n = stderr.read(&mut chunk).unwrap();
+        assert!(n > 0, "orgsplit exited: {}", String::from_utf8_lossy(&log));
+        log.extend_from_slice(&chunk[..n]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !log.contains(&0x1b),
+        "terminal escape codes in a piped log: {text:?}"
+    );
+}

@@ -15,8 +15,9 @@
 //!   anonymous allowance), never from a header the caller wrote;
 //! - a sender hears only "401" for any failure; the reason goes to the
 //!   failure counter and a rate-limited log line;
-//! - keys, the secret and the users file are followed (see [`watch`]): a
-//!   key added works at once, a key removed stops working at once.
+//! - keys, the secret, the users file and the client CA bundle are followed
+//!   (see [`watch`]): a key added works at once, a key removed stops working
+//!   at once.
 //!
 //! This module knows nothing of HTTP: the handler hands it the
 //! `Authorization` header's bytes and the connection's [`PeerCert`].
@@ -146,8 +147,8 @@ impl Authenticator {
         };
         let mtls = match &cfg.mtls {
             Some(m) => {
-                let ca = ClientCa::load(&m.client_ca_file)
-                    .map_err(|e| format!("auth.mtls.client_ca_file: {e}"))?;
+                let errors = signals.reload_errors.clone();
+                let ca = ClientCa::load(&m.client_ca_file, move || errors.increment(1))?;
                 let mut principals = HashMap::new();
                 for (name, entries) in &m.principals {
                     let allowance = Allowance::parse(entries)
@@ -187,6 +188,9 @@ impl Authenticator {
         }
         if let Some(b) = &self.basic {
             watch::follow(b);
+        }
+        if let Some((ca, _)) = &self.mtls {
+            ca.follow();
         }
     }
 

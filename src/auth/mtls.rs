@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  TLS handshake ─► DeferredVerifier: proof of the key checked, the chain not yet
-//!  connection accepted ─► PeerCert::of(chain): chain checked against client_ca_file
+//!  connection accepted ─► ClientCa::identify(chain): chain checked against
+//!                         client_ca_file as it is now (re-read when it changes)
 //!                           ├─ trusted ─► names: DNS / URI / email SANs, subject CN
 //!                           └─ not     ─► Untrusted (every request on it: 401)
 //!  request ─► first name listed in auth.mtls.principals ─► Principal
@@ -15,13 +16,17 @@
 //! certificate's private key; nothing about a peer is believed until its
 //! chain is verified with the same webpki verifier rustls would use.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use super::watch::Watched;
 
 /// What a TLS connection's client certificate says, checked once per
 /// connection.
@@ -36,16 +41,30 @@ pub enum PeerCert {
     Untrusted(String),
 }
 
-/// The client CA, and the handshake-time verifier built on it.
-#[derive(Debug, Clone)]
+/// The client CA bundle, followed: each new connection's chain is checked
+/// against the bundle as it is now (cert-manager and similar rotate CAs in
+/// place). A bundle that changed but does not load keeps the last good one
+/// (counted in `orgsplit_auth_reload_errors_total`).
+#[derive(Clone)]
 pub struct ClientCa {
+    roots: Arc<Watched<CaRoots>>,
+}
+
+impl std::fmt::Debug for ClientCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientCa")
+    }
+}
+
+/// One version of the bundle: webpki's verifier over its certificates.
+struct CaRoots {
     webpki: Arc<dyn ClientCertVerifier>,
 }
 
-impl ClientCa {
-    /// Reads the CA bundle (PEM).
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+impl CaRoots {
+    fn load(paths: &[PathBuf]) -> Result<Self, String> {
         use rustls::pki_types::pem::PemObject;
+        let path = &paths[0];
         let mut roots = rustls::RootCertStore::empty();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|i| i.collect())
@@ -58,29 +77,62 @@ impl ClientCa {
         if roots.is_empty() {
             return Err(format!("{}: no CA certificate", path.display()));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .allow_unauthenticated()
             .build()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self { webpki })
     }
+}
 
-    /// The verifier for the listener's TLS config: asks for a certificate,
-    /// does not require one, checks the handshake signature, and leaves the
-    /// chain to [`ClientCa::identify`].
-    pub fn handshake_verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        Arc::new(DeferredVerifier {
-            inner: self.webpki.clone(),
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl ClientCa {
+    /// Reads the CA bundle (PEM); `on_error` is called for each later
+    /// version that does not load.
+    pub fn load(
+        path: &std::path::Path,
+        on_error: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        let roots = Watched::new(
+            "auth.mtls.client_ca_file",
+            vec![path.to_owned()],
+            CaRoots::load,
+        )?
+        .on_error(on_error);
+        Ok(Self {
+            roots: Arc::new(roots),
         })
     }
 
-    /// Checks a connection's certificate chain (end entity first).
+    /// Starts the once-a-second check of the bundle (inside the runtime);
+    /// each new connection also checks it (one `stat`).
+    pub fn follow(&self) {
+        super::watch::follow(&self.roots);
+    }
+
+    /// The verifier for the listener's TLS config: asks for a certificate,
+    /// does not require one, checks the handshake signature, and leaves the
+    /// chain to [`ClientCa::identify`]. It names no acceptable CAs to the
+    /// client (the bundle may change under a running listener); clients
+    /// then offer the certificate they have.
+    pub fn handshake_verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        let provider = provider();
+        Arc::new(DeferredVerifier {
+            algorithms: provider.signature_verification_algorithms,
+        })
+    }
+
+    /// Checks a connection's certificate chain (end entity first) against
+    /// the bundle as it is now.
     pub fn identify(&self, chain: Option<&[CertificateDer<'_>]>) -> PeerCert {
         let Some((leaf, intermediates)) = chain.and_then(|c| c.split_first()) else {
             return PeerCert::None;
         };
-        if let Err(e) = self
+        let roots = self.roots.get();
+        if let Err(e) = roots
             .webpki
             .verify_client_cert(leaf, intermediates, UnixTime::now())
         {
@@ -120,7 +172,7 @@ fn names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
 /// the chain is checked after the handshake (see the module doc).
 #[derive(Debug)]
 struct DeferredVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ClientCertVerifier for DeferredVerifier {
@@ -133,7 +185,7 @@ impl ClientCertVerifier for DeferredVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        &[]
     }
 
     fn verify_client_cert(
@@ -152,7 +204,7 @@ impl ClientCertVerifier for DeferredVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -161,10 +213,10 @@ impl ClientCertVerifier for DeferredVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
