@@ -205,6 +205,10 @@ impl Metrics {
             "orgsplit_downgrade_lost_total",
             "Items of remote write 2.0 pushes that 1.0 cannot carry, dropped when converting, by field.",
         );
+        r.describe_counter(
+            "orgsplit_upstream_unconfirmed_requests_total",
+            "Remote write 2.0 tenant pushes (upstream.protocol: v2) the upstream answered 2xx without the written-count headers; the sender is told nothing of them was written.",
+        );
         let upstream = Signal::ALL.map(|signal| {
             let s = ("signal", signal.as_str());
             UpstreamSignals {
@@ -217,6 +221,8 @@ impl Metrics {
                 downgrade_lost: DOWNGRADE_LOSSES.map(|f| {
                     r.labelled_counter_2("orgsplit_downgrade_lost_total", s, ("field", f))
                 }),
+                unconfirmed: r
+                    .signal_counter("orgsplit_upstream_unconfirmed_requests_total", signal),
             }
         });
         let table = TableSignals {

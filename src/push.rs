@@ -514,7 +514,8 @@ async fn forward<F: Format + 'static>(
 
     let mut results = Vec::with_capacity(outcomes.len());
     // What the accepted tenant pushes wrote: the upstream's own count when
-    // it gives one, else everything the push carried.
+    // it gives one, else everything the push carried (a 1.0 upstream's 2xx;
+    // a 2.0 upstream that gives none was already counted as writing nothing).
     let mut written = Written::default();
     for (
         out,

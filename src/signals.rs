@@ -254,6 +254,10 @@ pub struct UpstreamSignals {
     /// What those conversions could not carry, one counter per
     /// [`DOWNGRADE_LOSSES`] entry, in that order.
     pub downgrade_lost: [Counter; 3],
+    /// Remote write 2.0 tenant pushes (`upstream.protocol: v2`) that the
+    /// upstream answered 2xx without saying what it wrote: reported to the
+    /// sender as nothing written.
+    pub unconfirmed: Counter,
 }
 
 /// What a 2.0 → 1.0 conversion cannot carry (`field` label of
@@ -279,6 +283,7 @@ impl Default for UpstreamSignals {
             coalesced: Counter::noop(),
             downgraded: Counter::noop(),
             downgrade_lost: std::array::from_fn(|_| Counter::noop()),
+            unconfirmed: Counter::noop(),
         }
     }
 }

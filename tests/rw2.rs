@@ -490,6 +490,40 @@ async fn protocol_v1_converts_and_v2_passes_the_upstreams_refusal_back() {
 }
 
 #[tokio::test]
+async fn protocol_v2_never_reports_as_written_what_the_upstream_did_not_confirm() {
+    // A 1.0-only receiver that reads a 2.0 body as an empty 1.0 request and
+    // answers 204 without the written-count headers (Mimir before 2.17,
+    // Prometheus 2.x): nothing was stored, so nothing may be reported.
+    let (_dir, fake, orgsplit) = start_with(Speaks::V1Blind, "  protocol: v2\n", "").await;
+    let (status, headers, body) =
+        push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        written(&headers),
+        [0, 0, 0],
+        "the sender sees nothing written"
+    );
+    assert_eq!(fake.got().len(), 2, "both tenants' parts went as 2.0");
+    let page = orgsplit.metrics().await;
+    assert_eq!(
+        metric(&page, "orgsplit_upstream_unconfirmed_requests_total"),
+        2.0
+    );
+
+    // A 2.0 upstream that confirms: its counts, and nothing unconfirmed.
+    let (_dir, _fake, orgsplit) = start_with(Speaks::V2, "  protocol: v2\n", "").await;
+    let (status, headers, _) =
+        push_v2(&orgsplit, orgsplit::testing::rw2::compress(&request())).await;
+    assert_eq!(status, 204);
+    assert_eq!(written(&headers), [3, 1, 1]);
+    let page = orgsplit.metrics().await;
+    assert_eq!(
+        metric(&page, "orgsplit_upstream_unconfirmed_requests_total"),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn principal_mode_sends_a_2_0_push_whole() {
     let dir = tempfile::tempdir().unwrap();
     write_table(dir.path(), TABLE);

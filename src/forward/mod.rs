@@ -279,6 +279,9 @@ impl Forwarder {
                 _ => false,
             };
             if inner.protocol != Protocol::Auto || !refused {
+                if outcome == Upstream::Accepted && written.is_none() {
+                    return self.unconfirmed(outcome);
+                }
                 return Sent { outcome, written };
             }
             self.remember_v1(&outcome);
@@ -296,6 +299,28 @@ impl Forwarder {
                 },
                 written: None,
             },
+        }
+    }
+
+    /// A 2.0 push sent as 2.0 (`upstream.protocol: v2`) that the upstream
+    /// answered 2xx without the written-count headers. The 2.0
+    /// specification makes those headers the receiver's proof of what it
+    /// wrote, and a 1.0-only receiver answers a 2.0 body 2xx having read
+    /// it as empty: so this tenant's part counts as not written (zeros),
+    /// which the sender's own check sees, and is counted here.
+    fn unconfirmed(&self, outcome: Upstream) -> Sent {
+        self.inner.signals.unconfirmed.increment(1);
+        static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if crate::telemetry::rate_limit(&LAST, Duration::from_secs(60)) {
+            tracing::warn!(
+                "upstream accepted a remote write 2.0 push without saying what it wrote; \
+                 reported to the sender as not written (a 1.0-only upstream stores nothing of a 2.0 body: \
+                 use upstream.protocol: auto or v1)"
+            );
+        }
+        Sent {
+            outcome,
+            written: Some(Written::default()),
         }
     }
 
