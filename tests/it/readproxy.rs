@@ -3,7 +3,7 @@
 //! each route's upstream saw, what the client heard, streaming and a
 //! WebSocket tail.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! The org table follows Namespaces through the real kube-rs client, against
 //! an API stand-in that speaks the list/watch wire protocol.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Captured Prometheus requests (fixtures/requests) through the real push
 //! path, and through both splitters.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

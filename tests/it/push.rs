@@ -1,7 +1,7 @@
 //! The push path over real HTTP: orgsplit in-process on a TCP port, a fake
 //! Mimir that decodes and records what each tenant receives.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

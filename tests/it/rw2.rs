@@ -4,7 +4,7 @@
 //! ignore the Content-Type and read it as an empty 1.0 request (as
 //! Prometheus 2 does).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! commands, basic-auth users, client certificates; which tenant got what,
 //! what the sender heard, what was counted.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

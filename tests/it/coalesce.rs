@@ -2,7 +2,7 @@
 //! upstream as one request while the tenant is busy, each sender hears the
 //! answer for its own data, and an idle tenant's batch goes out at once.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! answer the sender gets, that nothing leaks or is lost silently, and that
 //! the server keeps serving others.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -12,7 +12,7 @@
 //! must be in that tenant and in no other, and Prometheus must have failed
 //! (dropped) none.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The file lookup follows edits and ConfigMap-style symlink swaps, and keeps
 //! the last good table when an edit is broken.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Operating orgsplit: upstream auth and TLS, ingress TLS, backpressure,
 //! metrics after known traffic.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! Under `CI=true` a missing `prometheus` binary fails these tests; elsewhere
 //! they are skipped with a message.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The `orgsplit` binary's command line, as a user runs it.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -5,7 +5,7 @@
 //! and each overlay's own part. Rendering uses `kubectl kustomize`, as an
 //! operator's `kubectl apply -k` does.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Graceful shutdown of the real binary: readiness, the grace period, and
 //! pushes in flight during SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

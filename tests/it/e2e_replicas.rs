@@ -7,7 +7,7 @@
 //! Every sample scraped must reach its tenant, and Prometheus must have
 //! failed (dropped) none.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! documented rule), nothing reaches any tenant that should not, and the
 //! server stays up.
 
-mod common;
+use crate::common;
 
 use common::*;
 use orgsplit::wire::encode::put_bytes_field;

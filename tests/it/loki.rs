@@ -3,7 +3,7 @@
 //! what each tenant received, byte for byte; the unmapped policies, the
 //! answers Loki gives (204, 429, 5xx) passed on, and the limits.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
