@@ -14,7 +14,8 @@
 
 use std::fmt::Write;
 
-use http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
 
 /// How one tenant push ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +244,33 @@ fn truncate(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+impl Answer {
+    /// The HTTP response: the status, the body, and `Retry-After` when set.
+    pub fn into_http(self) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// 401, with a `WWW-Authenticate` challenge per configured mode; the reason
+/// stays in the log and `orgsplit_auth_failures_total` (push and read
+/// paths alike).
+pub fn unauthorized(challenges: &[&'static str]) -> Response {
+    let mut response = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+    for challenge in challenges {
+        response.headers_mut().append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    response
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
 use crate::pipeline::{Codec, Pipeline};
 use crate::pool::BufferPool;
-use crate::read::ReadProxy;
 use crate::route::{FamilyIndex, Router};
 use crate::signals::Signal;
 use crate::table::OrgTable;
@@ -37,10 +36,8 @@ pub struct App {
     loki_json: [Pipeline<LokiJson>; 3],
     /// Where Loki pushes go, if `loki.upstream.url` is set.
     loki_forwarder: Option<Forwarder>,
-    /// Who is sending, and what it may write.
-    auth: Authenticator,
-    /// The read path's client and upstreams.
-    read_proxy: ReadProxy,
+    /// Who is sending, and what it may write (shared with the read path).
+    auth: Arc<Authenticator>,
     /// `routing.mode`: principal mode sends pushes whole.
     mode: Mode,
     /// Request bodies, decoded bodies, batches and compressed bodies.
@@ -73,8 +70,6 @@ pub enum ServerError {
     Tls(String),
     #[error("auth: {0}")]
     Auth(String),
-    #[error("read: {0}")]
-    Read(String),
 }
 
 impl App {
@@ -86,7 +81,8 @@ impl App {
         let router = Router::new(&config.routing, limits.wire())
             .with_signals(metrics.route())
             .with_outside_allowance(config.auth.outside_allowance);
-        let auth = Authenticator::new(&config.auth, metrics.auth()).map_err(ServerError::Auth)?;
+        let auth =
+            Arc::new(Authenticator::new(&config.auth, metrics.auth()).map_err(ServerError::Auth)?);
         auth.follow();
         let forwarder = Forwarder::new(&config.upstream, metrics.upstream())?;
         let loki_forwarder = config
@@ -99,13 +95,6 @@ impl App {
                 )
             })
             .transpose()?;
-        let read_proxy = ReadProxy::new(
-            &config.read,
-            &config.upstream,
-            &config.loki.upstream.url,
-            forwarder.credentials().clone(),
-        )
-        .map_err(ServerError::Read)?;
         let tls = config
             .tls
             .as_ref()
@@ -159,14 +148,13 @@ impl App {
                 limits.max_decoded_bytes,
             ),
             auth,
-            read_proxy,
             mode: config.routing.mode,
             pool,
             table,
             forwarder,
             inflight_requests: Semaphore::new(limits.max_inflight_requests),
             budget: ByteBudget::new(limits.max_inflight_bytes),
-            cpu: Semaphore::new(crate::pipeline::cores()),
+            cpu: Semaphore::new(crate::limits::cores()),
             limits,
             metrics,
             per_tenant_metrics: config.metrics.per_tenant,
@@ -215,12 +203,13 @@ impl App {
         }
     }
 
-    pub(crate) fn auth(&self) -> &Authenticator {
+    pub(crate) fn auth(&self) -> &Arc<Authenticator> {
         &self.auth
     }
 
-    pub(crate) fn read_proxy(&self) -> &ReadProxy {
-        &self.read_proxy
+    /// The metrics push forwarder (its credentials serve the read path too).
+    pub(crate) fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
     }
 
     /// Whether pushes go whole to the sender's own tenant.

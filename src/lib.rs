@@ -11,7 +11,7 @@
 //!              └─► pipeline: decompress ─► formats (walk) ─► route (series → tenant; table, tenant)
 //!                            ─► authorize (tenant in the allowance?) ─► formats (encode per tenant) ─► compress
 //!              └─► forward (coalesce per tenant, upstream client) ─► answer ─► sender
-//!  server ─► read (authenticate, tenant from the principal) ─► query-frontend / ruler / alertmanager / Loki
+//!  server ─► read (its own state: authenticate, tenant from the principal) ─► query-frontend / ruler / alertmanager / Loki
 //!  table::file (YAML) / table::kube (watch) ──► table (lock-free snapshot read by route)
 //!  every stage ─► signals (counts, metric handles) ◄── metrics (registers, renders)
 //! ```
@@ -44,19 +44,37 @@
 //!
 //! The read path: [`read`] proxies the query, rules, alertmanager and
 //! Loki read APIs with the tenant taken from the credential ([`auth`]), the
-//! answers streamed.
+//! answers streamed. It has its own state (the authenticator and metrics it
+//! shares with the push path, its client and upstreams) and sits beside
+//! [`push`], not under it: neither uses the other.
 //!
 //! The service around it: [`server`] (listeners, routes, shutdown),
-//! [`app`] (the shared state), [`connections`] (the connection limit),
-//! [`health`], [`shutdown`], [`signals`] and [`metrics`], [`telemetry`],
-//! [`config`], [`credentials`] (orgsplit's own upstream credentials), [`cli`]
-//! and [`inspect`] (the commands, with [`cli::keys`] for keys and tokens).
+//! [`app`] (the push path's shared state), [`connections`] (the connection
+//! limit), [`health`], [`shutdown`], [`signals`] and [`metrics`],
+//! [`telemetry`], [`config`], [`credentials`] (orgsplit's own upstream
+//! credentials), [`cli`] and [`inspect`] (the commands, with [`cli::keys`]
+//! for keys and tokens).
 //!
-//! Lower modules never import higher ones: `wire`, `formats`, `tenant`,
-//! `table`, `route` and `auth` know nothing of HTTP, and `route` knows nothing of
-//! the network. No stage imports `metrics`, and `metrics` imports no stage:
-//! stages report through the handles and counts of `signals`, and the push
-//! handler tells `metrics` what happened.
+//! Layers, bottom to top; a module uses only modules of lower layers, and
+//! the test `tests/it/layers.rs` fails when one uses its own layer or one
+//! above (it also refuses circles among the files of a folder module):
+//!
+//! ```text
+//!  cli
+//!  server
+//!  push, health
+//!  read, app, inspect
+//!  forward
+//!  pipeline
+//!  route, auth                       (no HTTP)
+//!  telemetry, credentials, shutdown
+//!  config
+//!  formats, table, metrics, answer   (formats, table: no HTTP)
+//!  tenant, signals, wire, pool, limits, connections
+//! ```
+//!
+//! `metrics` imports no stage: stages report through the handles and counts
+//! of `signals`, and the handlers tell `metrics` what happened.
 //!
 //! Test helpers ([`testing`], the prost reference splitter) are built only
 //! with the `test-util` feature.

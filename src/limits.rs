@@ -1,4 +1,5 @@
-//! The memory budget of the requests in flight (`limits.max_inflight_bytes`).
+//! The memory budget of the requests in flight (`limits.max_inflight_bytes`),
+//! and the CPU bound of heavy work ([`cores`]).
 //!
 //! ```text
 //!  body frame arrives ─► Charge::try_grow(frame) ──── over budget ─► 503, body dropped
@@ -25,6 +26,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+/// CPUs this process may run on (respects affinity masks and cgroup
+/// quotas): the bound of CPU-heavy work at once (splits, password hashes).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// A byte budget shared by all requests.
 #[derive(Debug)]

@@ -382,7 +382,7 @@ const PARALLEL_BYTES: usize = 256 << 10;
 /// client drops them.
 fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Outgoing> {
     let total: usize = batches.iter().map(|b| b.body.len()).sum();
-    let parallel = batches.len() > 1 && total >= PARALLEL_BYTES && cores() > 1;
+    let parallel = batches.len() > 1 && total >= PARALLEL_BYTES && crate::limits::cores() > 1;
     let one = |b: Batch| {
         if codec == Codec::Identity {
             let decoded_len = b.body.len();
@@ -531,12 +531,6 @@ fn deflate_one(codec: Codec, body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usi
     let held = out.capacity();
     let n = out.len();
     (Pooled::prefix(out, n, pool.clone()).into_bytes(), held)
-}
-
-/// CPUs this process may run on (respects affinity masks and cgroup quotas).
-pub(crate) fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Errors of a pipeline run.

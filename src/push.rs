@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -97,7 +97,7 @@ async fn serve(
         Err(_) => {
             metrics.rejected("unauthorized");
             metrics.answered(401, started.elapsed());
-            return unauthorized(&app);
+            return answer::unauthorized(app.auth().challenges());
         }
     };
     let (answer, written) = match handle(&app, signal, &principal, &headers, body).await {
@@ -105,7 +105,7 @@ async fn serve(
         Err(refusal) => (refusal.answer(&app, &metrics), Written::default()),
     };
     metrics.answered(answer.status.as_u16(), started.elapsed());
-    let mut response = respond(answer);
+    let mut response = answer.into_http();
     // A 2.0 sender is told what was written, whatever the status.
     if signal == Signal::Metrics
         && matches!(negotiate(headers.get(header::CONTENT_TYPE)), Ok(Wire::V2))
@@ -114,29 +114,6 @@ async fn serve(
         for (name, n) in Written::HEADERS.iter().zip(written.values()) {
             h.insert(*name, HeaderValue::from(n));
         }
-    }
-    response
-}
-
-/// 401, with a challenge per configured mode; the reason stays in the log
-/// and `orgsplit_auth_failures_total`.
-pub(crate) fn unauthorized(app: &App) -> Response {
-    let mut response = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
-    for challenge in app.auth().challenges() {
-        response.headers_mut().append(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
-    }
-    response
-}
-
-fn respond(answer: Answer) -> Response {
-    let mut response = (answer.status, answer.body).into_response();
-    if let Some(secs) = answer.retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }

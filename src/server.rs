@@ -5,7 +5,8 @@
 //!                                                      ├─ POST /loki/api/v1/push, /api/prom/push ─► push::loki_push
 //!                                                      ├─ GET  /metrics
 //!                                                      ├─ GET  /healthz, /alive
-//!                                                      └─ GET  /readyz
+//!                                                      ├─ GET  /readyz
+//!                                                      └─ anything else ─► read::handle (its own state)
 //!  metrics_listen (optional): the same minus the push routes
 //! ```
 //!
@@ -30,12 +31,14 @@ use crate::app::App;
 use crate::config::{Config, Mode};
 use crate::connections::Connections;
 use crate::metrics::Metrics;
+use crate::read::ReadProxy;
 use crate::table::{self, OrgTable};
 
 /// A configured server: the org table's feed started, the shared state
 /// built, the listeners bound. [`Server::serve`] runs it.
 pub struct Server {
     app: Arc<App>,
+    read: Arc<ReadProxy>,
     table: OrgTable,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -63,7 +66,16 @@ impl Server {
                  in clear text unless TLS is terminated in front of orgsplit"
             );
         }
-        let app = Arc::new(App::new(config, table.clone(), metrics)?);
+        let app = Arc::new(App::new(config, table.clone(), metrics.clone())?);
+        let read = Arc::new(
+            ReadProxy::new(
+                config,
+                app.auth().clone(),
+                metrics,
+                app.forwarder().credentials().clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("read: {e}"))?,
+        );
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -76,6 +88,7 @@ impl Server {
         };
         Ok(Self {
             app,
+            read,
             table,
             listener,
             metrics_listener,
@@ -98,12 +111,24 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        serve(self.app, self.listener, self.metrics_listener, shutdown).await
+        let routes = routes(self.app.clone(), self.read);
+        serve(
+            self.app,
+            routes,
+            self.listener,
+            self.metrics_listener,
+            shutdown,
+        )
+        .await
     }
 }
 
-/// The HTTP routes of the main listener.
-fn routes(app: Arc<App>) -> axum::Router {
+/// The HTTP routes of the main listener: the push path and its state,
+/// and, for every other path, the read path with its own.
+fn routes(app: Arc<App>, read: Arc<ReadProxy>) -> axum::Router {
+    let read = axum::Router::new()
+        .fallback(crate::read::handle)
+        .with_state(read);
     axum::Router::new()
         .route("/api/v1/push", post(crate::push::push))
         .route("/push", post(crate::push::push))
@@ -111,8 +136,8 @@ fn routes(app: Arc<App>) -> axum::Router {
         .route("/api/prom/push", post(crate::push::loki_push))
         .merge(ops_routes())
         // Everything else: the read proxy's routes, or 404.
-        .fallback(crate::read::handle)
         .with_state(app)
+        .fallback_service(read)
 }
 
 /// Metrics and health, also served on `metrics_listen`.
@@ -132,6 +157,7 @@ async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> S
 /// resolves, then shuts down gracefully (see the module doc).
 async fn serve(
     app: Arc<App>,
+    routes: axum::Router,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -152,7 +178,7 @@ async fn serve(
     };
     let mut loops = vec![tokio::spawn(accept_loop(
         listener,
-        routes(app.clone()),
+        routes,
         Accept::new(&app, &connections),
         stop_rx.clone(),
     ))];

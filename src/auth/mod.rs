@@ -175,7 +175,7 @@ impl Authenticator {
             jwt,
             basic,
             mtls,
-            hashing: Arc::new(Semaphore::new(crate::pipeline::cores())),
+            hashing: Arc::new(Semaphore::new(crate::limits::cores())),
             challenges,
             signals,
         })

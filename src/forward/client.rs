@@ -22,28 +22,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as Pool;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::reply::{ExchangeFailure as Failure, UpstreamReply, MAX_ANSWER_BYTES};
 use super::ForwardError;
 use crate::config;
-
-/// A response, reduced to what the answer needs.
-pub(super) struct Response {
-    pub status: u16,
-    pub retry_after: Option<u64>,
-    /// At most [`super::MAX_ANSWER_BYTES`] of the body.
-    pub prefix: Vec<u8>,
-    /// The remote write 2.0 written-count headers, if the upstream sent any.
-    pub written: Option<crate::answer::Written>,
-}
-
-/// How a request failed without a response (a timeout is the caller's).
-pub(super) enum Failure {
-    Unreachable(String),
-}
 
 /// The pooled client and the parts of every request that never change.
 pub(super) struct Client {
     /// Plain-HTTP upstreams.
-    lean: Option<super::h1::Lean>,
+    lean: Option<super::h1::Http1Client>,
     /// TLS upstreams (HTTP/2 when offered).
     pool: Pool<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
@@ -72,7 +58,7 @@ impl Client {
             .map_err(|e| ForwardError::Header(e.to_string()))?;
         let pool = pool(cfg)?;
         let lean = (uri.scheme_str() == Some("http")).then(|| {
-            super::h1::Lean::new(
+            super::h1::Http1Client::new(
                 &uri,
                 tenant_header.clone(),
                 &USER_AGENT,
@@ -96,7 +82,7 @@ impl Client {
         headers: &[(HeaderName, HeaderValue)],
         authorization: Option<HeaderValue>,
         body: Bytes,
-    ) -> Result<Response, Failure> {
+    ) -> Result<UpstreamReply, Failure> {
         if let Some(lean) = &self.lean {
             return lean
                 .post(tenant.as_bytes(), headers, authorization.as_ref(), &body)
@@ -136,11 +122,11 @@ impl Client {
             // not drained; dropping it closes its connection instead.
             let mut body = response.into_body();
             let mut prefix = Vec::new();
-            while prefix.len() < super::MAX_ANSWER_BYTES {
+            while prefix.len() < MAX_ANSWER_BYTES {
                 match body.frame().await {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
-                            let room = super::MAX_ANSWER_BYTES - prefix.len();
+                            let room = MAX_ANSWER_BYTES - prefix.len();
                             prefix.extend_from_slice(&data[..data.len().min(room)]);
                         }
                     }
@@ -152,7 +138,7 @@ impl Client {
                     Some(Err(_)) | None => break,
                 }
             }
-            Ok(Response {
+            Ok(UpstreamReply {
                 status: status.as_u16(),
                 retry_after,
                 prefix,

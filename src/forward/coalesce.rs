@@ -266,7 +266,7 @@ impl Lanes {
         // against a lost wake-up. A batch not answered by then (or not
         // started) is answered as timed out: retryable.
         let rounds = pushes.len().div_ceil(super::MAX_PARALLEL_PUSHES).max(1) as u32;
-        let wait = (self.window + forwarder.inner.timeout * 2) * rounds + Duration::from_secs(1);
+        let wait = (self.window + forwarder.timeout() * 2) * rounds + Duration::from_secs(1);
         let _ = tokio::time::timeout(wait, all).await;
         ticket.take()
     }

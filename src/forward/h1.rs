@@ -48,8 +48,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::client::{Failure, Response};
-use super::MAX_ANSWER_BYTES;
+use super::reply::{ExchangeFailure as Failure, UpstreamReply as Response, MAX_ANSWER_BYTES};
 
 /// Most bytes of an answer's status line and headers.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -69,7 +68,7 @@ const IDLE_BUFFER: usize = 4096;
 
 /// Connections to one plain-HTTP origin and the head every request starts
 /// with.
-pub(super) struct Lean {
+pub(super) struct Http1Client {
     host: String,
     port: u16,
     /// `POST <path> HTTP/1.1`, `Host`, `User-Agent`, each with its CRLF.
@@ -122,7 +121,7 @@ enum Framing {
     UntilClose,
 }
 
-impl Lean {
+impl Http1Client {
     /// For `uri`, an `http://` URL.
     pub fn new(
         uri: &Uri,

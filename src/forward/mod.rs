@@ -18,6 +18,7 @@
 pub(crate) mod client;
 pub mod coalesce;
 mod h1;
+mod reply;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -124,6 +125,11 @@ pub struct Sent {
 const REMEMBER_V1: Duration = Duration::from_secs(300);
 
 impl Forwarder {
+    /// The deadline of one upstream request (`upstream.timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// orgsplit's own upstream credentials (also sent by the read proxy).
     pub(crate) fn credentials(&self) -> &Credentials {
         &self.inner.credentials
@@ -468,7 +474,7 @@ impl Forwarder {
                 };
                 (refused, r.written)
             }
-            Err(client::Failure::Unreachable(e)) => (Upstream::Unreachable(e), None),
+            Err(reply::ExchangeFailure::Unreachable(e)) => (Upstream::Unreachable(e), None),
         }
     }
 }
@@ -476,8 +482,7 @@ impl Forwarder {
 /// Tenant requests (or, coalesced, batches) of one push in flight at once.
 pub(crate) const MAX_PARALLEL_PUSHES: usize = 256;
 
-/// Most bytes of an upstream answer that are read (for the error message).
-pub const MAX_ANSWER_BYTES: usize = 4096;
+pub use reply::MAX_ANSWER_BYTES;
 
 /// Logs failed pushes: one line per failure, but at most one per tenant
 /// every 10 s, so a failing tenant cannot flood the log (the metrics count

@@ -36,10 +36,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as Pool;
 use hyper_util::rt::TokioIo;
 
-use crate::app::App;
-use crate::auth::{Mode, PeerCert, Principal};
+use crate::auth::{Authenticator, Mode, PeerCert, Principal};
 use crate::config;
 use crate::credentials::Credentials;
+use crate::metrics::Metrics;
 use crate::tenant::{Allowance, TenantId};
 use path::PathRefusal;
 
@@ -207,8 +207,14 @@ impl Target {
     }
 }
 
-/// The read proxy: a pooled client and the upstream of each route.
+/// The read path's own state: who may read, a pooled client and the
+/// upstream of each route. Shares the authenticator and the metrics with
+/// the push path; nothing else.
 pub struct ReadProxy {
+    auth: Arc<Authenticator>,
+    metrics: Metrics,
+    /// `limits.body_timeout`: the time a request body has to arrive.
+    body_timeout: Duration,
     client: Pool<HttpsConnector<HttpConnector>, Body>,
     /// orgsplit's own upstream credentials, if any (the client's never pass).
     credentials: Credentials,
@@ -226,11 +232,13 @@ impl ReadProxy {
     /// `read.loki` defaults to the origin of `loki_push_url` (the Loki the
     /// pushes go to), if set.
     pub fn new(
-        read: &config::Read,
-        upstream: &config::Upstream,
-        loki_push_url: &str,
+        config: &config::Config,
+        auth: Arc<Authenticator>,
+        metrics: Metrics,
         credentials: Credentials,
     ) -> Result<Self, String> {
+        let (read, upstream, loki_push_url) =
+            (&config.read, &config.upstream, &config.loki.upstream.url);
         let origin = Target::parse("upstream.url", &upstream.url)?;
         let origin = Target {
             prefix: String::new(),
@@ -259,6 +267,9 @@ impl ReadProxy {
         ];
         let client = crate::forward::client::pool::<Body>(upstream).map_err(|e| e.to_string())?;
         Ok(Self {
+            auth,
+            metrics,
+            body_timeout: config.limits.body_timeout,
             client,
             credentials,
             targets,
@@ -282,7 +293,7 @@ impl ReadProxy {
 
 /// Every request that is not a push, health or metrics request.
 pub async fn handle(
-    State(app): State<Arc<App>>,
+    State(proxy): State<Arc<ReadProxy>>,
     peer: Option<Extension<Arc<PeerCert>>>,
     request: Request,
 ) -> Response {
@@ -296,7 +307,7 @@ pub async fn handle(
     let (path, class) = match classified {
         Ok(c) => c,
         Err(why) => {
-            app.metrics().read_refused(why.as_str());
+            proxy.metrics.read_refused(why.as_str());
             return (StatusCode::NOT_FOUND, "not found\n").into_response();
         }
     };
@@ -305,8 +316,8 @@ pub async fn handle(
         path,
         query: uri.query(),
     };
-    let response = proxy(&app, peer.as_ref().map(|Extension(p)| &**p), to, request).await;
-    app.metrics().read(
+    let response = forward(&proxy, peer.as_ref().map(|Extension(p)| &**p), to, request).await;
+    proxy.metrics.read(
         class.route.as_str(),
         response.status().as_u16(),
         started.elapsed(),
@@ -322,14 +333,13 @@ struct Forward<'a> {
     query: Option<&'a str>,
 }
 
-async fn proxy(
-    app: &App,
+async fn forward(
+    proxy: &ReadProxy,
     peer: Option<&PeerCert>,
     to: Forward<'_>,
     mut request: Request,
 ) -> Response {
     let class = to.class;
-    let proxy = app.read_proxy();
     let Some(target) = proxy.target(class.route) else {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -344,15 +354,15 @@ async fn proxy(
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let principal = match app.auth().authenticate(authorization, peer).await {
+    let principal = match proxy.auth.authenticate(authorization, peer).await {
         Ok(p) => p,
-        Err(_) => return crate::push::unauthorized(app),
+        Err(_) => return crate::answer::unauthorized(proxy.auth.challenges()),
     };
     if let Err(refusal) = authorize(&principal, class) {
         return match refusal {
             // An anonymous caller that may read nothing is asked for a
             // credential (Grafana then shows its login fields).
-            None => crate::push::unauthorized(app),
+            None => crate::answer::unauthorized(proxy.auth.challenges()),
             Some(message) => refuse(StatusCode::FORBIDDEN, message),
         };
     }
@@ -401,7 +411,7 @@ async fn proxy(
     } else {
         let limited = http_body_util::Limited::new(body, proxy.max_body_bytes);
         let collect = http_body_util::BodyExt::collect(limited);
-        match tokio::time::timeout(app.limits().body_timeout, collect).await {
+        match tokio::time::timeout(proxy.body_timeout, collect).await {
             Ok(Ok(collected)) => Body::from(collected.to_bytes()),
             Ok(Err(e)) if too_large(&*e) => return too_large_body(proxy.max_body_bytes),
             Ok(Err(_)) => {

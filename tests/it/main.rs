@@ -17,6 +17,7 @@ mod e2e_replicas;
 mod fixtures;
 mod hostile;
 mod kube;
+mod layers;
 mod loki;
 mod ops;
 mod properties;

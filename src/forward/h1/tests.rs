@@ -62,7 +62,7 @@ impl Upstream {
         Self { url, seen }
     }
 
-    fn client(&self, max_idle: usize) -> Lean {
+    fn client(&self, max_idle: usize) -> Http1Client {
         lean(&self.url, max_idle)
     }
 
@@ -76,8 +76,8 @@ impl Upstream {
     }
 }
 
-fn lean(url: &Uri, max_idle: usize) -> Lean {
-    Lean::new(
+fn lean(url: &Uri, max_idle: usize) -> Http1Client {
+    Http1Client::new(
         url,
         HeaderName::from_static("x-scope-orgid"),
         &HeaderValue::from_static("orgsplit/test"),
@@ -135,14 +135,18 @@ const V1: [(HeaderName, HeaderValue); 2] = [
     ),
 ];
 
-async fn post(client: &Lean, tenant: &str, body: &'static [u8]) -> Result<Response, Failure> {
+async fn post(
+    client: &Http1Client,
+    tenant: &str,
+    body: &'static [u8],
+) -> Result<Response, Failure> {
     client
         .post(tenant.as_bytes(), &V1, None, &Bytes::from_static(body))
         .await
 }
 
 /// A `200`-or-whatever answer to a one-byte push for tenant `t`.
-async fn answered(client: &Lean) -> Response {
+async fn answered(client: &Http1Client) -> Response {
     match post(client, "t", b"x").await {
         Ok(r) => r,
         Err(e) => panic!("{}", unreachable(Err(e))),
