@@ -16,12 +16,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Limits, Mode, ServerTls};
-use crate::formats::loki::{LokiJson, LokiProto};
-use crate::formats::{rw1::Rw1, rw2::Rw2};
+use crate::formats::PushKind;
 use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
-use crate::pipeline::{Codec, Pipeline};
+use crate::pipeline::{PipelineParts, PushPipeline, REGISTRY};
 use crate::pool::BufferPool;
 use crate::route::{FamilyIndex, Router};
 use crate::signals::Signal;
@@ -29,11 +28,8 @@ use crate::table::OrgTable;
 
 /// Everything a request handler needs, shared by all requests.
 pub struct App {
-    rw1: Pipeline<Rw1>,
-    rw2: Pipeline<Rw2>,
-    loki_proto: Pipeline<LokiProto>,
-    /// Loki JSON: plain, gzip, deflate.
-    loki_json: [Pipeline<LokiJson>; 3],
+    /// One pipeline per push kind, in [`PushKind::id`] order.
+    pipelines: Vec<Box<dyn PushPipeline>>,
     /// Where Loki pushes go, if `loki.upstream.url` is set.
     loki_forwarder: Option<Forwarder>,
     /// Who is sending, and what it may write (shared with the read path).
@@ -84,7 +80,8 @@ impl App {
         let auth =
             Arc::new(Authenticator::new(&config.auth, metrics.auth()).map_err(ServerError::Auth)?);
         auth.follow();
-        let forwarder = Forwarder::new(&config.upstream, metrics.upstream())?;
+        let kinds: Vec<&'static PushKind> = REGISTRY.iter().map(|r| r.kind).collect();
+        let forwarder = Forwarder::new(&config.upstream, metrics.upstream(), &kinds)?;
         let loki_forwarder = config
             .loki
             .enabled()
@@ -92,6 +89,7 @@ impl App {
                 Forwarder::new(
                     &config.loki.upstream,
                     metrics.signal(Signal::Logs).upstream(),
+                    &kinds,
                 )
             })
             .transpose()?;
@@ -107,46 +105,20 @@ impl App {
             limits.max_metadata_index_pairs.saturating_mul(80),
         );
         let pool = Arc::new(BufferPool::default());
-        // Logs have no metadata to route: no family index.
-        let logs = |codec| {
-            Pipeline::new(
-                LokiJson,
-                router.clone(),
-                FamilyIndex::new(0, 0),
-                pool.clone(),
-                limits.max_decoded_bytes,
-            )
-            .with_codec(codec)
+        // The metric-family index goes to the one kind that routes metadata
+        // by family; the others get an empty one.
+        let families = std::cell::Cell::new(Some(families));
+        let take_families = || families.take().unwrap_or_else(|| FamilyIndex::new(0, 0));
+        let parts = PipelineParts {
+            router: &router,
+            families: &take_families,
+            pool: &pool,
+            max_decoded: limits.max_decoded_bytes,
         };
+        let pipelines = REGISTRY.iter().map(|r| (r.build)(&parts)).collect();
         Ok(Self {
-            loki_proto: Pipeline::new(
-                LokiProto,
-                router.clone(),
-                FamilyIndex::new(0, 0),
-                pool.clone(),
-                limits.max_decoded_bytes,
-            ),
-            loki_json: [
-                logs(Codec::Identity),
-                logs(Codec::Gzip),
-                logs(Codec::Deflate),
-            ],
+            pipelines,
             loki_forwarder,
-            rw2: Pipeline::new(
-                Rw2,
-                router.clone(),
-                // 2.0 metadata rides on its series: no family index needed.
-                FamilyIndex::new(0, 0),
-                pool.clone(),
-                limits.max_decoded_bytes,
-            ),
-            rw1: Pipeline::new(
-                Rw1,
-                router,
-                families,
-                pool.clone(),
-                limits.max_decoded_bytes,
-            ),
             auth,
             mode: config.routing.mode,
             pool,
@@ -167,32 +139,9 @@ impl App {
         })
     }
 
-    /// The remote write 1.0 pipeline.
-    pub(crate) fn rw1(&self) -> &Pipeline<Rw1> {
-        &self.rw1
-    }
-
-    /// The remote write 2.0 pipeline.
-    pub(crate) fn rw2(&self) -> &Pipeline<Rw2> {
-        &self.rw2
-    }
-
-    /// The Loki protobuf pipeline.
-    pub(crate) fn loki_proto(&self) -> &Pipeline<LokiProto> {
-        &self.loki_proto
-    }
-
-    /// The Loki JSON pipelines: plain, gzip, deflate.
-    pub(crate) fn loki_json_plain(&self) -> &Pipeline<LokiJson> {
-        &self.loki_json[0]
-    }
-
-    pub(crate) fn loki_json_gzip(&self) -> &Pipeline<LokiJson> {
-        &self.loki_json[1]
-    }
-
-    pub(crate) fn loki_json_deflate(&self) -> &Pipeline<LokiJson> {
-        &self.loki_json[2]
+    /// The pipeline of a push kind.
+    pub(crate) fn pipeline(&self, kind: &PushKind) -> &dyn PushPipeline {
+        &*self.pipelines[kind.id]
     }
 
     /// The forwarder of `signal`'s pushes (Loki's only if configured).
@@ -281,8 +230,15 @@ impl App {
 
     /// The `/metrics` page, with the gauges read at scrape time.
     pub(crate) fn render_metrics(&self) -> String {
-        self.metrics
-            .at_scrape(self.budget.used(), self.rw1.families().stats());
+        let families = self.pipelines.iter().map(|p| p.families().stats()).fold(
+            Default::default(),
+            |sum: crate::signals::FamilyIndexSize, s| crate::signals::FamilyIndexSize {
+                pairs: sum.pairs + s.pairs,
+                bytes: sum.bytes + s.bytes,
+                rotations: sum.rotations + s.rotations,
+            },
+        );
+        self.metrics.at_scrape(self.budget.used(), families);
         self.metrics.render()
     }
 }

@@ -17,13 +17,19 @@
 //! ```
 //!
 //! The data path:
-//! - [`formats`]: the seam between the pipeline and a push format; remote
+//! - [`formats`]: what a push is. One descriptor per push kind
+//!   ([`formats::PushKind`]: codec, outgoing headers, whether bodies
+//!   concatenate, downgrade) and per endpoint ([`formats::Endpoint`]: paths,
+//!   negotiation), so the handler, the state and the transport never name a
+//!   format; the `Format` seam the pipeline walks with; remote
 //!   write 1.0 ([`formats::rw1`], over the zero-copy codec in [`wire`]) and
 //!   2.0 ([`formats::rw2`]: per-tenant symbol tables, conversion to 1.0),
 //!   Loki protobuf and JSON pushes ([`formats::loki`]: label strings parsed
 //!   as Loki does, streams forwarded byte for byte).
 //! - [`wire`]: the remote-write 1.0 protobuf, walked without copying; prost
 //!   types as the reference.
+//! - [`codec`]: how bodies are compressed; inflating a `Content-Encoding`
+//!   layer, joining snappy blocks.
 //! - [`tenant`]: tenant ID rules (Mimir's), the shared [`tenant::TenantId`],
 //!   and the [`tenant::Allowance`] of organizations a sender may write.
 //! - [`auth`]: who is sending: JWT (HS256 secret, RS256/ES256 trust store
@@ -34,7 +40,9 @@
 //!   with the unmapped policy and the sender's allowance; format-agnostic.
 //! - [`pipeline`]: the CPU part of a push (measure → admit → decompress →
 //!   split → compress), the one piece the handler, the benches, the fuzzers
-//!   and `inspect` all run; [`pool`] reuses its buffers.
+//!   and `inspect` all run; [`pool`] reuses its buffers. Its
+//!   [`pipeline::REGISTRY`] lists every push kind with its pipeline: a new
+//!   format is its folder under `formats/` plus one line there.
 //! - [`forward`]: sending tenant requests upstream in parallel over a lean
 //!   pooled client, merging concurrent pushes' batches per tenant.
 //! - [`answer`]: many upstream answers → one answer (the retry contract).
@@ -70,6 +78,7 @@
 //!  telemetry, credentials, shutdown
 //!  config
 //!  formats, table, metrics, answer   (formats, table: no HTTP)
+//!  codec
 //!  tenant, signals, wire, pool, limits, connections
 //! ```
 //!
@@ -83,6 +92,7 @@ pub mod answer;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod connections;
 pub mod credentials;

@@ -1,5 +1,5 @@
 //! The memory budget of the requests in flight (`limits.max_inflight_bytes`),
-//! and the CPU bound of heavy work ([`cores`]).
+//! and the CPU bound of heavy work (`cores`).
 //!
 //! ```text
 //!  body frame arrives ─► Charge::try_grow(frame) ──── over budget ─► 503, body dropped

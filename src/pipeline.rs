@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use std::sync::Arc;
 
-use crate::formats::Format;
+use crate::formats::{loki, rw1, rw2, Format, PushKind};
 use crate::pool::{BufferPool, Pooled};
 use crate::route::{Batch, FamilyIndex, RouteError, Router, Split, SplitCounts};
 use crate::signals::Counts;
@@ -40,32 +40,129 @@ pub struct Pipeline<F> {
     codec: Codec,
 }
 
-/// How request bodies (and the tenant requests made of them) are
-/// compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// Snappy block format (remote write, Loki protobuf).
-    Snappy,
-    /// `Content-Encoding: gzip`: one gzip member, whose trailer gives the
-    /// decoded size up front.
-    Gzip,
-    /// `Content-Encoding: deflate` (raw deflate): no declared size, so the
-    /// most deflate can expand to (1032 times) is admitted, within
-    /// `limits.max_decoded_bytes`.
-    Deflate,
-    /// Not compressed.
-    Identity,
+pub use crate::codec::Codec;
+
+/// A pipeline as the push handler holds it: one per [`PushKind`], behind
+/// one interface whatever the format (one virtual call per push).
+pub trait PushPipeline: Send + Sync {
+    /// See [`Pipeline::measure`].
+    fn measure(&self, compressed: &[u8]) -> Result<usize, DecodeError>;
+    /// See [`Pipeline::run`].
+    fn run(
+        &self,
+        compressed: &[u8],
+        size: usize,
+        table: &Snapshot,
+        allowance: &Allowance,
+    ) -> Result<Output, ProcessError>;
+    /// See [`Pipeline::whole`].
+    fn whole(
+        &self,
+        compressed: Bytes,
+        size: usize,
+        tenant: &TenantId,
+    ) -> Result<Output, ProcessError>;
+    /// The metric-family index that routes its metadata.
+    fn families(&self) -> &FamilyIndex;
 }
 
-impl Codec {
-    /// The `Content-Encoding` header naming the codec, if it is sent as one.
-    pub fn content_encoding(self) -> Option<&'static str> {
-        match self {
-            Codec::Gzip => Some("gzip"),
-            Codec::Deflate => Some("deflate"),
-            Codec::Snappy | Codec::Identity => None,
-        }
+impl<F: Format + Send + 'static> PushPipeline for Pipeline<F> {
+    fn measure(&self, compressed: &[u8]) -> Result<usize, DecodeError> {
+        Pipeline::measure(self, compressed)
     }
+
+    fn run(
+        &self,
+        compressed: &[u8],
+        size: usize,
+        table: &Snapshot,
+        allowance: &Allowance,
+    ) -> Result<Output, ProcessError> {
+        Pipeline::run(self, compressed, size, table, allowance)
+    }
+
+    fn whole(
+        &self,
+        compressed: Bytes,
+        size: usize,
+        tenant: &TenantId,
+    ) -> Result<Output, ProcessError> {
+        Pipeline::whole(self, compressed, size, tenant)
+    }
+
+    fn families(&self) -> &FamilyIndex {
+        &self.families
+    }
+}
+
+/// What every pipeline is built from.
+pub struct PipelineParts<'a> {
+    pub router: &'a Router,
+    /// The metric-family index, for the kinds that route metadata by
+    /// family (remote write 1.0); the others get an empty one.
+    pub families: &'a dyn Fn() -> FamilyIndex,
+    pub pool: &'a Arc<BufferPool>,
+    pub max_decoded: usize,
+}
+
+/// A push kind and how its pipeline is built.
+pub struct Registered {
+    pub kind: &'static PushKind,
+    pub build: fn(&PipelineParts<'_>) -> Box<dyn PushPipeline>,
+}
+
+/// Every push kind orgsplit takes, in [`PushKind::id`] order: adding a
+/// format is its folder under `formats/` plus one line here.
+pub static REGISTRY: [Registered; 6] = [
+    register(&rw1::KIND, |p| with_families(rw1::Rw1, p)),
+    register(&rw2::KIND, |p| plain(rw2::Rw2, &rw2::KIND, p)),
+    register(&loki::PROTO, |p| plain(loki::LokiProto, &loki::PROTO, p)),
+    register(&loki::JSON, |p| plain(loki::LokiJson, &loki::JSON, p)),
+    register(&loki::JSON_GZIP, |p| {
+        plain(loki::LokiJson, &loki::JSON_GZIP, p)
+    }),
+    register(&loki::JSON_DEFLATE, |p| {
+        plain(loki::LokiJson, &loki::JSON_DEFLATE, p)
+    }),
+];
+
+const fn register(
+    kind: &'static PushKind,
+    build: fn(&PipelineParts<'_>) -> Box<dyn PushPipeline>,
+) -> Registered {
+    Registered { kind, build }
+}
+
+/// A pipeline whose metadata follows its series' families (snappy).
+fn with_families<F: Format + Send + 'static>(
+    format: F,
+    parts: &PipelineParts<'_>,
+) -> Box<dyn PushPipeline> {
+    Box::new(Pipeline::new(
+        format,
+        parts.router.clone(),
+        (parts.families)(),
+        parts.pool.clone(),
+        parts.max_decoded,
+    ))
+}
+
+/// A pipeline with no family index, in its kind's codec.
+fn plain<F: Format + Send + 'static>(
+    format: F,
+    kind: &'static PushKind,
+    parts: &PipelineParts<'_>,
+) -> Box<dyn PushPipeline> {
+    Box::new(
+        Pipeline::new(
+            format,
+            parts.router.clone(),
+            FamilyIndex::new(0, 0),
+            parts.pool.clone(),
+            parts.max_decoded,
+        )
+        .with_codec(kind.codec),
+    )
 }
 
 /// What a run produced: one compressed request per tenant, and what the
@@ -550,6 +647,13 @@ pub fn held_bytes(outgoing: &[Outgoing]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_kind_sits_at_its_id() {
+        for (i, r) in REGISTRY.iter().enumerate() {
+            assert_eq!(r.kind.id, i, "{}", r.kind.name);
+        }
+    }
+
     use super::*;
 
     /// Bytes that compress a little (runs and repeats) and some that do not.

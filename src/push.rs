@@ -1,8 +1,10 @@
-//! `POST /api/v1/push`: receive → admit → decode → route → forward → answer.
+//! Every push endpoint ([`crate::formats::ENDPOINTS`]): receive → admit →
+//! decode → route → forward → answer, the same for every push kind.
 //!
 //! ```text
-//!  headers ─► authenticate (401) ─► principal mode: one organization? (403)
-//!          ─► ready? (503) ─► encoding (415) ─► Content-Length (413)
+//!  headers ─► Endpoint::negotiate: the PushKind (and a Content-Encoding layer)
+//!          ─► authenticate (401) ─► principal mode: one organization? (403)
+//!          ─► ready? (503) ─► no kind matched (415) ─► Content-Length (413)
 //!  body frames ─► charged to the byte budget as they arrive (503 when full),
 //!                 within limits.body_timeout (503), at most max_body_bytes (413)
 //!  ─► request slot (503) ─► declared decoded size (413) ─► budget for 3× it (503)
@@ -34,11 +36,12 @@ use hyper::body::Body as _;
 use crate::answer::{self, Answer, Written};
 use crate::app::App;
 use crate::auth::{PeerCert, Principal};
-use crate::formats::Format;
-use crate::forward::{Push, Sent, Wire};
+use crate::codec::Codec;
+use crate::formats::{Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
+use crate::forward::{Push, Sent};
 use crate::limits::Charge;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Codec, DecodeError, Output, Pipeline, ProcessError};
+use crate::pipeline::{self, DecodeError, Output, ProcessError};
 use crate::route::RouteError;
 use crate::signals::Signal;
 use crate::wire::{Item, WireError};
@@ -49,41 +52,25 @@ use crate::wire::{Item, WireError};
 /// ~100 µs between awaits that async code should keep to.
 const BLOCKING_BYTES: usize = 32 << 10;
 
-/// The remote write push handler (`/api/v1/push`, `/push`).
-pub async fn push(
+/// The handler of every push endpoint ([`crate::formats::ENDPOINTS`]).
+pub async fn serve(
+    endpoint: &'static Endpoint,
     State(app): State<Arc<App>>,
-    peer: Option<Extension<Arc<PeerCert>>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(app, Signal::Metrics, peer, headers, body).await
-}
-
-/// The Loki push handler (`/loki/api/v1/push`, `/api/prom/push`). A
-/// remote write sender on `/api/prom/push` (Cortex's old push path) is
-/// recognised by its version header and served as one.
-pub async fn loki_push(
-    State(app): State<Arc<App>>,
-    peer: Option<Extension<Arc<PeerCert>>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let signal = if headers.contains_key("x-prometheus-remote-write-version") {
-        Signal::Metrics
-    } else {
-        Signal::Logs
-    };
-    serve(app, signal, peer, headers, body).await
-}
-
-async fn serve(
-    app: Arc<App>,
-    signal: Signal,
     peer: Option<Extension<Arc<PeerCert>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let request = RequestHeaders {
+        content_type: headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+        content_encoding: headers
+            .get(header::CONTENT_ENCODING)
+            .map(HeaderValue::as_bytes),
+        remote_write_version: headers.contains_key("x-prometheus-remote-write-version"),
+    };
+    let endpoint = endpoint.serving(&request);
+    let signal = endpoint.signal;
+    let negotiated = (endpoint.negotiate)(&request);
     let metrics = app.metrics().signal(signal);
     // A guard, so the gauge is right even when the sender hangs up and the
     // handler is dropped mid-way.
@@ -100,16 +87,20 @@ async fn serve(
             return answer::unauthorized(app.auth().challenges());
         }
     };
-    let (answer, written) = match handle(&app, signal, &principal, &headers, body).await {
+    let (answer, written) = match handle(&app, signal, negotiated, &principal, &headers, body).await
+    {
         Ok(done) => done,
         Err(refusal) => (refusal.answer(&app, &metrics), Written::default()),
     };
     metrics.answered(answer.status.as_u16(), started.elapsed());
     let mut response = answer.into_http();
-    // A 2.0 sender is told what was written, whatever the status.
-    if signal == Signal::Metrics
-        && matches!(negotiate(headers.get(header::CONTENT_TYPE)), Ok(Wire::V2))
-    {
+    // A 2.0 sender is told what was written, whatever the status (its
+    // Content-Type says it is one, whatever else was wrong).
+    let reports = RequestHeaders {
+        content_encoding: None,
+        ..request
+    };
+    if (endpoint.negotiate)(&reports).is_ok_and(|n| n.kind.reports_written) {
         let h = response.headers_mut();
         for (name, n) in Written::HEADERS.iter().zip(written.values()) {
             h.insert(*name, HeaderValue::from(n));
@@ -183,6 +174,7 @@ fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) 
 async fn handle(
     app: &Arc<App>,
     signal: Signal,
+    negotiated: Result<Negotiated, Unsupported>,
     principal: &Principal,
     headers: &HeaderMap,
     body: Body,
@@ -214,21 +206,8 @@ async fn handle(
         )
         .retry_after(1));
     }
-    let (wire, outer) = match signal {
-        Signal::Metrics => {
-            if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-                if !encoding.as_bytes().eq_ignore_ascii_case(b"snappy") {
-                    return Err(reject(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "encoding",
-                        format!("unsupported Content-Encoding {encoding:?}: remote write bodies are snappy-compressed"),
-                    ));
-                }
-            }
-            (negotiate(headers.get(header::CONTENT_TYPE))?, None)
-        }
-        Signal::Logs => loki_encoding(headers)?,
-    };
+    let Negotiated { kind, layer } =
+        negotiated.map_err(|u| reject(StatusCode::UNSUPPORTED_MEDIA_TYPE, u.reason, u.message))?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -246,7 +225,7 @@ async fn handle(
             "empty request body",
         ));
     }
-    let compressed = match outer {
+    let compressed = match layer {
         Some(codec) => undo_content_encoding(app, codec, compressed, &mut charge).await?,
         None => compressed,
     };
@@ -258,20 +237,9 @@ async fn handle(
     let via = Via {
         principal,
         signal,
-        wire,
+        kind,
     };
-    match wire {
-        Wire::V1 => forward(app, via, App::rw1, compressed, charge).await,
-        Wire::V2 => forward(app, via, App::rw2, compressed, charge).await,
-        Wire::LokiProto => forward(app, via, App::loki_proto, compressed, charge).await,
-        Wire::LokiJson(Codec::Gzip) => {
-            forward(app, via, App::loki_json_gzip, compressed, charge).await
-        }
-        Wire::LokiJson(Codec::Deflate) => {
-            forward(app, via, App::loki_json_deflate, compressed, charge).await
-        }
-        Wire::LokiJson(_) => forward(app, via, App::loki_json_plain, compressed, charge).await,
-    }
+    forward(app, via, compressed, charge).await
 }
 
 /// Who sent a push, what it is, and how it came.
@@ -279,52 +247,7 @@ async fn handle(
 struct Via<'a> {
     principal: &'a Principal,
     signal: Signal,
-    wire: Wire,
-}
-
-/// The encoding of a Loki push, read as Loki reads it: JSON when the
-/// `Content-Type` says `application/json` (plain, gzip or deflate), else
-/// snappy protobuf, possibly inside a gzip or deflate `Content-Encoding`
-/// (Loki undoes the HTTP encoding first; the second value is that outer
-/// layer). Refused with 415: snappy around JSON, and other encodings.
-fn loki_encoding(headers: &HeaderMap) -> Result<(Wire, Option<Codec>), Refusal> {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    let json = media == crate::formats::loki::json::CONTENT_TYPE;
-    let unsupported = |what: String| {
-        reject(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "encoding",
-            format!("unsupported Content-Encoding {what}"),
-        )
-    };
-    match (json, encoding.as_str()) {
-        (true, "" | "identity") => Ok((Wire::LokiJson(Codec::Identity), None)),
-        (true, "gzip") => Ok((Wire::LokiJson(Codec::Gzip), None)),
-        (true, "deflate") => Ok((Wire::LokiJson(Codec::Deflate), None)),
-        (false, "" | "snappy") => Ok((Wire::LokiProto, None)),
-        (false, "gzip") => Ok((Wire::LokiProto, Some(Codec::Gzip))),
-        (false, "deflate") => Ok((Wire::LokiProto, Some(Codec::Deflate))),
-        (true, other) => Err(unsupported(format!(
-            "{other:?} for a JSON push: send it plain, gzip or deflate"
-        ))),
-        (false, other) => Err(unsupported(format!(
-            "{other:?} for a protobuf push: send it snappy-compressed, optionally inside gzip or deflate"
-        ))),
-    }
+    kind: &'static PushKind,
 }
 
 /// Undoes a gzip or deflate `Content-Encoding` around a snappy protobuf
@@ -341,27 +264,16 @@ async fn undo_content_encoding(
     let limit = app.limits().max_body_bytes;
     // Charged at the most the layer can expand to (deflate's bound, 1032
     // to 1), so a small body does not reserve the whole limit.
-    let most = limit.min(body.len().saturating_mul(1032));
+    let most = limit.min(body.len().saturating_mul(crate::codec::DEFLATE_MAX_RATIO));
     charge.expect(body.len().saturating_add(most));
     if !charge.grow(most, true, ROOM_WAIT).await {
         return Err(Refusal::Overloaded("bytes"));
     }
     // Small bodies inflate inline; large ones off the runtime.
-    let small = body.len() < 64 << 10;
-    let inflate = move || -> std::io::Result<Vec<u8>> {
-        use std::io::Read;
-        let reader: Box<dyn Read + '_> = match codec {
-            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
-            _ => Box::new(flate2::read::DeflateDecoder::new(&body[..])),
-        };
-        let mut out = Vec::new();
-        reader.take(most as u64 + 1).read_to_end(&mut out)?;
-        Ok(out)
-    };
-    let inflated = if small {
-        inflate()
+    let inflated = if body.len() < 64 << 10 {
+        crate::codec::inflate_layer(codec, &body, most)
     } else {
-        tokio::task::spawn_blocking(inflate)
+        tokio::task::spawn_blocking(move || crate::codec::inflate_layer(codec, &body, most))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
     };
@@ -394,69 +306,28 @@ async fn undo_content_encoding(
     Ok(Bytes::from(inner))
 }
 
-/// The remote write version a `Content-Type` asks for, per the 2.0 spec:
-/// `application/x-protobuf` alone or with `proto=prometheus.WriteRequest`
-/// is 1.0, `proto=io.prometheus.write.v2.Request` is 2.0, anything else is
-/// 415 (so a 2.x sender may fall back). No header at all is 1.0, as old
-/// senders send none.
-fn negotiate(content_type: Option<&HeaderValue>) -> Result<Wire, Refusal> {
-    let Some(value) = content_type else {
-        return Ok(Wire::V1);
-    };
-    let unsupported = |what: &str| {
-        reject(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content_type",
-            format!(
-                "unsupported Content-Type {what}: send application/x-protobuf with proto=prometheus.WriteRequest (remote write 1.0) or proto=io.prometheus.write.v2.Request (2.0)"
-            ),
-        )
-    };
-    let Ok(text) = value.to_str() else {
-        return Err(unsupported("(not ASCII)"));
-    };
-    let mut parts = text.split(';');
-    let media = parts.next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/x-protobuf") {
-        return Err(unsupported(&format!("{text:?}")));
-    }
-    let mut wire = Wire::V1;
-    for param in parts {
-        let Some((name, value)) = param.split_once('=') else {
-            continue;
-        };
-        if !name.trim().eq_ignore_ascii_case("proto") {
-            continue;
-        }
-        wire = match value.trim().trim_matches('"') {
-            "prometheus.WriteRequest" => Wire::V1,
-            "io.prometheus.write.v2.Request" => Wire::V2,
-            _ => return Err(unsupported(&format!("{text:?}"))),
-        };
-    }
-    Ok(wire)
-}
-
 /// Runs `pipeline` on a received body and forwards what it produced: the
 /// part of a push that is the same for every format.
-async fn forward<F: Format + 'static>(
+async fn forward(
     app: &Arc<App>,
     via: Via<'_>,
-    pipeline: fn(&App) -> &Pipeline<F>,
     compressed: Bytes,
     mut charge: Charge,
 ) -> Result<(Answer, Written), Refusal> {
     let Via {
         principal,
         signal,
-        wire,
+        kind,
     } = via;
     let metrics = app.metrics().signal(signal);
     // `handle` checked that the signal has one.
     let Some(forwarder) = app.forwarder_for(signal) else {
         return Err(Refusal::Overloaded("requests"));
     };
-    let size = pipeline(app).measure(&compressed).map_err(decode_error)?;
+    let size = app
+        .pipeline(kind)
+        .measure(&compressed)
+        .map_err(decode_error)?;
     // The decompressed body, the tenant batches built from it and their
     // compressed bodies: at most about three times the decoded size.
     charge.expect(compressed.len().saturating_add(size.saturating_mul(3)));
@@ -465,7 +336,7 @@ async fn forward<F: Format + 'static>(
     }
 
     let splitting = forwarder.splitting();
-    let Output { outgoing, stats } = match split(app, principal, pipeline, compressed, size).await {
+    let Output { outgoing, stats } = match split(app, principal, kind, compressed, size).await {
         Ok(done) => done,
         Err(ProcessError::Decode(e)) => return Err(decode_error(e)),
         Err(ProcessError::Route(e)) => return Err(route_error(e)),
@@ -474,7 +345,7 @@ async fn forward<F: Format + 'static>(
     metrics.split(&stats);
     // From here on the request holds only its tenants' compressed bodies
     // (and, while a merged request is built, a copy of them).
-    charge.shrink_to(pipeline::held_bytes(&outgoing) * if F::CONCATENATES { 2 } else { 1 });
+    charge.shrink_to(pipeline::held_bytes(&outgoing) * if kind.concatenates { 2 } else { 1 });
 
     let pushes: Vec<Push<'_>> = outgoing
         .iter()
@@ -482,8 +353,7 @@ async fn forward<F: Format + 'static>(
             tenant: &o.tenant,
             body: &o.body,
             decoded_len: o.decoded_len,
-            mergeable: F::CONCATENATES,
-            wire,
+            kind,
         })
         .collect();
     let outcomes = forwarder.push_all(&pushes).await;
@@ -593,10 +463,10 @@ async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes
 /// Runs the CPU part of the push, on a blocking thread when it is large:
 /// split into the principal's organizations, or (principal mode) checked
 /// and sent whole to its one tenant.
-async fn split<F: Format + 'static>(
+async fn split(
     app: &Arc<App>,
     principal: &Principal,
-    pipeline: fn(&App) -> &Pipeline<F>,
+    kind: &'static PushKind,
     compressed: Bytes,
     size: usize,
 ) -> Result<Output, ProcessError> {
@@ -607,8 +477,10 @@ async fn split<F: Format + 'static>(
         .flatten();
     let allowance = principal.allowance.clone();
     let run = move |app: &App| match &whole {
-        Some(tenant) => pipeline(app).whole(compressed, size, tenant),
-        None => pipeline(app).run(&compressed, size, &table, &allowance),
+        Some(tenant) => app.pipeline(kind).whole(compressed, size, tenant),
+        None => app
+            .pipeline(kind)
+            .run(&compressed, size, &table, &allowance),
     };
     if size < BLOCKING_BYTES {
         return run(app);

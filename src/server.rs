@@ -129,11 +129,19 @@ fn routes(app: Arc<App>, read: Arc<ReadProxy>) -> axum::Router {
     let read = axum::Router::new()
         .fallback(crate::read::handle)
         .with_state(read);
-    axum::Router::new()
-        .route("/api/v1/push", post(crate::push::push))
-        .route("/push", post(crate::push::push))
-        .route("/loki/api/v1/push", post(crate::push::loki_push))
-        .route("/api/prom/push", post(crate::push::loki_push))
+    let mut router = axum::Router::new();
+    // Every push endpoint of every format, one handler.
+    for endpoint in crate::formats::ENDPOINTS {
+        for path in endpoint.paths {
+            router = router.route(
+                path,
+                post(move |state, peer, headers, body| {
+                    crate::push::serve(endpoint, state, peer, headers, body)
+                }),
+            );
+        }
+    }
+    router
         .merge(ops_routes())
         // Everything else: the read proxy's routes, or 404.
         .with_state(app)

@@ -16,9 +16,16 @@
 //! the request limits, and builds each tenant's request from borrowed pieces
 //! of the input.
 
+pub mod kind;
 pub mod loki;
+pub mod remote_write;
 pub mod rw1;
 pub mod rw2;
+
+pub use kind::{Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
+
+/// The endpoints that take pushes (the server registers their paths).
+pub static ENDPOINTS: [&Endpoint; 2] = [&remote_write::ENDPOINT, &loki::ENDPOINT];
 
 use crate::signals::Counts;
 use crate::wire::{Hit, LabelQuery, Limits, WireError};

@@ -5,8 +5,10 @@
 //! arrived, one after another, so two such requests concatenated are one
 //! valid request (`CONCATENATES`).
 
+use super::kind::PushKind;
 use super::{Format, Item};
-use crate::signals::Counts;
+use crate::codec::Codec;
+use crate::signals::{Counts, Signal};
 use crate::wire::{
     encode, Field, Hit, LabelQuery, Limits, MetadataView, Request, SeriesView, WireError,
 };
@@ -14,6 +16,22 @@ use crate::wire::{
 /// Remote write 1.0.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Rw1;
+
+/// The remote write 1.0 push kind.
+pub static KIND: PushKind = PushKind {
+    name: "remote write 1.0",
+    id: 0,
+    signal: Signal::Metrics,
+    codec: Codec::Snappy,
+    outgoing_headers: &[
+        ("content-encoding", "snappy"),
+        ("content-type", "application/x-protobuf"),
+        ("x-prometheus-remote-write-version", "0.1.0"),
+    ],
+    concatenates: <Rw1 as Format>::CONCATENATES,
+    reports_written: false,
+    downgrade: None,
+};
 
 impl Format for Rw1 {
     type Series<'a> = SeriesView<'a>;

@@ -31,8 +31,10 @@
 
 use hashbrown::{HashMap, HashSet};
 
+use super::kind::{Downgrade, PushKind};
 use super::{Format, Item};
-use crate::signals::Counts;
+use crate::codec::Codec;
+use crate::signals::{Counts, Signal};
 use crate::wire::encode::{put_bytes_field, put_varint};
 use crate::wire::walk::{all_ascii, check_field, check_message, count, histogram, Kind};
 use crate::wire::{
@@ -53,6 +55,46 @@ pub struct Rw2;
 
 /// The `Content-Type` of a 2.0 request.
 pub const CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
+/// The remote write 2.0 push kind (negotiated on the remote write
+/// endpoint, [`super::remote_write::ENDPOINT`]).
+pub static KIND: PushKind = PushKind {
+    name: "remote write 2.0",
+    id: 1,
+    signal: Signal::Metrics,
+    codec: Codec::Snappy,
+    outgoing_headers: &[
+        ("content-encoding", "snappy"),
+        ("content-type", CONTENT_TYPE),
+        ("x-prometheus-remote-write-version", "2.0.0"),
+    ],
+    concatenates: <Rw2 as Format>::CONCATENATES,
+    reports_written: true,
+    downgrade: Some(Downgrade {
+        to: &super::rw1::KIND,
+        convert: downgrade,
+    }),
+};
+
+/// [`to_v1`] for a body orgsplit made itself (already within the limits):
+/// the 1.0 body, and what 1.0 could not carry.
+fn downgrade(decoded: &[u8]) -> Result<(Vec<u8>, [u64; 3]), String> {
+    let mut v1 = Vec::with_capacity(decoded.len() + decoded.len() / 2);
+    let limits = Limits {
+        max_symbols: usize::MAX,
+        max_symbol_bytes: usize::MAX,
+        ..Default::default()
+    };
+    let lost = to_v1(decoded, limits, &mut v1).map_err(|e| e.to_string())?;
+    Ok((
+        v1,
+        [
+            lost.start_timestamps,
+            lost.classic_buckets,
+            lost.unknown_fields,
+        ],
+    ))
+}
 
 /// The symbol table of a request: every entry of its `symbols` field,
 /// borrowed from the body.

@@ -22,18 +22,17 @@
 //! organizations is one waiting future and one wake-up, not 200 of each.
 //!
 //! Invariants:
-//! - a group holds batches of one tenant only (lanes are per tenant);
+//! - a group holds batches of one push kind and one tenant only (lanes are
+//!   per kind and tenant);
 //! - a push hears [`Upstream::Accepted`] only if the request that carried
 //!   its batch was accepted. When a merged request is refused with a
 //!   non-retryable 4xx, each batch is sent again on its own, so that one
 //!   sender's bad series never makes another sender drop its batch (Mimir
 //!   ignores samples it already has, so the second send is harmless);
-//! - only bodies whose format concatenates are merged ([`super::Push::mergeable`]).
+//! - only bodies whose kind concatenates, in a codec that joins (snappy),
+//!   are merged ([`crate::formats::PushKind::concatenates`]).
 //!
-//! Joining snappy bodies needs no recompression: a snappy block is a varint
-//! length and then elements whose back-references are relative to the
-//! output position, so the elements of two blocks one after the other, under
-//! a new length, decompress to the two inputs one after the other.
+//! Joining snappy bodies needs no recompression ([`crate::codec::join_snappy`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +44,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::{Forwarder, Push};
 use crate::answer::Upstream;
+use crate::formats::PushKind;
 use crate::tenant::TenantId;
 
 pub use crate::config::Coalesce;
@@ -55,9 +55,13 @@ const SHARDS: usize = 16;
 /// Idle lanes are forgotten when a shard holds more than this.
 const MAX_LANES_PER_SHARD: usize = 1024;
 
+/// Lanes by ([`PushKind::id`], tenant).
+type LaneMap = HashMap<(usize, TenantId), Arc<Lane>>;
+
 /// The lanes of all tenants.
 pub(super) struct Lanes {
-    shards: [Mutex<HashMap<TenantId, Arc<Lane>>>; SHARDS],
+    /// By (push kind, tenant): bodies of different kinds never merge.
+    shards: [Mutex<LaneMap>; SHARDS],
     window: Duration,
     max_bytes: usize,
     /// Pushes between admission and handing over their batches.
@@ -224,19 +228,21 @@ impl Lanes {
         &self.splitting
     }
 
-    fn lane(&self, tenant: &TenantId) -> Arc<Lane> {
-        let shard = tenant.as_bytes().iter().fold(0usize, |h, &b| {
+    fn lane(&self, kind: &PushKind, tenant: &TenantId) -> Arc<Lane> {
+        let shard = tenant.as_bytes().iter().fold(kind.id, |h, &b| {
             h.wrapping_mul(31).wrapping_add(usize::from(b))
         }) % SHARDS;
         let mut map = lock(&self.shards[shard]);
-        if let Some(lane) = map.get(tenant.as_str()) {
+        // The key shares the tenant's bytes (a reference count, no copy).
+        let key = (kind.id, tenant.clone());
+        if let Some(lane) = map.get(&key) {
             return lane.clone();
         }
         if map.len() >= MAX_LANES_PER_SHARD {
             // A lane nobody holds is idle: forget it.
             map.retain(|_, lane| Arc::strong_count(lane) > 1);
         }
-        map.entry(tenant.clone()).or_default().clone()
+        map.entry(key).or_default().clone()
     }
 
     /// Sends the batches of one push, each alone or merged with other
@@ -255,7 +261,7 @@ impl Lanes {
                     Ok(permit) => permit.forget(),
                     Err(_) => return,
                 }
-                let lane = self.lane(push.tenant);
+                let lane = self.lane(push.kind, push.tenant);
                 self.enqueue(forwarder, &lane, push, &ticket, index);
             }
             ticket.wait().await;
@@ -312,6 +318,7 @@ impl Lanes {
             forwarder: forwarder.clone(),
             lane: lane.clone(),
             group,
+            kind: push.kind,
             tenant: push.tenant.clone(),
             window: self.window,
             splitting: self.splitting.clone(),
@@ -325,6 +332,7 @@ struct Flying {
     forwarder: Forwarder,
     lane: Arc<Lane>,
     group: Arc<Group>,
+    kind: &'static PushKind,
     tenant: TenantId,
     window: Duration,
     splitting: Arc<Splitting>,
@@ -340,6 +348,7 @@ async fn fly(flying: Flying) {
         forwarder,
         lane,
         group,
+        kind,
         tenant,
         window,
         splitting,
@@ -378,93 +387,23 @@ async fn fly(flying: Flying) {
     let Parts { bodies, owners, .. } = std::mem::take(&mut *lock(&group.parts));
     let body = match bodies.as_slice() {
         [one] => one.clone(),
-        many => join_snappy(many),
+        many => crate::codec::join_snappy(many),
     };
-    let outcome = forwarder.send(&tenant, body, bodies.len()).await;
+    let (outcome, _) = forwarder.send_as(kind, &tenant, body, bodies.len()).await;
     let refused = matches!(&outcome, Upstream::Status { status, .. } if (400..500).contains(status) && *status != 429);
     let answers = if bodies.len() > 1 && refused {
         // Each batch on its own, so each sender hears about its own data.
-        futures::future::join_all(bodies.iter().map(|b| forwarder.send(&tenant, b.clone(), 1)))
-            .await
+        futures::future::join_all(
+            bodies
+                .iter()
+                .map(|b| async { forwarder.send_as(kind, &tenant, b.clone(), 1).await.0 }),
+        )
+        .await
     } else {
         vec![outcome; bodies.len()]
     };
     drop(flight);
     for ((ticket, index), answer) in owners.into_iter().zip(answers) {
         ticket.answer(index, answer);
-    }
-}
-
-/// Joins snappy blocks into one that decompresses to their contents one
-/// after the other (see the module doc). Every body was made by orgsplit's
-/// own compressor, so each starts with a valid length varint.
-pub fn join_snappy(bodies: &[Bytes]) -> Bytes {
-    let mut total = 0u64;
-    let mut starts = Vec::with_capacity(bodies.len());
-    for body in bodies {
-        let (len, header) = read_varint(body);
-        total += len;
-        starts.push(header);
-    }
-    let mut out = Vec::with_capacity(10 + bodies.iter().map(Bytes::len).sum::<usize>());
-    crate::wire::encode::put_varint(&mut out, total);
-    for (body, start) in bodies.iter().zip(starts) {
-        out.extend_from_slice(&body[start..]);
-    }
-    Bytes::from(out)
-}
-
-/// A snappy block's decoded length and the bytes its varint takes.
-fn read_varint(buf: &[u8]) -> (u64, usize) {
-    let mut value = 0u64;
-    for (i, &b) in buf.iter().enumerate().take(5) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return (value, i + 1);
-        }
-    }
-    (value, buf.len().min(5))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Any inputs, including empty ones and ones snappy stores as
-        /// literals: the joined block is their concatenation.
-        #[test]
-        fn joining_agrees_with_concatenation(
-            parts in proptest::collection::vec(
-                proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), any::<u8>()], 0..3000),
-                1..6,
-            )
-        ) {
-            let bodies: Vec<Bytes> = parts.iter().map(|p| compress(p)).collect();
-            let out = snap::raw::Decoder::new().decompress_vec(&join_snappy(&bodies)).unwrap();
-            prop_assert_eq!(out, parts.concat());
-        }
-    }
-
-    fn compress(data: &[u8]) -> Bytes {
-        Bytes::from(snap::raw::Encoder::new().compress_vec(data).unwrap())
-    }
-
-    #[test]
-    fn joined_snappy_blocks_decompress_to_the_inputs_one_after_the_other() {
-        // Repetitive inputs, so the blocks are full of back-references,
-        // some of them across the 64 KiB blocks snappy works in.
-        let a: Vec<u8> = (0..200_000u32)
-            .flat_map(|i| (i % 977).to_le_bytes())
-            .collect();
-        let b = b"namespace=shop-prod namespace=shop-prod namespace=shop-prod".repeat(3000);
-        let c = vec![7u8; 1];
-        let joined = join_snappy(&[compress(&a), compress(&b), compress(&c)]);
-        let out = snap::raw::Decoder::new().decompress_vec(&joined).unwrap();
-        assert_eq!(out.len(), a.len() + b.len() + c.len());
-        assert!(out[..a.len()] == a[..]);
-        assert!(out[a.len()..a.len() + b.len()] == b[..]);
-        assert_eq!(out[a.len() + b.len()..], c[..]);
     }
 }

@@ -2,13 +2,15 @@
 //! connections (HTTP/2 with TLS upstreams that offer it).
 //!
 //! ```text
-//!  Push { tenant, snappy body } ─► coalesce (lane per tenant) ─► client: POST upstream.url ─┐
-//!  Push { tenant, snappy body } ─►   idle: at once; busy: merged with others' batches       ─┼─► Upstream per push
+//!  Push { kind, tenant, body } ─► coalesce (lane per kind and tenant) ─► client: POST upstream.url ─┐
+//!  Push { kind, tenant, body } ─►   idle: at once; busy: merged with others' batches              ─┼─► Upstream per push
 //!  ...                                                                                      ─┘
 //! ```
 //!
-//! Headers are built here from scratch: nothing of the incoming request (in
-//! particular a client-supplied `X-Scope-OrgID`) is ever passed through.
+//! Transport only: what a body is comes from its [`PushKind`] (headers,
+//! whether it merges, its downgrade); no format is named here. Headers are
+//! built from scratch: nothing of the incoming request (in particular a
+//! client-supplied `X-Scope-OrgID`) is ever passed through.
 //!
 //! With `upstream.coalesce` on (the default), the batches of concurrent
 //! pushes for the same tenant travel in one upstream request while that
@@ -30,9 +32,10 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
 use crate::answer::{Upstream, Written};
+use crate::codec::Codec;
 use crate::config::{self, Protocol};
 use crate::credentials::{CredentialError, Credentials};
-use crate::pipeline::Codec;
+use crate::formats::PushKind;
 use crate::signals::UpstreamSignals;
 use crate::tenant::TenantId;
 
@@ -46,16 +49,14 @@ pub struct Forwarder {
 
 struct Inner {
     client: client::Client,
-    /// Headers every 1.0 push carries besides the tenant's and credentials.
-    headers: Vec<(HeaderName, HeaderValue)>,
-    /// The same for 2.0 pushes.
-    headers_v2: Vec<(HeaderName, HeaderValue)>,
-    /// The same for Loki pushes: protobuf, then JSON plain, gzip, deflate.
-    headers_loki: [Vec<(HeaderName, HeaderValue)>; 4],
-    /// `upstream.protocol`.
+    /// The headers of each push kind's requests besides the tenant's and
+    /// credentials ([`PushKind::outgoing_headers`]), by [`PushKind::id`].
+    headers: Vec<Vec<(HeaderName, HeaderValue)>>,
+    /// `upstream.protocol`: whether kinds that have a downgrade are sent as
+    /// they are, converted, or (auto) converted once the upstream refused them.
     protocol: Protocol,
-    /// With `protocol: auto`, 2.0 pushes go as 1.0 until this instant
-    /// (milliseconds since `epoch`), after the upstream refused 2.0.
+    /// With `protocol: auto`, such pushes are converted until this instant
+    /// (milliseconds since `epoch`), after the upstream refused them.
     v1_until: std::sync::atomic::AtomicU64,
     epoch: Instant,
     timeout: Duration,
@@ -90,26 +91,13 @@ pub enum ForwardError {
 #[derive(Debug, Clone, Copy)]
 pub struct Push<'a> {
     pub tenant: &'a TenantId,
-    /// The snappy-compressed request.
+    /// The request body, in its kind's codec.
     pub body: &'a Bytes,
     /// Bytes `body` decompresses to.
     pub decoded_len: usize,
-    /// Whether this body may be merged with other pushes' bodies for the
-    /// same tenant (the format's requests concatenate).
-    pub mergeable: bool,
-    /// The remote write version of `body`.
-    pub wire: Wire,
-}
-
-/// What a tenant push is: a remote write version, or a Loki encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
-    V1,
-    V2,
-    /// Loki protobuf (snappy).
-    LokiProto,
-    /// Loki JSON, compressed with the codec it came in.
-    LokiJson(Codec),
+    /// What the body is: its headers, whether it may be merged with other
+    /// pushes' bodies for the same tenant, its downgrade.
+    pub kind: &'static PushKind,
 }
 
 /// How a tenant push ended, and what the upstream said it wrote (2.0
@@ -135,61 +123,31 @@ impl Forwarder {
         &self.inner.credentials
     }
 
-    /// Builds the client. Must run inside the Tokio runtime (credential
-    /// files are followed by a background task).
-    pub fn new(cfg: &config::Upstream, signals: UpstreamSignals) -> Result<Self, ForwardError> {
-        let headers = vec![
-            (
-                http::header::CONTENT_ENCODING,
-                HeaderValue::from_static("snappy"),
-            ),
-            (
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-protobuf"),
-            ),
-            (
-                HeaderName::from_static("x-prometheus-remote-write-version"),
-                HeaderValue::from_static("0.1.0"),
-            ),
-        ];
-        let headers_v2 = vec![
-            (
-                http::header::CONTENT_ENCODING,
-                HeaderValue::from_static("snappy"),
-            ),
-            (
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::formats::rw2::CONTENT_TYPE),
-            ),
-            (
-                HeaderName::from_static("x-prometheus-remote-write-version"),
-                HeaderValue::from_static("2.0.0"),
-            ),
-        ];
-        let loki = |content_type: &'static str, encoding: Option<&'static str>| {
-            let mut h = vec![(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type),
-            )];
-            if let Some(e) = encoding {
-                h.push((http::header::CONTENT_ENCODING, HeaderValue::from_static(e)));
-            }
-            h
-        };
-        use crate::formats::loki::{json, proto};
-        let headers_loki = [
-            // Loki reads a protobuf body as snappy without being told.
-            loki(proto::CONTENT_TYPE, None),
-            loki(json::CONTENT_TYPE, None),
-            loki(json::CONTENT_TYPE, Codec::Gzip.content_encoding()),
-            loki(json::CONTENT_TYPE, Codec::Deflate.content_encoding()),
-        ];
+    /// Builds the client for pushes of `kinds` (every kind it may be
+    /// handed, by [`PushKind::id`]). Must run inside the Tokio runtime
+    /// (credential files are followed by a background task).
+    pub fn new(
+        cfg: &config::Upstream,
+        signals: UpstreamSignals,
+        kinds: &[&'static PushKind],
+    ) -> Result<Self, ForwardError> {
+        let mut headers = vec![Vec::new(); kinds.iter().map(|k| k.id + 1).max().unwrap_or(0)];
+        for kind in kinds {
+            headers[kind.id] = kind
+                .outgoing_headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        HeaderName::from_static(name),
+                        HeaderValue::from_static(value),
+                    )
+                })
+                .collect();
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 client: client::Client::new(cfg)?,
                 headers,
-                headers_v2,
-                headers_loki,
                 protocol: cfg.protocol,
                 v1_until: std::sync::atomic::AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -214,16 +172,17 @@ impl Forwarder {
     }
 
     /// Sends the tenant requests of one push and returns how each ended,
-    /// in order. Remote write 1.0 batches are handed to the coalescer all
-    /// at once (merged with other pushes' batches for the same tenant while
-    /// the upstream is busy with it); the rest go each on its own, at most
-    /// [`MAX_PARALLEL_PUSHES`] at once, so a request split into thousands
-    /// of tenants does not hold thousands of upstream requests' state.
-    /// Never fails: every way a tenant request can end is an [`Upstream`].
+    /// in order. Batches of a kind that concatenates are handed to the
+    /// coalescer all at once (merged with other pushes' batches for the same
+    /// kind and tenant while the upstream is busy with it); the rest go each
+    /// on its own, at most [`MAX_PARALLEL_PUSHES`] at once, so a request
+    /// split into thousands of tenants does not hold thousands of upstream
+    /// requests' state. Never fails: every way a tenant request can end is
+    /// an [`Upstream`].
     pub async fn push_all(&self, pushes: &[Push<'_>]) -> Vec<Sent> {
         use futures::StreamExt;
         if let Some(lanes) = &self.inner.coalesce {
-            if pushes.iter().all(|p| p.mergeable && p.wire == Wire::V1) {
+            if pushes.iter().all(|p| joinable(p.kind)) {
                 let outcomes = lanes.push_all(self, pushes).await;
                 return outcomes
                     .into_iter()
@@ -243,65 +202,67 @@ impl Forwarder {
             .await
     }
 
-    /// Sends one tenant request on its own (remote write 2.0 and Loki
-    /// pushes, and 1.0 with coalescing off).
+    /// Sends one tenant request on its own.
     async fn push(&self, push: Push<'_>) -> Sent {
-        let v1 = |outcome| Sent {
+        if push.kind.downgrade.is_some() {
+            return self.push_downgradable(push).await;
+        }
+        let (outcome, written) = self
+            .send_as(push.kind, push.tenant, push.body.clone(), 1)
+            .await;
+        Sent {
             outcome,
-            written: None,
-        };
-        match (&self.inner.coalesce, push.wire) {
-            (_, Wire::V2) => self.push_v2(push).await,
-            // Loki pushes go one by one.
-            (_, Wire::LokiProto | Wire::LokiJson(_)) => v1(self
-                .send_as(push.tenant, push.body.clone(), 1, push.wire)
-                .await
-                .0),
-            (_, Wire::V1) => v1(self.send(push.tenant, push.body.clone(), 1).await),
+            written: written.filter(|_| push.kind.reports_written),
         }
     }
 
-    /// A 2.0 push, sent as `upstream.protocol` says: as it is, or converted
-    /// to 1.0, or (auto) as it is and again as 1.0 if the upstream did not
-    /// take it as 2.0.
-    async fn push_v2(&self, push: Push<'_>) -> Sent {
+    /// A push of a kind that has a downgrade, sent as `upstream.protocol`
+    /// says: as it is (`v2`), converted (`v1`), or (auto) as it is and again
+    /// converted if the upstream did not take it.
+    async fn push_downgradable(&self, push: Push<'_>) -> Sent {
         let inner = &*self.inner;
-        let as_v1 = match inner.protocol {
+        let convert = match inner.protocol {
             Protocol::V1 => true,
             Protocol::V2 => false,
             Protocol::Auto => self.remembers_v1(),
         };
-        if !as_v1 {
+        if !convert {
             let (outcome, written) = self
-                .send_as(push.tenant, push.body.clone(), 1, Wire::V2)
+                .send_as(push.kind, push.tenant, push.body.clone(), 1)
                 .await;
             let refused = match &outcome {
                 Upstream::Status { status: 415, .. } => true,
-                // A 1.0 receiver that does not look at the Content-Type
-                // reads a 2.0 body as an empty 1.0 request and says 2xx:
-                // without the written-count headers, nothing is known to
-                // have been written.
-                Upstream::Accepted => written.is_none(),
+                // A receiver that does not look at the Content-Type reads a
+                // 2.0 body as an empty 1.0 request and says 2xx: without the
+                // written-count headers, nothing is known to have been
+                // written.
+                Upstream::Accepted => push.kind.reports_written && written.is_none(),
                 _ => false,
             };
             if inner.protocol != Protocol::Auto || !refused {
-                if outcome == Upstream::Accepted && written.is_none() {
+                if outcome == Upstream::Accepted && push.kind.reports_written && written.is_none() {
                     return self.unconfirmed(outcome);
                 }
                 return Sent { outcome, written };
             }
             self.remember_v1(&outcome);
         }
-        match self.downgrade(push.body, push.decoded_len).await {
+        let Some(downgrade) = &push.kind.downgrade else {
+            unreachable!("push_downgradable is called for kinds with a downgrade")
+        };
+        match self
+            .downgrade(push.body, push.decoded_len, downgrade.convert)
+            .await
+        {
             Ok(body) => {
-                let (outcome, written) = self.send_as(push.tenant, body, 1, Wire::V1).await;
+                let (outcome, written) = self.send_as(downgrade.to, push.tenant, body, 1).await;
                 Sent { outcome, written }
             }
             Err(e) => Sent {
                 outcome: Upstream::Status {
                     status: 400,
                     retry_after: None,
-                    message: format!("converting the push to remote write 1.0 failed: {e}"),
+                    message: format!("converting the push to {} failed: {e}", downgrade.to.name),
                 },
                 written: None,
             },
@@ -360,65 +321,54 @@ impl Forwarder {
         }
     }
 
-    /// Converts a snappy 2.0 body into a snappy 1.0 body, counting what 1.0
-    /// cannot carry. Large bodies are converted off the runtime.
-    async fn downgrade(&self, body: &Bytes, decoded_len: usize) -> Result<Bytes, String> {
+    /// Converts a snappy body with its kind's downgrade into a snappy body
+    /// of the other kind, counting what that one cannot carry. Large bodies
+    /// are converted off the runtime.
+    async fn downgrade(
+        &self,
+        body: &Bytes,
+        decoded_len: usize,
+        convert: crate::formats::kind::Convert,
+    ) -> Result<Bytes, String> {
         let signals = self.inner.signals.clone();
         let body = body.clone();
-        let convert = move || {
+        let run = move || {
             let decoded = snap::raw::Decoder::new()
                 .decompress_vec(&body)
                 .map_err(|e| e.to_string())?;
-            let mut v1 = Vec::with_capacity(decoded.len() + decoded.len() / 2);
-            // The body is orgsplit's own output, already within the limits.
-            let limits = crate::wire::Limits {
-                max_symbols: usize::MAX,
-                max_symbol_bytes: usize::MAX,
-                ..Default::default()
-            };
-            let lost =
-                crate::formats::rw2::to_v1(&decoded, limits, &mut v1).map_err(|e| e.to_string())?;
+            let (converted, lost) = convert(&decoded)?;
             signals.downgraded.increment(1);
-            for (counter, n) in signals.downgrade_lost.iter().zip([
-                lost.start_timestamps,
-                lost.classic_buckets,
-                lost.unknown_fields,
-            ]) {
+            for (counter, n) in signals.downgrade_lost.iter().zip(lost) {
                 counter.increment(n);
             }
             snap::raw::Encoder::new()
-                .compress_vec(&v1)
+                .compress_vec(&converted)
                 .map(Bytes::from)
                 .map_err(|e| e.to_string())
         };
         if decoded_len < 64 << 10 {
-            return convert();
+            return run();
         }
-        tokio::task::spawn_blocking(convert)
+        tokio::task::spawn_blocking(run)
             .await
             .map_err(|e| e.to_string())?
     }
 
-    /// One 1.0 upstream request carrying `batches` tenant batches.
-    async fn send(&self, tenant: &TenantId, body: Bytes, batches: usize) -> Upstream {
-        self.send_as(tenant, body, batches, Wire::V1).await.0
-    }
-
-    /// One upstream request of version `wire` carrying `batches` tenant
-    /// batches. Waiting for a slot counts against the deadline.
+    /// One upstream request of `kind` carrying `batches` tenant batches.
+    /// Waiting for a slot counts against the deadline.
     async fn send_as(
         &self,
+        kind: &PushKind,
         tenant: &TenantId,
         body: Bytes,
         batches: usize,
-        wire: Wire,
     ) -> (Upstream, Option<Written>) {
         let inner = &*self.inner;
         let started = Instant::now();
         // One deadline for the slot and the exchange.
         let bounded = async {
             let _permit = inner.slots.acquire().await.ok()?;
-            Some(self.exchange(tenant, body, wire).await)
+            Some(self.exchange(kind, tenant, body).await)
         };
         let (outcome, written) = match tokio::time::timeout(inner.timeout, bounded).await {
             Ok(Some(sent)) => sent,
@@ -440,9 +390,9 @@ impl Forwarder {
 
     async fn exchange(
         &self,
+        kind: &PushKind,
         tenant: &TenantId,
         body: Bytes,
-        wire: Wire,
     ) -> (Upstream, Option<Written>) {
         let inner = &*self.inner;
         // Validated tenant IDs are visible ASCII, so this never fails; the
@@ -456,14 +406,7 @@ impl Forwarder {
             return (refused, None);
         };
         let auth = inner.credentials.header().map(|a| (*a).clone());
-        let headers = match wire {
-            Wire::V1 => &inner.headers,
-            Wire::V2 => &inner.headers_v2,
-            Wire::LokiProto => &inner.headers_loki[0],
-            Wire::LokiJson(Codec::Gzip) => &inner.headers_loki[2],
-            Wire::LokiJson(Codec::Deflate) => &inner.headers_loki[3],
-            Wire::LokiJson(_) => &inner.headers_loki[1],
-        };
+        let headers = &inner.headers[kind.id];
         match inner.client.post(tenant_value, headers, auth, body).await {
             Ok(r) if (200..300).contains(&r.status) => (Upstream::Accepted, r.written),
             Ok(r) => {
@@ -477,6 +420,12 @@ impl Forwarder {
             Err(reply::ExchangeFailure::Unreachable(e)) => (Upstream::Unreachable(e), None),
         }
     }
+}
+
+/// Whether the bodies of `kind` may be merged: they concatenate, and their
+/// codec joins without recompressing (snappy).
+fn joinable(kind: &PushKind) -> bool {
+    kind.concatenates && kind.codec == Codec::Snappy
 }
 
 /// Tenant requests (or, coalesced, batches) of one push in flight at once.

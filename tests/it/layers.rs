@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Data types and resources every stage shares.
     &["tenant", "signals", "wire", "pool", "limits", "connections"],
+    // Compression, for every format.
+    &["codec"],
     // What a push is, the org table, metrics and answers: no HTTP, no config.
     &["formats", "table", "metrics", "answer"],
     &["config"],

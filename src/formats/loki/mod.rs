@@ -31,8 +31,118 @@ pub mod proto;
 pub use json::LokiJson;
 pub use proto::LokiProto;
 
-use crate::signals::Counts;
+use super::kind::{media_type, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
+use super::Format;
+use crate::codec::Codec;
+use crate::signals::{Counts, Signal};
 use crate::wire::{Hit, WireError};
+
+/// Loki protobuf (snappy; Loki reads a protobuf body as snappy without
+/// being told).
+pub static PROTO: PushKind = PushKind {
+    name: "Loki protobuf",
+    id: 2,
+    signal: Signal::Logs,
+    codec: Codec::Snappy,
+    outgoing_headers: &[("content-type", proto::CONTENT_TYPE)],
+    concatenates: <LokiProto as Format>::CONCATENATES,
+    reports_written: false,
+    downgrade: None,
+};
+
+/// Loki JSON, plain.
+pub static JSON: PushKind = json_kind(
+    "Loki JSON",
+    3,
+    Codec::Identity,
+    &[("content-type", json::CONTENT_TYPE)],
+);
+
+/// Loki JSON, gzip.
+pub static JSON_GZIP: PushKind = json_kind(
+    "Loki JSON, gzip",
+    4,
+    Codec::Gzip,
+    &[
+        ("content-type", json::CONTENT_TYPE),
+        ("content-encoding", "gzip"),
+    ],
+);
+
+/// Loki JSON, deflate.
+pub static JSON_DEFLATE: PushKind = json_kind(
+    "Loki JSON, deflate",
+    5,
+    Codec::Deflate,
+    &[
+        ("content-type", json::CONTENT_TYPE),
+        ("content-encoding", "deflate"),
+    ],
+);
+
+const fn json_kind(
+    name: &'static str,
+    id: usize,
+    codec: Codec,
+    outgoing_headers: &'static [(&'static str, &'static str)],
+) -> PushKind {
+    PushKind {
+        name,
+        id,
+        signal: Signal::Logs,
+        codec,
+        outgoing_headers,
+        concatenates: <LokiJson as Format>::CONCATENATES,
+        reports_written: false,
+        downgrade: None,
+    }
+}
+
+/// Loki's push endpoint (and Cortex's old `/api/prom/push`, where a remote
+/// write sender, known by its version header, is served as one).
+pub static ENDPOINT: Endpoint = Endpoint {
+    paths: &["/loki/api/v1/push", "/api/prom/push"],
+    signal: Signal::Logs,
+    negotiate,
+    also: Some((|h| h.remote_write_version, &super::remote_write::ENDPOINT)),
+};
+
+/// The kind of a Loki push, read as Loki reads it: JSON when the
+/// `Content-Type` says `application/json` (plain, gzip or deflate), else
+/// snappy protobuf, possibly inside a gzip or deflate `Content-Encoding`
+/// (Loki undoes the HTTP encoding first: the layer). Refused with 415:
+/// snappy around JSON, and other encodings.
+pub fn negotiate(headers: &RequestHeaders<'_>) -> Result<Negotiated, Unsupported> {
+    let encoding = headers
+        .content_encoding
+        .map(|v| {
+            std::str::from_utf8(v)
+                .unwrap_or("?")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let json = media_type(headers.content_type) == json::CONTENT_TYPE;
+    let unsupported = |what: String| Unsupported {
+        reason: "encoding",
+        message: format!("unsupported Content-Encoding {what}"),
+    };
+    let kind = |kind, layer| Ok(Negotiated { kind, layer });
+    match (json, encoding.as_str()) {
+        (true, "" | "identity") => kind(&JSON, None),
+        (true, "gzip") => kind(&JSON_GZIP, None),
+        (true, "deflate") => kind(&JSON_DEFLATE, None),
+        (false, "" | "snappy") => kind(&PROTO, None),
+        (false, "gzip") => kind(&PROTO, Some(Codec::Gzip)),
+        (false, "deflate") => kind(&PROTO, Some(Codec::Deflate)),
+        (true, other) => Err(unsupported(format!(
+            "{other:?} for a JSON push: send it plain, gzip or deflate"
+        ))),
+        (false, other) => Err(unsupported(format!(
+            "{other:?} for a protobuf push: send it snappy-compressed, optionally inside gzip or deflate"
+        ))),
+    }
+}
 
 /// Prost types generated from `proto/loki_push.proto`: the reference
 /// decoder and encoder, used by tests, `inspect` and the fixtures.
