@@ -367,7 +367,7 @@ fn stages_of(
     group.bench_function("route", |b| {
         b.iter(|| {
             let split = router
-                .split_with(
+                .split(
                     &Rw1,
                     black_box(&k.decoded),
                     &k.table,
@@ -389,7 +389,7 @@ fn stages_of(
                 .count()
         })
     });
-    let split = router.split(&k.decoded, &k.table, families).unwrap();
+    let split = router.split_rw1(&k.decoded, &k.table, families).unwrap();
     let bodies: Vec<Vec<u8>> = split.batches.iter().map(|b| b.body.clone()).collect();
     group.bench_function("compress", |b| {
         let mut enc = snap::raw::Encoder::new();

@@ -19,7 +19,7 @@ use http::{header, HeaderValue, StatusCode};
 
 /// How one tenant push ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upstream {
+pub enum TenantOutcome {
     /// 2xx.
     Accepted,
     /// Any other HTTP status.
@@ -34,26 +34,26 @@ pub enum Upstream {
     Unreachable(String),
 }
 
-impl Upstream {
+impl TenantOutcome {
     /// Whether Prometheus should retry a request that met this outcome.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Upstream::Accepted => false,
-            Upstream::Status { status, .. } => !(400..500).contains(status) || *status == 429,
-            Upstream::Timeout | Upstream::Unreachable(_) => true,
+            TenantOutcome::Accepted => false,
+            TenantOutcome::Status { status, .. } => !(400..500).contains(status) || *status == 429,
+            TenantOutcome::Timeout | TenantOutcome::Unreachable(_) => true,
         }
     }
 
     /// Label for `orgsplit_upstream_requests_total`.
     pub fn class(&self) -> &'static str {
         match self {
-            Upstream::Accepted => "2xx",
-            Upstream::Status { status: 429, .. } => "429",
-            Upstream::Status { status, .. } if (400..500).contains(status) => "4xx",
-            Upstream::Status { status, .. } if (500..600).contains(status) => "5xx",
-            Upstream::Status { .. } => "other",
-            Upstream::Timeout => "timeout",
-            Upstream::Unreachable(_) => "error",
+            TenantOutcome::Accepted => "2xx",
+            TenantOutcome::Status { status: 429, .. } => "429",
+            TenantOutcome::Status { status, .. } if (400..500).contains(status) => "4xx",
+            TenantOutcome::Status { status, .. } if (500..600).contains(status) => "5xx",
+            TenantOutcome::Status { .. } => "other",
+            TenantOutcome::Timeout => "timeout",
+            TenantOutcome::Unreachable(_) => "error",
         }
     }
 }
@@ -140,15 +140,15 @@ impl Answer {
 const MAX_MESSAGE: usize = 512;
 
 /// Combines the outcomes of all tenant pushes of one request.
-pub fn combine<T: AsRef<str>>(results: &[(T, Upstream)]) -> Answer {
-    let failed: Vec<&(T, Upstream)> = results
+pub fn combine<T: AsRef<str>>(results: &[(T, TenantOutcome)]) -> Answer {
+    let failed: Vec<&(T, TenantOutcome)> = results
         .iter()
-        .filter(|(_, u)| *u != Upstream::Accepted)
+        .filter(|(_, u)| *u != TenantOutcome::Accepted)
         .collect();
     if failed.is_empty() {
         return Answer::new(StatusCode::NO_CONTENT, "");
     }
-    let retryable: Vec<&(T, Upstream)> = failed
+    let retryable: Vec<&(T, TenantOutcome)> = failed
         .iter()
         .copied()
         .filter(|(_, u)| u.is_retryable())
@@ -161,7 +161,7 @@ pub fn combine<T: AsRef<str>>(results: &[(T, Upstream)]) -> Answer {
     let retry_after = chosen
         .iter()
         .filter_map(|(_, u)| match u {
-            Upstream::Status { retry_after, .. } => *retry_after,
+            TenantOutcome::Status { retry_after, .. } => *retry_after,
             _ => None,
         })
         .max();
@@ -172,16 +172,16 @@ pub fn combine<T: AsRef<str>>(results: &[(T, Upstream)]) -> Answer {
         first_status(chosen, |s| (400..500).contains(&s)).unwrap_or(StatusCode::BAD_GATEWAY)
     } else if retryable
         .iter()
-        .all(|(_, u)| matches!(u, Upstream::Status { status: 429, .. }))
+        .all(|(_, u)| matches!(u, TenantOutcome::Status { status: 429, .. }))
     {
         StatusCode::TOO_MANY_REQUESTS
     } else if let Some(s) = first_status(chosen, |s| (500..600).contains(&s)) {
         s
-    } else if retryable.iter().any(|(_, u)| *u == Upstream::Timeout) {
+    } else if retryable.iter().any(|(_, u)| *u == TenantOutcome::Timeout) {
         StatusCode::GATEWAY_TIMEOUT
     } else if retryable
         .iter()
-        .any(|(_, u)| matches!(u, Upstream::Unreachable(_)))
+        .any(|(_, u)| matches!(u, TenantOutcome::Unreachable(_)))
     {
         StatusCode::BAD_GATEWAY
     } else {
@@ -203,20 +203,20 @@ pub fn combine<T: AsRef<str>>(results: &[(T, Upstream)]) -> Answer {
     body.push(':');
     for (tenant, outcome) in chosen.iter().map(|(t, u)| (t.as_ref(), u)) {
         let _ = match outcome {
-            Upstream::Status {
+            TenantOutcome::Status {
                 status, message, ..
             } => write!(
                 body,
                 "\ntenant {tenant}: upstream answered {status}: {}",
                 truncate(message)
             ),
-            Upstream::Timeout => write!(body, "\ntenant {tenant}: upstream timed out"),
-            Upstream::Unreachable(e) => write!(
+            TenantOutcome::Timeout => write!(body, "\ntenant {tenant}: upstream timed out"),
+            TenantOutcome::Unreachable(e) => write!(
                 body,
                 "\ntenant {tenant}: upstream unreachable: {}",
                 truncate(e)
             ),
-            Upstream::Accepted => Ok(()),
+            TenantOutcome::Accepted => Ok(()),
         };
     }
     body.push('\n');
@@ -227,9 +227,12 @@ pub fn combine<T: AsRef<str>>(results: &[(T, Upstream)]) -> Answer {
     }
 }
 
-fn first_status<T>(results: &[&(T, Upstream)], want: impl Fn(u16) -> bool) -> Option<StatusCode> {
+fn first_status<T>(
+    results: &[&(T, TenantOutcome)],
+    want: impl Fn(u16) -> bool,
+) -> Option<StatusCode> {
     results.iter().find_map(|(_, u)| match u {
-        Upstream::Status { status, .. } if want(*status) => StatusCode::from_u16(*status).ok(),
+        TenantOutcome::Status { status, .. } if want(*status) => StatusCode::from_u16(*status).ok(),
         _ => None,
     })
 }
@@ -277,16 +280,16 @@ pub fn unauthorized(challenges: &[&'static str]) -> Response {
 mod tests {
     use super::*;
 
-    fn status(code: u16) -> Upstream {
-        Upstream::Status {
+    fn status(code: u16) -> TenantOutcome {
+        TenantOutcome::Status {
             status: code,
             retry_after: None,
             message: format!("msg {code}"),
         }
     }
 
-    fn with_retry(code: u16, secs: u64) -> Upstream {
-        Upstream::Status {
+    fn with_retry(code: u16, secs: u64) -> TenantOutcome {
+        TenantOutcome::Status {
             status: code,
             retry_after: Some(secs),
             message: String::new(),
@@ -296,14 +299,17 @@ mod tests {
     #[test]
     fn all_accepted_or_nothing_to_send_is_204() {
         assert_eq!(combine::<&str>(&[]).status, StatusCode::NO_CONTENT);
-        let a = combine(&[("a", Upstream::Accepted), ("b", Upstream::Accepted)]);
+        let a = combine(&[
+            ("a", TenantOutcome::Accepted),
+            ("b", TenantOutcome::Accepted),
+        ]);
         assert_eq!(a.status, StatusCode::NO_CONTENT);
     }
 
     #[test]
     fn any_retryable_failure_wins_over_4xx() {
         let a = combine(&[
-            ("a", Upstream::Accepted),
+            ("a", TenantOutcome::Accepted),
             ("b", status(400)),
             ("c", status(500)),
         ]);
@@ -313,9 +319,9 @@ mod tests {
             "{}",
             a.body
         );
-        let a = combine(&[("b", status(400)), ("c", Upstream::Timeout)]);
+        let a = combine(&[("b", status(400)), ("c", TenantOutcome::Timeout)]);
         assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
-        let a = combine(&[("c", Upstream::Unreachable("refused".into()))]);
+        let a = combine(&[("c", TenantOutcome::Unreachable("refused".into()))]);
         assert_eq!(a.status, StatusCode::BAD_GATEWAY);
         assert!(a.body.contains("refused"));
     }
@@ -325,7 +331,7 @@ mod tests {
         let a = combine(&[
             ("a", with_retry(429, 3)),
             ("b", with_retry(429, 10)),
-            ("c", Upstream::Accepted),
+            ("c", TenantOutcome::Accepted),
         ]);
         assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(a.retry_after, Some(10));
@@ -333,7 +339,7 @@ mod tests {
         let a = combine(&[("a", with_retry(429, 3)), ("b", status(503))]);
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
         // 429 mixed with a timeout: retryable, not 429
-        let a = combine(&[("a", with_retry(429, 3)), ("b", Upstream::Timeout)]);
+        let a = combine(&[("a", with_retry(429, 3)), ("b", TenantOutcome::Timeout)]);
         assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     }
 
@@ -342,7 +348,7 @@ mod tests {
         let a = combine(&[
             ("acme", status(400)),
             ("globex", status(413)),
-            ("ok", Upstream::Accepted),
+            ("ok", TenantOutcome::Accepted),
         ]);
         assert_eq!(a.status, StatusCode::BAD_REQUEST);
         assert!(
@@ -353,7 +359,7 @@ mod tests {
         );
         assert!(a.body.contains("tenant globex"), "{}", a.body);
         assert!(!a.body.contains("tenant ok"));
-        assert!(!Upstream::Status {
+        assert!(!TenantOutcome::Status {
             status: 400,
             retry_after: None,
             message: String::new()
@@ -363,7 +369,7 @@ mod tests {
 
     #[test]
     fn long_messages_are_cut() {
-        let long = Upstream::Status {
+        let long = TenantOutcome::Status {
             status: 400,
             retry_after: None,
             message: "é".repeat(2000),

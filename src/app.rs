@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, Limits, Mode, ServerTls};
+use crate::config::{Config, Limits, RoutingMode, ServerTls};
 use crate::formats::PushKind;
 use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
@@ -35,7 +35,7 @@ pub struct App {
     /// Who is sending, and what it may write (shared with the read path).
     auth: Arc<Authenticator>,
     /// `routing.mode`: principal mode sends pushes whole.
-    mode: Mode,
+    mode: RoutingMode,
     /// Request bodies, decoded bodies, batches and compressed bodies.
     pool: Arc<BufferPool>,
     table: OrgTable,
@@ -163,7 +163,7 @@ impl App {
 
     /// Whether pushes go whole to the sender's own tenant.
     pub(crate) fn principal_mode(&self) -> bool {
-        self.mode == Mode::Principal
+        self.mode == RoutingMode::Principal
     }
 
     pub(crate) fn pool(&self) -> &Arc<BufferPool> {

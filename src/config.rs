@@ -456,7 +456,7 @@ pub enum OutsideAllowance {
 /// How a series' tenant is found.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub enum RoutingMode {
     /// Tenant = organization of the series' namespace (from the lookup table).
     #[default]
     Namespace,
@@ -483,7 +483,7 @@ pub enum UnmappedPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Routing {
-    pub mode: Mode,
+    pub mode: RoutingMode,
     /// Namespace label names, tried in order; the first present one counts.
     /// From the environment, a comma-separated list.
     #[serde(deserialize_with = "string_or_list")]
@@ -503,7 +503,7 @@ pub struct Routing {
 impl Default for Routing {
     fn default() -> Self {
         Self {
-            mode: Mode::Namespace,
+            mode: RoutingMode::Namespace,
             namespace_labels: vec!["namespace".into()],
             tenant_label: "tenant".into(),
             remove_tenant_label: false,
@@ -632,9 +632,9 @@ impl Default for Limits {
 
 impl Limits {
     /// The limits the wire walk checks (0, "no limit", becomes `usize::MAX`).
-    pub fn wire(&self) -> crate::wire::Limits {
+    pub fn wire(&self) -> crate::request_limits::RequestLimits {
         let or_max = |n: usize| if n == 0 { usize::MAX } else { n };
-        crate::wire::Limits {
+        crate::request_limits::RequestLimits {
             max_labels: self.max_labels_per_series,
             max_label_bytes: self.max_label_bytes,
             max_series: or_max(self.max_series_per_request),
@@ -653,17 +653,17 @@ impl Limits {
     }
 
     /// The config key of the limit on `item`, for error messages.
-    pub fn key(item: crate::wire::Item) -> &'static str {
-        use crate::wire::Item;
+    pub fn key(item: crate::request_limits::LimitedItem) -> &'static str {
+        use crate::request_limits::LimitedItem;
         match item {
-            Item::Series => "limits.max_series_per_request",
-            Item::Metadata => "limits.max_metadata_per_request",
-            Item::Samples => "limits.max_samples_per_request",
-            Item::Exemplars => "limits.max_exemplars_per_request",
-            Item::Buckets => "limits.max_buckets_per_histogram",
-            Item::Symbols => "limits.max_symbols_per_request",
-            Item::Streams => "limits.max_streams_per_request",
-            Item::Entries => "limits.max_entries_per_request",
+            LimitedItem::Series => "limits.max_series_per_request",
+            LimitedItem::Metadata => "limits.max_metadata_per_request",
+            LimitedItem::Samples => "limits.max_samples_per_request",
+            LimitedItem::Exemplars => "limits.max_exemplars_per_request",
+            LimitedItem::Buckets => "limits.max_buckets_per_histogram",
+            LimitedItem::Symbols => "limits.max_symbols_per_request",
+            LimitedItem::Streams => "limits.max_streams_per_request",
+            LimitedItem::Entries => "limits.max_entries_per_request",
         }
     }
 }
@@ -822,10 +822,10 @@ impl Config {
                 .map_err(ConfigError::Invalid)?;
         }
         let r = &self.routing;
-        if r.mode == Mode::Namespace && r.namespace_labels.is_empty() {
+        if r.mode == RoutingMode::Namespace && r.namespace_labels.is_empty() {
             return bad("routing.namespace_labels must name at least one label".into());
         }
-        if r.mode == Mode::Label && r.tenant_label.is_empty() {
+        if r.mode == RoutingMode::Label && r.tenant_label.is_empty() {
             return bad("routing.tenant_label must be set in label mode".into());
         }
         if !r.default_tenant.is_empty() {
@@ -842,7 +842,7 @@ impl Config {
                     .into(),
             );
         }
-        if r.mode == Mode::Namespace {
+        if r.mode == RoutingMode::Namespace {
             match (&self.lookup.file, &self.lookup.kubernetes) {
                 (None, None) => {
                     return bad(

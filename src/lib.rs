@@ -106,6 +106,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod push;
 pub mod read;
+pub mod request_limits;
 pub mod route;
 pub mod server;
 pub mod shutdown;

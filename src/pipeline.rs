@@ -9,7 +9,7 @@
 //!  body ─► Pipeline::measure: declared decoded size (snappy header, gzip trailer), checked (413)
 //!              ── the caller admits that much against its memory budget ──
 //!              ─► Pipeline::run: decompress into a pooled buffer (Lent)
-//!                  ─► Router::split_with(format) (zero-copy, batches in pooled buffers)
+//!                  ─► Router::split(format) (zero-copy, batches in pooled buffers)
 //!                  ─► compress each batch (in parallel on several cores) ─► Output
 //! ```
 //!
@@ -248,7 +248,7 @@ impl<F: Format> Pipeline<F> {
         allowance: &Allowance,
     ) -> Result<Output, ProcessError> {
         let decoded = decompress(self.codec, compressed, size, &self.pool)?;
-        let Split { batches, stats } = self.router.split_with(
+        let Split { batches, stats } = self.router.split(
             &self.format,
             &decoded,
             table,

@@ -44,7 +44,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, DecodeError, Output, ProcessError};
 use crate::route::RouteError;
 use crate::signals::Signal;
-use crate::wire::{Item, WireError};
+use crate::wire::{LimitedItem, WireError};
 
 /// Requests whose decoded body is at least this large are split on a
 /// blocking thread, so they cannot delay other requests' I/O, `/readyz` or
@@ -372,7 +372,7 @@ async fn forward(
         },
     ) in outgoing.iter().zip(outcomes)
     {
-        if outcome == answer::Upstream::Accepted {
+        if outcome == answer::TenantOutcome::Accepted {
             written.add(&said.unwrap_or_else(|| Written::of(&out.counts)));
             metrics.forwarded(&out.counts);
             if app.per_tenant_metrics() {
@@ -557,15 +557,15 @@ fn route_error(e: RouteError) -> Refusal {
 }
 
 /// The `reason` label of a request refused for too many of `item`.
-fn too_many(item: Item) -> &'static str {
+fn too_many(item: LimitedItem) -> &'static str {
     match item {
-        Item::Series => "too_many_series",
-        Item::Metadata => "too_many_metadata",
-        Item::Samples => "too_many_samples",
-        Item::Exemplars => "too_many_exemplars",
-        Item::Buckets => "too_many_buckets",
-        Item::Symbols => "too_many_symbols",
-        Item::Streams => "too_many_streams",
-        Item::Entries => "too_many_entries",
+        LimitedItem::Series => "too_many_series",
+        LimitedItem::Metadata => "too_many_metadata",
+        LimitedItem::Samples => "too_many_samples",
+        LimitedItem::Exemplars => "too_many_exemplars",
+        LimitedItem::Buckets => "too_many_buckets",
+        LimitedItem::Symbols => "too_many_symbols",
+        LimitedItem::Streams => "too_many_streams",
+        LimitedItem::Entries => "too_many_entries",
     }
 }

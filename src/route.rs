@@ -19,13 +19,13 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::config::{Mode, OutsideAllowance, Routing, UnmappedPolicy};
-use crate::formats::{rw1::Rw1, Format, Item};
+use crate::config::{OutsideAllowance, Routing, RoutingMode, UnmappedPolicy};
+use crate::formats::{Format, PushItem};
 use crate::pool::BufferPool;
 use crate::signals::{Counts, RouteSignals};
 use crate::table::{Org, Snapshot};
 use crate::tenant::{self, Allowance, InvalidTenant, TenantId};
-use crate::wire::{LabelQuery, Limits, WireError};
+use crate::wire::{LabelQuery, RequestLimits, WireError};
 
 pub mod family;
 #[cfg(any(test, feature = "test-util"))]
@@ -67,7 +67,7 @@ pub struct Split {
 /// The routing rules, compiled from [`Routing`] once at startup.
 #[derive(Debug, Clone)]
 pub struct Router {
-    mode: Mode,
+    mode: RoutingMode,
     query: LabelQuery,
     /// The label names the router looks for, in priority order (the
     /// namespace labels, or the tenant label).
@@ -78,7 +78,7 @@ pub struct Router {
     policy: UnmappedPolicy,
     /// What happens to series of organizations the sender may not write.
     outside: OutsideAllowance,
-    limits: Limits,
+    limits: RequestLimits,
     signals: RouteSignals,
     /// Sizes seen in the last request split, to size the next one's maps
     /// and batches up front (hints only: requests race to set them, and any
@@ -122,20 +122,20 @@ enum Outcome {
 impl Router {
     /// Compiles the routing section. `default_tenant` must already be
     /// validated (see `config`).
-    pub fn new(routing: &Routing, limits: Limits) -> Self {
+    pub fn new(routing: &Routing, limits: RequestLimits) -> Self {
         let names = match routing.mode {
-            Mode::Namespace => routing.namespace_labels.clone(),
-            Mode::Label => vec![routing.tenant_label.clone()],
+            RoutingMode::Namespace => routing.namespace_labels.clone(),
+            RoutingMode::Label => vec![routing.tenant_label.clone()],
             // Principal mode does not route by labels; the names are only
             // used by `inspect`.
-            Mode::Principal => routing.namespace_labels.clone(),
+            RoutingMode::Principal => routing.namespace_labels.clone(),
         };
         let query = LabelQuery::new(&names);
         Self {
             mode: routing.mode,
             query,
             names,
-            remove_tenant_label: routing.remove_tenant_label && routing.mode == Mode::Label,
+            remove_tenant_label: routing.remove_tenant_label && routing.mode == RoutingMode::Label,
             tenant_prefix: routing.tenant_prefix.clone(),
             // `config` validated it; an invalid one would be refused there.
             default_tenant: TenantId::new(&routing.default_tenant).ok(),
@@ -190,12 +190,12 @@ impl Router {
             .find_map(|name| labels.clone().find(|(n, _)| n == name).map(|(_, v)| v));
         match (key, self.mode) {
             (None, _) => Err(Unmapped::NoLabel),
-            (Some(ns), Mode::Namespace | Mode::Principal) => match table.get(ns) {
+            (Some(ns), RoutingMode::Namespace | RoutingMode::Principal) => match table.get(ns) {
                 Some(Org::Tenant(t)) => Ok(t.to_string()),
                 Some(Org::Invalid(_)) => Err(Unmapped::InvalidTenant),
                 None => Err(Unmapped::NoOrganization),
             },
-            (Some(v), Mode::Label) => {
+            (Some(v), RoutingMode::Label) => {
                 let t = format!("{}{v}", self.tenant_prefix);
                 tenant::validate(&t)
                     .map(|()| t)
@@ -205,19 +205,28 @@ impl Router {
     }
 
     /// Splits a decompressed remote write 1.0 `WriteRequest` into one
-    /// batch per tenant, with unpooled buffers (tests, `inspect`).
+    /// batch per tenant, with unpooled buffers (tests only: the pipeline
+    /// calls [`Router::split`] with its format).
     ///
     /// `families` remembers which tenants have series of which metric, so that
     /// metadata (which carries no labels) goes only to tenants that own that
     /// metric.
-    pub fn split(
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn split_rw1(
         &self,
         body: &[u8],
         table: &Snapshot,
         families: &FamilyIndex,
     ) -> Result<Split, RouteError> {
         static NO_POOL: BufferPool = BufferPool::disabled();
-        self.split_with(&Rw1, body, table, families, &NO_POOL, &Allowance::Any)
+        self.split(
+            &crate::formats::rw1::Rw1,
+            body,
+            table,
+            families,
+            &NO_POOL,
+            &Allowance::Any,
+        )
     }
 
     /// Walks a decoded request of `format` without splitting it: checks it
@@ -228,8 +237,8 @@ impl Router {
         let index = format.index(body, self.limits)?;
         format.walk(&index, &self.query, self.limits, |item| {
             match item {
-                Item::Series(series) => stats.received.add(&F::counts(&series)),
-                Item::Extra(_) => stats.received.metadata += 1,
+                PushItem::Series(series) => stats.received.add(&F::counts(&series)),
+                PushItem::Extra(_) => stats.received.metadata += 1,
             }
             Ok::<(), RouteError>(())
         })?;
@@ -241,7 +250,7 @@ impl Router {
     /// admits only: a series of any other organization (or the default
     /// tenant) is refused or dropped as `auth.outside_allowance` says, and
     /// metadata goes only to admitted tenants.
-    pub fn split_with<F: Format>(
+    pub fn split<F: Format>(
         &self,
         format: &F,
         body: &[u8],
@@ -270,8 +279,8 @@ impl Router {
         let mut extras = Vec::new();
         format.walk(&index, &self.query, self.limits, |item| {
             match item {
-                Item::Series(series) => state.series(series)?,
-                Item::Extra(m) => extras.push(m),
+                PushItem::Series(series) => state.series(series)?,
+                PushItem::Extra(m) => extras.push(m),
             }
             Ok::<(), RouteError>(())
         })?;
@@ -342,7 +351,7 @@ impl<F: Format> Building<F> {
     }
 }
 
-/// Per-request working state of [`Router::split_with`]. `'a` is the
+/// Per-request working state of [`Router::split`]. `'a` is the
 /// request body's lifetime, `'t` the table snapshot's.
 struct State<'a, 't, F: Format> {
     router: &'t Router,
@@ -462,12 +471,12 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
         let table = self.table;
         Ok(match self.router.mode {
             // (Principal mode sends a request whole, without routing it.)
-            Mode::Namespace | Mode::Principal => match table.get(key) {
+            RoutingMode::Namespace | RoutingMode::Principal => match table.get(key) {
                 Some(Org::Tenant(t)) => self.admit(t, series)?,
                 Some(Org::Invalid(_)) => Outcome::Unmapped(Unmapped::InvalidTenant),
                 None => Outcome::Unmapped(Unmapped::NoOrganization),
             },
-            Mode::Label => {
+            RoutingMode::Label => {
                 let id = if self.router.tenant_prefix.is_empty() {
                     TenantId::new(key)
                 } else {
@@ -568,19 +577,19 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
     fn explain(&self, reason: Unmapped, key: Option<&str>) -> String {
         match (reason, key) {
             (Unmapped::NoLabel, _) => match self.router.mode {
-                Mode::Namespace | Mode::Principal => "no namespace label".into(),
-                Mode::Label => "no tenant label".into(),
+                RoutingMode::Namespace | RoutingMode::Principal => "no namespace label".into(),
+                RoutingMode::Label => "no tenant label".into(),
             },
             (Unmapped::NoOrganization, Some(ns)) => {
                 format!("namespace {ns:?} has no organization")
             }
             (Unmapped::InvalidTenant, Some(k)) => {
                 let id = match self.router.mode {
-                    Mode::Namespace | Mode::Principal => match self.table.get(k) {
+                    RoutingMode::Namespace | RoutingMode::Principal => match self.table.get(k) {
                         Some(Org::Invalid(e)) => return format!("namespace {k:?}: {e}"),
                         _ => k.to_string(),
                     },
-                    Mode::Label => format!("{}{k}", self.router.tenant_prefix),
+                    RoutingMode::Label => format!("{}{k}", self.router.tenant_prefix),
                 };
                 let e = tenant::validate(&id).err().unwrap_or(InvalidTenant::Empty);
                 format!("{id:?}: {e}")

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
-use crate::config::{Config, Mode};
+use crate::config::{Config, RoutingMode};
 use crate::connections::Connections;
 use crate::metrics::Metrics;
 use crate::read::ReadProxy;
@@ -56,7 +56,7 @@ impl Server {
         if let Some(kube) = &config.lookup.kubernetes {
             table::kube::start(kube.clone(), table.clone()).await?;
         }
-        if config.routing.mode != Mode::Namespace && !table.is_synced() {
+        if config.routing.mode != RoutingMode::Namespace && !table.is_synced() {
             // Label and principal modes need no table.
             table.replace(Default::default());
         }

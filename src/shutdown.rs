@@ -1,7 +1,7 @@
 //! The signal that starts a graceful shutdown.
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() {
+pub async fn terminated() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

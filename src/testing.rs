@@ -373,7 +373,7 @@ pub fn agreement(
 ) -> Result<(), String> {
     use std::collections::BTreeMap;
     let reference = crate::route::reference::split(router, body, table);
-    let fast = router.split(body, table, &crate::route::FamilyIndex::default());
+    let fast = router.split_rw1(body, table, &crate::route::FamilyIndex::default());
     match (reference, fast) {
         (None, Err(_)) => Ok(()),
         (Some(r), Ok(split)) => {

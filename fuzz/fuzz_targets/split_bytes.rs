@@ -32,7 +32,7 @@ static PIPELINES: LazyLock<[Pipeline<Rw1>; 2]> = LazyLock::new(|| {
 fuzz_target!(|data: &[u8]| {
     for (router, pipeline) in ROUTERS.iter().zip(PIPELINES.iter()) {
         // As a decompressed WriteRequest: every batch must decode again.
-        if let Ok(split) = router.split(data, &TABLE, &FAMILIES) {
+        if let Ok(split) = router.split_rw1(data, &TABLE, &FAMILIES) {
             for b in &split.batches {
                 assert!(orgsplit::tenant::validate(&b.tenant).is_ok());
                 assert!(b.body.len() <= data.len() * 2 + 64);

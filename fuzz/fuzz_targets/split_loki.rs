@@ -106,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
     let json = kind & 1 == 1;
     for (router, namespace_mode) in ROUTERS.iter().zip([true, false]) {
         let split = if json {
-            router.split_with(
+            router.split(
                 &LokiJson,
                 body,
                 &TABLE,
@@ -115,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
                 &Allowance::Any,
             )
         } else {
-            router.split_with(
+            router.split(
                 &LokiProto,
                 body,
                 &TABLE,

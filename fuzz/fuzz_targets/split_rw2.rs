@@ -23,7 +23,7 @@ static ROUTERS: LazyLock<[Router; 2]> =
 
 fuzz_target!(|data: &[u8]| {
     for (i, router) in ROUTERS.iter().enumerate() {
-        let Ok(split) = router.split_with(
+        let Ok(split) = router.split(
             &Rw2,
             data,
             &TABLE,

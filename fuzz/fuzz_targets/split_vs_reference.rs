@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use orgsplit::config::{Mode, Routing, UnmappedPolicy};
+use orgsplit::config::{RoutingMode, Routing, UnmappedPolicy};
 use orgsplit::route::Router;
 use orgsplit::table::Snapshot;
 use orgsplit::wire::pb;
@@ -101,7 +101,7 @@ fuzz_target!(|input: Input| {
     };
     let router = Router::new(
         &Routing {
-            mode: if input.label_mode { Mode::Label } else { Mode::Namespace },
+            mode: if input.label_mode { RoutingMode::Label } else { RoutingMode::Namespace },
             remove_tenant_label: input.remove,
             namespace_labels: vec!["namespace".into(), "exported_namespace".into()],
             default_tenant: "fallback".into(),

@@ -43,21 +43,21 @@ pub use mtls::{ClientCa, PeerCert};
 
 /// How a principal was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum AuthMode {
     Anonymous,
     Jwt,
     Basic,
     Mtls,
 }
 
-impl Mode {
+impl AuthMode {
     /// Metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Mode::Anonymous => "anonymous",
-            Mode::Jwt => "jwt",
-            Mode::Basic => "basic",
-            Mode::Mtls => "mtls",
+            AuthMode::Anonymous => "anonymous",
+            AuthMode::Jwt => "jwt",
+            AuthMode::Basic => "basic",
+            AuthMode::Mtls => "mtls",
         }
     }
 }
@@ -65,7 +65,7 @@ impl Mode {
 /// An authenticated sender.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub mode: Mode,
+    pub mode: AuthMode,
     /// The token subject, user or certificate name (for logs).
     pub name: Arc<str>,
     /// The organizations it may write.
@@ -82,7 +82,7 @@ impl Principal {
     /// have no authentication).
     pub fn anyone() -> Self {
         Self {
-            mode: Mode::Anonymous,
+            mode: AuthMode::Anonymous,
             name: "anonymous".into(),
             allowance: Arc::new(Allowance::Any),
             read: Arc::new(Allowance::Any),
@@ -95,7 +95,7 @@ impl Principal {
 /// `orgsplit_auth_failures_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure {
-    pub mode: Mode,
+    pub mode: AuthMode,
     pub reason: &'static str,
 }
 
@@ -116,7 +116,7 @@ impl Authenticator {
     /// an error). The config was validated.
     pub fn new(cfg: &config::Auth, signals: AuthSignals) -> Result<Self, String> {
         let anonymous = cfg.anonymous.enabled.then(|| Principal {
-            mode: Mode::Anonymous,
+            mode: AuthMode::Anonymous,
             name: "anonymous".into(),
             allowance: Arc::new(
                 Allowance::parse(&cfg.anonymous.allowance).unwrap_or_else(|_| Allowance::none()),
@@ -238,7 +238,7 @@ impl Authenticator {
                 return self.basic(rest).await;
             }
             return Err(Failure {
-                mode: Mode::Anonymous,
+                mode: AuthMode::Anonymous,
                 reason: "scheme",
             });
         }
@@ -247,28 +247,28 @@ impl Authenticator {
             Some(PeerCert::Untrusted(why)) => {
                 tracing::debug!(error = %why, "client certificate refused");
                 return Err(Failure {
-                    mode: Mode::Mtls,
+                    mode: AuthMode::Mtls,
                     reason: "untrusted_certificate",
                 });
             }
             Some(PeerCert::None) | None => {}
         }
         self.anonymous.clone().ok_or(Failure {
-            mode: Mode::Anonymous,
+            mode: AuthMode::Anonymous,
             reason: "missing",
         })
     }
 
     fn bearer(&self, token: &[u8]) -> Result<Principal, Failure> {
         let fail = |reason| Failure {
-            mode: Mode::Jwt,
+            mode: AuthMode::Jwt,
             reason,
         };
         let verifier = self.jwt.as_ref().ok_or(fail("disabled"))?;
         let token = std::str::from_utf8(token).map_err(|_| fail("malformed"))?;
         let verified = verifier.verify(token.trim()).map_err(fail)?;
         Ok(Principal {
-            mode: Mode::Jwt,
+            mode: AuthMode::Jwt,
             name: verified.subject.into(),
             allowance: Arc::new(verified.allowance),
             read: Arc::new(verified.read),
@@ -278,7 +278,7 @@ impl Authenticator {
 
     async fn basic(&self, encoded: &[u8]) -> Result<Principal, Failure> {
         let fail = |reason| Failure {
-            mode: Mode::Basic,
+            mode: AuthMode::Basic,
             reason,
         };
         let users = self.basic.as_ref().ok_or(fail("disabled"))?.get();
@@ -292,7 +292,7 @@ impl Authenticator {
         let (name, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let name = std::str::from_utf8(name).map_err(|_| fail("malformed"))?;
         let principal = |user: &basic::User| Principal {
-            mode: Mode::Basic,
+            mode: AuthMode::Basic,
             name: name.into(),
             allowance: Arc::new(user.allowance.clone()),
             read: Arc::new(user.read.clone()),
@@ -325,7 +325,7 @@ impl Authenticator {
 
     fn certificate(&self, names: &[String]) -> Result<Principal, Failure> {
         let fail = |reason| Failure {
-            mode: Mode::Mtls,
+            mode: AuthMode::Mtls,
             reason,
         };
         let (_, principals) = self.mtls.as_ref().ok_or(fail("disabled"))?;
@@ -333,7 +333,7 @@ impl Authenticator {
             .iter()
             .find_map(|n| {
                 principals.get(n).map(|allowance| Principal {
-                    mode: Mode::Mtls,
+                    mode: AuthMode::Mtls,
                     name: n.as_str().into(),
                     allowance: allowance.clone(),
                     read: allowance.clone(),

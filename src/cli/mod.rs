@@ -89,7 +89,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let server = crate::server::Server::bind(&config).await?;
     tracing::info!(listen = %server.local_addr()?, tls = config.tls.is_some(),
         upstream = %config.upstream.url, mode = ?config.routing.mode, "orgsplit started");
-    server.serve(crate::shutdown::signal()).await?;
+    server.serve(crate::shutdown::terminated()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!  decoded body ─► Format::index (RW2: the symbol table) ─► Format::walk
-//!       ─► Item::Series (routing key, family, counts) ─► router
-//!       └► Item::Extra  (follows a family: RW1 metadata)
+//!       ─► PushItem::Series (routing key, family, counts) ─► router
+//!       └► PushItem::Extra  (follows a family: RW1 metadata)
 //!  router ─► Format::append_series / append_extra / finish ─► one request body per tenant
 //! ```
 //!
@@ -28,10 +28,10 @@ pub use kind::{Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
 pub static ENDPOINTS: [&Endpoint; 2] = [&remote_write::ENDPOINT, &loki::ENDPOINT];
 
 use crate::signals::Counts;
-use crate::wire::{Hit, LabelQuery, Limits, WireError};
+use crate::wire::{Hit, LabelQuery, RequestLimits, WireError};
 
 /// One top-level item of a push.
-pub enum Item<'a, F: Format + ?Sized> {
+pub enum PushItem<'a, F: Format + ?Sized> {
     /// A series (or stream): routed by its own labels.
     Series(F::Series<'a>),
     /// An item with no labels of its own that goes wherever the series of
@@ -61,7 +61,11 @@ pub trait Format: Sync {
 
     /// Reads what the walk needs from the whole of `body` (the symbol table,
     /// validated and within the limits).
-    fn index<'a>(&self, body: &'a [u8], limits: Limits) -> Result<Self::Index<'a>, WireError>;
+    fn index<'a>(
+        &self,
+        body: &'a [u8],
+        limits: RequestLimits,
+    ) -> Result<Self::Index<'a>, WireError>;
 
     /// Walks the indexed body in order, handing each item to `visit`; the
     /// first error (malformed input, a limit exceeded, or `visit`'s own)
@@ -70,8 +74,8 @@ pub trait Format: Sync {
         &self,
         index: &'a Self::Index<'_>,
         query: &LabelQuery,
-        limits: Limits,
-        visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
+        limits: RequestLimits,
+        visit: impl FnMut(PushItem<'a, Self>) -> Result<(), E>,
     ) -> Result<(), E>;
 
     /// The best match of the routing query among the series' labels.

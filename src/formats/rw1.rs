@@ -6,11 +6,11 @@
 //! valid request (`CONCATENATES`).
 
 use super::kind::PushKind;
-use super::{Format, Item};
+use super::{Format, PushItem};
 use crate::codec::Codec;
 use crate::signals::{Counts, Signal};
 use crate::wire::{
-    encode, Field, Hit, LabelQuery, Limits, MetadataView, Request, SeriesView, WireError,
+    encode, Field, Hit, LabelQuery, MetadataView, Request, RequestLimits, SeriesView, WireError,
 };
 
 /// Remote write 1.0.
@@ -41,7 +41,7 @@ impl Format for Rw1 {
     const CONCATENATES: bool = true;
 
     #[inline]
-    fn index<'a>(&self, body: &'a [u8], _: Limits) -> Result<&'a [u8], WireError> {
+    fn index<'a>(&self, body: &'a [u8], _: RequestLimits) -> Result<&'a [u8], WireError> {
         Ok(body)
     }
 
@@ -50,16 +50,16 @@ impl Format for Rw1 {
         &self,
         body: &'a &[u8],
         query: &LabelQuery,
-        limits: Limits,
-        mut visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
+        limits: RequestLimits,
+        mut visit: impl FnMut(PushItem<'a, Self>) -> Result<(), E>,
     ) -> Result<(), E> {
         let body: &'a [u8] = body;
         let mut any = false;
         for field in Request::new(body).fields(query, limits) {
             any = true;
             match field? {
-                Field::Series(s) => visit(Item::Series(s))?,
-                Field::Metadata(m) => visit(Item::Extra(m))?,
+                Field::Series(s) => visit(PushItem::Series(s))?,
+                Field::Metadata(m) => visit(PushItem::Extra(m))?,
             }
         }
         if !any {

@@ -32,14 +32,14 @@
 use hashbrown::{HashMap, HashSet};
 
 use super::kind::{Downgrade, PushKind};
-use super::{Format, Item};
+use super::{Format, PushItem};
 use crate::codec::Codec;
 use crate::signals::{Counts, Signal};
 use crate::wire::encode::{put_bytes_field, put_varint};
 use crate::wire::walk::{all_ascii, check_field, check_message, count, histogram, Kind};
 use crate::wire::{
-    read_key, read_len, read_varint, skip_value, wt, Hit, Item as Limited, LabelQuery, Limits,
-    WireError,
+    read_key, read_len, read_varint, skip_value, wt, Hit, LabelQuery, LimitedItem as Limited,
+    RequestLimits, WireError,
 };
 
 /// Prost types generated from `proto/write_v2.proto`: the reference
@@ -80,7 +80,7 @@ pub static KIND: PushKind = PushKind {
 /// the 1.0 body, and what 1.0 could not carry.
 fn downgrade(decoded: &[u8]) -> Result<(Vec<u8>, [u64; 3]), String> {
     let mut v1 = Vec::with_capacity(decoded.len() + decoded.len() / 2);
-    let limits = Limits {
+    let limits = RequestLimits {
         max_symbols: usize::MAX,
         max_symbol_bytes: usize::MAX,
         ..Default::default()
@@ -108,7 +108,7 @@ impl<'a> Symbols<'a> {
     /// Reads the table, wherever in the body its entries are: checks each
     /// is UTF-8 and within `limits.max_symbol_bytes`, that there are at most
     /// `limits.max_symbols`, and that the first is `""`.
-    pub fn read(body: &'a [u8], limits: Limits) -> Result<Self, WireError> {
+    pub fn read(body: &'a [u8], limits: RequestLimits) -> Result<Self, WireError> {
         let mut strs = Vec::new();
         let mut pos = 0;
         while pos < body.len() {
@@ -229,7 +229,7 @@ impl Format for Rw2 {
     type Index<'a> = Symbols<'a>;
     const CONCATENATES: bool = false;
 
-    fn index<'a>(&self, body: &'a [u8], limits: Limits) -> Result<Symbols<'a>, WireError> {
+    fn index<'a>(&self, body: &'a [u8], limits: RequestLimits) -> Result<Symbols<'a>, WireError> {
         Symbols::read(body, limits)
     }
 
@@ -237,8 +237,8 @@ impl Format for Rw2 {
         &self,
         index: &'a Symbols<'_>,
         query: &LabelQuery,
-        limits: Limits,
-        mut visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
+        limits: RequestLimits,
+        mut visit: impl FnMut(PushItem<'a, Self>) -> Result<(), E>,
     ) -> Result<(), E> {
         let body: &'a [u8] = index.body;
         let symbols: &'a [&'a str] = index.as_slice();
@@ -250,7 +250,7 @@ impl Format for Rw2 {
                 let series_body = read_len(body, &mut pos, "timeseries")?;
                 count(&mut totals.series, limits.max_series, Limited::Series)?;
                 let series = walk_series(series_body, symbols, query, limits, &mut totals)?;
-                visit(Item::Series(series))?;
+                visit(PushItem::Series(series))?;
             } else {
                 // The table read already checked these fields.
                 skip_value(body, &mut pos, wire_type, "Request", field)?;
@@ -326,7 +326,7 @@ impl Format for Rw2 {
     }
 }
 
-/// Items counted so far in one request, against [`Limits`].
+/// Items counted so far in one request, against [`RequestLimits`].
 #[derive(Default)]
 struct Totals {
     series: usize,
@@ -379,7 +379,7 @@ fn walk_series<'a>(
     body: &'a [u8],
     symbols: &'a [&'a str],
     query: &LabelQuery,
-    limits: Limits,
+    limits: RequestLimits,
     totals: &mut Totals,
 ) -> Result<SeriesRef<'a>, WireError> {
     let mut view = SeriesRef {
@@ -491,7 +491,7 @@ fn walk_series<'a>(
     Ok(view)
 }
 
-fn exemplar(body: &[u8], symbols: &[&str], limits: Limits) -> Result<(), WireError> {
+fn exemplar(body: &[u8], symbols: &[&str], limits: RequestLimits) -> Result<(), WireError> {
     let mut refs = 0usize;
     let mut pos = 0;
     while pos < body.len() {
@@ -782,7 +782,7 @@ impl Lost {
 /// labels and exemplar labels resolved, samples and native histograms as
 /// they were, each metric family's metadata once as 1.0 metadata. What 1.0
 /// cannot carry is counted in the returned [`Lost`].
-pub fn to_v1(body: &[u8], limits: Limits, out: &mut Vec<u8>) -> Result<Lost, WireError> {
+pub fn to_v1(body: &[u8], limits: RequestLimits, out: &mut Vec<u8>) -> Result<Lost, WireError> {
     let symbols = Symbols::read(body, limits)?;
     let symbols = symbols.as_slice();
     let mut lost = Lost::default();

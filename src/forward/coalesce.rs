@@ -24,7 +24,7 @@
 //! Invariants:
 //! - a group holds batches of one push kind and one tenant only (lanes are
 //!   per kind and tenant);
-//! - a push hears [`Upstream::Accepted`] only if the request that carried
+//! - a push hears [`TenantOutcome::Accepted`] only if the request that carried
 //!   its batch was accepted. When a merged request is refused with a
 //!   non-retryable 4xx, each batch is sent again on its own, so that one
 //!   sender's bad series never makes another sender drop its batch (Mimir
@@ -43,7 +43,7 @@ use hashbrown::HashMap;
 use tokio::sync::{Notify, Semaphore};
 
 use super::{Forwarder, Push};
-use crate::answer::Upstream;
+use crate::answer::TenantOutcome;
 use crate::formats::PushKind;
 use crate::tenant::TenantId;
 
@@ -147,7 +147,7 @@ impl Parts {
 /// The answers of one push's batches, filled in by the groups that carry
 /// them; the push waits for the last one.
 pub(super) struct Ticket {
-    answers: Mutex<Vec<Option<Upstream>>>,
+    answers: Mutex<Vec<Option<TenantOutcome>>>,
     left: AtomicUsize,
     done: Notify,
     /// Batches of this push on their way and not answered yet, at most
@@ -166,7 +166,7 @@ impl Ticket {
         }
     }
 
-    fn answer(&self, index: usize, answer: Upstream) {
+    fn answer(&self, index: usize, answer: TenantOutcome) {
         let first = {
             let mut answers = lock(&self.answers);
             let slot = &mut answers[index];
@@ -191,10 +191,10 @@ impl Ticket {
     }
 
     /// The answers; a batch not answered in time timed out.
-    fn take(&self) -> Vec<Upstream> {
+    fn take(&self) -> Vec<TenantOutcome> {
         std::mem::take(&mut *lock(&self.answers))
             .into_iter()
-            .map(|a| a.unwrap_or(Upstream::Timeout))
+            .map(|a| a.unwrap_or(TenantOutcome::Timeout))
             .collect()
     }
 }
@@ -252,7 +252,7 @@ impl Lanes {
         &self,
         forwarder: &Forwarder,
         pushes: &[Push<'_>],
-    ) -> Vec<Upstream> {
+    ) -> Vec<TenantOutcome> {
         let ticket = Arc::new(Ticket::new(pushes.len()));
         let all = async {
             for (index, push) in pushes.iter().enumerate() {
@@ -390,7 +390,7 @@ async fn fly(flying: Flying) {
         many => crate::codec::join_snappy(many),
     };
     let (outcome, _) = forwarder.send_as(kind, &tenant, body, bodies.len()).await;
-    let refused = matches!(&outcome, Upstream::Status { status, .. } if (400..500).contains(status) && *status != 429);
+    let refused = matches!(&outcome, TenantOutcome::Status { status, .. } if (400..500).contains(status) && *status != 429);
     let answers = if bodies.len() > 1 && refused {
         // Each batch on its own, so each sender hears about its own data.
         futures::future::join_all(

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  Push { kind, tenant, body } ─► coalesce (lane per kind and tenant) ─► client: POST upstream.url ─┐
-//!  Push { kind, tenant, body } ─►   idle: at once; busy: merged with others' batches              ─┼─► Upstream per push
+//!  Push { kind, tenant, body } ─►   idle: at once; busy: merged with others' batches              ─┼─► TenantOutcome per push
 //!  ...                                                                                      ─┘
 //! ```
 //!
@@ -31,7 +31,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
-use crate::answer::{Upstream, Written};
+use crate::answer::{TenantOutcome, Written};
 use crate::codec::Codec;
 use crate::config::{self, Protocol};
 use crate::credentials::{CredentialError, Credentials};
@@ -104,7 +104,7 @@ pub struct Push<'a> {
 /// upstreams), if it said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
-    pub outcome: Upstream,
+    pub outcome: TenantOutcome,
     pub written: Option<Written>,
 }
 
@@ -178,7 +178,7 @@ impl Forwarder {
     /// on its own, at most [`MAX_PARALLEL_PUSHES`] at once, so a request
     /// split into thousands of tenants does not hold thousands of upstream
     /// requests' state. Never fails: every way a tenant request can end is
-    /// an [`Upstream`].
+    /// an [`TenantOutcome`].
     pub async fn push_all(&self, pushes: &[Push<'_>]) -> Vec<Sent> {
         use futures::StreamExt;
         if let Some(lanes) = &self.inner.coalesce {
@@ -231,16 +231,19 @@ impl Forwarder {
                 .send_as(push.kind, push.tenant, push.body.clone(), 1)
                 .await;
             let refused = match &outcome {
-                Upstream::Status { status: 415, .. } => true,
+                TenantOutcome::Status { status: 415, .. } => true,
                 // A receiver that does not look at the Content-Type reads a
                 // 2.0 body as an empty 1.0 request and says 2xx: without the
                 // written-count headers, nothing is known to have been
                 // written.
-                Upstream::Accepted => push.kind.reports_written && written.is_none(),
+                TenantOutcome::Accepted => push.kind.reports_written && written.is_none(),
                 _ => false,
             };
             if inner.protocol != Protocol::Auto || !refused {
-                if outcome == Upstream::Accepted && push.kind.reports_written && written.is_none() {
+                if outcome == TenantOutcome::Accepted
+                    && push.kind.reports_written
+                    && written.is_none()
+                {
                     return self.unconfirmed(outcome);
                 }
                 return Sent { outcome, written };
@@ -259,7 +262,7 @@ impl Forwarder {
                 Sent { outcome, written }
             }
             Err(e) => Sent {
-                outcome: Upstream::Status {
+                outcome: TenantOutcome::Status {
                     status: 400,
                     retry_after: None,
                     message: format!("converting the push to {} failed: {e}", downgrade.to.name),
@@ -275,7 +278,7 @@ impl Forwarder {
     /// wrote, and a 1.0-only receiver answers a 2.0 body 2xx having read
     /// it as empty: so this tenant's part counts as not written (zeros),
     /// which the sender's own check sees, and is counted here.
-    fn unconfirmed(&self, outcome: Upstream) -> Sent {
+    fn unconfirmed(&self, outcome: TenantOutcome) -> Sent {
         self.inner.signals.unconfirmed.increment(1);
         static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         if crate::telemetry::rate_limit(&LAST, Duration::from_secs(60)) {
@@ -302,7 +305,7 @@ impl Forwarder {
             > self.now_ms()
     }
 
-    fn remember_v1(&self, outcome: &Upstream) {
+    fn remember_v1(&self, outcome: &TenantOutcome) {
         let until = self.now_ms() + REMEMBER_V1.as_millis() as u64;
         let before = self
             .inner
@@ -310,7 +313,9 @@ impl Forwarder {
             .swap(until, std::sync::atomic::Ordering::Relaxed);
         if before <= self.now_ms() {
             let why = match outcome {
-                Upstream::Accepted => "accepted it without the written-count headers".to_string(),
+                TenantOutcome::Accepted => {
+                    "accepted it without the written-count headers".to_string()
+                }
                 other => format!("answered {}", other.class()),
             };
             tracing::warn!(
@@ -362,7 +367,7 @@ impl Forwarder {
         tenant: &TenantId,
         body: Bytes,
         batches: usize,
-    ) -> (Upstream, Option<Written>) {
+    ) -> (TenantOutcome, Option<Written>) {
         let inner = &*self.inner;
         let started = Instant::now();
         // One deadline for the slot and the exchange.
@@ -372,7 +377,7 @@ impl Forwarder {
         };
         let (outcome, written) = match tokio::time::timeout(inner.timeout, bounded).await {
             Ok(Some(sent)) => sent,
-            _ => (Upstream::Timeout, None),
+            _ => (TenantOutcome::Timeout, None),
         };
         inner.signals.requests(outcome.class()).increment(1);
         inner
@@ -382,7 +387,7 @@ impl Forwarder {
         if batches > 1 {
             inner.signals.coalesced.increment(batches as u64);
         }
-        if outcome != Upstream::Accepted {
+        if outcome != TenantOutcome::Accepted {
             inner.failures.log(tenant, &outcome);
         }
         (outcome, written)
@@ -393,12 +398,12 @@ impl Forwarder {
         kind: &PushKind,
         tenant: &TenantId,
         body: Bytes,
-    ) -> (Upstream, Option<Written>) {
+    ) -> (TenantOutcome, Option<Written>) {
         let inner = &*self.inner;
         // Validated tenant IDs are visible ASCII, so this never fails; the
         // bytes are shared, not copied.
         let Ok(tenant_value) = HeaderValue::from_maybe_shared(tenant.shared()) else {
-            let refused = Upstream::Status {
+            let refused = TenantOutcome::Status {
                 status: 400,
                 retry_after: None,
                 message: "tenant ID is not a valid header value".into(),
@@ -408,16 +413,16 @@ impl Forwarder {
         let auth = inner.credentials.header().map(|a| (*a).clone());
         let headers = &inner.headers[kind.id];
         match inner.client.post(tenant_value, headers, auth, body).await {
-            Ok(r) if (200..300).contains(&r.status) => (Upstream::Accepted, r.written),
+            Ok(r) if (200..300).contains(&r.status) => (TenantOutcome::Accepted, r.written),
             Ok(r) => {
-                let refused = Upstream::Status {
+                let refused = TenantOutcome::Status {
                     status: r.status,
                     retry_after: r.retry_after,
                     message: String::from_utf8_lossy(&r.prefix).into_owned(),
                 };
                 (refused, r.written)
             }
-            Err(reply::ExchangeFailure::Unreachable(e)) => (Upstream::Unreachable(e), None),
+            Err(reply::ExchangeFailure::Unreachable(e)) => (TenantOutcome::Unreachable(e), None),
         }
     }
 }
@@ -446,7 +451,7 @@ impl FailureLog {
     /// Tenants remembered at most; beyond it the map is cleared.
     const MAX_TENANTS: usize = 10_000;
 
-    fn log(&self, tenant: &TenantId, outcome: &Upstream) {
+    fn log(&self, tenant: &TenantId, outcome: &TenantOutcome) {
         let tenant = tenant.as_str();
         let suppressed = {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -469,15 +474,17 @@ impl FailureLog {
             }
         };
         match outcome {
-            Upstream::Status {
+            TenantOutcome::Status {
                 status, message, ..
             } => tracing::warn!(%tenant, status, message = %message.trim(), suppressed,
                 "upstream rejected push"),
-            Upstream::Timeout => tracing::warn!(%tenant, suppressed, "upstream push timed out"),
-            Upstream::Unreachable(e) => {
+            TenantOutcome::Timeout => {
+                tracing::warn!(%tenant, suppressed, "upstream push timed out")
+            }
+            TenantOutcome::Unreachable(e) => {
                 tracing::warn!(%tenant, error = %e, suppressed, "upstream unreachable")
             }
-            Upstream::Accepted => {}
+            TenantOutcome::Accepted => {}
         }
     }
 }

@@ -36,7 +36,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as Pool;
 use hyper_util::rt::TokioIo;
 
-use crate::auth::{Authenticator, Mode, PeerCert, Principal};
+use crate::auth::{AuthMode, Authenticator, PeerCert, Principal};
 use crate::config;
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
@@ -45,7 +45,7 @@ use path::PathRefusal;
 
 /// Where a read request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum ReadRoute {
     /// `/prometheus/api/v1/...` queries → query-frontend.
     Query,
     /// Rules and alerts → ruler.
@@ -56,14 +56,14 @@ pub enum Route {
     Loki,
 }
 
-impl Route {
+impl ReadRoute {
     /// Metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Route::Query => "query",
-            Route::Ruler => "ruler",
-            Route::Alertmanager => "alertmanager",
-            Route::Loki => "loki",
+            ReadRoute::Query => "query",
+            ReadRoute::Ruler => "ruler",
+            ReadRoute::Alertmanager => "alertmanager",
+            ReadRoute::Loki => "loki",
         }
     }
 }
@@ -72,7 +72,7 @@ impl Route {
 /// alertmanager configuration) rather than reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Classified {
-    pub route: Route,
+    pub route: ReadRoute,
     pub changes: bool,
 }
 
@@ -122,21 +122,25 @@ pub fn classify(method: &Method, path: &str) -> Option<Classified> {
     };
     if let Some(rest) = path.strip_prefix("/prometheus/api/v1/") {
         if matches!(rest, "rules" | "alerts") {
-            return if reading { read(Route::Ruler) } else { None };
+            return if reading {
+                read(ReadRoute::Ruler)
+            } else {
+                None
+            };
         }
         let known = QUERY_ENDPOINTS.contains(&rest)
             || label_values(rest)
             || rest == "cardinality/active_series";
         return (known && query_method).then_some(Classified {
-            route: Route::Query,
+            route: ReadRoute::Query,
             changes: false,
         });
     }
     if path == "/prometheus/config/v1/rules" || path.starts_with("/prometheus/config/v1/rules/") {
         return match *method {
-            Method::GET | Method::HEAD => read(Route::Ruler),
+            Method::GET | Method::HEAD => read(ReadRoute::Ruler),
             Method::POST | Method::DELETE => Some(Classified {
-                route: Route::Ruler,
+                route: ReadRoute::Ruler,
                 changes: true,
             }),
             _ => None,
@@ -144,14 +148,14 @@ pub fn classify(method: &Method, path: &str) -> Option<Classified> {
     }
     if path == "/alertmanager" || path.starts_with("/alertmanager/") || path == "/api/v1/alerts" {
         return Some(Classified {
-            route: Route::Alertmanager,
+            route: ReadRoute::Alertmanager,
             changes: !reading,
         });
     }
     if let Some(rest) = path.strip_prefix("/loki/api/v1/") {
         let known = LOKI_ENDPOINTS.contains(&rest) || label_values(rest);
         return (known && query_method).then_some(Classified {
-            route: Route::Loki,
+            route: ReadRoute::Loki,
             changes: false,
         });
     }
@@ -221,7 +225,7 @@ pub struct ReadProxy {
     targets: [Option<Target>; 4],
     tenant_header: HeaderName,
     federation: bool,
-    /// Response-header timeout of each route, in [`Route`] order.
+    /// Response-header timeout of each route, in [`ReadRoute`] order.
     timeouts: [Duration; 4],
     max_body_bytes: usize,
 }
@@ -286,7 +290,7 @@ impl ReadProxy {
         })
     }
 
-    fn target(&self, route: Route) -> Option<&Target> {
+    fn target(&self, route: ReadRoute) -> Option<&Target> {
         self.targets[route as usize].as_ref()
     }
 }
@@ -382,7 +386,7 @@ async fn forward(
     if declared.is_some_and(|n| n > proxy.max_body_bytes as u64) {
         return too_large_body(proxy.max_body_bytes);
     }
-    let upgrade = is_upgrade(request.headers()) && class.route == Route::Loki;
+    let upgrade = is_upgrade(request.headers()) && class.route == ReadRoute::Loki;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
     let (parts, body) = request.into_parts();
@@ -487,7 +491,7 @@ async fn forward(
 /// `Err(Some(why))` otherwise.
 fn authorize(principal: &Principal, class: Classified) -> Result<(), Option<String>> {
     if principal.read.is_empty() {
-        return Err((principal.mode != Mode::Anonymous)
+        return Err((principal.mode != AuthMode::Anonymous)
             .then(|| format!("{:?} may not read any organization", &*principal.name)));
     }
     if class.changes && !principal.rules {
@@ -624,7 +628,7 @@ mod tests {
     fn only_read_routes_are_proxied() {
         let c = |m: Method, p: &str| classify(&m, p);
         let q = Some(Classified {
-            route: Route::Query,
+            route: ReadRoute::Query,
             changes: false,
         });
         assert_eq!(c(Method::GET, "/prometheus/api/v1/query"), q);
@@ -640,10 +644,10 @@ mod tests {
         assert_eq!(c(Method::GET, "/prometheus/api/v1/push"), None);
         assert_eq!(
             c(Method::GET, "/prometheus/api/v1/rules").map(|c| c.route),
-            Some(Route::Ruler)
+            Some(ReadRoute::Ruler)
         );
         let change = c(Method::POST, "/prometheus/config/v1/rules/ns").unwrap();
-        assert!(change.changes && change.route == Route::Ruler);
+        assert!(change.changes && change.route == ReadRoute::Ruler);
         assert!(
             !c(Method::GET, "/prometheus/config/v1/rules")
                 .unwrap()
@@ -662,7 +666,7 @@ mod tests {
         assert!(c(Method::POST, "/api/v1/alerts").unwrap().changes);
         assert_eq!(
             c(Method::GET, "/loki/api/v1/tail").map(|c| c.route),
-            Some(Route::Loki)
+            Some(ReadRoute::Loki)
         );
         assert_eq!(c(Method::POST, "/loki/api/v1/push"), None);
         assert_eq!(c(Method::GET, "/"), None);

@@ -32,7 +32,7 @@ fn routing(f: impl FnOnce(&mut Routing)) -> Router {
         ..Default::default()
     };
     f(&mut r);
-    Router::new(&r, Limits::default())
+    Router::new(&r, RequestLimits::default())
 }
 
 fn table() -> Snapshot {
@@ -51,7 +51,9 @@ fn run(
     table: &Snapshot,
 ) -> (BTreeMap<String, pb::WriteRequest>, SplitCounts) {
     let body = req.encode_to_vec();
-    let split = router.split(&body, table, &FamilyIndex::default()).unwrap();
+    let split = router
+        .split_rw1(&body, table, &FamilyIndex::default())
+        .unwrap();
     let mut out = BTreeMap::new();
     for b in &split.batches {
         let decoded = pb::WriteRequest::decode(b.body.as_slice()).unwrap();
@@ -115,7 +117,7 @@ fn reject_policy_refuses_the_whole_request_and_names_the_series() {
     let router = routing(|r| r.unmapped = UnmappedPolicy::Reject);
     let body = mixed().encode_to_vec();
     let err = router
-        .split(&body, &table(), &FamilyIndex::default())
+        .split_rw1(&body, &table(), &FamilyIndex::default())
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, RouteError::Rejected { .. }));
@@ -158,7 +160,7 @@ fn namespace_labels_are_tried_in_order() {
 #[test]
 fn label_mode_with_prefix_and_removal() {
     let router = routing(|r| {
-        r.mode = Mode::Label;
+        r.mode = RoutingMode::Label;
         r.tenant_label = "tenant".into();
         r.remove_tenant_label = true;
         r.tenant_prefix = "team-".into();
@@ -245,7 +247,7 @@ fn metadata_goes_to_the_tenants_that_own_the_family() {
     }
     .encode_to_vec();
     let t = table();
-    router.split(&series_req, &t, &families).unwrap();
+    router.split_rw1(&series_req, &t, &families).unwrap();
 
     let meta = |name: &str| pb::MetricMetadata {
         r#type: 1,
@@ -259,7 +261,7 @@ fn metadata_goes_to_the_tenants_that_own_the_family() {
         metadata: vec![meta("shop_orders"), meta("up"), meta("unseen")],
     }
     .encode_to_vec();
-    let split = router.split(&meta_req, &t, &families).unwrap();
+    let split = router.split_rw1(&meta_req, &t, &families).unwrap();
     let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for b in &split.batches {
         let r = pb::WriteRequest::decode(b.body.as_slice()).unwrap();
@@ -281,7 +283,7 @@ fn metadata_goes_to_the_tenants_that_own_the_family() {
 
     // with a default tenant, unknown families go there
     let router = routing(|_| {});
-    let split = router.split(&meta_req, &t, &families).unwrap();
+    let split = router.split_rw1(&meta_req, &t, &families).unwrap();
     assert!(split
         .batches
         .iter()
@@ -294,7 +296,7 @@ fn malformed_bodies_are_errors() {
     let t = table();
     let good = mixed().encode_to_vec();
     for cut in [1, 5, good.len() / 2, good.len() - 1] {
-        let err = router.split(&good[..cut], &t, &FamilyIndex::default());
+        let err = router.split_rw1(&good[..cut], &t, &FamilyIndex::default());
         assert!(matches!(err, Err(RouteError::Wire(_))), "cut at {cut}");
     }
 }
@@ -306,17 +308,17 @@ fn too_many_series() {
             default_tenant: "x".into(),
             ..Default::default()
         },
-        Limits {
+        RequestLimits {
             max_series: 3,
-            ..Limits::default()
+            ..RequestLimits::default()
         },
     );
     let (body, t) = (mixed().encode_to_vec(), table());
-    let err = router.split(&body, &t, &FamilyIndex::default());
+    let err = router.split_rw1(&body, &t, &FamilyIndex::default());
     assert!(matches!(
         err,
         Err(RouteError::Wire(WireError::TooMany {
-            item: crate::wire::Item::Series,
+            item: crate::wire::LimitedItem::Series,
             limit: 3
         }))
     ));
@@ -425,7 +427,7 @@ proptest! {
         let router = routing(|r| {
             r.unmapped = policy;
             if label_mode {
-                r.mode = Mode::Label;
+                r.mode = RoutingMode::Label;
                 r.remove_tenant_label = remove;
             }
         });

@@ -1,4 +1,8 @@
-//! The remote-write 1.0 wire format, read without copying.
+//! Protobuf read without copying: the helpers every format's walk uses
+//! (varints, keys, lengths, field checks, [`WireError`]), and the remote
+//! write 1.0 `WriteRequest` walk built on them ([`walk`]; the 1.0 format
+//! itself is `formats::rw1`). The limits a walk counts against live in
+//! [`crate::request_limits`].
 //!
 //! ```text
 //!  decompressed body ──► Request::fields() ──► Field::Series(SeriesView) ─┐
@@ -23,8 +27,9 @@
 pub mod encode;
 pub(crate) mod walk;
 
+pub use crate::request_limits::{LimitedItem, RequestLimits};
 pub(crate) use walk::same;
-pub use walk::{Field, Hit, Item, LabelQuery, Limits, MetadataView, Request, SeriesView};
+pub use walk::{Field, Hit, LabelQuery, MetadataView, Request, SeriesView};
 
 /// Prost types generated from `proto/remote.proto`: the reference decoder and
 /// encoder, used by tests, `inspect` and the fallback path.
@@ -106,7 +111,7 @@ pub enum WireError {
     #[error("series has no labels")]
     NoLabels,
     #[error("request has more than {limit} {}", item.noun())]
-    TooMany { item: Item, limit: usize },
+    TooMany { item: LimitedItem, limit: usize },
     #[error("{what} refers to symbol {index}, but the symbol table has {len} entries")]
     SymbolRef {
         what: &'static str,

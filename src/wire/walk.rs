@@ -1,100 +1,9 @@
 //! The zero-copy walk over a decompressed `WriteRequest`.
 
 use super::{read_key, read_len, read_varint, skip_value, wt, WireError};
+use crate::request_limits::{LimitedItem, RequestLimits};
 
-/// Limits checked during the walk, as each item is met and before anything
-/// is kept or forwarded: every repeated item of a request is counted, so no
-/// input can make the walk (or whatever consumes its output) build a list
-/// longer than a limit.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Most labels one series (or exemplar) may carry.
-    pub max_labels: usize,
-    /// Most bytes of one label name or value.
-    pub max_label_bytes: usize,
-    /// Most series in one request.
-    pub max_series: usize,
-    /// Most metadata entries in one request.
-    pub max_metadata: usize,
-    /// Most samples in one request, float and histogram samples together.
-    pub max_samples: usize,
-    /// Most exemplars in one request.
-    pub max_exemplars: usize,
-    /// Most spans, buckets and custom values in one native histogram.
-    pub max_buckets: usize,
-    /// Most tenants one request is split into (each an upstream push of
-    /// its own); checked by the router as it meets new tenants.
-    pub max_tenants: usize,
-    /// Most entries in a remote write 2.0 symbol table.
-    pub max_symbols: usize,
-    /// Longest remote write 2.0 symbol (a label name or value, help text,
-    /// unit), in bytes.
-    pub max_symbol_bytes: usize,
-    /// Most streams in one Loki push.
-    pub max_streams: usize,
-    /// Most log entries in one Loki push.
-    pub max_entries: usize,
-    /// Longest log line, in bytes.
-    pub max_line_bytes: usize,
-    /// Longest stream label string (`{name="value", ...}`), in bytes.
-    pub max_label_string_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_labels: 1024,
-            max_label_bytes: 64 * 1024,
-            max_series: 100_000,
-            max_metadata: 100_000,
-            max_samples: 2_000_000,
-            max_exemplars: 100_000,
-            max_buckets: 16_384,
-            max_tenants: 20_000,
-            max_symbols: 1_000_000,
-            max_symbol_bytes: 64 * 1024,
-            max_streams: 100_000,
-            max_entries: 2_000_000,
-            max_line_bytes: 256 * 1024,
-            max_label_string_bytes: 64 * 1024,
-        }
-    }
-}
-
-/// A repeated item of a request that has a count limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Item {
-    Series,
-    Metadata,
-    Samples,
-    Exemplars,
-    /// Spans, buckets and custom values of one histogram.
-    Buckets,
-    /// Entries of a remote write 2.0 symbol table.
-    Symbols,
-    /// Streams of a Loki push.
-    Streams,
-    /// Log entries of a Loki push.
-    Entries,
-}
-
-impl Item {
-    /// What the item is called in messages ("request has more than 10 ...").
-    pub fn noun(self) -> &'static str {
-        match self {
-            Item::Series => "series",
-            Item::Metadata => "metadata entries",
-            Item::Samples => "samples",
-            Item::Exemplars => "exemplars",
-            Item::Buckets => "spans and buckets in one native histogram",
-            Item::Symbols => "symbols",
-            Item::Streams => "streams",
-            Item::Entries => "log entries",
-        }
-    }
-}
-
-/// Items counted so far in one request, against [`Limits`].
+/// Items counted so far in one request, against [`RequestLimits`].
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     series: usize,
@@ -104,7 +13,7 @@ struct Counts {
 }
 
 #[inline(always)]
-pub(crate) fn count(n: &mut usize, limit: usize, item: Item) -> Result<(), WireError> {
+pub(crate) fn count(n: &mut usize, limit: usize, item: LimitedItem) -> Result<(), WireError> {
     *n += 1;
     if *n > limit {
         return Err(WireError::TooMany { item, limit });
@@ -210,7 +119,7 @@ impl<'a> Request<'a> {
 
     /// Iterates over the series and metadata of the request, validating each
     /// as it goes. The first error ends the walk.
-    pub fn fields<'q>(&self, query: &'q LabelQuery, limits: Limits) -> Fields<'a, 'q> {
+    pub fn fields<'q>(&self, query: &'q LabelQuery, limits: RequestLimits) -> Fields<'a, 'q> {
         Fields {
             buf: self.buf,
             pos: 0,
@@ -227,7 +136,7 @@ pub struct Fields<'a, 'q> {
     buf: &'a [u8],
     pos: usize,
     query: &'q LabelQuery,
-    limits: Limits,
+    limits: RequestLimits,
     counts: Counts,
     failed: bool,
 }
@@ -264,7 +173,7 @@ impl<'a> Fields<'a, '_> {
                 count(
                     &mut self.counts.series,
                     self.limits.max_series,
-                    Item::Series,
+                    LimitedItem::Series,
                 )?;
                 series(raw, body, self.query, self.limits, &mut self.counts)
                     .map(|s| Some(Field::Series(s)))
@@ -275,7 +184,7 @@ impl<'a> Fields<'a, '_> {
                 count(
                     &mut self.counts.metadata,
                     self.limits.max_metadata,
-                    Item::Metadata,
+                    LimitedItem::Metadata,
                 )?;
                 let family = metadata(body)?;
                 Ok(Some(Field::Metadata(MetadataView { raw, family })))
@@ -296,7 +205,7 @@ fn series<'a>(
     raw: &'a [u8],
     body: &'a [u8],
     query: &LabelQuery,
-    limits: Limits,
+    limits: RequestLimits,
     counts: &mut Counts,
 ) -> Result<SeriesView<'a>, WireError> {
     let mut view = SeriesView {
@@ -347,16 +256,28 @@ fn series<'a>(
                 if !canonical {
                     check_message(sample, &SAMPLE)?;
                 }
-                count(&mut counts.samples, limits.max_samples, Item::Samples)?;
+                count(
+                    &mut counts.samples,
+                    limits.max_samples,
+                    LimitedItem::Samples,
+                )?;
                 view.samples += 1;
             }
             3 => {
-                count(&mut counts.exemplars, limits.max_exemplars, Item::Exemplars)?;
+                count(
+                    &mut counts.exemplars,
+                    limits.max_exemplars,
+                    LimitedItem::Exemplars,
+                )?;
                 exemplar(read_len(body, &mut pos, "exemplar")?, limits)?;
                 view.exemplars += 1;
             }
             4 => {
-                count(&mut counts.samples, limits.max_samples, Item::Samples)?;
+                count(
+                    &mut counts.samples,
+                    limits.max_samples,
+                    LimitedItem::Samples,
+                )?;
                 histogram(read_len(body, &mut pos, "histogram")?, limits)?;
                 view.histograms += 1;
             }
@@ -431,7 +352,7 @@ impl<'a> Found<'a> {
 fn short_labels<'a>(
     body: &'a [u8],
     query: &LabelQuery,
-    limits: Limits,
+    limits: RequestLimits,
     view: &mut SeriesView<'a>,
     out: &mut Found<'a>,
 ) -> usize {
@@ -542,7 +463,7 @@ fn count_labels(body: &[u8]) -> usize {
 
 /// Parses a `Label` message into its name and value.
 #[inline(always)]
-fn label_pair(label: &[u8], limits: Limits) -> Result<(&[u8], &str), WireError> {
+fn label_pair(label: &[u8], limits: RequestLimits) -> Result<(&[u8], &str), WireError> {
     // Fast path for the layout every encoder produces for short labels:
     // 0x0a <n> name 0x12 <m> value, with n, m < 128. Then the whole message
     // is ASCII exactly when name and value are, and one word-at-a-time
@@ -583,7 +504,7 @@ fn or_bytes(bytes: &[u8]) -> u8 {
 /// The general `Label` parser: any field order, unknown fields, long or
 /// non-ASCII strings.
 #[inline(never)]
-fn label_pair_slow(label: &[u8], limits: Limits) -> Result<(&[u8], &str), WireError> {
+fn label_pair_slow(label: &[u8], limits: RequestLimits) -> Result<(&[u8], &str), WireError> {
     let mut name: &[u8] = &[];
     let mut value: &[u8] = &[];
     let mut pos = 0;
@@ -616,7 +537,7 @@ fn label_pair_slow(label: &[u8], limits: Limits) -> Result<(&[u8], &str), WireEr
     Ok((name, value))
 }
 
-fn exemplar(body: &[u8], limits: Limits) -> Result<(), WireError> {
+fn exemplar(body: &[u8], limits: RequestLimits) -> Result<(), WireError> {
     let mut pos = 0;
     let mut labels = 0usize;
     while pos < body.len() {
@@ -637,7 +558,7 @@ fn exemplar(body: &[u8], limits: Limits) -> Result<(), WireError> {
     Ok(())
 }
 
-pub(crate) fn histogram(body: &[u8], limits: Limits) -> Result<(), WireError> {
+pub(crate) fn histogram(body: &[u8], limits: RequestLimits) -> Result<(), WireError> {
     let mut pos = 0;
     // Spans, bucket values and custom values, packed or not.
     let mut buckets = 0usize;
@@ -658,7 +579,7 @@ pub(crate) fn histogram(body: &[u8], limits: Limits) -> Result<(), WireError> {
         buckets += items;
         if buckets > limits.max_buckets {
             return Err(WireError::TooMany {
-                item: Item::Buckets,
+                item: LimitedItem::Buckets,
                 limit: limits.max_buckets,
             });
         }
@@ -859,7 +780,7 @@ mod tests {
         let bytes = request().encode_to_vec();
         let query = LabelQuery::new(["namespace", "exported_namespace"]);
         let fields: Vec<_> = Request::new(&bytes)
-            .fields(&query, Limits::default())
+            .fields(&query, RequestLimits::default())
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(fields.len(), 3);
@@ -898,7 +819,7 @@ mod tests {
         };
         let bytes = req.encode_to_vec();
         let query = LabelQuery::new(["namespace"]);
-        let mut it = Request::new(&bytes).fields(&query, Limits::default());
+        let mut it = Request::new(&bytes).fields(&query, RequestLimits::default());
         let Some(Ok(Field::Series(s))) = it.next() else {
             panic!()
         };
@@ -923,7 +844,7 @@ mod tests {
         let query = LabelQuery::new(["namespace", "exported_namespace"]);
         let bytes = series("a").encode_to_vec();
         let Some(Ok(Field::Series(s))) = Request::new(&bytes)
-            .fields(&query, Limits::default())
+            .fields(&query, RequestLimits::default())
             .next()
         else {
             panic!()
@@ -937,7 +858,7 @@ mod tests {
         bytes[at] = 0xff; // the last label's value, no longer UTF-8
         assert!(matches!(
             Request::new(&bytes)
-                .fields(&query, Limits::default())
+                .fields(&query, RequestLimits::default())
                 .next(),
             Some(Err(WireError::Utf8("value")))
         ));
@@ -954,10 +875,10 @@ mod tests {
             metadata: vec![],
         }
         .encode_to_vec();
-        let limits = Limits {
+        let limits = RequestLimits {
             max_labels: 10,
             max_label_bytes: 4,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         let err = Request::new(&many).fields(&query, limits).next().unwrap();
         assert_eq!(
@@ -988,7 +909,7 @@ mod tests {
         let mut req = Vec::new();
         crate::wire::encode::put_bytes_field(&mut req, 1, &series);
         let err = Request::new(&req)
-            .fields(&query, Limits::default())
+            .fields(&query, RequestLimits::default())
             .next()
             .unwrap();
         assert_eq!(err.unwrap_err(), WireError::Utf8("value"));
@@ -1023,7 +944,7 @@ mod tests {
         req
     }
 
-    fn walk_one(req: &[u8], limits: Limits) -> Result<SeriesView<'_>, WireError> {
+    fn walk_one(req: &[u8], limits: RequestLimits) -> Result<SeriesView<'_>, WireError> {
         let query = LabelQuery::new(["namespace"]);
         match Request::new(req).fields(&query, limits).next().unwrap()? {
             Field::Series(s) => Ok(s),
@@ -1082,7 +1003,7 @@ mod tests {
             ),
         ] {
             let req = series_of(&fields);
-            let s = walk_one(&req, Limits::default()).unwrap();
+            let s = walk_one(&req, RequestLimits::default()).unwrap();
             assert_eq!((s.metric_name, s.labels), (Some("up"), labels));
             let h = s.hit.unwrap();
             assert_eq!(h.value, hit);
@@ -1104,14 +1025,14 @@ mod tests {
                 Ok(("c", &[0xc3; 140][..])),
             ],
         ] {
-            let err = walk_one(&series_of(&fields), Limits::default()).unwrap_err();
+            let err = walk_one(&series_of(&fields), RequestLimits::default()).unwrap_err();
             assert_eq!(err, WireError::Utf8("value"), "{fields:?}");
         }
 
         // The byte limit on a long label, at and one over.
-        let limits = Limits {
+        let limits = RequestLimits {
             max_label_bytes: 150,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         let at = "v".repeat(150);
         let over = "v".repeat(151);
@@ -1124,9 +1045,9 @@ mod tests {
         ));
 
         // The label count limit, counting long labels too.
-        let limits = Limits {
+        let limits = RequestLimits {
             max_labels: 3,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         let fields: Vec<_> = (0..4).map(|_| Ok(("l", long_p.as_bytes()))).collect();
         assert_eq!(
@@ -1150,7 +1071,7 @@ mod tests {
             b"hello world",
         ] {
             let results: Vec<_> = Request::new(bytes)
-                .fields(&query, Limits::default())
+                .fields(&query, RequestLimits::default())
                 .collect();
             assert!(results.iter().any(|r| r.is_err()), "{bytes:?} accepted");
         }

@@ -14,7 +14,16 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use the modules of the layers below its own.
 const LAYERS: &[&[&str]] = &[
     // Data types and resources every stage shares.
-    &["tenant", "signals", "wire", "pool", "limits", "connections"],
+    &[
+        "tenant",
+        "signals",
+        "request_limits",
+        "pool",
+        "limits",
+        "connections",
+    ],
+    // Protobuf helpers and the remote write 1.0 walk.
+    &["wire"],
     // Compression, for every format.
     &["codec"],
     // What a push is, the org table, metrics and answers: no HTTP, no config.

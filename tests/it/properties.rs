@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use orgsplit::answer::{self, Upstream};
+use orgsplit::answer::{self, TenantOutcome};
 use orgsplit::config::{Routing, UnmappedPolicy};
 use orgsplit::route::{FamilyIndex, Router};
 use orgsplit::table::{Org, Snapshot};
@@ -98,7 +98,7 @@ proptest! {
         );
         let req = pb::WriteRequest { timeseries: series.clone(), metadata: vec![] };
         let body = req.encode_to_vec();
-        let split = router.split(&body, &table, &FamilyIndex::default()).unwrap();
+        let split = router.split_rw1(&body, &table, &FamilyIndex::default()).unwrap();
 
         let mut out: Vec<(String, Vec<u8>)> = Vec::new();
         for b in &split.batches {
@@ -151,7 +151,7 @@ proptest! {
             Default::default(),
         );
         let v1_request = pb::WriteRequest { timeseries: series, metadata: vec![] };
-        let v1_split = router.split(&v1_request.encode_to_vec(), &table, &FamilyIndex::default()).unwrap();
+        let v1_split = router.split_rw1(&v1_request.encode_to_vec(), &table, &FamilyIndex::default()).unwrap();
         let v1_out: BTreeMap<String, pb::WriteRequest> = v1_split
             .batches
             .iter()
@@ -160,7 +160,7 @@ proptest! {
 
         let v2_request = from_v1(&v1_request);
         let v2_split = router
-            .split_with(&rw2::Rw2, &v2_request.encode_to_vec(), &table, &FamilyIndex::default(), &NO_POOL, &orgsplit::tenant::Allowance::Any)
+            .split(&rw2::Rw2, &v2_request.encode_to_vec(), &table, &FamilyIndex::default(), &NO_POOL, &orgsplit::tenant::Allowance::Any)
             .unwrap();
         prop_assert_eq!(v2_split.stats.received, v1_split.stats.received);
         prop_assert_eq!(v2_split.stats.dropped, v1_split.stats.dropped);
@@ -189,17 +189,17 @@ proptest! {
     #[test]
     fn the_answer_is_2xx_only_if_every_push_succeeded(
         outcomes in prop::collection::vec(prop_oneof![
-            Just(Upstream::Accepted),
-            (400u16..600, prop::option::of(0u64..120)).prop_map(|(status, retry_after)| Upstream::Status {
+            Just(TenantOutcome::Accepted),
+            (400u16..600, prop::option::of(0u64..120)).prop_map(|(status, retry_after)| TenantOutcome::Status {
                 status, retry_after, message: "m".into() }),
-            Just(Upstream::Timeout),
-            Just(Upstream::Unreachable("refused".into())),
+            Just(TenantOutcome::Timeout),
+            Just(TenantOutcome::Unreachable("refused".into())),
         ], 0..8)
     ) {
-        let results: Vec<(String, Upstream)> =
+        let results: Vec<(String, TenantOutcome)> =
             outcomes.iter().cloned().enumerate().map(|(i, o)| (format!("t{i}"), o)).collect();
         let a = answer::combine(&results);
-        let all_ok = outcomes.iter().all(|o| *o == Upstream::Accepted);
+        let all_ok = outcomes.iter().all(|o| *o == TenantOutcome::Accepted);
         prop_assert_eq!(a.status.is_success(), all_ok);
         let any_retryable = outcomes.iter().any(|o| o.is_retryable());
         let prometheus_retries = a.status.is_server_error() || a.status.as_u16() == 429;
@@ -208,12 +208,12 @@ proptest! {
             let only_429 = outcomes
                 .iter()
                 .filter(|o| o.is_retryable())
-                .all(|o| matches!(o, Upstream::Status { status: 429, .. }));
+                .all(|o| matches!(o, TenantOutcome::Status { status: 429, .. }));
             prop_assert!(only_429, "429 although other retryable failures happened");
         }
         // every failed tenant is named
         for (t, o) in &results {
-            if o.is_retryable() || (!any_retryable && *o != Upstream::Accepted) {
+            if o.is_retryable() || (!any_retryable && *o != TenantOutcome::Accepted) {
                 prop_assert!(a.body.contains(&format!("tenant {t}:")), "{}", a.body);
             }
         }
@@ -238,7 +238,7 @@ fn stats_match_the_outputs_on_a_large_request() {
     );
     let body = req.encode_to_vec();
     let split = router
-        .split(&body, &table, &FamilyIndex::default())
+        .split_rw1(&body, &table, &FamilyIndex::default())
         .unwrap();
     let mut per_tenant = BTreeMap::new();
     for b in &split.batches {
@@ -367,7 +367,7 @@ proptest! {
             .collect();
         let body = lp::PushRequest { streams: proto.clone(), format: String::new() }.encode_to_vec();
         let split = router
-            .split_with(&LokiProto, &body, &table, &FamilyIndex::default(), &NO_POOL, &orgsplit::tenant::Allowance::Any)
+            .split(&LokiProto, &body, &table, &FamilyIndex::default(), &NO_POOL, &orgsplit::tenant::Allowance::Any)
             .unwrap();
         let mut out: Vec<(String, Vec<u8>)> = Vec::new();
         for b in &split.batches {
@@ -402,7 +402,7 @@ proptest! {
             .collect();
         let body = format!(r#"{{"streams":[{}]}}"#, texts.join(","));
         let split = router
-            .split_with(&LokiJson, body.as_bytes(), &table, &FamilyIndex::default(), &NO_POOL, &orgsplit::tenant::Allowance::Any)
+            .split(&LokiJson, body.as_bytes(), &table, &FamilyIndex::default(), &NO_POOL, &orgsplit::tenant::Allowance::Any)
             .unwrap();
         let mut out: Vec<(String, String)> = Vec::new();
         for b in &split.batches {

@@ -5,13 +5,13 @@
 
 use std::sync::LazyLock;
 
-use orgsplit::config::{Mode, Routing, UnmappedPolicy};
+use orgsplit::config::{RoutingMode, Routing, UnmappedPolicy};
 use orgsplit::pool::BufferPool;
 use orgsplit::route::Router;
 use orgsplit::table::Snapshot;
-use orgsplit::wire::Limits;
+use orgsplit::wire::RequestLimits;
 
-pub static LIMITS: LazyLock<Limits> = LazyLock::new(|| Limits {
+pub static LIMITS: LazyLock<RequestLimits> = LazyLock::new(|| RequestLimits {
     max_labels: 64,
     max_label_bytes: 1024,
     max_series: 10_000,
@@ -43,7 +43,7 @@ pub fn routers(namespace_labels: &[&str]) -> [Router; 2] {
         ),
         Router::new(
             &Routing {
-                mode: Mode::Label,
+                mode: RoutingMode::Label,
                 remove_tenant_label: true,
                 tenant_prefix: "t-".into(),
                 unmapped: UnmappedPolicy::Drop,

@@ -31,9 +31,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::Stream;
-use crate::formats::{Format, Item};
+use crate::formats::{Format, PushItem};
 use crate::signals::Counts;
-use crate::wire::{Hit, Item as Limited, LabelQuery, Limits, WireError};
+use crate::wire::{Hit, LabelQuery, LimitedItem as Limited, RequestLimits, WireError};
 
 /// Loki's JSON push.
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,7 +57,7 @@ impl Format for LokiJson {
     /// Two JSON documents one after the other are not one document.
     const CONCATENATES: bool = false;
 
-    fn index<'a>(&self, body: &'a [u8], limits: Limits) -> Result<JsonIndex<'a>, WireError> {
+    fn index<'a>(&self, body: &'a [u8], limits: RequestLimits) -> Result<JsonIndex<'a>, WireError> {
         let over = Cell::new(None);
         let mut streams = Vec::new();
         let mut de = serde_json::Deserializer::from_slice(body);
@@ -82,8 +82,8 @@ impl Format for LokiJson {
         &self,
         index: &'a JsonIndex<'_>,
         query: &LabelQuery,
-        limits: Limits,
-        mut visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
+        limits: RequestLimits,
+        mut visit: impl FnMut(PushItem<'a, Self>) -> Result<(), E>,
     ) -> Result<(), E> {
         let ctx = Ctx {
             query,
@@ -109,7 +109,7 @@ impl Format for LokiJson {
             if found.labels == 0 {
                 return Err(WireError::StreamLabels("stream has no labels".into()).into());
             }
-            visit(Item::Series(Stream {
+            visit(PushItem::Series(Stream {
                 raw: text.as_bytes(),
                 hit: found.best.map(|(rank, value, _)| Hit {
                     rank,
@@ -216,7 +216,7 @@ struct Found<'a> {
 /// What every visitor of one walk shares.
 struct Ctx<'q, 'a> {
     query: &'q LabelQuery,
-    limits: Limits,
+    limits: RequestLimits,
     /// Entries so far in the request.
     entries: Cell<usize>,
     /// A limit that was exceeded (serde errors carry only text).

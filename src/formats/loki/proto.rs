@@ -15,13 +15,13 @@
 use bumpalo::Bump;
 
 use super::{label_error, labels, Stream};
-use crate::formats::{Format, Item};
+use crate::formats::{Format, PushItem};
 use crate::signals::Counts;
 use crate::wire::encode::put_bytes_field;
 use crate::wire::walk::count;
 use crate::wire::{
-    read_key, read_len, read_varint, skip_value, wt, Hit, Item as Limited, LabelQuery, Limits,
-    WireError,
+    read_key, read_len, read_varint, skip_value, wt, Hit, LabelQuery, LimitedItem as Limited,
+    RequestLimits, WireError,
 };
 
 /// Loki's protobuf push.
@@ -44,7 +44,7 @@ impl Format for LokiProto {
     type Index<'a> = ProtoIndex<'a>;
     const CONCATENATES: bool = true;
 
-    fn index<'a>(&self, body: &'a [u8], _: Limits) -> Result<ProtoIndex<'a>, WireError> {
+    fn index<'a>(&self, body: &'a [u8], _: RequestLimits) -> Result<ProtoIndex<'a>, WireError> {
         Ok(ProtoIndex {
             body,
             arena: Bump::new(),
@@ -55,8 +55,8 @@ impl Format for LokiProto {
         &self,
         index: &'a ProtoIndex<'_>,
         query: &LabelQuery,
-        limits: Limits,
-        mut visit: impl FnMut(Item<'a, Self>) -> Result<(), E>,
+        limits: RequestLimits,
+        mut visit: impl FnMut(PushItem<'a, Self>) -> Result<(), E>,
     ) -> Result<(), E> {
         let body: &'a [u8] = index.body;
         let (mut streams, mut entries) = (0, 0);
@@ -68,7 +68,7 @@ impl Format for LokiProto {
                     let msg = read_len(body, &mut pos, "stream")?;
                     count(&mut streams, limits.max_streams, Limited::Streams)?;
                     let s = stream(msg, query, limits, &mut entries, &index.arena)?;
-                    visit(Item::Series(s))?;
+                    visit(PushItem::Series(s))?;
                 }
                 (2, wt::LEN) => {
                     read_len(body, &mut pos, "format")?;
@@ -149,7 +149,7 @@ impl Format for LokiProto {
 fn stream<'a>(
     msg: &'a [u8],
     query: &LabelQuery,
-    limits: Limits,
+    limits: RequestLimits,
     entries: &mut usize,
     arena: &'a Bump,
 ) -> Result<Stream<'a>, WireError> {
@@ -215,7 +215,7 @@ fn stream<'a>(
 }
 
 /// Checks one `EntryAdapter`: timestamp, line, structured metadata.
-fn check_entry(entry: &[u8], limits: Limits) -> Result<(), WireError> {
+fn check_entry(entry: &[u8], limits: RequestLimits) -> Result<(), WireError> {
     let mut pos = 0;
     while pos < entry.len() {
         let (field, wire_type) = read_key(entry, &mut pos, "EntryAdapter")?;

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use prost::Message;
 
 use super::*;
-use crate::config::{Mode, Routing, UnmappedPolicy};
+use crate::config::{Routing, RoutingMode, UnmappedPolicy};
 use crate::pool::BufferPool;
 use crate::route::{FamilyIndex, RouteError, Router, SplitCounts};
 use crate::table::Snapshot;
@@ -18,7 +18,7 @@ fn router(f: impl FnOnce(&mut Routing)) -> Router {
         ..Default::default()
     };
     f(&mut r);
-    Router::new(&r, Limits::default())
+    Router::new(&r, RequestLimits::default())
 }
 
 fn table() -> Snapshot {
@@ -34,7 +34,7 @@ fn split_body(
     body: &[u8],
 ) -> Result<(BTreeMap<String, Vec<u8>>, SplitCounts), RouteError> {
     static NO_POOL: BufferPool = BufferPool::disabled();
-    let split = router.split_with(
+    let split = router.split(
         &Rw2,
         body,
         &table(),
@@ -339,14 +339,14 @@ fn symbol_limits_are_enforced() {
     let limited = |max_symbols, max_symbol_bytes| {
         let r = Router::new(
             &Routing::default(),
-            Limits {
+            RequestLimits {
                 max_symbols,
                 max_symbol_bytes,
-                ..Limits::default()
+                ..RequestLimits::default()
             },
         );
         static NO_POOL: BufferPool = BufferPool::disabled();
-        r.split_with(
+        r.split(
             &Rw2,
             &body,
             &table(),
@@ -378,7 +378,7 @@ fn symbol_limits_are_enforced() {
 #[test]
 fn label_mode_removes_the_tenant_label_pair() {
     let r = router(|r| {
-        r.mode = Mode::Label;
+        r.mode = RoutingMode::Label;
         r.tenant_label = "tenant".into();
         r.remove_tenant_label = true;
     });
@@ -473,7 +473,12 @@ fn conversion_to_v1_keeps_what_v1_can_carry_and_counts_the_rest() {
     });
 
     let mut out = Vec::new();
-    let lost = to_v1(&b.request.encode_to_vec(), Limits::default(), &mut out).unwrap();
+    let lost = to_v1(
+        &b.request.encode_to_vec(),
+        RequestLimits::default(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(
         lost,
         Lost {
