@@ -21,30 +21,34 @@
 //! its body has arrived: a sender that opens a request and then stalls holds
 //! nothing but its connection and the bytes it sent (charged to the budget),
 //! and is cut off at `limits.body_timeout`.
+//!
+//! By job: this file orchestrates (negotiate, authenticate, admit, run the
+//! pipeline, forward, answer); [`intake`] receives the body; [`refusal`]
+//! turns each way a push fails into what the sender hears.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Body as _;
+
+mod intake;
+mod refusal;
+
+use intake::{receive, undo_content_encoding, ROOM_WAIT};
+use refusal::{decode_error, reject, route_error, too_large_body, Refusal};
 
 use crate::answer::{self, Answer, Written};
 use crate::app::App;
 use crate::auth::{PeerCert, Principal};
-use crate::codec::Codec;
 use crate::formats::{Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
 use crate::forward::{Push, Sent};
 use crate::limits::Charge;
-use crate::metrics::Metrics;
-use crate::pipeline::{self, DecodeError, Output, ProcessError};
-use crate::route::RouteError;
+use crate::pipeline::{self, Output, ProcessError};
 use crate::signals::Signal;
-use crate::wire::{LimitedItem, WireError};
 
 /// Requests whose decoded body is at least this large are split on a
 /// blocking thread, so they cannot delay other requests' I/O, `/readyz` or
@@ -107,68 +111,6 @@ pub async fn serve(
         }
     }
     response
-}
-
-/// A push refused before anything was forwarded.
-enum Refusal {
-    /// A 4xx or 503 with a reason label for `orgsplit_requests_rejected_total`.
-    Rejected {
-        status: StatusCode,
-        reason: &'static str,
-        message: String,
-        retry_after: Option<u64>,
-    },
-    /// Too many requests or bytes in flight.
-    Overloaded(&'static str),
-}
-
-impl Refusal {
-    fn answer(self, app: &App, metrics: &Metrics) -> Answer {
-        match self {
-            Refusal::Rejected {
-                status,
-                reason,
-                mut message,
-                retry_after,
-            } => {
-                metrics.rejected(reason);
-                message.push('\n');
-                Answer {
-                    status,
-                    retry_after,
-                    body: message,
-                }
-            }
-            Refusal::Overloaded(what) => {
-                metrics.overloaded(what);
-                let status = StatusCode::from_u16(app.limits().overload_status)
-                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                Answer {
-                    status,
-                    retry_after: Some(1),
-                    body: format!(
-                        "orgsplit is overloaded (too many {what} in flight); retry later\n"
-                    ),
-                }
-            }
-        }
-    }
-
-    fn retry_after(mut self, secs: u64) -> Self {
-        if let Refusal::Rejected { retry_after, .. } = &mut self {
-            *retry_after = Some(secs);
-        }
-        self
-    }
-}
-
-fn reject(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal::Rejected {
-        status,
-        reason,
-        message: message.into(),
-        retry_after: None,
-    }
 }
 
 async fn handle(
@@ -250,62 +192,6 @@ struct Via<'a> {
     kind: &'static PushKind,
 }
 
-/// Undoes a gzip or deflate `Content-Encoding` around a snappy protobuf
-/// Loki push, as Loki does (every gzip member, as Go's reader reads them).
-/// What it holds is bounded like any received body, by
-/// `limits.max_body_bytes`, and charged to the memory budget before it is
-/// inflated. Tenant pushes then go to Loki as plain snappy protobuf.
-async fn undo_content_encoding(
-    app: &App,
-    codec: Codec,
-    body: Bytes,
-    charge: &mut Charge,
-) -> Result<Bytes, Refusal> {
-    let limit = app.limits().max_body_bytes;
-    // Charged at the most the layer can expand to (deflate's bound, 1032
-    // to 1), so a small body does not reserve the whole limit.
-    let most = limit.min(body.len().saturating_mul(crate::codec::DEFLATE_MAX_RATIO));
-    charge.expect(body.len().saturating_add(most));
-    if !charge.grow(most, true, ROOM_WAIT).await {
-        return Err(Refusal::Overloaded("bytes"));
-    }
-    // Small bodies inflate inline; large ones off the runtime.
-    let inflated = if body.len() < 64 << 10 {
-        crate::codec::inflate_layer(codec, &body, most)
-    } else {
-        tokio::task::spawn_blocking(move || crate::codec::inflate_layer(codec, &body, most))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-    };
-    let inner = inflated.map_err(|e| {
-        let name = codec.content_encoding().unwrap_or("deflate");
-        reject(
-            StatusCode::BAD_REQUEST,
-            "bad_encoding",
-            format!("body is not valid {name}: {e}"),
-        )
-    })?;
-    if inner.len() > limit {
-        return Err(too_large_body(limit));
-    }
-    if inner.len() > most {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            "bad_encoding",
-            "body expands beyond what deflate can encode",
-        ));
-    }
-    if inner.is_empty() {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            "empty",
-            "empty request body",
-        ));
-    }
-    charge.shrink_to(inner.len());
-    Ok(Bytes::from(inner))
-}
-
 /// Runs `pipeline` on a received body and forwards what it produced: the
 /// part of a push that is the same for every format.
 async fn forward(
@@ -384,82 +270,6 @@ async fn forward(
     Ok((answer::combine(&results), written))
 }
 
-/// How long a request waits for room in a full budget (while stalled
-/// requests are made to let go) before it is told to retry.
-const ROOM_WAIT: Duration = Duration::from_millis(500);
-
-/// A body that made no progress for this long gives up its bytes when
-/// another request needs room.
-const STALLED: Duration = Duration::from_millis(250);
-
-/// Reads the body frame by frame, charging each frame to the budget before
-/// keeping it, within `limits.body_timeout` of now.
-async fn receive(app: &App, mut body: Body, charge: &mut Charge) -> Result<Bytes, Refusal> {
-    let limits = app.limits();
-    let deadline = tokio::time::Instant::now() + limits.body_timeout;
-    // Each frame is copied out at once, so hyper's buffers are reused and
-    // what the request holds is exactly what was charged. With a declared
-    // length the buffer is reserved up front (pages become resident only
-    // as they are written); chunked bodies grow it.
-    let received = match body.size_hint().exact() {
-        Some(len) => {
-            let len = usize::try_from(len).unwrap_or(usize::MAX);
-            charge.expect(len);
-            app.pool().take(len.min(limits.max_body_bytes))
-        }
-        // A chunked body may be as large as allowed.
-        None => {
-            charge.expect(limits.max_body_bytes);
-            Vec::new()
-        }
-    };
-    // Back to the pool however this ends.
-    let mut received = crate::pool::Pooled::new(received, app.pool().clone());
-    loop {
-        let last_progress = tokio::time::Instant::now();
-        let held = received.as_ref().len();
-        // Resolves when another request needs room while this body is
-        // stalled (holding bytes, nothing new for `STALLED`).
-        let yield_to_others = async {
-            loop {
-                app.budget().pressure().await;
-                if last_progress.elapsed() >= STALLED && held > 0 {
-                    return;
-                }
-            }
-        };
-        let next = tokio::select! {
-            next = tokio::time::timeout_at(deadline, body.frame()) => next,
-            () = yield_to_others => return Err(stalled_under_pressure()),
-        };
-        let frame = match next {
-            Err(_) => return Err(too_slow(limits.body_timeout)),
-            Ok(None) => break,
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => {
-                return Err(reject(
-                    StatusCode::BAD_REQUEST,
-                    "read",
-                    format!("reading the request body failed: {e}"),
-                ))
-            }
-        };
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
-        if received.as_ref().len() + data.len() > limits.max_body_bytes {
-            return Err(too_large_body(limits.max_body_bytes));
-        }
-        // Charged by what is written: reserved pages that were never
-        // written are not resident (buffers this large are mmap'd).
-        if !charge.grow(data.len(), false, ROOM_WAIT).await {
-            return Err(Refusal::Overloaded("bytes"));
-        }
-        received.extend_from_slice(&data);
-    }
-    Ok(received.into_bytes())
-}
-
 /// Runs the CPU part of the push, on a blocking thread when it is large:
 /// split into the principal's organizations, or (principal mode) checked
 /// and sent whole to its one tenant.
@@ -492,80 +302,5 @@ async fn split(
     match tokio::task::spawn_blocking(move || run(&app)).await {
         Ok(result) => result,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
-/// The answer to a sender whose body stalled while others needed the
-/// memory it held: retryable.
-fn stalled_under_pressure() -> Refusal {
-    reject(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "body_stalled",
-        "the request body stalled while orgsplit's memory budget was needed by others; retry",
-    )
-    .retry_after(1)
-}
-
-/// The answer to a sender whose body did not arrive in time: retryable
-/// (a 408 would make Prometheus drop the batch).
-fn too_slow(limit: std::time::Duration) -> Refusal {
-    reject(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "body_timeout",
-        format!(
-            "the request body did not arrive within limits.body_timeout ({}); retry",
-            humantime::format_duration(limit)
-        ),
-    )
-    .retry_after(1)
-}
-
-fn too_large_body(limit: usize) -> Refusal {
-    reject(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("request body is larger than limits.max_body_bytes ({limit})"),
-    )
-}
-
-fn decode_error(e: DecodeError) -> Refusal {
-    let (status, reason) = match e {
-        DecodeError::NotSnappy(_) => (StatusCode::BAD_REQUEST, "not_snappy"),
-        DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "decoded_too_large"),
-        DecodeError::Empty => (StatusCode::BAD_REQUEST, "empty"),
-        DecodeError::Corrupt { .. } => (StatusCode::BAD_REQUEST, "bad_encoding"),
-    };
-    reject(status, reason, e.to_string())
-}
-
-fn route_error(e: RouteError) -> Refusal {
-    let (status, reason) = match &e {
-        RouteError::Wire(WireError::TooMany { item, limit }) => {
-            let message = format!(
-                "request has more than {limit} {} ({})",
-                item.noun(),
-                crate::config::Limits::key(*item)
-            );
-            return reject(StatusCode::PAYLOAD_TOO_LARGE, too_many(*item), message);
-        }
-        RouteError::Wire(_) => (StatusCode::BAD_REQUEST, "malformed"),
-        RouteError::Rejected { .. } => (StatusCode::BAD_REQUEST, "unmapped"),
-        RouteError::TooManyTenants(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_tenants"),
-        RouteError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-    };
-    reject(status, reason, e.to_string())
-}
-
-/// The `reason` label of a request refused for too many of `item`.
-fn too_many(item: LimitedItem) -> &'static str {
-    match item {
-        LimitedItem::Series => "too_many_series",
-        LimitedItem::Metadata => "too_many_metadata",
-        LimitedItem::Samples => "too_many_samples",
-        LimitedItem::Exemplars => "too_many_exemplars",
-        LimitedItem::Buckets => "too_many_buckets",
-        LimitedItem::Symbols => "too_many_symbols",
-        LimitedItem::Streams => "too_many_streams",
-        LimitedItem::Entries => "too_many_entries",
     }
 }
