@@ -158,7 +158,8 @@ pub struct Loki {
     /// Push URL of the Loki distributor, e.g.
     /// `http://loki-distributor:3100/loki/api/v1/push`; empty: Loki pushes
     /// are answered 404. Same keys as `upstream` (timeout, credentials,
-    /// TLS); `protocol` and `coalesce` do not apply.
+    /// TLS); `protocol` does not apply, and `coalesce` (off by default)
+    /// merges protobuf pushes only.
     pub upstream: Upstream,
 }
 

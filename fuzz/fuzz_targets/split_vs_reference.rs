@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use orgsplit::config::{RoutingMode, Routing, UnmappedPolicy};
+use orgsplit::config::{Routing, RoutingMode, UnmappedPolicy};
 use orgsplit::route::Router;
 use orgsplit::table::Snapshot;
 use orgsplit::wire::pb;

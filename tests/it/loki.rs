@@ -8,6 +8,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -33,6 +34,8 @@ type Failures = BTreeMap<String, (u16, Option<u64>)>;
 struct FakeLoki {
     addr: std::net::SocketAddr,
     got: Arc<Mutex<Vec<Got>>>,
+    /// How long to take over each answer.
+    delay: Arc<Mutex<Duration>>,
     /// Tenant → (status, Retry-After) to answer.
     fail: Arc<Mutex<Failures>>,
 }
@@ -41,18 +44,27 @@ impl FakeLoki {
     async fn start() -> Self {
         let got: Arc<Mutex<Vec<Got>>> = Default::default();
         let fail: Arc<Mutex<Failures>> = Default::default();
-        let (g, f) = (got.clone(), fail.clone());
+        let delay: Arc<Mutex<Duration>> = Default::default();
+        let (g, f, d) = (got.clone(), fail.clone(), delay.clone());
         let app = axum::Router::new().route(
             "/loki/api/v1/push",
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let (got, fail) = (g.clone(), f.clone());
-                async move { receive(&got, &fail, headers, body) }
+                let (got, fail, delay) = (g.clone(), f.clone(), *d.lock().unwrap());
+                async move {
+                    tokio::time::sleep(delay).await;
+                    receive(&got, &fail, headers, body)
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, got, fail }
+        Self {
+            addr,
+            got,
+            fail,
+            delay,
+        }
     }
 
     fn url(&self) -> String {
@@ -964,5 +976,95 @@ async fn a_python_loki_client_is_split_by_namespace_organization() {
                 vec![pair("billing", "invoice 7 sent")]
             ),
         ])
+    );
+}
+
+#[tokio::test]
+async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
+    let (_dir, loki, o) = start(
+        "  unmapped: drop",
+        "    coalesce: {enabled: true, window: 3s}\n",
+    )
+    .await;
+    *loki.delay.lock().unwrap() = Duration::from_millis(400);
+    let one = |app: &str, line: &[u8]| pb::PushRequest {
+        streams: vec![stream(
+            &format!("{{app=\"{app}\", namespace=\"shop-prod\"}}"),
+            vec![entry(1_700_000_000_000_000_000, line, &[])],
+        )],
+        format: String::new(),
+    };
+    // The first push finds acme idle and goes at once; the next three
+    // arrive while it is out and wait for it, merged into one request. A
+    // JSON push for acme at the same time is never merged with protobuf.
+    let first = {
+        let (o_url, req) = (o.url("/loki/api/v1/push"), one("first", b"1"));
+        tokio::spawn(async move {
+            client()
+                .post(o_url)
+                .header("Content-Type", "application/x-protobuf")
+                .body(
+                    snap::raw::Encoder::new()
+                        .compress_vec(&req.encode_to_vec())
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let json = r#"{"streams":[{"stream":{"namespace":"shop-prod","app":"json"},"values":[["1700000000000000000","j"]]}]}"#;
+    let (second, third, fourth) = (one("second", b"2"), one("third", b"3"), one("fourth", b"4"));
+    let (r2, r3, r4, rj) = tokio::join!(
+        push_proto(&o, &second),
+        push_proto(&o, &third),
+        push_proto(&o, &fourth),
+        push_json(&o, json, ""),
+    );
+    assert_eq!(first.await.unwrap(), 204);
+    for (status, _, body) in [r2, r3, r4, rj] {
+        assert_eq!(status, 204, "{body}");
+    }
+    let got = loki.got();
+    let proto: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.content_type == "application/x-protobuf")
+        .collect();
+    assert_eq!(
+        proto.len(),
+        2,
+        "one request for the first push, one for the rest"
+    );
+    let apps = |g: &Got| -> Vec<String> {
+        let req = pb::PushRequest::decode(g.body.as_slice()).unwrap();
+        let mut apps: Vec<String> = req.streams.iter().map(|s| s.labels.clone()).collect();
+        apps.sort();
+        apps
+    };
+    assert_eq!(apps(proto[0]), [r#"{app="first", namespace="shop-prod"}"#]);
+    assert_eq!(
+        apps(proto[1]),
+        [
+            r#"{app="fourth", namespace="shop-prod"}"#,
+            r#"{app="second", namespace="shop-prod"}"#,
+            r#"{app="third", namespace="shop-prod"}"#,
+        ]
+    );
+    let json: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.content_type == "application/json")
+        .collect();
+    assert_eq!(json.len(), 1, "JSON goes on its own");
+    assert!(got.iter().all(|g| g.tenant == "acme"));
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            "orgsplit_upstream_coalesced_batches_total{signal=\"logs\"}"
+        ),
+        3.0
     );
 }

@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use orgsplit::config::{RoutingMode, Routing, UnmappedPolicy};
+use orgsplit::config::{Routing, RoutingMode, UnmappedPolicy};
 use orgsplit::pool::BufferPool;
 use orgsplit::route::Router;
 use orgsplit::table::Snapshot;
