@@ -279,7 +279,7 @@ impl Metrics {
                 .collect(),
             reload_errors: r.counter(
                 "orgsplit_auth_reload_errors_total",
-                "Key, secret or users files that changed but could not be loaded (the last good version stays).",
+                "Key, secret, users or client CA files that changed but could not be loaded (the last good version stays).",
             ),
         };
         let inner = Inner {
