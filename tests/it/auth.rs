@@ -571,6 +571,65 @@ async fn a_plaintext_users_file_is_refused_at_startup() {
     assert!(err.contains("plaintext"), "{err}");
 }
 
+/// orgsplit on TLS with `server` as its certificate, client certificates
+/// checked against `ca.pem` (written from `ca_pem` in `dir`) and
+/// `prom-acme.example` allowed to write acme, anonymous access off; in
+/// front of a fresh recording upstream. Returns the CA bundle's path too.
+async fn start_mtls(dir: &Path, server: &tls::Leaf, ca_pem: &str) -> (Upstream, Orgsplit, PathBuf) {
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (cert, key, ca) = (
+        write("server.pem", &server.cert_pem),
+        write("server.key", &server.key_pem),
+        write("ca.pem", ca_pem),
+    );
+    let upstream = Upstream::start().await;
+    write_table(dir, TABLE);
+    let cfg = format!(
+        "{}tls: {{cert_file: {}, key_file: {}}}\nauth:\n  anonymous: {{enabled: false}}\n  mtls:\n    client_ca_file: {}\n    principals:\n      prom-acme.example: [acme]\n",
+        config(dir, &upstream.url(), "  unmapped: drop"),
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    let o = Orgsplit::start(dir, &cfg).await;
+    (upstream, o, ca)
+}
+
+/// A new HTTPS client (so a new connection) for `o`, trusting `server_ca`,
+/// presenting `identity` if given.
+fn tls_client(o: &Orgsplit, server_ca: &str, identity: Option<&tls::Leaf>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap())
+        .resolve("localhost", o.addr);
+    if let Some(leaf) = identity {
+        let pem = format!("{}{}", leaf.cert_pem, leaf.key_pem);
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// Pushes `body` over a new TLS connection as `identity`: the status.
+async fn push_tls(
+    o: &Orgsplit,
+    server_ca: &str,
+    identity: Option<&tls::Leaf>,
+    body: &orgsplit::wire::pb::WriteRequest,
+) -> Result<u16, String> {
+    tls_client(o, server_ca, identity)
+        .post(format!("https://localhost:{}/api/v1/push", o.addr.port()))
+        .header("Content-Encoding", "snappy")
+        .header("X-Scope-OrgID", "globex")
+        .body(orgsplit::testing::compress(body))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
 #[tokio::test]
 async fn client_certificates_name_the_principal() {
     let dir = tempfile::tempdir().unwrap();
@@ -581,61 +640,17 @@ async fn client_certificates_name_the_principal() {
     let other_ca = tls::Pki::new();
     let impostor = other_ca.leaf(&["prom-acme.example"], true);
     let expired = pki.expired_client(&["prom-acme.example"]);
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let (cert, key, ca) = (
-        write("server.pem", &server.cert_pem),
-        write("server.key", &server.key_pem),
-        write("ca.pem", &pki.ca_pem),
-    );
-    let upstream = Upstream::start().await;
-    write_table(dir.path(), TABLE);
-    let cfg = format!(
-        "{}tls: {{cert_file: {}, key_file: {}}}\nauth:\n  anonymous: {{enabled: false}}\n  mtls:\n    client_ca_file: {}\n    principals:\n      prom-acme.example: [acme]\n",
-        config(dir.path(), &upstream.url(), "  unmapped: drop"),
-        cert.display(),
-        key.display(),
-        ca.display()
-    );
-    let o = Orgsplit::start(dir.path(), &cfg).await;
-    let url = format!("https://localhost:{}/api/v1/push", o.addr.port());
-    let push = |identity: Option<&tls::Leaf>, body: orgsplit::wire::pb::WriteRequest| {
-        let mut b = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
-            .resolve("localhost", o.addr);
-        if let Some(leaf) = identity {
-            let pem = format!("{}{}", leaf.cert_pem, leaf.key_pem);
-            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        let client = b.build().unwrap();
-        let url = url.clone();
-        async move {
-            client
-                .post(url)
-                .header("Content-Encoding", "snappy")
-                .header("X-Scope-OrgID", "globex")
-                .body(orgsplit::testing::compress(&body))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .map_err(|e| e.to_string())
-        }
-    };
-    assert_eq!(push(Some(&acme_client), acme()).await, Ok(204));
+    let (upstream, o, _) = start_mtls(dir.path(), &server, &pki.ca_pem).await;
+    let (acme, globex) = (acme(), globex());
+    let push = |identity, body| push_tls(&o, &pki.ca_pem, identity, body);
+    assert_eq!(push(Some(&acme_client), &acme).await, Ok(204));
     assert_eq!(tenants(&upstream), ["acme"]);
     upstream.reset();
-    assert_eq!(push(Some(&acme_client), globex()).await, Ok(403));
-    assert_eq!(push(Some(&impostor), acme()).await, Ok(401), "another CA");
-    assert_eq!(push(Some(&expired), acme()).await, Ok(401), "expired");
-    assert_eq!(
-        push(Some(&stranger), acme()).await,
-        Ok(401),
-        "unlisted name"
-    );
-    assert_eq!(push(None, acme()).await, Ok(401), "no certificate");
+    assert_eq!(push(Some(&acme_client), &globex).await, Ok(403));
+    assert_eq!(push(Some(&impostor), &acme).await, Ok(401), "another CA");
+    assert_eq!(push(Some(&expired), &acme).await, Ok(401), "expired");
+    assert_eq!(push(Some(&stranger), &acme).await, Ok(401), "unlisted name");
+    assert_eq!(push(None, &acme).await, Ok(401), "no certificate");
     assert!(upstream.received().is_empty());
 }
 
@@ -648,48 +663,10 @@ async fn a_rotated_client_ca_is_trusted_without_a_restart() {
         old_ca.leaf(&["prom-acme.example"], true),
         new_ca.leaf(&["prom-acme.example"], true),
     );
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let (cert, key, ca) = (
-        write("server.pem", &server.cert_pem),
-        write("server.key", &server.key_pem),
-        write("ca.pem", &old_ca.ca_pem),
-    );
-    let upstream = Upstream::start().await;
-    write_table(dir.path(), TABLE);
-    let cfg = format!(
-        "{}tls: {{cert_file: {}, key_file: {}}}\nauth:\n  anonymous: {{enabled: false}}\n  mtls:\n    client_ca_file: {}\n    principals:\n      prom-acme.example: [acme]\n",
-        config(dir.path(), &upstream.url(), "  unmapped: drop"),
-        cert.display(),
-        key.display(),
-        ca.display()
-    );
-    let o = Orgsplit::start(dir.path(), &cfg).await;
-    let url = format!("https://localhost:{}/api/v1/push", o.addr.port());
-    // A new client (so a new connection) per push.
-    let push = |identity: &tls::Leaf| {
-        let pem = format!("{}{}", identity.cert_pem, identity.key_pem);
-        let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(old_ca.ca_pem.as_bytes()).unwrap())
-            .resolve("localhost", o.addr)
-            .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
-            .build()
-            .unwrap();
-        let url = url.clone();
-        async move {
-            client
-                .post(url)
-                .header("Content-Encoding", "snappy")
-                .body(orgsplit::testing::compress(&acme()))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .map_err(|e| e.to_string())
-        }
-    };
+    let (upstream, o, ca) = start_mtls(dir.path(), &server, &old_ca.ca_pem).await;
+    // A new connection per push.
+    let body = acme();
+    let push = |identity| push_tls(&o, &old_ca.ca_pem, Some(identity), &body);
     assert_eq!(push(&old_client).await, Ok(204));
     assert_eq!(push(&new_client).await, Ok(401), "not trusted yet");
 
@@ -704,11 +681,7 @@ async fn a_rotated_client_ca_is_trusted_without_a_restart() {
     std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
     assert_eq!(push(&new_client).await, Ok(204), "last good bundle kept");
     assert_eq!(push(&old_client).await, Ok(401));
-    let page = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(old_ca.ca_pem.as_bytes()).unwrap())
-        .resolve("localhost", o.addr)
-        .build()
-        .unwrap()
+    let page = tls_client(&o, &old_ca.ca_pem, None)
         .get(format!("https://localhost:{}/metrics", o.addr.port()))
         .send()
         .await
