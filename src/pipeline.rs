@@ -15,7 +15,8 @@
 //!
 //! The push handler, the benches, the fuzzers, the load test and `inspect`
 //! all run this same code. The decoded buffer goes back to the pool by a
-//! guard ([`Lent`]), however a run ends.
+//! guard ([`crate::codec::Lent`]), however a run ends. The codec work itself
+//! (measure, decompress, compress) is [`crate::codec`]'s.
 
 use bytes::Bytes;
 use rayon::prelude::*;
@@ -40,7 +41,8 @@ pub struct Pipeline<F> {
     codec: Codec,
 }
 
-pub use crate::codec::Codec;
+use crate::codec::decompress;
+pub use crate::codec::{Codec, DecodeError};
 
 /// A pipeline as the push handler holds it: one per [`PushKind`], behind
 /// one interface whatever the format (one virtual call per push).
@@ -207,34 +209,7 @@ impl<F: Format> Pipeline<F> {
     /// The first phase: the decoded size `compressed` declares, checked
     /// against the limit before anything is allocated.
     pub fn measure(&self, compressed: &[u8]) -> Result<usize, DecodeError> {
-        let limit = self.max_decoded;
-        let size = match self.codec {
-            Codec::Snappy => return decoded_len(compressed, limit),
-            Codec::Identity => compressed.len(),
-            // The trailer's size (mod 2^32; bodies here are far smaller).
-            // A lying trailer is caught while decompressing.
-            Codec::Gzip => match compressed.len().checked_sub(4) {
-                Some(at) if compressed.len() >= 18 => {
-                    let mut isize = [0u8; 4];
-                    isize.copy_from_slice(&compressed[at..]);
-                    u32::from_le_bytes(isize) as usize
-                }
-                _ => {
-                    return Err(DecodeError::Corrupt {
-                        codec: "gzip",
-                        error: "too short to be gzip".into(),
-                    })
-                }
-            },
-            Codec::Deflate => limit.min(compressed.len().saturating_mul(1032)),
-        };
-        if size > limit {
-            return Err(DecodeError::TooLarge { size, limit });
-        }
-        if size == 0 {
-            return Err(DecodeError::Empty);
-        }
-        Ok(size)
+        crate::codec::declared_len(self.codec, compressed, self.max_decoded)
     }
 
     /// The second phase: decompress `compressed` (declaring `size` bytes, as
@@ -305,157 +280,6 @@ impl<F: Format> Pipeline<F> {
     }
 }
 
-/// Why a body cannot be decompressed.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("body is not snappy block-compressed: {0}")]
-    NotSnappy(snap::Error),
-    #[error(
-        "decompressed body would be {size} bytes, more than limits.max_decoded_bytes ({limit})"
-    )]
-    TooLarge { size: usize, limit: usize },
-    #[error("empty request")]
-    Empty,
-    #[error("body is not valid {codec}: {error}")]
-    Corrupt { codec: &'static str, error: String },
-}
-
-/// The decompressed size a snappy body declares, checked against `limit`
-/// before anything is allocated.
-fn decoded_len(compressed: &[u8], limit: usize) -> Result<usize, DecodeError> {
-    let size = match snap::raw::decompress_len(compressed) {
-        Ok(n) => n,
-        // A declared length beyond what snappy itself allows (4 GiB).
-        Err(snap::Error::TooBig { given, .. }) => usize::try_from(given).unwrap_or(usize::MAX),
-        Err(e) => return Err(DecodeError::NotSnappy(e)),
-    };
-    if size > limit {
-        return Err(DecodeError::TooLarge { size, limit });
-    }
-    if size == 0 {
-        return Err(DecodeError::Empty);
-    }
-    Ok(size)
-}
-
-/// A buffer that goes back to its pool when dropped, however the code that
-/// holds it ends.
-struct Lent<'p> {
-    buf: Vec<u8>,
-    /// The decoded bytes are the buffer's first `len`.
-    len: usize,
-    pool: &'p BufferPool,
-}
-
-impl std::ops::Deref for Lent<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for Lent<'_> {
-    fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.buf));
-    }
-}
-
-/// Decompresses `compressed` (whose declared size `measure` already
-/// checked) into a buffer from `pool`.
-fn decompress<'p>(
-    codec: Codec,
-    compressed: &[u8],
-    size: usize,
-    pool: &'p BufferPool,
-) -> Result<Lent<'p>, DecodeError> {
-    match codec {
-        Codec::Snappy => {}
-        Codec::Identity => {
-            // A copy, so the one decoded-buffer type serves every codec; it
-            // costs a fraction of parsing the JSON.
-            let mut buf = Lent {
-                buf: pool.take(size),
-                len: size,
-                pool,
-            };
-            buf.buf.extend_from_slice(compressed);
-            return Ok(buf);
-        }
-        Codec::Gzip | Codec::Deflate => return inflate(codec, compressed, size, pool),
-    }
-    // snap writes into an initialised slice; a reused buffer is not zeroed
-    // again, decompression overwrites it.
-    let mut buf = Lent {
-        buf: pool.take_filled(size),
-        len: 0,
-        pool,
-    };
-    buf.len = snap::raw::Decoder::new()
-        .decompress(compressed, &mut buf.buf[..size])
-        .map_err(DecodeError::NotSnappy)?;
-    Ok(buf)
-}
-
-/// Inflates a gzip or deflate body into at most `size` bytes (the gzip
-/// trailer's claim, or `limits.max_decoded_bytes` for deflate): a body that
-/// holds more is refused, never read further.
-fn inflate<'p>(
-    codec: Codec,
-    compressed: &[u8],
-    size: usize,
-    pool: &'p BufferPool,
-) -> Result<Lent<'p>, DecodeError> {
-    use std::io::Read;
-    let name = if codec == Codec::Gzip {
-        "gzip"
-    } else {
-        "deflate"
-    };
-    let corrupt = |error: String| DecodeError::Corrupt { codec: name, error };
-    let mut buf = Lent {
-        buf: pool.take_filled(size + 1),
-        len: 0,
-        pool,
-    };
-    let mut input = compressed;
-    let fill = |reader: &mut dyn Read, buf: &mut Lent<'_>| -> Result<(), DecodeError> {
-        loop {
-            if buf.len > size {
-                return Err(match codec {
-                    Codec::Gzip => corrupt("it decodes to more than its trailer declares".into()),
-                    _ => DecodeError::TooLarge {
-                        size: buf.len,
-                        limit: size,
-                    },
-                });
-            }
-            match reader.read(&mut buf.buf[buf.len..=size]) {
-                Ok(0) => return Ok(()),
-                Ok(n) => buf.len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(corrupt(e.to_string())),
-            }
-        }
-    };
-    if codec == Codec::Gzip {
-        let mut reader = flate2::bufread::GzDecoder::new(&mut input);
-        fill(&mut reader, &mut buf)?;
-        drop(reader);
-        if !input.is_empty() {
-            return Err(corrupt(
-                "data after the first gzip member (send one member)".into(),
-            ));
-        }
-    } else {
-        let mut reader = flate2::bufread::DeflateDecoder::new(&mut input);
-        fill(&mut reader, &mut buf)?;
-    }
-    if buf.len == 0 {
-        return Err(DecodeError::Empty);
-    }
-    Ok(buf)
-}
-
 /// One tenant's push, ready to send.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -492,10 +316,7 @@ fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Ou
                 counts: b.counts,
             };
         }
-        let (body, held) = match codec {
-            Codec::Snappy => compress_one(&b.body, pool),
-            _ => deflate_one(codec, &b.body, pool),
-        };
+        let (body, held) = crate::codec::compress(codec, &b.body, pool);
         let out = Outgoing {
             tenant: b.tenant,
             body,
@@ -511,123 +332,6 @@ fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Ou
     } else {
         batches.into_iter().map(one).collect()
     }
-}
-
-/// Snappy compresses its input in independent blocks of this many bytes.
-const SNAPPY_BLOCK: usize = 1 << 16;
-
-/// Compresses `body` into a pooled buffer of the compressed size.
-///
-/// Each 64 KiB block is compressed into a small per-thread scratch buffer
-/// (hot in cache, zeroed once per thread) and its elements copied into the
-/// output, under one length header for the whole body: byte for byte what
-/// snap writes compressing `body` at once, since snap too compresses each
-/// block on its own. Compressing straight into a pooled buffer would need
-/// one of `max_compress_len` bytes, initialised: zeroing it cost about as
-/// much as a tenth of the compression whenever the pool had no initialised
-/// buffer to give, and it stayed that large while the body was in flight
-/// (a body of 5:1 data held six times its size).
-fn compress_one(body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
-    thread_local! {
-        // snap's encoder keeps a hash table; reuse it, and the scratch
-        // buffer (room for one compressed block), per thread.
-        static ENCODER: std::cell::RefCell<(snap::raw::Encoder, Vec<u8>)> =
-            std::cell::RefCell::new((snap::raw::Encoder::new(), Vec::new()));
-    }
-    let out = ENCODER.with(|cell| {
-        let (encoder, scratch) = &mut *cell.borrow_mut();
-        if scratch.is_empty() {
-            scratch.resize(snap::raw::max_compress_len(SNAPPY_BLOCK), 0);
-        }
-        // Compressing at most one block into a buffer of its
-        // max_compress_len cannot fail.
-        let mut block =
-            |chunk: &[u8], scratch: &mut [u8]| encoder.compress(chunk, scratch).unwrap_or(0);
-        if body.len() <= SNAPPY_BLOCK {
-            let n = block(body, scratch);
-            let mut out = pool.take(n);
-            out.extend_from_slice(&scratch[..n]);
-            return out;
-        }
-        // Several blocks: one header for all, then each block's elements
-        // (its compressed form without its own header).
-        let mut out = pool.take(body.len() / 3 + 16);
-        crate::wire::encode::put_varint(&mut out, body.len() as u64);
-        for chunk in body.chunks(SNAPPY_BLOCK) {
-            let n = block(chunk, scratch);
-            let header = crate::wire::encode::varint_len(chunk.len() as u64);
-            out.extend_from_slice(&scratch[header..n]);
-        }
-        out
-    });
-    let held = out.capacity();
-    (Pooled::new(out, pool.clone()).into_bytes(), held)
-}
-
-/// Compresses a JSON batch the way its push came (gzip or deflate, at
-/// the fastest level: the upstream is near, the CPU is the cost).
-///
-/// Written against `flate2::Compress` rather than `GzEncoder`: an encoder
-/// allocates and zeroes a few hundred KiB of match tables each time, once
-/// per tenant per push, while one compressor per thread, reset between
-/// bodies, allocates nothing. The gzip framing around it is RFC 1952's
-/// fixed 10-byte header and its CRC-32 + size trailer.
-fn deflate_one(codec: Codec, body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
-    thread_local! {
-        static DEFLATE: std::cell::RefCell<flate2::Compress> = std::cell::RefCell::new(
-            flate2::Compress::new(flate2::Compression::fast(), false),
-        );
-    }
-    /// Magic, method deflate, no flags, no mtime, no extra flags, OS unknown.
-    const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-    let mut out = pool.take(body.len() / 2 + 64);
-    if codec == Codec::Gzip {
-        out.extend_from_slice(&GZIP_HEADER);
-    }
-    let done = DEFLATE.with(|c| {
-        let mut c = c.borrow_mut();
-        c.reset();
-        let mut rest = body;
-        loop {
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity().max(4096));
-            }
-            let before = c.total_in();
-            let status = c.compress_vec(rest, &mut out, flate2::FlushCompress::Finish);
-            rest = &rest[(c.total_in() - before) as usize..];
-            match status {
-                Ok(flate2::Status::StreamEnd) => return true,
-                Ok(_) => {}
-                // Only bad parameters fail, and none are passed; should it
-                // happen anyway, the compressor is replaced, not trusted.
-                Err(_) => {
-                    *c = flate2::Compress::new(flate2::Compression::fast(), false);
-                    return false;
-                }
-            }
-        }
-    });
-    if !done {
-        use std::io::Write;
-        out.clear();
-        let mut e = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
-        if codec == Codec::Gzip {
-            let _ = e.get_mut().write_all(&GZIP_HEADER);
-        }
-        // Writing into a Vec cannot fail.
-        let _ = e.write_all(body);
-        out = e.finish().unwrap_or_default();
-    }
-    if codec == Codec::Gzip {
-        let mut crc = flate2::Crc::new();
-        crc.update(body);
-        out.extend_from_slice(&crc.sum().to_le_bytes());
-        // ISIZE: the size mod 2^32.
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    }
-    let held = out.capacity();
-    let n = out.len();
-    (Pooled::prefix(out, n, pool.clone()).into_bytes(), held)
 }
 
 /// Errors of a pipeline run.
@@ -647,65 +351,12 @@ pub fn held_bytes(outgoing: &[Outgoing]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn each_kind_sits_at_its_id() {
         for (i, r) in REGISTRY.iter().enumerate() {
             assert_eq!(r.kind.id, i, "{}", r.kind.name);
-        }
-    }
-
-    use super::*;
-
-    /// Bytes that compress a little (runs and repeats) and some that do not.
-    fn mixed(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                if (i / 300) % 2 == 0 {
-                    b"container_cpu_usage_seconds_total"[i % 33]
-                } else {
-                    x as u8
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn compressing_block_by_block_gives_what_snap_gives_for_the_whole() {
-        // A pool that keeps nothing, so each output is a buffer of its own.
-        let pool = Arc::new(BufferPool::disabled());
-        let sizes = [
-            0,
-            1,
-            14,
-            15,
-            16,
-            1000,
-            65_535,
-            65_536,
-            65_537,
-            65_536 + 15,
-            200_000,
-            3 * 65_536,
-        ];
-        for (k, len) in sizes.into_iter().enumerate() {
-            let body = mixed(len, k as u64 + 1);
-            let (ours, held) = compress_one(&body, &pool);
-            let snap = snap::raw::Encoder::new().compress_vec(&body).unwrap();
-            assert_eq!(ours[..], snap[..], "{len} bytes");
-            assert!(held >= ours.len());
-            assert_eq!(
-                snap::raw::Decoder::new().decompress_vec(&ours).unwrap(),
-                body
-            );
-            if len <= SNAPPY_BLOCK {
-                // One block: a buffer of the compressed size, not of
-                // max_compress_len, stays held while the body is in flight.
-                assert_eq!(held, ours.len(), "{len} bytes");
-            }
         }
     }
 }
