@@ -22,7 +22,7 @@ use crate::limits::ByteBudget;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelineParts, PushPipeline, REGISTRY};
 use crate::pool::BufferPool;
-use crate::route::{FamilyIndex, Router};
+use crate::route::Router;
 use crate::signals::Signal;
 use crate::table::OrgTable;
 
@@ -98,20 +98,15 @@ impl App {
             .as_ref()
             .map(|tls| tls_acceptor(tls, &auth))
             .transpose()?;
-        // Names are metric names and tenant IDs: 80 bytes a pair on
-        // average is generous for real ones and bounds made-up ones.
-        let families = FamilyIndex::new(
-            limits.max_metadata_index_pairs,
-            limits.max_metadata_index_pairs.saturating_mul(80),
-        );
         let pool = Arc::new(BufferPool::default());
-        // The metric-family index goes to the one kind that routes metadata
-        // by family; the others get an empty one.
-        let families = std::cell::Cell::new(Some(families));
-        let take_families = || families.take().unwrap_or_else(|| FamilyIndex::new(0, 0));
         let parts = PipelineParts {
             router: &router,
-            families: &take_families,
+            // Names are metric names and tenant IDs: 80 bytes a pair on
+            // average is generous for real ones and bounds made-up ones.
+            family_index: (
+                limits.max_metadata_index_pairs,
+                limits.max_metadata_index_pairs.saturating_mul(80),
+            ),
             pool: &pool,
             max_decoded: limits.max_decoded_bytes,
         };

@@ -100,9 +100,9 @@ impl<F: Format + Send + 'static> PushPipeline for Pipeline<F> {
 /// What every pipeline is built from.
 pub struct PipelineParts<'a> {
     pub router: &'a Router,
-    /// The metric-family index, for the kinds that route metadata by
-    /// family (remote write 1.0); the others get an empty one.
-    pub families: &'a dyn Fn() -> FamilyIndex,
+    /// Most pairs and bytes of the metric-family index of a kind that
+    /// routes metadata by family (remote write 1.0); the others get none.
+    pub family_index: (usize, usize),
     pub pool: &'a Arc<BufferPool>,
     pub max_decoded: usize,
 }
@@ -143,7 +143,7 @@ fn with_families<F: Format + Send + 'static>(
     Box::new(Pipeline::new(
         format,
         parts.router.clone(),
-        (parts.families)(),
+        FamilyIndex::new(parts.family_index.0, parts.family_index.1),
         parts.pool.clone(),
         parts.max_decoded,
     ))

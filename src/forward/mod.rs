@@ -230,20 +230,16 @@ impl Forwarder {
             let (outcome, written) = self
                 .send_as(push.kind, push.tenant, push.body.clone(), 1)
                 .await;
-            let refused = match &outcome {
-                TenantOutcome::Status { status: 415, .. } => true,
-                // A receiver that does not look at the Content-Type reads a
-                // 2.0 body as an empty 1.0 request and says 2xx: without the
-                // written-count headers, nothing is known to have been
-                // written.
-                TenantOutcome::Accepted => push.kind.reports_written && written.is_none(),
-                _ => false,
-            };
+            // A receiver that does not look at the Content-Type reads a 2.0
+            // body as an empty 1.0 request and says 2xx: without the
+            // written-count headers, nothing is known to have been written.
+            let unconfirmed = outcome == TenantOutcome::Accepted
+                && push.kind.reports_written
+                && written.is_none();
+            let refused =
+                unconfirmed || matches!(outcome, TenantOutcome::Status { status: 415, .. });
             if inner.protocol != Protocol::Auto || !refused {
-                if outcome == TenantOutcome::Accepted
-                    && push.kind.reports_written
-                    && written.is_none()
-                {
+                if unconfirmed {
                     return self.unconfirmed(outcome);
                 }
                 return Sent { outcome, written };

@@ -75,6 +75,17 @@ pub async fn serve(
     let endpoint = endpoint.serving(&request);
     let signal = endpoint.signal;
     let negotiated = (endpoint.negotiate)(&request);
+    // A 2.0 sender is told what was written whatever the status: its
+    // Content-Type says it is one, whatever else was wrong (negotiated
+    // again without the encoding only when negotiation failed).
+    let reports_written = match &negotiated {
+        Ok(n) => n.kind.reports_written,
+        Err(_) => (endpoint.negotiate)(&RequestHeaders {
+            content_encoding: None,
+            ..request
+        })
+        .is_ok_and(|n| n.kind.reports_written),
+    };
     let metrics = app.metrics().signal(signal);
     // A guard, so the gauge is right even when the sender hangs up and the
     // handler is dropped mid-way.
@@ -98,13 +109,7 @@ pub async fn serve(
     };
     metrics.answered(answer.status.as_u16(), started.elapsed());
     let mut response = answer.into_http();
-    // A 2.0 sender is told what was written, whatever the status (its
-    // Content-Type says it is one, whatever else was wrong).
-    let reports = RequestHeaders {
-        content_encoding: None,
-        ..request
-    };
-    if (endpoint.negotiate)(&reports).is_ok_and(|n| n.kind.reports_written) {
+    if reports_written {
         let h = response.headers_mut();
         for (name, n) in Written::HEADERS.iter().zip(written.values()) {
             h.insert(*name, HeaderValue::from(n));
