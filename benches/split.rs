@@ -12,13 +12,13 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orgsplit::config::{Routing, UnmappedPolicy};
+use orgsplit::formats::rw1::pb;
 use orgsplit::formats::{rw1::Rw1, rw2::Rw2};
 use orgsplit::pipeline::Pipeline;
 use orgsplit::route::{reference, FamilyIndex, Router};
 use orgsplit::table::Snapshot;
 use orgsplit::tenant::Allowance;
 use orgsplit::testing::{self, Shape};
-use orgsplit::wire::pb;
 use prost::Message;
 
 struct Case {
@@ -384,7 +384,7 @@ fn stages_of(
     group.bench_function("walk-only", |b| {
         let query = orgsplit::wire::LabelQuery::new(["namespace"]);
         b.iter(|| {
-            orgsplit::wire::Request::new(black_box(&k.decoded))
+            orgsplit::formats::rw1::Request::new(black_box(&k.decoded))
                 .fields(&query, Default::default())
                 .count()
         })

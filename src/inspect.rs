@@ -14,12 +14,12 @@ use prost::Message;
 use std::path::Path;
 
 use crate::config::{Config, UnmappedPolicy};
+use crate::formats::rw1::pb;
 use crate::formats::rw1::Rw1;
 use crate::formats::rw2::{pb as v2, Rw2};
 use crate::pipeline::{Pipeline, ProcessError};
 use crate::route::{FamilyIndex, Router, Unmapped};
 use crate::table::{self, OrgTable, Snapshot};
-use crate::wire::pb;
 
 /// Examples of unmapped series shown per reason.
 const EXAMPLES: usize = 3;
@@ -168,7 +168,9 @@ pub fn report(router: &Router, table: &Snapshot, capture: &[u8]) -> Result<Strin
             let entry = unmapped.entry(reason.as_str()).or_default();
             entry.0 += 1;
             if entry.1.len() < EXAMPLES {
-                entry.1.push(crate::wire::describe_labels(&labels, 8));
+                entry
+                    .1
+                    .push(crate::formats::rw1::describe_labels(&labels, 8));
             }
         }
     }

@@ -22,12 +22,13 @@
 //!   concatenate, downgrade) and per endpoint ([`formats::Endpoint`]: paths,
 //!   negotiation), so the handler, the state and the transport never name a
 //!   format; the `Format` seam the pipeline walks with; remote
-//!   write 1.0 ([`formats::rw1`], over the zero-copy codec in [`wire`]) and
+//!   write 1.0 ([`formats::rw1`]: the zero-copy walk and its prost reference) and
 //!   2.0 ([`formats::rw2`]: per-tenant symbol tables, conversion to 1.0),
 //!   Loki protobuf and JSON pushes ([`formats::loki`]: label strings parsed
 //!   as Loki does, streams forwarded byte for byte).
-//! - [`wire`]: the remote-write 1.0 protobuf, walked without copying; prost
-//!   types as the reference.
+//! - [`wire`]: protobuf read and written without copying, for every
+//!   format's walk: varints, keys, lengths, schema checks, item counting,
+//!   [`wire::LabelQuery`]; no format lives here.
 //! - [`codec`]: how bodies are compressed; inflating a `Content-Encoding`
 //!   layer, joining snappy blocks.
 //! - [`tenant`]: tenant ID rules (Mimir's), the shared [`tenant::TenantId`],

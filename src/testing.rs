@@ -3,7 +3,7 @@
 
 use prost::Message;
 
-use crate::wire::pb;
+use crate::formats::rw1::pb;
 
 /// Shape of a generated request.
 #[derive(Debug, Clone)]
@@ -420,8 +420,8 @@ pub mod rw2 {
 
     use prost::Message;
 
+    use crate::formats::rw1::pb;
     use crate::formats::rw2::pb as v2;
-    use crate::wire::pb;
 
     /// Interns strings into a request's symbol table ("" first).
     #[derive(Debug)]

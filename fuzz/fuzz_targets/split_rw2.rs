@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
             }
             let mut v1 = Vec::new();
             rw2::to_v1(&b.body, *LIMITS, &mut v1).expect("tenant request converts");
-            orgsplit::wire::pb::WriteRequest::decode(v1.as_slice()).expect("1.0 form decodes");
+            orgsplit::formats::rw1::pb::WriteRequest::decode(v1.as_slice()).expect("1.0 form decodes");
         }
         let dropped: u64 = split.stats.dropped.iter().sum();
         assert_eq!(out as u64 + dropped, input.len() as u64);

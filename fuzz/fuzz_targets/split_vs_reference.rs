@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use orgsplit::config::{Routing, RoutingMode, UnmappedPolicy};
 use orgsplit::route::Router;
 use orgsplit::table::Snapshot;
-use orgsplit::wire::pb;
+use orgsplit::formats::rw1::pb;
 use prost::Message;
 
 #[derive(Arbitrary, Debug)]

@@ -32,11 +32,12 @@
 use hashbrown::{HashMap, HashSet};
 
 use super::kind::{Downgrade, PushKind};
+use super::rw1::walk::histogram;
 use super::{Format, PushItem};
 use crate::codec::Codec;
 use crate::signals::{Counts, Signal};
 use crate::wire::encode::{put_bytes_field, put_varint};
-use crate::wire::walk::{all_ascii, check_field, check_message, count, histogram, Kind};
+use crate::wire::{all_ascii, check_field, check_message, count, FieldKind};
 use crate::wire::{
     read_key, read_len, read_varint, skip_value, wt, Hit, LabelQuery, LimitedItem as Limited,
     RequestLimits, WireError,
@@ -185,17 +186,18 @@ pub struct SeriesRef<'a> {
 
 /// Where a sample's, exemplar's or metadata's fields may be (field number →
 /// kind; refs are checked apart).
-const SAMPLE: [Option<Kind>; 4] = [
+const SAMPLE: [Option<FieldKind>; 4] = [
     None,
-    Some(Kind::Fixed64),
-    Some(Kind::Varint),
-    Some(Kind::Varint),
+    Some(FieldKind::Fixed64),
+    Some(FieldKind::Varint),
+    Some(FieldKind::Varint),
 ];
 
 /// Checks the histogram fields 2.0 added after 1.0's (start timestamp, 17;
 /// classic buckets, 18); the rest are checked as for 1.0.
 fn classic_buckets(body: &[u8]) -> Result<(), WireError> {
-    const BUCKET: [Option<Kind>; 3] = [None, Some(Kind::Fixed64), Some(Kind::Fixed64)];
+    const BUCKET: [Option<FieldKind>; 3] =
+        [None, Some(FieldKind::Fixed64), Some(FieldKind::Fixed64)];
     let mut pos = 0;
     while pos < body.len() {
         let (field, wire_type) = read_key(body, &mut pos, "Histogram")?;
@@ -218,9 +220,14 @@ fn classic_buckets(body: &[u8]) -> Result<(), WireError> {
 }
 
 /// An exemplar's value and timestamp (its refs are checked apart).
-const EXEMPLAR_SCALARS: [Option<Kind>; 4] = [None, None, Some(Kind::Fixed64), Some(Kind::Varint)];
+const EXEMPLAR_SCALARS: [Option<FieldKind>; 4] = [
+    None,
+    None,
+    Some(FieldKind::Fixed64),
+    Some(FieldKind::Varint),
+];
 /// A metadata's type (its refs are checked apart).
-const METADATA_TYPE: [Option<Kind>; 2] = [None, Some(Kind::Varint)];
+const METADATA_TYPE: [Option<FieldKind>; 2] = [None, Some(FieldKind::Varint)];
 
 impl Format for Rw2 {
     type Series<'a> = SeriesRef<'a>;

@@ -8,8 +8,8 @@ use prost::Message;
 
 use super::{Router, Unmapped};
 use crate::config::UnmappedPolicy;
+use crate::formats::rw1::pb;
 use crate::table::Snapshot;
-use crate::wire::pb;
 
 /// What the reference splitter produced: tenant → request, and drops.
 #[derive(Debug, Default, PartialEq)]

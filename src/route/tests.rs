@@ -5,8 +5,8 @@ use prost::Message;
 
 use super::*;
 use crate::config::Routing;
+use crate::formats::rw1::pb;
 use crate::testing::{self, Shape};
-use crate::wire::pb;
 
 fn label(name: &str, value: &str) -> pb::Label {
     pb::Label {

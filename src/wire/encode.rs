@@ -1,11 +1,5 @@
-//! Building a tenant's `WriteRequest` from borrowed pieces of the input.
-//!
-//! A `WriteRequest` is nothing but its repeated fields one after another, so a
-//! tenant's request is the concatenation of the raw `timeseries` and
-//! `metadata` fields that belong to it. Only a series that loses a label
-//! (label mode with `remove_tenant_label`) gets a new length prefix.
-
-use super::walk::SeriesView;
+//! Writing protobuf: varints and length-delimited fields, the little every
+//! format's encoder needs beyond copying bytes it was given.
 
 /// Appends `value` as a base-128 varint.
 #[inline]
@@ -29,21 +23,4 @@ pub fn put_bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     put_varint(out, (u64::from(field) << 3) | 2);
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
-}
-
-/// Appends the series exactly as it arrived.
-#[inline]
-pub fn append_series(out: &mut Vec<u8>, series: &SeriesView<'_>) {
-    out.extend_from_slice(series.raw);
-}
-
-/// Appends the series without the label field at `skip` (a byte range of the
-/// series body, as reported in [`super::walk::Hit::field`]).
-pub fn append_series_without(out: &mut Vec<u8>, series: &SeriesView<'_>, skip: (usize, usize)) {
-    let body = series.body;
-    let (start, end) = skip;
-    put_varint(out, (1 << 3) | 2);
-    put_varint(out, (body.len() - (end - start)) as u64);
-    out.extend_from_slice(&body[..start]);
-    out.extend_from_slice(&body[end..]);
 }

@@ -1,87 +1,22 @@
-//! Protobuf read without copying: the helpers every format's walk uses
-//! (varints, keys, lengths, field checks, [`WireError`]), and the remote
-//! write 1.0 `WriteRequest` walk built on them ([`walk`]; the 1.0 format
-//! itself is `formats::rw1`). The limits a walk counts against live in
-//! [`crate::request_limits`].
+//! Protobuf read and written without copying: the helpers every format's
+//! walk uses (varints, keys, lengths, [`WireError`]), checking a message
+//! against a small schema, counting repeated items as they are met, and
+//! picking a few labels out of an item ([`LabelQuery`], [`Hit`]). No format
+//! lives here: each walk is in `formats::<format>`. The limits a walk counts
+//! against live in [`crate::request_limits`].
 //!
-//! ```text
-//!  decompressed body ──► Request::fields() ──► Field::Series(SeriesView) ─┐
-//!                                          └─► Field::Metadata(MetadataView)
-//!  SeriesView { raw bytes, labels we asked for, counts } ──► encode::append_series
-//! ```
-//!
-//! A `WriteRequest` is a flat list of length-delimited fields: `timeseries`
-//! (field 1) and `metadata` (field 3). Splitting a request by tenant only needs
-//! a few labels of each series, so instead of decoding every series into owned
-//! objects (as prost would) this module walks the bytes, borrows the label
-//! values it is asked for, and hands back the series' encoded bytes so the
-//! output for a tenant is built by copying them as they are. This is the hot
-//! path; the prost types in [`pb`] are the reference implementation that tests
-//! compare it against.
-//!
-//! Invariant: every byte of a series or metadata field is bounds-checked and
-//! its wire structure validated (tags, wire types, nested lengths, UTF-8 of
-//! label names and values) before it is handed out, so a malformed request is
-//! rejected whole and nothing of it is forwarded.
+//! Invariant: every helper bounds-checks before it reads, so a walk built on
+//! them never reads past a message or panics on hostile bytes; it returns a
+//! [`WireError`] instead.
 
 pub mod encode;
-pub(crate) mod walk;
+mod query;
+mod schema;
 
 pub use crate::request_limits::{LimitedItem, RequestLimits};
-pub(crate) use walk::same;
-pub use walk::{Field, Hit, LabelQuery, MetadataView, Request, SeriesView};
-
-/// Prost types generated from `proto/remote.proto`: the reference decoder and
-/// encoder, used by tests, `inspect` and the fallback path.
-pub mod pb {
-    #![allow(missing_docs, clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
-}
-
-/// A short, human-readable form of a series' labels, for error messages
-/// and `inspect`: `{__name__="up", job="x", +3 more}`.
-pub fn describe_labels(labels: &[pb::Label], max: usize) -> String {
-    let shown: Vec<String> = labels
-        .iter()
-        .take(max)
-        .map(|l| format!("{}={:?}", l.name, l.value))
-        .collect();
-    match labels.len().saturating_sub(max) {
-        0 => format!("{{{}}}", shown.join(", ")),
-        more => format!("{{{}, +{more} more}}", shown.join(", ")),
-    }
-}
-
-/// [`describe_labels`] for an encoded (already validated) `TimeSeries`
-/// body, reading its first `max` labels and nothing else.
-pub fn describe_series_labels(series: &[u8], max: usize) -> String {
-    use prost::Message;
-    let mut labels = Vec::new();
-    let mut more = 0;
-    let mut pos = 0;
-    while pos < series.len() {
-        let Ok((field, wire_type)) = read_key(series, &mut pos, "TimeSeries") else {
-            break;
-        };
-        if field == 1 && wire_type == wt::LEN {
-            let Ok(label) = read_len(series, &mut pos, "label") else {
-                break;
-            };
-            if labels.len() < max {
-                labels.extend(pb::Label::decode(label));
-            } else {
-                more += 1;
-            }
-        } else if skip_value(series, &mut pos, wire_type, "TimeSeries", field).is_err() {
-            break;
-        }
-    }
-    let text = describe_labels(&labels, max);
-    match more {
-        0 => text,
-        more => format!("{}, +{more} more}}", text.trim_end_matches('}')),
-    }
-}
+pub(crate) use query::{all_ascii, or_bytes, same};
+pub use query::{Hit, LabelQuery};
+pub(crate) use schema::{check_field, check_message, count, FieldKind};
 
 /// Why a body is not a well-formed remote write request (1.0 or 2.0).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

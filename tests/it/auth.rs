@@ -46,7 +46,7 @@ fn now() -> u64 {
 }
 
 /// One series in acme's namespace, one in globex's.
-fn acme() -> orgsplit::wire::pb::WriteRequest {
+fn acme() -> orgsplit::formats::rw1::pb::WriteRequest {
     request(vec![series(
         &[("__name__", "up"), ("namespace", "shop-prod")],
         1.0,
@@ -54,7 +54,7 @@ fn acme() -> orgsplit::wire::pb::WriteRequest {
     )])
 }
 
-fn globex() -> orgsplit::wire::pb::WriteRequest {
+fn globex() -> orgsplit::formats::rw1::pb::WriteRequest {
     request(vec![series(
         &[("__name__", "up"), ("namespace", "billing")],
         1.0,
@@ -67,7 +67,7 @@ fn globex() -> orgsplit::wire::pb::WriteRequest {
 async fn push_as(
     o: &Orgsplit,
     authorization: Option<&str>,
-    body: &orgsplit::wire::pb::WriteRequest,
+    body: &orgsplit::formats::rw1::pb::WriteRequest,
 ) -> (u16, reqwest::header::HeaderMap, String) {
     let mut r = client()
         .post(o.url("/api/v1/push"))
@@ -617,7 +617,7 @@ async fn push_tls(
     o: &Orgsplit,
     server_ca: &str,
     identity: Option<&tls::Leaf>,
-    body: &orgsplit::wire::pb::WriteRequest,
+    body: &orgsplit::formats::rw1::pb::WriteRequest,
 ) -> Result<u16, String> {
     tls_client(o, server_ca, identity)
         .post(format!("https://localhost:{}/api/v1/push", o.addr.port()))

@@ -13,7 +13,7 @@ async fn setup(extra: &str) -> (tempfile::TempDir, Upstream, Orgsplit) {
     start_dropping(TABLE, extra).await
 }
 
-fn two_tenants() -> orgsplit::wire::pb::WriteRequest {
+fn two_tenants() -> orgsplit::formats::rw1::pb::WriteRequest {
     request(vec![
         series(&[("__name__", "a"), ("namespace", "shop-prod")], 1.0, 1),
         series(&[("__name__", "b"), ("namespace", "billing")], 2.0, 2),
@@ -120,7 +120,7 @@ async fn each_repeated_item_has_a_limit_and_is_accepted_up_to_it() {
 ",
     )
     .await;
-    use orgsplit::wire::pb;
+    use orgsplit::formats::rw1::pb;
     use prost::Message;
     let one = |f: &dyn Fn(&mut pb::TimeSeries)| {
         let mut s = series(&[("__name__", "a"), ("namespace", "shop-prod")], 1.0, 1);

@@ -7,7 +7,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use orgsplit::wire::pb;
+use orgsplit::formats::rw1::pb;
 
 /// An orgsplit with `upstream.coalesce` set to `coalesce` (a YAML flow map;
 /// tests use long windows so merging does not depend on timing), in front

@@ -5,8 +5,8 @@
 use crate::common;
 
 use common::*;
+use orgsplit::formats::rw1::pb;
 use orgsplit::wire::encode::put_bytes_field;
-use orgsplit::wire::pb;
 
 async fn setup(extra: &str) -> (tempfile::TempDir, Upstream, Orgsplit) {
     start_dropping(

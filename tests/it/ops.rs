@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::tls::Pki;
 use common::*;
 
-fn mixed() -> orgsplit::wire::pb::WriteRequest {
+fn mixed() -> orgsplit::formats::rw1::pb::WriteRequest {
     request(vec![
         series(&[("__name__", "a"), ("namespace", "shop-prod")], 1.0, 1),
         series(&[("__name__", "b"), ("namespace", "billing")], 2.0, 2),

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use orgsplit::answer::{self, TenantOutcome};
 use orgsplit::config::{Routing, UnmappedPolicy};
+use orgsplit::formats::rw1::pb;
 use orgsplit::route::{FamilyIndex, Router};
 use orgsplit::table::{Org, Snapshot};
-use orgsplit::wire::pb;
 use proptest::prelude::*;
 use prost::Message;
 

@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::*;
-use orgsplit::wire::pb;
+use orgsplit::formats::rw1::pb;
 
 async fn setup(extra_routing: &str) -> (tempfile::TempDir, Upstream, Orgsplit) {
     let dir = tempfile::tempdir().unwrap();

@@ -13,9 +13,9 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::*;
+use orgsplit::formats::rw1::pb;
 use orgsplit::formats::rw2::{pb as v2, CONTENT_TYPE};
 use orgsplit::testing::rw2::{resolve, Builder, Resolved};
-use orgsplit::wire::pb;
 use prost::Message;
 
 /// How the fake upstream treats remote write 2.0.

@@ -274,7 +274,7 @@ async fn one(args: &super::Args, name: &str) -> anyhow::Result<Line> {
             });
             let mut req = req;
             for (i, s) in req.timeseries.iter_mut().enumerate() {
-                s.labels.push(orgsplit::wire::pb::Label {
+                s.labels.push(orgsplit::formats::rw1::pb::Label {
                     name: "tenant".into(),
                     value: format!("good-{}", i % 20),
                 });
@@ -383,18 +383,18 @@ async fn one(args: &super::Args, name: &str) -> anyhow::Result<Line> {
                                         ("namespace", format!("ns-{}", i % 20)),
                                     )
                                 };
-                                orgsplit::wire::pb::TimeSeries {
+                                orgsplit::formats::rw1::pb::TimeSeries {
                                     labels: vec![
-                                        orgsplit::wire::pb::Label {
+                                        orgsplit::formats::rw1::pb::Label {
                                             name: "__name__".into(),
                                             value: name,
                                         },
-                                        orgsplit::wire::pb::Label {
+                                        orgsplit::formats::rw1::pb::Label {
                                             name: extra.0.into(),
                                             value: extra.1,
                                         },
                                     ],
-                                    samples: vec![orgsplit::wire::pb::Sample {
+                                    samples: vec![orgsplit::formats::rw1::pb::Sample {
                                         value: 1.0,
                                         timestamp: 1,
                                     }],
@@ -402,7 +402,7 @@ async fn one(args: &super::Args, name: &str) -> anyhow::Result<Line> {
                                 }
                             })
                             .collect();
-                        let req = orgsplit::wire::pb::WriteRequest {
+                        let req = orgsplit::formats::rw1::pb::WriteRequest {
                             timeseries: series,
                             metadata: vec![],
                         };

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use orgsplit::formats::rw1::pb;
 use orgsplit::testing::{self, Shape};
-use orgsplit::wire::pb;
 
 #[derive(Default)]
 struct Upstream {

@@ -17,8 +17,8 @@ use bumpalo::Bump;
 use super::{label_error, labels, Stream};
 use crate::formats::{Format, PushItem};
 use crate::signals::Counts;
+use crate::wire::count;
 use crate::wire::encode::put_bytes_field;
-use crate::wire::walk::count;
 use crate::wire::{
     read_key, read_len, read_varint, skip_value, wt, Hit, LabelQuery, LimitedItem as Limited,
     RequestLimits, WireError,

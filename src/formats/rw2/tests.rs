@@ -4,12 +4,12 @@ use prost::Message;
 
 use super::*;
 use crate::config::{Routing, RoutingMode, UnmappedPolicy};
+use crate::formats::rw1::pb as v1;
 use crate::pool::BufferPool;
 use crate::route::{FamilyIndex, RouteError, Router, SplitCounts};
 use crate::table::Snapshot;
 use crate::tenant::Allowance;
 use crate::testing::rw2::{resolve, Builder, Resolved};
-use crate::wire::pb as v1;
 
 fn router(f: impl FnOnce(&mut Routing)) -> Router {
     let mut r = Routing {

@@ -19,9 +19,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use orgsplit::config::Config;
+use orgsplit::formats::rw1::pb;
 use orgsplit::server::Server;
 use orgsplit::table::OrgTable;
-use orgsplit::wire::pb;
 use tokio::net::TcpListener;
 
 /// One push the upstream received.

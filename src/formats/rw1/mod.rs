@@ -1,5 +1,7 @@
 //! Remote write 1.0 (`prometheus.WriteRequest`) as a [`Format`]: the
-//! zero-copy walk and encoder of [`crate::wire`].
+//! zero-copy [`walk`] over a request and the [`encode`]r that copies a
+//! tenant's series out of it; [`pb`] is the prost reference both are
+//! checked against.
 //!
 //! A tenant's request is its series' and metadata's fields copied as they
 //! arrived, one after another, so two such requests concatenated are one
@@ -9,9 +11,21 @@ use super::kind::PushKind;
 use super::{Format, PushItem};
 use crate::codec::Codec;
 use crate::signals::{Counts, Signal};
-use crate::wire::{
-    encode, Field, Hit, LabelQuery, MetadataView, Request, RequestLimits, SeriesView, WireError,
-};
+use crate::wire::{Hit, LabelQuery, RequestLimits, WireError};
+
+mod describe;
+pub mod encode;
+pub mod walk;
+
+pub use describe::{describe_labels, describe_series_labels};
+pub use walk::{Field, MetadataView, Request, SeriesView};
+
+/// Prost types generated from `proto/remote.proto`: the reference decoder and
+/// encoder, used by tests, `inspect` and the fallback path.
+pub mod pb {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
 
 /// Remote write 1.0.
 #[derive(Debug, Default, Clone, Copy)]
@@ -95,7 +109,7 @@ impl Format for Rw1 {
 
     fn describe(series: &SeriesView<'_>) -> String {
         // Reads only the labels (a series may carry millions of samples).
-        crate::wire::describe_series_labels(series.body, 12)
+        describe_series_labels(series.body, 12)
     }
 
     #[inline(always)]

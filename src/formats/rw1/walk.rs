@@ -1,7 +1,30 @@
-//! The zero-copy walk over a decompressed `WriteRequest`.
+//! The zero-copy walk over a decompressed remote write 1.0 `WriteRequest`.
+//!
+//! ```text
+//!  decompressed body ──► Request::fields() ──► Field::Series(SeriesView) ─┐
+//!                                          └─► Field::Metadata(MetadataView)
+//!  SeriesView { raw bytes, labels we asked for, counts } ──► encode::append_series
+//! ```
+//!
+//! A `WriteRequest` is a flat list of length-delimited fields: `timeseries`
+//! (field 1) and `metadata` (field 3). Splitting a request by tenant only needs
+//! a few labels of each series, so instead of decoding every series into owned
+//! objects (as prost would) the walk reads the bytes, borrows the label
+//! values it is asked for, and hands back the series' encoded bytes so the
+//! output for a tenant is built by copying them as they are. This is the hot
+//! path; the prost types in [`super::pb`] are the reference implementation
+//! that tests compare it against.
+//!
+//! Invariant: every byte of a series or metadata field is bounds-checked and
+//! its wire structure validated (tags, wire types, nested lengths, UTF-8 of
+//! label names and values) before it is handed out, so a malformed request is
+//! rejected whole and nothing of it is forwarded.
 
-use super::{read_key, read_len, read_varint, skip_value, wt, WireError};
 use crate::request_limits::{LimitedItem, RequestLimits};
+use crate::wire::{
+    all_ascii, check_field, check_message, count, or_bytes, read_key, read_len, same, skip_value,
+    wt, FieldKind, Hit, LabelQuery, WireError,
+};
 
 /// Items counted so far in one request, against [`RequestLimits`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -10,68 +33,6 @@ struct Counts {
     metadata: usize,
     samples: usize,
     exemplars: usize,
-}
-
-#[inline(always)]
-pub(crate) fn count(n: &mut usize, limit: usize, item: LimitedItem) -> Result<(), WireError> {
-    *n += 1;
-    if *n > limit {
-        return Err(WireError::TooMany { item, limit });
-    }
-    Ok(())
-}
-
-/// Label names the walk should pick out of each series, in priority order.
-///
-/// The walk reports the value of the earliest-listed name that the series
-/// carries; for a name that appears more than once on one series, its first
-/// occurrence wins.
-#[derive(Debug, Clone, Default)]
-pub struct LabelQuery {
-    names: Vec<Box<[u8]>>,
-}
-
-impl LabelQuery {
-    pub fn new<I, S>(names: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        Self {
-            names: names
-                .into_iter()
-                .map(|n| n.as_ref().as_bytes().into())
-                .collect(),
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn rank(&self, name: &[u8]) -> Option<usize> {
-        self.names.iter().position(|n| same(n, name))
-    }
-}
-
-/// Slice equality that rejects most unequal short strings (label names,
-/// namespaces) on length and first and last byte, before calling memcmp.
-#[inline(always)]
-pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && match (a.first(), b.first(), a.last(), b.last()) {
-            (Some(a0), Some(b0), Some(a1), Some(b1)) => a0 == b0 && a1 == b1 && a == b,
-            _ => true, // both empty
-        }
-}
-
-/// One label that matched a [`LabelQuery`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hit<'a> {
-    /// Index into the query's names.
-    pub rank: usize,
-    /// The label's value (valid UTF-8).
-    pub value: &'a str,
-    /// Byte range of the whole label field (key, length, body) within the
-    /// series body, so it can be left out when the series is re-encoded.
-    pub field: (usize, usize),
 }
 
 /// One series, borrowed from the request.
@@ -487,20 +448,6 @@ fn label_pair(label: &[u8], limits: RequestLimits) -> Result<(&[u8], &str), Wire
     label_pair_slow(label, limits)
 }
 
-/// Whether `bytes` is all ASCII. An OR over the bytes, which the compiler
-/// vectorizes; for the short strings of labels it is about twice as fast as
-/// `<[u8]>::is_ascii`, whose setup dominates below a few dozen bytes.
-#[inline(always)]
-pub(crate) fn all_ascii(bytes: &[u8]) -> bool {
-    or_bytes(bytes) < 0x80
-}
-
-/// The OR of all of `bytes` (vectorized by the compiler).
-#[inline(always)]
-fn or_bytes(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |acc, &b| acc | b)
-}
-
 /// The general `Label` parser: any field order, unknown fields, long or
 /// non-ASCII strings.
 #[inline(never)]
@@ -610,115 +557,47 @@ fn metadata(body: &[u8]) -> Result<&str, WireError> {
     Ok(std::str::from_utf8(family).unwrap_or_default())
 }
 
-/// What one field of a scalar-only message may look like.
-#[derive(Clone, Copy)]
-pub(crate) enum Kind {
-    Varint,
-    Fixed64,
-    /// A message (checked separately) or a string.
-    Len,
-    PackedVarint,
-    PackedFixed64,
-}
-
-/// Field number → kind, indexed by field number (index 0 unused).
-pub(crate) type Schema = [Option<Kind>];
-
-const SAMPLE: [Option<Kind>; 3] = [None, Some(Kind::Fixed64), Some(Kind::Varint)];
-const EXEMPLAR: [Option<Kind>; 4] = [
+const SAMPLE: [Option<FieldKind>; 3] = [None, Some(FieldKind::Fixed64), Some(FieldKind::Varint)];
+const EXEMPLAR: [Option<FieldKind>; 4] = [
     None,
-    Some(Kind::Len),
-    Some(Kind::Fixed64),
-    Some(Kind::Varint),
+    Some(FieldKind::Len),
+    Some(FieldKind::Fixed64),
+    Some(FieldKind::Varint),
 ];
-const BUCKET_SPAN: [Option<Kind>; 3] = [None, Some(Kind::Varint), Some(Kind::Varint)];
-const METADATA: [Option<Kind>; 6] = [
+const BUCKET_SPAN: [Option<FieldKind>; 3] =
+    [None, Some(FieldKind::Varint), Some(FieldKind::Varint)];
+const METADATA: [Option<FieldKind>; 6] = [
     None,
-    Some(Kind::Varint),
-    Some(Kind::Len),
+    Some(FieldKind::Varint),
+    Some(FieldKind::Len),
     None,
-    Some(Kind::Len),
-    Some(Kind::Len),
+    Some(FieldKind::Len),
+    Some(FieldKind::Len),
 ];
-const HISTOGRAM: [Option<Kind>; 17] = [
+const HISTOGRAM: [Option<FieldKind>; 17] = [
     None,
-    Some(Kind::Varint),        // count_int
-    Some(Kind::Fixed64),       // count_float
-    Some(Kind::Fixed64),       // sum
-    Some(Kind::Varint),        // schema
-    Some(Kind::Fixed64),       // zero_threshold
-    Some(Kind::Varint),        // zero_count_int
-    Some(Kind::Fixed64),       // zero_count_float
-    Some(Kind::Len),           // negative_spans
-    Some(Kind::PackedVarint),  // negative_deltas
-    Some(Kind::PackedFixed64), // negative_counts
-    Some(Kind::Len),           // positive_spans
-    Some(Kind::PackedVarint),  // positive_deltas
-    Some(Kind::PackedFixed64), // positive_counts
-    Some(Kind::Varint),        // reset_hint
-    Some(Kind::Varint),        // timestamp
-    Some(Kind::PackedFixed64), // custom_values
+    Some(FieldKind::Varint),        // count_int
+    Some(FieldKind::Fixed64),       // count_float
+    Some(FieldKind::Fixed64),       // sum
+    Some(FieldKind::Varint),        // schema
+    Some(FieldKind::Fixed64),       // zero_threshold
+    Some(FieldKind::Varint),        // zero_count_int
+    Some(FieldKind::Fixed64),       // zero_count_float
+    Some(FieldKind::Len),           // negative_spans
+    Some(FieldKind::PackedVarint),  // negative_deltas
+    Some(FieldKind::PackedFixed64), // negative_counts
+    Some(FieldKind::Len),           // positive_spans
+    Some(FieldKind::PackedVarint),  // positive_deltas
+    Some(FieldKind::PackedFixed64), // positive_counts
+    Some(FieldKind::Varint),        // reset_hint
+    Some(FieldKind::Varint),        // timestamp
+    Some(FieldKind::PackedFixed64), // custom_values
 ];
-
-pub(crate) fn check_message(body: &[u8], schema: &Schema) -> Result<(), WireError> {
-    let mut pos = 0;
-    while pos < body.len() {
-        let (field, wire_type) = read_key(body, &mut pos, "message")?;
-        check_field(body, &mut pos, field, wire_type, schema)?;
-    }
-    Ok(())
-}
-
-/// Checks (and skips) one field against its expected kind. Unknown fields
-/// are skipped; a known field with the wrong wire type is an error, as it is
-/// for prost and for Mimir. Returns how many values the field held (more
-/// than one for a packed field).
-#[inline]
-pub(crate) fn check_field(
-    body: &[u8],
-    pos: &mut usize,
-    field: u32,
-    wire_type: u8,
-    schema: &Schema,
-) -> Result<usize, WireError> {
-    let kind = schema.get(field as usize).copied().flatten();
-    let ok = match (kind, wire_type) {
-        (None, _) => true,
-        (Some(Kind::Varint | Kind::PackedVarint), wt::VARINT) => true,
-        (Some(Kind::Fixed64 | Kind::PackedFixed64), wt::I64) => true,
-        (Some(Kind::Len), wt::LEN) => true,
-        (Some(Kind::PackedVarint), wt::LEN) => {
-            let packed = read_len(body, pos, "packed varints")?;
-            let (mut p, mut values) = (0, 0);
-            while p < packed.len() {
-                read_varint(packed, &mut p)?;
-                values += 1;
-            }
-            return Ok(values);
-        }
-        (Some(Kind::PackedFixed64), wt::LEN) => {
-            let packed = read_len(body, pos, "packed doubles")?;
-            if packed.len() % 8 != 0 {
-                return Err(WireError::Truncated("packed doubles"));
-            }
-            return Ok(packed.len() / 8);
-        }
-        _ => false,
-    };
-    if !ok {
-        return Err(WireError::WireType {
-            message: "series field",
-            field,
-            wire_type,
-        });
-    }
-    skip_value(body, pos, wire_type, "message", field).map(|()| 1)
-}
 
 #[cfg(test)]
 mod tests {
+    use super::super::pb;
     use super::*;
-    use crate::wire::pb;
     use prost::Message;
 
     fn label(name: &str, value: &str) -> pb::Label {
