@@ -124,6 +124,9 @@ pub struct Answer {
     /// Seconds, for a `Retry-After` header.
     pub retry_after: Option<u64>,
     pub body: String,
+    /// Items of an accepted request that a policy the operator chose
+    /// dropped, and why (OTLP answers them as `partial_success`).
+    pub dropped: Option<(u64, String)>,
 }
 
 impl Answer {
@@ -132,6 +135,7 @@ impl Answer {
             status,
             retry_after: None,
             body: body.into(),
+            dropped: None,
         }
     }
 }
@@ -224,6 +228,7 @@ pub fn combine<T: AsRef<str>>(results: &[(T, TenantOutcome)]) -> Answer {
         status,
         retry_after,
         body,
+        dropped: None,
     }
 }
 

@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Limits, RoutingMode, ServerTls};
+use crate::formats::Destination;
 use crate::formats::PushKind;
 use crate::forward::{ForwardError, Forwarder};
 use crate::limits::ByteBudget;
@@ -30,8 +31,10 @@ use crate::table::OrgTable;
 pub struct App {
     /// One pipeline per push kind, in [`PushKind::id`] order.
     pipelines: Vec<Box<dyn PushPipeline>>,
-    /// Where Loki pushes go, if `loki.upstream.url` is set.
-    loki_forwarder: Option<Forwarder>,
+    /// Where the pushes of the other destinations go (Loki, OTLP), by
+    /// [`Destination`] (index 0, remote write, is `forwarder`), for those
+    /// that are configured.
+    other_forwarders: [Option<Forwarder>; 5],
     /// Who is sending, and what it may write (shared with the read path).
     auth: Arc<Authenticator>,
     /// `routing.mode`: principal mode sends pushes whole.
@@ -82,17 +85,37 @@ impl App {
         auth.follow();
         let kinds: Vec<&'static PushKind> = REGISTRY.iter().map(|r| r.kind).collect();
         let forwarder = Forwarder::new(&config.upstream, metrics.upstream(), &kinds)?;
-        let loki_forwarder = config
-            .loki
-            .enabled()
-            .then(|| {
-                Forwarder::new(
-                    &config.loki.upstream,
-                    metrics.signal(Signal::Logs).upstream(),
+        let mut other_forwarders: [Option<Forwarder>; 5] = Default::default();
+        for destination in Destination::ALL {
+            let (upstream, signal) = match destination {
+                Destination::RemoteWrite => continue,
+                Destination::Loki => (
+                    config.loki.enabled().then(|| config.loki.upstream.clone()),
+                    Signal::Logs,
+                ),
+                Destination::OtlpMetrics => {
+                    (config.otlp_upstream(Signal::Metrics), Signal::Metrics)
+                }
+                Destination::OtlpLogs => (config.otlp_upstream(Signal::Logs), Signal::Logs),
+                Destination::OtlpTraces => (config.otlp_upstream(Signal::Traces), Signal::Traces),
+            };
+            if let Some(upstream) = upstream {
+                other_forwarders[destination as usize] = Some(Forwarder::new(
+                    &upstream,
+                    metrics.signal(signal).upstream(),
                     &kinds,
-                )
-            })
-            .transpose()?;
+                )?);
+            }
+        }
+        // OTLP items are routed by attributes: the same policies, their
+        // own keys.
+        let attribute_routing = crate::config::Routing {
+            namespace_labels: config.otlp.namespace_attributes.clone(),
+            ..config.routing.clone()
+        };
+        let attribute_router = Router::new(&attribute_routing, limits.wire())
+            .with_signals(metrics.route())
+            .with_outside_allowance(config.auth.outside_allowance);
         let tls = config
             .tls
             .as_ref()
@@ -101,6 +124,7 @@ impl App {
         let pool = Arc::new(BufferPool::default());
         let parts = PipelineParts {
             router: &router,
+            attribute_router: &attribute_router,
             // Names are metric names and tenant IDs: 80 bytes a pair on
             // average is generous for real ones and bounds made-up ones.
             family_index: (
@@ -113,7 +137,7 @@ impl App {
         let pipelines = REGISTRY.iter().map(|r| (r.build)(&parts)).collect();
         Ok(Self {
             pipelines,
-            loki_forwarder,
+            other_forwarders,
             auth,
             mode: config.routing.mode,
             pool,
@@ -139,11 +163,11 @@ impl App {
         &*self.pipelines[kind.id]
     }
 
-    /// The forwarder of `signal`'s pushes (Loki's only if configured).
-    pub(crate) fn forwarder_for(&self, signal: Signal) -> Option<&Forwarder> {
-        match signal {
-            Signal::Metrics => Some(&self.forwarder),
-            Signal::Logs => self.loki_forwarder.as_ref(),
+    /// The forwarder of a destination's pushes, if it is configured.
+    pub(crate) fn forwarder_for(&self, destination: Destination) -> Option<&Forwarder> {
+        match destination {
+            Destination::RemoteWrite => Some(&self.forwarder),
+            other => self.other_forwarders[other as usize].as_ref(),
         }
     }
 

@@ -34,6 +34,9 @@ pub struct Config {
     /// Where Loki pushes go (`/loki/api/v1/push` is served when
     /// `loki.upstream.url` is set).
     pub loki: Loki,
+    /// OpenTelemetry (OTLP/HTTP) pushes: where each signal goes, and the
+    /// attributes that name an item's namespace.
+    pub otlp: Otlp,
     /// Who may send, and which organizations each sender may write.
     pub auth: Auth,
     /// The read path: query, rules, alerts and logs APIs (see `read`).
@@ -54,6 +57,7 @@ impl Default for Config {
             tls: None,
             upstream: Upstream::default(),
             loki: Loki::default(),
+            otlp: Otlp::default(),
             auth: Auth::default(),
             read: Read::default(),
             routing: Routing::default(),
@@ -181,6 +185,103 @@ impl Loki {
     /// Whether Loki pushes are served.
     pub fn enabled(&self) -> bool {
         !self.upstream.url.is_empty()
+    }
+}
+
+/// OpenTelemetry pushes (`/v1/metrics`, `/v1/logs`, `/v1/traces`, and
+/// Mimir's and Loki's `/otlp/v1/...`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otlp {
+    /// Attribute keys that name an item's namespace (namespace mode),
+    /// tried in order, first on the resource, then on each data point, log
+    /// record or span. From the environment, a comma-separated list.
+    #[serde(deserialize_with = "string_or_list")]
+    pub namespace_attributes: Vec<String>,
+    pub metrics: OtlpSignal,
+    pub logs: OtlpSignal,
+    pub traces: OtlpSignal,
+}
+
+impl Default for Otlp {
+    fn default() -> Self {
+        Self {
+            namespace_attributes: vec!["k8s.namespace.name".into(), "namespace".into()],
+            metrics: OtlpSignal::default(),
+            logs: OtlpSignal::default(),
+            traces: OtlpSignal::default(),
+        }
+    }
+}
+
+/// Where one OTLP signal goes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpSignal {
+    /// A URL (the other settings as `upstream`'s, or `loki.upstream`'s for
+    /// logs), or the same keys as `upstream`; an empty URL turns the
+    /// signal off (404). Unset: metrics go to Mimir's OTLP endpoint (the
+    /// remote write URL with `/api/v1/push` made `/otlp/v1/metrics`), logs
+    /// to Loki's (when `loki.upstream.url` is set), traces nowhere.
+    pub upstream: Option<OtlpUpstream>,
+}
+
+/// `otlp.<signal>.upstream`: a URL, or a whole upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OtlpUpstream {
+    Url(String),
+    Full(Box<Upstream>),
+}
+
+impl Config {
+    /// The upstream the OTLP pushes of `signal` go to, if they are served:
+    /// see [`OtlpSignal::upstream`].
+    pub fn otlp_upstream(&self, signal: crate::signals::Signal) -> Option<Upstream> {
+        use crate::signals::Signal;
+        let (set, inherit, default_path) = match signal {
+            Signal::Metrics => (
+                &self.otlp.metrics.upstream,
+                Some(&self.upstream),
+                Some(("/api/v1/push", "/otlp/v1/metrics")),
+            ),
+            Signal::Logs => (
+                &self.otlp.logs.upstream,
+                self.loki.enabled().then_some(&self.loki.upstream),
+                Some(("/loki/api/v1/push", "/otlp/v1/logs")),
+            ),
+            Signal::Traces => (&self.otlp.traces.upstream, None, None),
+        };
+        let upstream = match set {
+            Some(OtlpUpstream::Full(u)) => (**u).clone(),
+            Some(OtlpUpstream::Url(url)) => Upstream {
+                url: url.clone(),
+                ..inherit.cloned().unwrap_or_default()
+            },
+            None => {
+                let (base, (push, otlp)) = inherit.zip(default_path)?;
+                Upstream {
+                    url: otlp_url(&base.url, push, otlp),
+                    ..base.clone()
+                }
+            }
+        };
+        (!upstream.url.is_empty()).then_some(upstream)
+    }
+}
+
+/// `url` with its push path `push` made `otlp`, or its origin with `otlp`
+/// appended when it does not end in `push`.
+fn otlp_url(url: &str, push: &str, otlp: &str) -> String {
+    if let Some(base) = url.strip_suffix(push) {
+        return format!("{base}{otlp}");
+    }
+    match url.parse::<http::Uri>() {
+        Ok(u) => match (u.scheme_str(), u.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}{otlp}"),
+            _ => String::new(),
+        },
+        Err(_) => String::new(),
     }
 }
 
@@ -665,6 +766,13 @@ impl Limits {
             LimitedItem::Symbols => "limits.max_symbols_per_request",
             LimitedItem::Streams => "limits.max_streams_per_request",
             LimitedItem::Entries => "limits.max_entries_per_request",
+            LimitedItem::Resources | LimitedItem::Scopes | LimitedItem::Metrics => {
+                "limits.max_series_per_request"
+            }
+            LimitedItem::DataPoints | LimitedItem::Spans => "limits.max_samples_per_request",
+            LimitedItem::LogRecords => "limits.max_entries_per_request",
+            LimitedItem::EventsAndLinks => "limits.max_exemplars_per_request",
+            LimitedItem::Attributes => "limits.max_labels_per_series",
         }
     }
 }
@@ -821,6 +929,15 @@ impl Config {
                 .upstream
                 .validate("loki.upstream")
                 .map_err(ConfigError::Invalid)?;
+        }
+        for signal in crate::signals::Signal::ALL {
+            if let Some(u) = self.otlp_upstream(signal) {
+                u.validate(&format!("otlp.{}.upstream", signal.as_str()))
+                    .map_err(ConfigError::Invalid)?;
+            }
+        }
+        if self.otlp.namespace_attributes.is_empty() {
+            return bad("otlp.namespace_attributes must name at least one attribute".into());
         }
         let r = &self.routing;
         if r.mode == RoutingMode::Namespace && r.namespace_labels.is_empty() {

@@ -34,6 +34,9 @@ use crate::signals::{
     UpstreamSignals, AUTH_MODES, AUTH_REASONS, DOWNGRADE_LOSSES, UPSTREAM_CLASSES,
 };
 
+/// How many signals the per-signal handles are kept for.
+const SIGNALS: usize = Signal::ALL.len();
+
 /// Most distinct `tenant` label values of the per-tenant counters; the
 /// tenants seen after that are counted as `tenant="__other__"`.
 pub const MAX_TENANT_LABELS: usize = 1000;
@@ -50,18 +53,18 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     /// The push metrics, one set per [`Signal`].
-    received: [CountHandles; 2],
-    forwarded: [CountHandles; 2],
-    defaulted: [[Counter; 3]; 2],
-    dropped: [[Counter; 3]; 2],
+    received: [CountHandles; SIGNALS],
+    forwarded: [CountHandles; SIGNALS],
+    defaulted: [[Counter; 3]; SIGNALS],
+    dropped: [[Counter; 3]; SIGNALS],
     /// Series outside the sender's allowance (`auth.outside_allowance: drop`).
-    forbidden: [Counter; 2],
-    dropped_samples: [Counter; 2],
+    forbidden: [Counter; SIGNALS],
+    dropped_samples: [Counter; SIGNALS],
     metadata_dropped: Counter,
     metadata_defaulted: Counter,
     /// By signal and status label (see [`status_label`]), registered on first use.
     answered: Mutex<HashMap<(Signal, &'static str), Counter>>,
-    duration: [Histogram; 2],
+    duration: [Histogram; SIGNALS],
     /// By signal and reason, registered on first use (a fixed set of static strings).
     rejected: Mutex<HashMap<(Signal, &'static str), Counter>>,
     overloaded: Mutex<HashMap<(Signal, &'static str), Counter>>,
@@ -79,7 +82,7 @@ struct Inner {
     read_refused: Mutex<HashMap<&'static str, Counter>>,
     table: TableSignals,
     route: RouteSignals,
-    upstream: [UpstreamSignals; 2],
+    upstream: [UpstreamSignals; SIGNALS],
     auth: AuthSignals,
 }
 

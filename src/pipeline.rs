@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use std::sync::Arc;
 
+use crate::formats::otlp::{json::OtlpJson, OtlpProto, OtlpSignal, KINDS as OTLP};
 use crate::formats::{loki, rw1, rw2, Format, PushKind};
 use crate::pool::{BufferPool, Pooled};
 use crate::route::{Batch, FamilyIndex, RouteError, Router, Split, SplitCounts};
@@ -100,6 +101,10 @@ impl<F: Format + Send + 'static> PushPipeline for Pipeline<F> {
 /// What every pipeline is built from.
 pub struct PipelineParts<'a> {
     pub router: &'a Router,
+    /// The router of formats whose items carry attributes rather than
+    /// labels (OTLP): the same table and policies, `otlp.namespace_attributes`
+    /// as the keys.
+    pub attribute_router: &'a Router,
     /// Most pairs and bytes of the metric-family index of a kind that
     /// routes metadata by family (remote write 1.0); the others get none.
     pub family_index: (usize, usize),
@@ -115,7 +120,7 @@ pub struct Registered {
 
 /// Every push kind orgsplit takes, in [`PushKind::id`] order: adding a
 /// format is its folder under `formats/` plus one line here.
-pub static REGISTRY: [Registered; 6] = [
+pub static REGISTRY: [Registered; 18] = [
     register(&rw1::KIND, |p| with_families(rw1::Rw1, p)),
     register(&rw2::KIND, |p| plain(rw2::Rw2, &rw2::KIND, p)),
     register(&loki::PROTO, |p| plain(loki::LokiProto, &loki::PROTO, p)),
@@ -125,6 +130,42 @@ pub static REGISTRY: [Registered; 6] = [
     }),
     register(&loki::JSON_DEFLATE, |p| {
         plain(loki::LokiJson, &loki::JSON_DEFLATE, p)
+    }),
+    register(&OTLP[0], |p| {
+        by_attributes(OtlpProto(OtlpSignal::Metrics), &OTLP[0], p)
+    }),
+    register(&OTLP[1], |p| {
+        by_attributes(OtlpProto(OtlpSignal::Metrics), &OTLP[1], p)
+    }),
+    register(&OTLP[2], |p| {
+        by_attributes(OtlpJson(OtlpSignal::Metrics), &OTLP[2], p)
+    }),
+    register(&OTLP[3], |p| {
+        by_attributes(OtlpJson(OtlpSignal::Metrics), &OTLP[3], p)
+    }),
+    register(&OTLP[4], |p| {
+        by_attributes(OtlpProto(OtlpSignal::Logs), &OTLP[4], p)
+    }),
+    register(&OTLP[5], |p| {
+        by_attributes(OtlpProto(OtlpSignal::Logs), &OTLP[5], p)
+    }),
+    register(&OTLP[6], |p| {
+        by_attributes(OtlpJson(OtlpSignal::Logs), &OTLP[6], p)
+    }),
+    register(&OTLP[7], |p| {
+        by_attributes(OtlpJson(OtlpSignal::Logs), &OTLP[7], p)
+    }),
+    register(&OTLP[8], |p| {
+        by_attributes(OtlpProto(OtlpSignal::Traces), &OTLP[8], p)
+    }),
+    register(&OTLP[9], |p| {
+        by_attributes(OtlpProto(OtlpSignal::Traces), &OTLP[9], p)
+    }),
+    register(&OTLP[10], |p| {
+        by_attributes(OtlpJson(OtlpSignal::Traces), &OTLP[10], p)
+    }),
+    register(&OTLP[11], |p| {
+        by_attributes(OtlpJson(OtlpSignal::Traces), &OTLP[11], p)
     }),
 ];
 
@@ -159,6 +200,24 @@ fn plain<F: Format + Send + 'static>(
         Pipeline::new(
             format,
             parts.router.clone(),
+            FamilyIndex::new(0, 0),
+            parts.pool.clone(),
+            parts.max_decoded,
+        )
+        .with_codec(kind.codec),
+    )
+}
+
+/// A pipeline routed by item attributes (OTLP), in its kind's codec.
+fn by_attributes<F: Format + Send + 'static>(
+    format: F,
+    kind: &'static PushKind,
+    parts: &PipelineParts<'_>,
+) -> Box<dyn PushPipeline> {
+    Box::new(
+        Pipeline::new(
+            format,
+            parts.attribute_router.clone(),
             FamilyIndex::new(0, 0),
             parts.pool.clone(),
             parts.max_decoded,

@@ -79,6 +79,22 @@ pub enum LimitedItem {
     Streams,
     /// Log entries of a Loki push.
     Entries,
+    /// OTLP resources (counted against `max_series`).
+    Resources,
+    /// OTLP instrumentation scopes (against `max_series`).
+    Scopes,
+    /// OTLP metrics (against `max_series`).
+    Metrics,
+    /// OTLP data points (against `max_samples`).
+    DataPoints,
+    /// OTLP log records (against `max_entries`).
+    LogRecords,
+    /// OTLP spans (against `max_samples`).
+    Spans,
+    /// OTLP span events and links (against `max_exemplars`).
+    EventsAndLinks,
+    /// Attributes of one OTLP resource, scope or item (against `max_labels`).
+    Attributes,
 }
 
 impl LimitedItem {
@@ -93,6 +109,14 @@ impl LimitedItem {
             LimitedItem::Symbols => "symbols",
             LimitedItem::Streams => "streams",
             LimitedItem::Entries => "log entries",
+            LimitedItem::Resources => "resources",
+            LimitedItem::Scopes => "instrumentation scopes",
+            LimitedItem::Metrics => "metrics",
+            LimitedItem::DataPoints => "data points",
+            LimitedItem::LogRecords => "log records",
+            LimitedItem::Spans => "spans",
+            LimitedItem::EventsAndLinks => "span events and links",
+            LimitedItem::Attributes => "attributes on one resource, scope or item",
         }
     }
 }

@@ -21,15 +21,18 @@ use metrics::{Counter, Gauge, Histogram};
 pub enum Signal {
     Metrics = 0,
     Logs = 1,
+    /// OpenTelemetry spans (OTLP), for Tempo.
+    Traces = 2,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 2] = [Signal::Metrics, Signal::Logs];
+    pub const ALL: [Signal; 3] = [Signal::Metrics, Signal::Logs, Signal::Traces];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::Metrics => "metrics",
             Signal::Logs => "logs",
+            Signal::Traces => "traces",
         }
     }
 }

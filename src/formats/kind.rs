@@ -93,6 +93,68 @@ pub struct Unsupported {
     pub message: String,
 }
 
+/// Which configured upstream an endpoint's tenant requests go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// `upstream`: Mimir's remote write endpoint.
+    RemoteWrite = 0,
+    /// `loki.upstream`.
+    Loki = 1,
+    /// `otlp.metrics.upstream` (Mimir's OTLP endpoint).
+    OtlpMetrics = 2,
+    /// `otlp.logs.upstream` (Loki's OTLP endpoint).
+    OtlpLogs = 3,
+    /// `otlp.traces.upstream` (Tempo).
+    OtlpTraces = 4,
+}
+
+impl Destination {
+    pub const ALL: [Destination; 5] = [
+        Destination::RemoteWrite,
+        Destination::Loki,
+        Destination::OtlpMetrics,
+        Destination::OtlpLogs,
+        Destination::OtlpTraces,
+    ];
+
+    /// The setting that names it (for "not enabled" answers).
+    pub fn setting(self) -> &'static str {
+        match self {
+            Destination::RemoteWrite => "upstream.url",
+            Destination::Loki => "loki.upstream.url",
+            Destination::OtlpMetrics => "otlp.metrics.upstream",
+            Destination::OtlpLogs => "otlp.logs.upstream",
+            Destination::OtlpTraces => "otlp.traces.upstream",
+        }
+    }
+}
+
+/// What an endpoint's own answer format is given: the answer the push
+/// handler reached, and what it counted.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTo<'a> {
+    pub status: u16,
+    /// Why, in words (empty on success).
+    pub message: &'a str,
+    /// Items a policy dropped (unmapped, outside the allowance) from a
+    /// request that was otherwise accepted.
+    pub rejected: u64,
+    /// The request's `Content-Type` (answers come in its encoding).
+    pub content_type: Option<&'a [u8]>,
+}
+
+/// An answer in an endpoint's own format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replied {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// An endpoint's answer format (OTLP's response messages); plain text when
+/// an endpoint has none.
+pub type Reply = fn(&ReplyTo<'_>) -> Replied;
+
 /// An endpoint that takes pushes: its paths and how it tells which kind a
 /// request is.
 #[derive(Debug)]
@@ -100,11 +162,15 @@ pub struct Endpoint {
     pub paths: &'static [&'static str],
     /// The signal of what it takes.
     pub signal: Signal,
+    /// Where its tenants' requests go.
+    pub destination: Destination,
     /// Reads the headers: which kind, or 415.
     pub negotiate: fn(&RequestHeaders<'_>) -> Result<Negotiated, Unsupported>,
     /// Another endpoint that serves a request here that its headers say is
     /// for it (Cortex's old `/api/prom/push`: remote write senders too).
     pub also: Option<(HeaderTest, &'static Endpoint)>,
+    /// How its answers are written, when not as plain text.
+    pub reply: Option<Reply>,
 }
 
 impl Endpoint {

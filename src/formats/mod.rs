@@ -9,8 +9,9 @@
 //!
 //! The pipeline (admit, decompress, route, authorize, compress, forward,
 //! answer) knows nothing of a format beyond this trait: remote write 1.0
-//! ([`rw1`]), remote write 2.0 ([`rw2`]) and Loki's protobuf and JSON
-//! pushes ([`loki`]) implement it. A format walks the decoded body without copying,
+//! ([`rw1`]), remote write 2.0 ([`rw2`]), Loki's protobuf and JSON
+//! pushes ([`loki`]) and OpenTelemetry's metrics, logs and traces
+//! ([`otlp`]) implement it. A format walks the decoded body without copying,
 //! validates every byte it hands out (so a malformed request is rejected
 //! whole, before anything is forwarded), counts every repeated item against
 //! the request limits, and builds each tenant's request from borrowed pieces
@@ -18,14 +19,21 @@
 
 pub mod kind;
 pub mod loki;
+pub mod otlp;
 pub mod remote_write;
 pub mod rw1;
 pub mod rw2;
 
-pub use kind::{Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
+pub use kind::{Destination, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
 
 /// The endpoints that take pushes (the server registers their paths).
-pub static ENDPOINTS: [&Endpoint; 2] = [&remote_write::ENDPOINT, &loki::ENDPOINT];
+pub static ENDPOINTS: [&Endpoint; 5] = [
+    &remote_write::ENDPOINT,
+    &loki::ENDPOINT,
+    &otlp::METRICS,
+    &otlp::LOGS,
+    &otlp::TRACES,
+];
 
 use crate::signals::Counts;
 use crate::wire::{Hit, LabelQuery, RequestLimits, WireError};

@@ -1,7 +1,7 @@
 //! The remote write endpoint: which version (1.0, [`super::rw1`], or 2.0,
 //! [`super::rw2`]) a push on Prometheus' and Mimir's paths is.
 
-use super::kind::{media_type, Endpoint, Negotiated, RequestHeaders, Unsupported};
+use super::kind::{media_type, Destination, Endpoint, Negotiated, RequestHeaders, Unsupported};
 use super::{rw1, rw2};
 use crate::signals::Signal;
 
@@ -9,8 +9,10 @@ use crate::signals::Signal;
 pub static ENDPOINT: Endpoint = Endpoint {
     paths: &["/api/v1/push", "/push"],
     signal: Signal::Metrics,
+    destination: Destination::RemoteWrite,
     negotiate,
     also: None,
+    reply: None,
 };
 
 /// The remote write version a request asks for, per the 2.0 spec:

@@ -44,11 +44,11 @@ use refusal::{decode_error, reject, route_error, too_large_body, Refusal};
 use crate::answer::{self, Answer, Written};
 use crate::app::App;
 use crate::auth::{PeerCert, Principal};
+use crate::formats::kind::ReplyTo;
 use crate::formats::{Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
 use crate::forward::{Push, Sent};
 use crate::limits::Charge;
 use crate::pipeline::{self, Output, ProcessError};
-use crate::signals::Signal;
 
 /// Requests whose decoded body is at least this large are split on a
 /// blocking thread, so they cannot delay other requests' I/O, `/readyz` or
@@ -74,6 +74,7 @@ pub async fn serve(
     };
     let endpoint = endpoint.serving(&request);
     let signal = endpoint.signal;
+    let content_type = request.content_type;
     let negotiated = (endpoint.negotiate)(&request);
     // A 2.0 sender is told what was written whatever the status: its
     // Content-Type says it is one, whatever else was wrong (negotiated
@@ -102,13 +103,40 @@ pub async fn serve(
             return answer::unauthorized(app.auth().challenges());
         }
     };
-    let (answer, written) = match handle(&app, signal, negotiated, &principal, &headers, body).await
-    {
-        Ok(done) => done,
-        Err(refusal) => (refusal.answer(&app, &metrics), Written::default()),
+    let (answer, written) =
+        match handle(&app, endpoint, negotiated, &principal, &headers, body).await {
+            Ok(done) => done,
+            Err(refusal) => (refusal.answer(&app, &metrics), Written::default()),
+        };
+    let mut response = match endpoint.reply {
+        Some(reply) => {
+            let (rejected, why) = answer.dropped.clone().unwrap_or_default();
+            let replied = reply(&ReplyTo {
+                status: answer.status.as_u16(),
+                message: if answer.status.is_success() {
+                    &why
+                } else {
+                    &answer.body
+                },
+                rejected,
+                content_type,
+            });
+            let mut response = Response::new(Body::from(replied.body));
+            *response.status_mut() =
+                StatusCode::from_u16(replied.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(replied.content_type),
+            );
+            if let Some(secs) = answer.retry_after {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+        None => answer.into_http(),
     };
-    metrics.answered(answer.status.as_u16(), started.elapsed());
-    let mut response = answer.into_http();
+    metrics.answered(response.status().as_u16(), started.elapsed());
     if reports_written {
         let h = response.headers_mut();
         for (name, n) in Written::HEADERS.iter().zip(written.values()) {
@@ -120,18 +148,22 @@ pub async fn serve(
 
 async fn handle(
     app: &Arc<App>,
-    signal: Signal,
+    endpoint: &'static Endpoint,
     negotiated: Result<Negotiated, Unsupported>,
     principal: &Principal,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Answer, Written), Refusal> {
     let limits = app.limits();
-    if app.forwarder_for(signal).is_none() {
+    if app.forwarder_for(endpoint.destination).is_none() {
         return Err(reject(
             StatusCode::NOT_FOUND,
             "not_enabled",
-            "Loki pushes are not enabled here: set loki.upstream.url",
+            format!(
+                "pushes to {} are not enabled here: set {}",
+                endpoint.paths[0],
+                endpoint.destination.setting()
+            ),
         ));
     }
     if app.principal_mode() && principal.allowance.single().is_none() {
@@ -183,7 +215,7 @@ async fn handle(
     };
     let via = Via {
         principal,
-        signal,
+        endpoint,
         kind,
     };
     forward(app, via, compressed, charge).await
@@ -193,7 +225,7 @@ async fn handle(
 #[derive(Clone, Copy)]
 struct Via<'a> {
     principal: &'a Principal,
-    signal: Signal,
+    endpoint: &'static Endpoint,
     kind: &'static PushKind,
 }
 
@@ -207,12 +239,12 @@ async fn forward(
 ) -> Result<(Answer, Written), Refusal> {
     let Via {
         principal,
-        signal,
+        endpoint,
         kind,
     } = via;
-    let metrics = app.metrics().signal(signal);
-    // `handle` checked that the signal has one.
-    let Some(forwarder) = app.forwarder_for(signal) else {
+    let metrics = app.metrics().signal(endpoint.signal);
+    // `handle` checked that the destination has one.
+    let Some(forwarder) = app.forwarder_for(endpoint.destination) else {
         return Err(Refusal::Overloaded("requests"));
     };
     let size = app
@@ -272,7 +304,30 @@ async fn forward(
         }
         results.push((out.tenant.as_str(), outcome));
     }
-    Ok((answer::combine(&results), written))
+    let mut answer = answer::combine(&results);
+    let dropped = stats.dropped_samples + stats.forbidden_samples;
+    if dropped > 0 {
+        answer.dropped = Some((dropped, dropped_why(&stats)));
+    }
+    Ok((answer, written))
+}
+
+/// Why items of an accepted push were dropped, in words.
+fn dropped_why(stats: &crate::signals::SplitCounts) -> String {
+    let mut why = Vec::new();
+    if stats.dropped_samples > 0 {
+        why.push(format!(
+            "{} items had no organization and routing.unmapped is drop",
+            stats.dropped_samples
+        ));
+    }
+    if stats.forbidden > 0 {
+        why.push(format!(
+            "{} items belong to organizations outside the sender's allowance and auth.outside_allowance is drop",
+            stats.forbidden_samples
+        ));
+    }
+    why.join("; ")
 }
 
 /// Runs the CPU part of the push, on a blocking thread when it is large:

@@ -42,6 +42,7 @@ impl Refusal {
                     status,
                     retry_after,
                     body: message,
+                    dropped: None,
                 }
             }
             Refusal::Overloaded(what) => {
@@ -54,6 +55,7 @@ impl Refusal {
                     body: format!(
                         "orgsplit is overloaded (too many {what} in flight); retry later\n"
                     ),
+                    dropped: None,
                 }
             }
         }
@@ -152,5 +154,13 @@ fn too_many(item: LimitedItem) -> &'static str {
         LimitedItem::Symbols => "too_many_symbols",
         LimitedItem::Streams => "too_many_streams",
         LimitedItem::Entries => "too_many_entries",
+        LimitedItem::Resources => "too_many_resources",
+        LimitedItem::Scopes => "too_many_scopes",
+        LimitedItem::Metrics => "too_many_metrics",
+        LimitedItem::DataPoints => "too_many_data_points",
+        LimitedItem::LogRecords => "too_many_log_records",
+        LimitedItem::Spans => "too_many_spans",
+        LimitedItem::EventsAndLinks => "too_many_events_and_links",
+        LimitedItem::Attributes => "too_many_attributes",
     }
 }

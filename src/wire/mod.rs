@@ -81,6 +81,10 @@ pub enum WireError {
     Json(String),
     #[error("the body holds no remote write 1.0 series or metadata but a field {0}: is this a remote write 2.0 body sent without Content-Type proto=io.prometheus.write.v2.Request?")]
     V2InV1(u32),
+    #[error("{what} nests values more than {limit} deep")]
+    TooDeep { what: &'static str, limit: usize },
+    #[error("body is not a valid OTLP JSON request: {0}")]
+    OtlpJson(String),
 }
 
 /// Protobuf wire types.

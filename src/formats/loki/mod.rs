@@ -31,7 +31,9 @@ pub mod proto;
 pub use json::LokiJson;
 pub use proto::LokiProto;
 
-use super::kind::{media_type, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported};
+use super::kind::{
+    media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported,
+};
 use super::Format;
 use crate::codec::Codec;
 use crate::signals::{Counts, Signal};
@@ -103,8 +105,10 @@ const fn json_kind(
 pub static ENDPOINT: Endpoint = Endpoint {
     paths: &["/loki/api/v1/push", "/api/prom/push"],
     signal: Signal::Logs,
+    destination: Destination::Loki,
     negotiate,
     also: Some((|h| h.remote_write_version, &super::remote_write::ENDPOINT)),
+    reply: None,
 };
 
 /// The kind of a Loki push, read as Loki reads it: JSON when the

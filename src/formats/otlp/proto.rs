@@ -1,0 +1,616 @@
+//! The zero-copy walk over a decoded OTLP export request (protobuf):
+//! `Export{Metrics,Logs,Trace}ServiceRequest`.
+//!
+//! ```text
+//!  request ─► ResourceX (field 1) ─► Resource attributes: the query? ─ yes ─► one whole item
+//!                  │                                                   (its bytes as they came)
+//!                  └─ no ─► ScopeX (field 2) ─► [Metric ─► data ─►] point | record | span
+//!                                  each item: its own attributes ─► one item with its Context
+//! ```
+//!
+//! All three signals have the same three outer levels (request → resource
+//! → scope → items); metrics have two more (metric → its data wrapper →
+//! data points). Every repeated message is counted against its limit as it
+//! is met, every attribute is checked (key and string values UTF-8, keys no
+//! longer than `max_label_bytes`), and nested `AnyValue`s (arrays and
+//! key-value lists) recurse at most [`MAX_VALUE_DEPTH`] deep, so no body
+//! can exhaust the stack. Fields the walk has no business with are skipped
+//! with their framing checked, and go upstream byte for byte.
+
+use super::{Context, OtlpItem, OtlpSignal};
+use crate::request_limits::{LimitedItem, RequestLimits};
+use crate::signals::Counts;
+use crate::wire::{
+    all_ascii, count, read_key, read_len, skip_value, wt, Hit, LabelQuery, WireError,
+};
+
+/// Deepest nesting of `AnyValue` arrays and key-value lists. The
+/// OpenTelemetry SDKs produce one or two levels; Go's protobuf decoder
+/// stops at 100.
+pub const MAX_VALUE_DEPTH: usize = 32;
+
+/// The metric data fields (`gauge`, `sum`, `histogram`,
+/// `exponential_histogram`, `summary`): a oneof, so a metric has one.
+pub(super) fn is_data_field(field: u32) -> bool {
+    matches!(field, 5 | 7 | 9 | 10 | 11)
+}
+
+/// Repeated items met so far, against [`RequestLimits`].
+#[derive(Default)]
+struct Tally {
+    resources: usize,
+    scopes: usize,
+    metrics: usize,
+    points: usize,
+    records: usize,
+    spans: usize,
+    events_links: usize,
+    exemplars: usize,
+}
+
+/// One walk over one request.
+pub(super) struct Walk<'q> {
+    signal: OtlpSignal,
+    query: &'q LabelQuery,
+    limits: RequestLimits,
+    tally: Tally,
+    /// Numbers each resource, scope, metric and data wrapper as it is met,
+    /// so a tenant's batch can tell when an item's context changed.
+    seq: u32,
+}
+
+fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, WireError> {
+    if all_ascii(bytes) {
+        // SAFETY: ASCII is UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).map_err(|_| WireError::Utf8(what))
+}
+
+fn wrong_type(message: &'static str, field: u32, wire_type: u8) -> WireError {
+    WireError::WireType {
+        message,
+        field,
+        wire_type,
+    }
+}
+
+impl<'q> Walk<'q> {
+    pub(super) fn new(signal: OtlpSignal, query: &'q LabelQuery, limits: RequestLimits) -> Self {
+        Self {
+            signal,
+            query,
+            limits,
+            tally: Tally::default(),
+            seq: 0,
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Walks a whole request, handing each routed item to `visit`.
+    pub(super) fn request<'a, E: From<WireError>>(
+        &mut self,
+        body: &'a [u8],
+        visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let message = self.signal.request_name();
+        let mut pos = 0;
+        while pos < body.len() {
+            let start = pos;
+            let (field, wire_type) = read_key(body, &mut pos, message)?;
+            match (field, wire_type) {
+                (1, wt::LEN) => {
+                    let resource = read_len(body, &mut pos, "resource")?;
+                    self.resource(&body[start..pos], resource, visit)?;
+                }
+                (1, _) => return Err(wrong_type(message, field, wire_type).into()),
+                // Unknown fields of the request itself are not forwarded
+                // (there are none in OTLP today).
+                _ => skip_value(body, &mut pos, wire_type, message, field)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn resource<'a, E: From<WireError>>(
+        &mut self,
+        raw: &'a [u8],
+        body: &'a [u8],
+        visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        count(
+            &mut self.tally.resources,
+            self.limits.max_series,
+            LimitedItem::Resources,
+        )?;
+        let id = self.next_seq();
+        let message = self.signal.resource_name();
+        // First the resource's own attributes, wherever the field is.
+        let mut hit = None;
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, message)?;
+            match (field, wire_type) {
+                (1, wt::LEN) => {
+                    let resource = read_len(body, &mut pos, "Resource")?;
+                    self.attributes_of(resource, 1, "Resource", &mut hit)?;
+                }
+                (3, wt::LEN) => {
+                    utf8(read_len(body, &mut pos, "schema_url")?, "schema_url")?;
+                }
+                (1..=3, wt::LEN) => skip_value(body, &mut pos, wire_type, message, field)?,
+                (1..=3, _) => return Err(wrong_type(message, field, wire_type).into()),
+                _ => skip_value(body, &mut pos, wire_type, message, field)?,
+            }
+        }
+        // Then its scopes and their items.
+        let whole = hit.is_some();
+        let mut total = Counts::default();
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, message)?;
+            if (field, wire_type) == (2, wt::LEN) {
+                let scope = read_len(body, &mut pos, "scope")?;
+                let at = Context {
+                    resource: (id, body),
+                    scope: (0, &[]),
+                    metric: (0, &[]),
+                    data: (0, 0, &[]),
+                };
+                self.scope(at, scope, whole, &mut total, visit)?;
+            } else {
+                skip_value(body, &mut pos, wire_type, message, field)?;
+            }
+        }
+        if let Some(hit) = hit {
+            total.series = 1;
+            visit(OtlpItem {
+                raw,
+                at: None,
+                hit: Some(hit),
+                counts: total,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn scope<'a, E: From<WireError>>(
+        &mut self,
+        mut at: Context<'a>,
+        body: &'a [u8],
+        whole: bool,
+        total: &mut Counts,
+        visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        count(
+            &mut self.tally.scopes,
+            self.limits.max_series,
+            LimitedItem::Scopes,
+        )?;
+        at.scope = (self.next_seq(), body);
+        let message = self.signal.scope_name();
+        let mut pos = 0;
+        while pos < body.len() {
+            let start = pos;
+            let (field, wire_type) = read_key(body, &mut pos, message)?;
+            match (field, wire_type) {
+                (1, wt::LEN) => {
+                    let scope = read_len(body, &mut pos, "InstrumentationScope")?;
+                    self.scope_header(scope)?;
+                }
+                (2, wt::LEN) => {
+                    let item = read_len(body, &mut pos, "item")?;
+                    let raw = &body[start..pos];
+                    match self.signal {
+                        OtlpSignal::Metrics => self.metric(at, item, whole, total, visit)?,
+                        OtlpSignal::Logs | OtlpSignal::Traces => {
+                            let (hit, counts) = if self.signal == OtlpSignal::Logs {
+                                self.log_record(item)?
+                            } else {
+                                self.span(item)?
+                            };
+                            emit(raw, at, hit, counts, whole, total, visit)?;
+                        }
+                    }
+                }
+                (3, wt::LEN) => {
+                    utf8(read_len(body, &mut pos, "schema_url")?, "schema_url")?;
+                }
+                (1..=3, _) => return Err(wrong_type(message, field, wire_type).into()),
+                _ => skip_value(body, &mut pos, wire_type, message, field)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `InstrumentationScope`: name, version, attributes.
+    fn scope_header(&self, body: &[u8]) -> Result<(), WireError> {
+        let mut pos = 0;
+        let mut attributes = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "InstrumentationScope")?;
+            match (field, wire_type) {
+                (1 | 2, wt::LEN) => {
+                    utf8(read_len(body, &mut pos, "scope name")?, "scope name")?;
+                }
+                (3, wt::LEN) => {
+                    let kv = read_len(body, &mut pos, "attribute")?;
+                    self.attribute(kv, &mut attributes, &mut None)?;
+                }
+                (1..=3, _) => return Err(wrong_type("InstrumentationScope", field, wire_type)),
+                _ => skip_value(body, &mut pos, wire_type, "InstrumentationScope", field)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn metric<'a, E: From<WireError>>(
+        &mut self,
+        mut at: Context<'a>,
+        body: &'a [u8],
+        whole: bool,
+        total: &mut Counts,
+        visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        count(
+            &mut self.tally.metrics,
+            self.limits.max_series,
+            LimitedItem::Metrics,
+        )?;
+        at.metric = (self.next_seq(), body);
+        let mut pos = 0;
+        let mut metadata = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "Metric")?;
+            match (field, wire_type) {
+                (1..=3, wt::LEN) => {
+                    utf8(read_len(body, &mut pos, "metric name")?, "metric name")?;
+                }
+                (f, wt::LEN) if is_data_field(f) => {
+                    let data = read_len(body, &mut pos, "metric data")?;
+                    at.data = (self.next_seq(), field, data);
+                    self.data(at, data, whole, total, visit)?;
+                }
+                (12, wt::LEN) => {
+                    let kv = read_len(body, &mut pos, "metadata")?;
+                    self.attribute(kv, &mut metadata, &mut None)?;
+                }
+                (1..=3 | 5 | 7 | 9..=12, _) => {
+                    return Err(wrong_type("Metric", field, wire_type).into())
+                }
+                _ => skip_value(body, &mut pos, wire_type, "Metric", field)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A metric's `Gauge`, `Sum`, `Histogram`, `ExponentialHistogram` or
+    /// `Summary`: its data points (field 1), and scalars.
+    fn data<'a, E: From<WireError>>(
+        &mut self,
+        at: Context<'a>,
+        body: &'a [u8],
+        whole: bool,
+        total: &mut Counts,
+        visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let kind = at.data.1;
+        let mut pos = 0;
+        while pos < body.len() {
+            let start = pos;
+            let (field, wire_type) = read_key(body, &mut pos, "metric data")?;
+            match (field, wire_type) {
+                (1, wt::LEN) => {
+                    let point = read_len(body, &mut pos, "data point")?;
+                    count(
+                        &mut self.tally.points,
+                        self.limits.max_samples,
+                        LimitedItem::DataPoints,
+                    )?;
+                    let (hit, counts) = self.point(kind, point)?;
+                    emit(&body[start..pos], at, hit, counts, whole, total, visit)?;
+                }
+                (2 | 3, wt::VARINT) => skip_value(body, &mut pos, wire_type, "metric data", field)?,
+                (1..=3, _) => return Err(wrong_type("metric data", field, wire_type).into()),
+                _ => skip_value(body, &mut pos, wire_type, "metric data", field)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One data point of a metric whose data field is `kind`.
+    fn point<'a>(
+        &mut self,
+        kind: u32,
+        body: &'a [u8],
+    ) -> Result<(Option<Hit<'a>>, Counts), WireError> {
+        // (attributes, exemplars) field numbers by point type.
+        let (attributes_field, exemplars_field, message) = match kind {
+            5 | 7 => (7, Some(5), "NumberDataPoint"),
+            9 => (9, Some(8), "HistogramDataPoint"),
+            10 => (1, Some(11), "ExponentialHistogramDataPoint"),
+            _ => (7, None, "SummaryDataPoint"),
+        };
+        let mut counts = Counts {
+            series: 1,
+            ..Counts::default()
+        };
+        if matches!(kind, 5 | 7) {
+            counts.samples = 1;
+        } else {
+            counts.histograms = 1;
+        }
+        let mut hit = None;
+        let mut attributes = 0;
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, message)?;
+            if field == attributes_field && wire_type == wt::LEN {
+                let kv = read_len(body, &mut pos, "attribute")?;
+                self.attribute(kv, &mut attributes, &mut hit)?;
+            } else if Some(field) == exemplars_field && wire_type == wt::LEN {
+                let exemplar = read_len(body, &mut pos, "exemplar")?;
+                count(
+                    &mut self.tally.exemplars,
+                    self.limits.max_exemplars,
+                    LimitedItem::Exemplars,
+                )?;
+                counts.exemplars += 1;
+                self.attributes_of(exemplar, 7, "Exemplar", &mut None)?;
+            } else if field == attributes_field || Some(field) == exemplars_field {
+                return Err(wrong_type(message, field, wire_type));
+            } else {
+                skip_value(body, &mut pos, wire_type, message, field)?;
+            }
+        }
+        Ok((hit, counts))
+    }
+
+    fn log_record<'a>(&mut self, body: &'a [u8]) -> Result<(Option<Hit<'a>>, Counts), WireError> {
+        count(
+            &mut self.tally.records,
+            self.limits.max_entries,
+            LimitedItem::LogRecords,
+        )?;
+        let mut hit = None;
+        let mut attributes = 0;
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "LogRecord")?;
+            match (field, wire_type) {
+                (5, wt::LEN) => {
+                    self.any_value(read_len(body, &mut pos, "log body")?, 0)?;
+                }
+                (6, wt::LEN) => {
+                    let kv = read_len(body, &mut pos, "attribute")?;
+                    self.attribute(kv, &mut attributes, &mut hit)?;
+                }
+                (3 | 12, wt::LEN) => {
+                    utf8(
+                        read_len(body, &mut pos, "log text")?,
+                        "severity_text or event_name",
+                    )?;
+                }
+                (3 | 5 | 6 | 12, _) => return Err(wrong_type("LogRecord", field, wire_type)),
+                _ => skip_value(body, &mut pos, wire_type, "LogRecord", field)?,
+            }
+        }
+        let counts = Counts {
+            series: 1,
+            samples: 1,
+            ..Counts::default()
+        };
+        Ok((hit, counts))
+    }
+
+    fn span<'a>(&mut self, body: &'a [u8]) -> Result<(Option<Hit<'a>>, Counts), WireError> {
+        count(
+            &mut self.tally.spans,
+            self.limits.max_samples,
+            LimitedItem::Spans,
+        )?;
+        let mut hit = None;
+        let mut attributes = 0;
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "Span")?;
+            match (field, wire_type) {
+                (9, wt::LEN) => {
+                    let kv = read_len(body, &mut pos, "attribute")?;
+                    self.attribute(kv, &mut attributes, &mut hit)?;
+                }
+                (11 | 13, wt::LEN) => {
+                    let inner = read_len(body, &mut pos, "span event or link")?;
+                    count(
+                        &mut self.tally.events_links,
+                        self.limits.max_exemplars,
+                        LimitedItem::EventsAndLinks,
+                    )?;
+                    let (field, message) = if field == 11 {
+                        (3, "Span.Event")
+                    } else {
+                        (4, "Span.Link")
+                    };
+                    self.attributes_of(inner, field, message, &mut None)?;
+                }
+                (3 | 5, wt::LEN) => {
+                    utf8(
+                        read_len(body, &mut pos, "span text")?,
+                        "span name or trace_state",
+                    )?;
+                }
+                (3 | 5 | 9 | 11 | 13, _) => return Err(wrong_type("Span", field, wire_type)),
+                _ => skip_value(body, &mut pos, wire_type, "Span", field)?,
+            }
+        }
+        let counts = Counts {
+            series: 1,
+            samples: 1,
+            ..Counts::default()
+        };
+        Ok((hit, counts))
+    }
+
+    /// Checks a message whose attributes are field `field` (and skips the
+    /// rest), offering them to the query when `hit` is asked for.
+    fn attributes_of<'a>(
+        &self,
+        body: &'a [u8],
+        field: u32,
+        message: &'static str,
+        hit: &mut Option<Hit<'a>>,
+    ) -> Result<(), WireError> {
+        let mut attributes = 0;
+        let mut pos = 0;
+        while pos < body.len() {
+            let (f, wire_type) = read_key(body, &mut pos, message)?;
+            if f == field {
+                if wire_type != wt::LEN {
+                    return Err(wrong_type(message, f, wire_type));
+                }
+                let kv = read_len(body, &mut pos, "attribute")?;
+                self.attribute(kv, &mut attributes, hit)?;
+            } else {
+                skip_value(body, &mut pos, wire_type, message, f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One `KeyValue` attribute, counted and checked; a string value under
+    /// a key of the query is a [`Hit`] (the earliest-listed key wins).
+    fn attribute<'a>(
+        &self,
+        kv: &'a [u8],
+        attributes: &mut usize,
+        hit: &mut Option<Hit<'a>>,
+    ) -> Result<(), WireError> {
+        count(attributes, self.limits.max_labels, LimitedItem::Attributes)?;
+        let (key, value) = self.key_value(kv, 0)?;
+        if let (Some(value), Some(rank)) = (value, self.query.rank(key.as_bytes())) {
+            if hit.is_none_or(|h| rank < h.rank) {
+                *hit = Some(Hit {
+                    rank,
+                    value,
+                    field: (0, 0),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A `KeyValue`: its key, and its value if that is a string.
+    fn key_value<'a>(
+        &self,
+        kv: &'a [u8],
+        depth: usize,
+    ) -> Result<(&'a str, Option<&'a str>), WireError> {
+        let mut key: &[u8] = &[];
+        let mut value = None;
+        let mut pos = 0;
+        while pos < kv.len() {
+            let (field, wire_type) = read_key(kv, &mut pos, "KeyValue")?;
+            match (field, wire_type) {
+                (1, wt::LEN) => key = read_len(kv, &mut pos, "attribute key")?,
+                (2, wt::LEN) => value = self.any_value(read_len(kv, &mut pos, "value")?, depth)?,
+                (1 | 2, _) => return Err(wrong_type("KeyValue", field, wire_type)),
+                _ => skip_value(kv, &mut pos, wire_type, "KeyValue", field)?,
+            }
+        }
+        if key.len() > self.limits.max_label_bytes {
+            return Err(WireError::LabelTooLong {
+                which: "attribute key",
+                len: key.len(),
+                limit: self.limits.max_label_bytes,
+            });
+        }
+        Ok((utf8(key, "attribute key")?, value))
+    }
+
+    /// Checks an `AnyValue`; its string, if it is one.
+    fn any_value<'a>(&self, body: &'a [u8], depth: usize) -> Result<Option<&'a str>, WireError> {
+        let mut string = None;
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "AnyValue")?;
+            match (field, wire_type) {
+                (1, wt::LEN) => {
+                    string = Some(utf8(read_len(body, &mut pos, "string value")?, "value")?);
+                }
+                (5 | 6, wt::LEN) => {
+                    if depth >= MAX_VALUE_DEPTH {
+                        return Err(WireError::TooDeep {
+                            what: "an attribute or log body",
+                            limit: MAX_VALUE_DEPTH,
+                        });
+                    }
+                    let list = read_len(body, &mut pos, "array or key-value list")?;
+                    self.list(list, field == 6, depth + 1)?;
+                    string = None;
+                }
+                (2 | 3, wt::VARINT) | (4, wt::I64) | (7, wt::LEN) => {
+                    skip_value(body, &mut pos, wire_type, "AnyValue", field)?;
+                    string = None;
+                }
+                (1..=7, _) => return Err(wrong_type("AnyValue", field, wire_type)),
+                _ => skip_value(body, &mut pos, wire_type, "AnyValue", field)?,
+            }
+        }
+        Ok(string)
+    }
+
+    /// An `ArrayValue` (of `AnyValue`s) or `KeyValueList` (of `KeyValue`s):
+    /// its entries counted as attributes.
+    fn list(&self, body: &[u8], key_values: bool, depth: usize) -> Result<(), WireError> {
+        let mut entries = 0;
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "ArrayValue")?;
+            match (field, wire_type) {
+                (1, wt::LEN) => {
+                    count(
+                        &mut entries,
+                        self.limits.max_labels,
+                        LimitedItem::Attributes,
+                    )?;
+                    let entry = read_len(body, &mut pos, "list entry")?;
+                    if key_values {
+                        self.key_value(entry, depth)?;
+                    } else {
+                        self.any_value(entry, depth)?;
+                    }
+                }
+                (1, _) => return Err(wrong_type("ArrayValue", field, wire_type)),
+                _ => skip_value(body, &mut pos, wire_type, "ArrayValue", field)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hands an item on, or (its resource going whole) adds it to the
+/// resource's counts.
+fn emit<'a, E: From<WireError>>(
+    raw: &'a [u8],
+    at: Context<'a>,
+    hit: Option<Hit<'a>>,
+    counts: Counts,
+    whole: bool,
+    total: &mut Counts,
+    visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
+) -> Result<(), E> {
+    if whole {
+        total.add(&counts);
+        return Ok(());
+    }
+    visit(OtlpItem {
+        raw,
+        at: Some(at),
+        hit,
+        counts,
+    })
+}
