@@ -20,6 +20,7 @@ mod kube;
 mod layers;
 mod loki;
 mod ops;
+mod otlp;
 mod properties;
 mod push;
 mod readproxy;

@@ -1,0 +1,525 @@
+//! OTLP/HTTP over real HTTP: the OpenTelemetry Python SDK's exporters send
+//! metrics, logs and traces through orgsplit into a fake Mimir, Loki and
+//! Tempo that record what each tenant received (decoded with the official
+//! schema's prost types); the answers OTLP senders get; what is refused.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::metric;
+use prost::Message;
+
+/// One request a fake OTLP receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    path: String,
+    tenant: String,
+    content_type: String,
+    encoding: String,
+    /// Decompressed.
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct Fake {
+    got: Arc<Mutex<Vec<Got>>>,
+    /// Tenant → (status, Retry-After, body) to answer instead of 200.
+    fail: Arc<Mutex<BTreeMap<String, (u16, Option<u64>, &'static str)>>>,
+}
+
+/// A fake Mimir, Loki and Tempo on one port, answering every path.
+async fn fake() -> (std::net::SocketAddr, Fake) {
+    let fake = Fake::default();
+    let app = axum::Router::new()
+        .route("/{*path}", axum::routing::post(receive))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, fake)
+}
+
+async fn receive(
+    State(fake): State<Fake>,
+    UrlPath(path): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let tenant = h("x-scope-orgid");
+    if let Some((status, retry, text)) = fake.fail.lock().unwrap().get(&tenant).copied() {
+        let mut r = (StatusCode::from_u16(status).unwrap(), text).into_response();
+        if let Some(s) = retry {
+            r.headers_mut().insert("retry-after", s.into());
+        }
+        return r;
+    }
+    let encoding = h("content-encoding");
+    let body = match encoding.as_str() {
+        "gzip" => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }
+        "" => body.to_vec(),
+        other => panic!("unexpected encoding {other}"),
+    };
+    fake.got.lock().unwrap().push(Got {
+        path: format!("/{path}"),
+        tenant,
+        content_type: h("content-type"),
+        encoding,
+        body,
+    });
+    (StatusCode::OK, "").into_response()
+}
+
+impl Fake {
+    fn got(&self, path: &str) -> Vec<Got> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+fn config(dir: &std::path::Path, fake: std::net::SocketAddr, routing: &str, extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0
+upstream:
+  url: http://{fake}/api/v1/push
+  timeout: 2s
+loki:
+  upstream:
+    url: http://{fake}/loki/api/v1/push
+otlp:
+  traces:
+    upstream: http://{fake}/v1/traces
+routing:
+  namespace_labels: [namespace]
+{routing}
+lookup:
+  file: {}
+{extra}",
+        dir.join("table.yaml").display()
+    )
+}
+
+async fn start(routing: &str, extra: &str) -> (tempfile::TempDir, Fake, Orgsplit) {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let (addr, fake) = fake().await;
+    let o = Orgsplit::start(dir.path(), &config(dir.path(), addr, routing, extra)).await;
+    (dir, fake, o)
+}
+
+fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes.iter().find(|a| a.key == key).and_then(|a| {
+        match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+/// Tenant → the `namespace` attributes of its data points, or
+/// "resource:<ns>" for points of a resource that named its namespace.
+fn metric_points(fake: &Fake) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for g in fake.got("/otlp/v1/metrics") {
+        assert_eq!(g.content_type, "application/x-protobuf");
+        let req = ExportMetricsServiceRequest::decode(g.body.as_slice()).unwrap();
+        for rm in req.resource_metrics {
+            let at_resource = rm
+                .resource
+                .as_ref()
+                .and_then(|r| string_attr(&r.attributes, "k8s.namespace.name"))
+                .map(|ns| format!("resource:{ns}"));
+            for sm in rm.scope_metrics {
+                for m in sm.metrics {
+                    let Some(metric::Data::Sum(sum)) = m.data else {
+                        panic!("{m:?}")
+                    };
+                    for p in sum.data_points {
+                        let ns = at_resource.clone().unwrap_or_else(|| {
+                            string_attr(&p.attributes, "namespace").unwrap().to_string()
+                        });
+                        out.entry(g.tenant.clone()).or_default().push(ns);
+                    }
+                }
+            }
+        }
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+fn span_names(fake: &Fake) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for g in fake.got("/v1/traces") {
+        let req = ExportTraceServiceRequest::decode(g.body.as_slice()).unwrap();
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    assert_eq!(s.events.len(), 1, "events travel with their span");
+                    out.entry(g.tenant.clone()).or_default().push(s.name);
+                }
+            }
+        }
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+fn log_lines(fake: &Fake) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for g in fake.got("/otlp/v1/logs") {
+        let req = ExportLogsServiceRequest::decode(g.body.as_slice()).unwrap();
+        for rl in req.resource_logs {
+            for sl in rl.scope_logs {
+                for r in sl.log_records {
+                    let Some(any_value::Value::StringValue(line)) = r.body.and_then(|b| b.value)
+                    else {
+                        panic!("no body")
+                    };
+                    out.entry(g.tenant.clone()).or_default().push(line);
+                }
+            }
+        }
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+/// Where scripts/test installs the OpenTelemetry Python SDK and its
+/// OTLP/HTTP exporters (PyPI).
+fn python_path() -> std::path::PathBuf {
+    std::env::var_os("OTLP_CLIENT_PYTHONPATH")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pydeps-otel")
+        })
+}
+
+async fn python_client(spec: serde_json::Value) -> Vec<String> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/otlp_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .env("PYTHONPATH", python_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 with the OpenTelemetry SDK (scripts/test installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(spec.to_string().as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenTelemetry client failed (scripts/test installs it into target/pydeps-otel): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The OpenTelemetry Python SDK sends a data point, a log record and a span
+/// from each of four namespaces (the namespace on the item, as the
+/// Collector's Prometheus receiver leaves it), and one of each from a
+/// resource that carries `k8s.namespace.name`: every organization's
+/// Mimir, Loki and Tempo tenant gets exactly its own, the namespace with
+/// no organization is dropped by policy, and the sender is told success.
+#[tokio::test]
+async fn the_opentelemetry_sdk_is_split_by_namespace_organization() {
+    for compression in ["none", "gzip"] {
+        let (_dir, fake, o) = start("  unmapped: drop", "").await;
+        let results = python_client(serde_json::json!({
+            "endpoint": o.url(""),
+            "compression": compression,
+            "namespaces": ["shop-prod", "billing", "shop-dev", "nowhere"],
+            "resource_namespace": "billing",
+        }))
+        .await;
+        assert_eq!(
+            results,
+            [
+                "metrics SUCCESS",
+                "metrics SUCCESS",
+                "traces SUCCESS",
+                "traces SUCCESS",
+                "logs SUCCESS",
+                "logs SUCCESS"
+            ]
+        );
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            metric_points(&fake),
+            BTreeMap::from([
+                ("acme".into(), s(&["shop-dev", "shop-prod"])),
+                ("globex".into(), s(&["billing", "resource:billing"])),
+            ]),
+            "{compression}"
+        );
+        assert_eq!(
+            span_names(&fake),
+            BTreeMap::from([
+                ("acme".into(), s(&["work in shop-dev", "work in shop-prod"])),
+                ("globex".into(), s(&["work in any", "work in billing"])),
+            ])
+        );
+        assert_eq!(
+            log_lines(&fake),
+            BTreeMap::from([
+                (
+                    "acme".into(),
+                    s(&["line from shop-dev", "line from shop-prod"])
+                ),
+                (
+                    "globex".into(),
+                    s(&["line from billing", "line from the resource"])
+                ),
+            ])
+        );
+        // Each tenant's request went in the encoding it came in.
+        let want = if compression == "gzip" { "gzip" } else { "" };
+        assert!(fake.got.lock().unwrap().iter().all(|g| g.encoding == want));
+        let page = o.metrics().await;
+        for signal in ["metrics", "logs", "traces"] {
+            assert!(
+                page.contains(&format!(
+                    "orgsplit_series_dropped_total{{signal=\"{signal}\",reason=\"no_organization\"}} 1"
+                )),
+                "{signal}: {page}"
+            );
+        }
+    }
+}
+
+async fn post(
+    o: &Orgsplit,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, HeaderMap, Vec<u8>) {
+    let r = client()
+        .post(o.url(path))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.bytes().await.unwrap().to_vec())
+}
+
+fn json_logs(namespaces: &[&str]) -> String {
+    let records: Vec<serde_json::Value> = namespaces
+        .iter()
+        .map(|ns| {
+            serde_json::json!({
+                "timeUnixNano": "1700000000000000000",
+                "body": {"stringValue": format!("hello from {ns}")},
+                "attributes": [{"key": "namespace", "value": {"stringValue": ns}}],
+                "traceId": "5b8efff798038103d269b633813fc60c",
+                "spanId": "eee19b7ec3c1b174",
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "resourceLogs": [{
+            "resource": {"attributes": [{"key": "host.name", "value": {"stringValue": "n1"}}]},
+            "scopeLogs": [{"scope": {"name": "filelog"}, "logRecords": records}],
+        }]
+    })
+    .to_string()
+}
+
+/// OTLP JSON on Loki's path: each tenant's request goes as JSON, and the
+/// sender hears 200 with `partial_success` naming what the drop policy
+/// dropped, in JSON.
+#[tokio::test]
+async fn json_goes_as_json_and_dropped_items_are_a_partial_success() {
+    let (_dir, fake, o) = start("  unmapped: drop", "").await;
+    let body = json_logs(&["shop-prod", "nowhere", "billing", "nowhere"]);
+    let (status, headers, answer) =
+        post(&o, "/otlp/v1/logs", "application/json", body.into()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(headers["content-type"], "application/json");
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedLogRecords"], "2");
+    assert!(answer["partialSuccess"]["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("routing.unmapped"));
+    let got = fake.got("/otlp/v1/logs");
+    assert_eq!(got.len(), 2);
+    for g in got {
+        assert_eq!(g.content_type, "application/json");
+        let v: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
+        let records = &v["resourceLogs"][0]["scopeLogs"][0]["logRecords"];
+        assert_eq!(records.as_array().unwrap().len(), 1);
+        let ns = if g.tenant == "acme" {
+            "shop-prod"
+        } else {
+            "billing"
+        };
+        assert_eq!(
+            records[0]["body"]["stringValue"],
+            format!("hello from {ns}")
+        );
+        // Items go as they came: IDs stay hex strings, numbers strings.
+        assert_eq!(records[0]["traceId"], "5b8efff798038103d269b633813fc60c");
+        assert_eq!(records[0]["timeUnixNano"], "1700000000000000000");
+        assert_eq!(
+            v["resourceLogs"][0]["scopeLogs"][0]["scope"]["name"],
+            "filelog"
+        );
+    }
+}
+
+/// What an OTLP sender is told when it cannot be served: a
+/// `google.rpc.Status` in its encoding, with the status that says whether
+/// to retry.
+#[tokio::test]
+async fn refusals_are_statuses_an_otlp_sender_understands() {
+    let (_dir, fake, o) = start("  unmapped: reject", "").await;
+    // Malformed protobuf: 400, INVALID_ARGUMENT, nothing sent.
+    let (status, headers, body) = post(
+        &o,
+        "/v1/logs",
+        "application/x-protobuf",
+        vec![0x0a, 0x05, 1],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    assert_eq!(body[..2], [0x08, 3], "code INVALID_ARGUMENT");
+    // Malformed JSON: 400 with a JSON Status.
+    let (status, _, body) = post(
+        &o,
+        "/v1/metrics",
+        "application/json",
+        b"{\"resourceMetrics\":[{".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], 3);
+    assert!(v["message"].as_str().unwrap().contains("OTLP JSON"), "{v}");
+    // The reject policy: 400, nothing sent to anyone.
+    let (status, _, body) = post(
+        &o,
+        "/v1/logs",
+        "application/json",
+        json_logs(&["billing", "nowhere"]).into(),
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(fake.got.lock().unwrap().is_empty());
+    // Not OTLP: 415.
+    let (status, _, _) = post(&o, "/v1/traces", "text/plain", b"hi".to_vec()).await;
+    assert_eq!(status, 415);
+    // An upstream that throttles: 429 with Retry-After, UNAVAILABLE-class.
+    fake.fail
+        .lock()
+        .unwrap()
+        .insert("globex".into(), (429, Some(7), "slow down"));
+    let (status, headers, body) = post(
+        &o,
+        "/v1/logs",
+        "application/json",
+        json_logs(&["billing"]).into(),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "7");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], 8);
+    assert!(v["message"].as_str().unwrap().contains("slow down"));
+    // A 5xx upstream: 502/503 class, retryable.
+    fake.fail
+        .lock()
+        .unwrap()
+        .insert("globex".into(), (500, None, "ingester down"));
+    let (status, _, _) = post(
+        &o,
+        "/v1/logs",
+        "application/json",
+        json_logs(&["billing"]).into(),
+    )
+    .await;
+    assert!(matches!(status, 500 | 502 | 503), "{status}");
+}
+
+/// A signal with no upstream is 404, and paths around the OTLP ones reach
+/// nothing.
+#[tokio::test]
+async fn unconfigured_signals_and_paths_around_them_are_404() {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let (addr, fake) = fake().await;
+    // No Loki and no traces upstream: metrics only.
+    let cfg = format!(
+        "listen: 127.0.0.1:0\nupstream:\n  url: http://{addr}/api/v1/push\nrouting:\n  namespace_labels: [namespace]\n  unmapped: drop\nlookup:\n  file: {}\n",
+        dir.path().join("table.yaml").display()
+    );
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    for path in ["/v1/logs", "/v1/traces", "/otlp/v1/logs"] {
+        let (status, _, body) = post(&o, path, "application/json", b"{}".to_vec()).await;
+        assert_eq!(status, 404, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["message"].as_str().unwrap().contains("otlp."), "{v}");
+    }
+    for path in [
+        "/v1/metrics/",
+        "/v1/metrics/..",
+        "/v1//metrics",
+        "/v1/%6detrics",
+        "/otlp/v1/metrics/x",
+        "/v1/metrics%2f..%2fapi%2fv1%2fpush",
+    ] {
+        let (status, _, _) = post(&o, path, "application/json", b"{}".to_vec()).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _, _) = post(&o, "/v1/metrics", "application/json", b"{}".to_vec()).await;
+    assert_eq!(status, 200, "metrics go to Mimir's OTLP path by default");
+    assert!(
+        fake.got.lock().unwrap().is_empty(),
+        "an empty request sends nothing"
+    );
+}
