@@ -109,11 +109,7 @@ impl App {
         }
         // OTLP items are routed by attributes: the same policies, their
         // own keys.
-        let attribute_routing = crate::config::Routing {
-            namespace_labels: config.otlp.namespace_attributes.clone(),
-            ..config.routing.clone()
-        };
-        let attribute_router = Router::new(&attribute_routing, limits.wire())
+        let attribute_router = Router::new(&config.attribute_routing(), limits.wire())
             .with_signals(metrics.route())
             .with_outside_allowance(config.auth.outside_allowance);
         let tls = config

@@ -235,6 +235,16 @@ pub enum OtlpUpstream {
 }
 
 impl Config {
+    /// The routing of items that carry attributes rather than labels
+    /// (OTLP): `routing` with `otlp.namespace_attributes` as the
+    /// namespace keys.
+    pub fn attribute_routing(&self) -> Routing {
+        Routing {
+            namespace_labels: self.otlp.namespace_attributes.clone(),
+            ..self.routing.clone()
+        }
+    }
+
     /// The upstream the OTLP pushes of `signal` go to, if they are served:
     /// see [`OtlpSignal::upstream`].
     pub fn otlp_upstream(&self, signal: crate::signals::Signal) -> Option<Upstream> {

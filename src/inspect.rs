@@ -47,8 +47,103 @@ pub fn run(config: &Config, path: &Path) -> anyhow::Result<String> {
             std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     }
     let snapshot = load_table_once(config)?;
+    let attributes = Router::new(&config.attribute_routing(), config.limits.wire());
+    if let Some(report) = otlp_report(&attributes, &snapshot, &capture) {
+        return Ok(report);
+    }
     let router = Router::new(&config.routing, config.limits.wire());
     Ok(report(&router, &snapshot, &capture)?)
+}
+
+/// An OTLP capture (protobuf or JSON, plain or gzip; metrics, logs or
+/// traces, tried in that order), split by the server's own pipeline with
+/// `router` (the attribute router). `None` when it is not one.
+pub fn otlp_report(router: &Router, table: &Snapshot, capture: &[u8]) -> Option<String> {
+    use crate::formats::otlp::{json::OtlpJson, kind_of, OtlpProto, OtlpSignal};
+    use crate::pipeline::Codec;
+    let gzip = capture.starts_with(&[0x1f, 0x8b]);
+    let codec = if gzip { Codec::Gzip } else { Codec::Identity };
+    let plain = if gzip {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(capture), &mut out).ok()?;
+        out
+    } else {
+        capture.to_vec()
+    };
+    let json = plain.first() == Some(&b'{');
+    for signal in [OtlpSignal::Metrics, OtlpSignal::Logs, OtlpSignal::Traces] {
+        let processed = if json {
+            pipeline(OtlpJson(signal), router)
+                .with_codec(codec)
+                .process(capture, table)
+        } else {
+            pipeline(OtlpProto(signal), router)
+                .with_codec(codec)
+                .process(capture, table)
+        };
+        let split = match processed {
+            Ok(split) => split,
+            // Well-formed, but refused as a whole (the reject policy, too
+            // many tenants).
+            Err(ProcessError::Route(e)) if !matches!(e, crate::route::RouteError::Wire(_)) => {
+                return Some(format!(
+                    "capture: {} bytes, {}\norgsplit would answer 400: {e}\n",
+                    capture.len(),
+                    kind_of(signal, json, gzip).name
+                ));
+            }
+            Err(_) => continue,
+        };
+        let st = &split.stats;
+        if st.received.series == 0 {
+            continue;
+        }
+        let noun = signal.item_noun();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "capture: {} bytes, {} bytes decoded, {}",
+            capture.len(),
+            plain.len(),
+            kind_of(signal, json, gzip).name
+        );
+        let items = |c: &crate::signals::Counts| c.samples + c.histograms;
+        let _ = writeln!(out, "request: {} {noun}s\n", items(&st.received));
+        let _ = writeln!(out, "{:<40} {:>12}", "tenant", format!("{noun}s"));
+        let mut batches: Vec<_> = split.outgoing.iter().collect();
+        batches.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        for b in batches {
+            let _ = writeln!(out, "{:<40} {:>12}", b.tenant.as_str(), items(&b.counts));
+        }
+        let mut any = false;
+        for reason in Unmapped::ALL {
+            let (defaulted, dropped) = (st.defaulted(reason), st.dropped(reason));
+            if defaulted + dropped == 0 {
+                continue;
+            }
+            if !any {
+                let _ = writeln!(out, "\nunmapped ({:?} policy):", router.policy());
+                any = true;
+            }
+            let _ = writeln!(
+                out,
+                "  {} ({}): {} resources or {noun}s {}",
+                reason.as_str(),
+                explain(reason.as_str()),
+                defaulted + dropped,
+                if dropped > 0 {
+                    "dropped"
+                } else {
+                    "sent to the default tenant"
+                }
+            );
+        }
+        if !any {
+            let _ = writeln!(out, "\nevery {noun} has a tenant");
+        }
+        return Some(out);
+    }
+    None
 }
 
 /// The table as it is now: the file, or one complete list of the

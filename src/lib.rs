@@ -25,7 +25,9 @@
 //!   write 1.0 ([`formats::rw1`]: the zero-copy walk and its prost reference) and
 //!   2.0 ([`formats::rw2`]: per-tenant symbol tables, conversion to 1.0),
 //!   Loki protobuf and JSON pushes ([`formats::loki`]: label strings parsed
-//!   as Loki does, streams forwarded byte for byte).
+//!   as Loki does, streams forwarded byte for byte), OpenTelemetry
+//!   metrics, logs and traces ([`formats::otlp`]: resources or items
+//!   routed by their attributes, answers as OTLP says).
 //! - [`wire`]: protobuf read and written without copying, for every
 //!   format's walk: varints, keys, lengths, schema checks, item counting,
 //!   [`wire::LabelQuery`]; no format lives here.

@@ -16,7 +16,7 @@ mod schema;
 pub use crate::request_limits::{LimitedItem, RequestLimits};
 pub(crate) use query::{all_ascii, or_bytes, same};
 pub use query::{Hit, LabelQuery};
-pub(crate) use schema::{check_field, check_message, count, FieldKind};
+pub(crate) use schema::{check_field, check_message, count, FieldKind, Schema};
 
 /// Why a body is not a well-formed remote write request (1.0 or 2.0).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

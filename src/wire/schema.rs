@@ -18,6 +18,7 @@ pub(crate) fn count(n: &mut usize, limit: usize, item: LimitedItem) -> Result<()
 pub(crate) enum FieldKind {
     Varint,
     Fixed64,
+    Fixed32,
     /// A message (checked separately) or a string.
     Len,
     PackedVarint,
@@ -53,6 +54,7 @@ pub(crate) fn check_field(
         (None, _) => true,
         (Some(FieldKind::Varint | FieldKind::PackedVarint), wt::VARINT) => true,
         (Some(FieldKind::Fixed64 | FieldKind::PackedFixed64), wt::I64) => true,
+        (Some(FieldKind::Fixed32), wt::I32) => true,
         (Some(FieldKind::Len), wt::LEN) => true,
         (Some(FieldKind::PackedVarint), wt::LEN) => {
             let packed = read_len(body, pos, "packed varints")?;

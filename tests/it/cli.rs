@@ -347,3 +347,35 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         "terminal escape codes in a piped log: {text:?}"
     );
 }
+
+#[test]
+fn inspect_understands_otlp_captures() {
+    // The namespace on each data point: split point by point.
+    let stdout = inspect("fixtures/requests/otlp/python-sdk-1.45.2-metrics.bin");
+    assert!(stdout.contains("OTLP metrics, protobuf"), "{stdout}");
+    assert!(stdout.contains("request: 5 data points"), "{stdout}");
+    for (tenant, points) in [
+        ("acme", 1),
+        ("globex", 1),
+        ("platform", 1),
+        ("unassigned", 2),
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(tenant) && l.ends_with(&format!(" {points}"))),
+            "{tenant}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("no_organization"), "{stdout}");
+    // The namespace on the resource: the resource goes whole.
+    let stdout = inspect("fixtures/requests/otlp/python-sdk-1.45.2-traces.bin");
+    assert!(stdout.contains("OTLP traces, protobuf"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("globex") && l.ends_with(" 3")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("every span has a tenant"), "{stdout}");
+}

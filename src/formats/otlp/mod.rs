@@ -40,6 +40,7 @@ mod batch;
 pub mod json;
 mod proto;
 pub mod reply;
+mod schema;
 
 pub use batch::Nest;
 pub use proto::MAX_VALUE_DEPTH;

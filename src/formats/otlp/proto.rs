@@ -17,12 +17,20 @@
 //! can exhaust the stack. Fields the walk has no business with are skipped
 //! with their framing checked, and go upstream byte for byte.
 
+use std::cell::Cell;
+
+use super::schema;
 use super::{Context, OtlpItem, OtlpSignal};
 use crate::request_limits::{LimitedItem, RequestLimits};
 use crate::signals::Counts;
 use crate::wire::{
-    all_ascii, count, read_key, read_len, skip_value, wt, Hit, LabelQuery, WireError,
+    all_ascii, check_field, check_message, count, read_key, read_len, skip_value, wt, FieldKind,
+    Hit, LabelQuery, Schema, WireError,
 };
+
+/// Shorthands for the schemas of the levels.
+const NONE: Option<FieldKind> = None;
+const L: Option<FieldKind> = Some(FieldKind::Len);
 
 /// Deepest nesting of `AnyValue` arrays and key-value lists. The
 /// OpenTelemetry SDKs produce one or two levels; Go's protobuf decoder
@@ -38,14 +46,22 @@ pub(super) fn is_data_field(field: u32) -> bool {
 /// Repeated items met so far, against [`RequestLimits`].
 #[derive(Default)]
 struct Tally {
-    resources: usize,
-    scopes: usize,
-    metrics: usize,
-    points: usize,
-    records: usize,
-    spans: usize,
-    events_links: usize,
-    exemplars: usize,
+    resources: Cell<usize>,
+    scopes: Cell<usize>,
+    metrics: Cell<usize>,
+    points: Cell<usize>,
+    records: Cell<usize>,
+    spans: Cell<usize>,
+    events_links: Cell<usize>,
+    exemplars: Cell<usize>,
+}
+
+/// Counts one more item against `limit`.
+fn bump(n: &Cell<usize>, limit: usize, item: LimitedItem) -> Result<(), WireError> {
+    let mut v = n.get();
+    count(&mut v, limit, item)?;
+    n.set(v);
+    Ok(())
 }
 
 /// One walk over one request.
@@ -56,7 +72,7 @@ pub(super) struct Walk<'q> {
     tally: Tally,
     /// Numbers each resource, scope, metric and data wrapper as it is met,
     /// so a tenant's batch can tell when an item's context changed.
-    seq: u32,
+    seq: Cell<u32>,
 }
 
 fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, WireError> {
@@ -67,6 +83,36 @@ fn utf8<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, WireError> {
     std::str::from_utf8(bytes).map_err(|_| WireError::Utf8(what))
 }
 
+/// Checks one field the walk does not descend into: a string of `strings`
+/// (UTF-8), or a field of `schema` (its wire type; unknown fields skipped).
+fn plain_field(
+    body: &[u8],
+    pos: &mut usize,
+    (field, wire_type): (u32, u8),
+    schema: &Schema,
+    strings: &[u32],
+    message: &'static str,
+) -> Result<(), WireError> {
+    if strings.contains(&field) {
+        if wire_type != wt::LEN {
+            return Err(wrong_type(message, field, wire_type));
+        }
+        utf8(read_len(body, pos, "string")?, "string field")?;
+        return Ok(());
+    }
+    check_field(body, pos, field, wire_type, schema).map(drop)
+}
+
+/// A message of strings only (a resource's `EntityRef`).
+fn strings_only(body: &[u8], message: &'static str) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < body.len() {
+        let key = read_key(body, &mut pos, message)?;
+        plain_field(body, &mut pos, key, &[], &[1, 2, 3, 4], message)?;
+    }
+    Ok(())
+}
+
 fn wrong_type(message: &'static str, field: u32, wire_type: u8) -> WireError {
     WireError::WireType {
         message,
@@ -75,6 +121,11 @@ fn wrong_type(message: &'static str, field: u32, wire_type: u8) -> WireError {
     }
 }
 
+/// A field the caller of [`Walk::fields`] handles itself: its (number,
+/// wire type), the message body and the position after its key; returns
+/// whether it was handled (and read).
+type Nested<'f> = &'f mut dyn FnMut((u32, u8), &[u8], &mut usize) -> Result<bool, WireError>;
+
 impl<'q> Walk<'q> {
     pub(super) fn new(signal: OtlpSignal, query: &'q LabelQuery, limits: RequestLimits) -> Self {
         Self {
@@ -82,18 +133,18 @@ impl<'q> Walk<'q> {
             query,
             limits,
             tally: Tally::default(),
-            seq: 0,
+            seq: Cell::new(0),
         }
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq += 1;
-        self.seq
+    fn next_seq(&self) -> u32 {
+        self.seq.set(self.seq.get() + 1);
+        self.seq.get()
     }
 
     /// Walks a whole request, handing each routed item to `visit`.
     pub(super) fn request<'a, E: From<WireError>>(
-        &mut self,
+        &self,
         body: &'a [u8],
         visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
@@ -117,13 +168,13 @@ impl<'q> Walk<'q> {
     }
 
     fn resource<'a, E: From<WireError>>(
-        &mut self,
+        &self,
         raw: &'a [u8],
         body: &'a [u8],
         visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
-        count(
-            &mut self.tally.resources,
+        bump(
+            &self.tally.resources,
             self.limits.max_series,
             LimitedItem::Resources,
         )?;
@@ -137,14 +188,24 @@ impl<'q> Walk<'q> {
             match (field, wire_type) {
                 (1, wt::LEN) => {
                     let resource = read_len(body, &mut pos, "Resource")?;
-                    self.attributes_of(resource, 1, "Resource", &mut hit)?;
+                    self.fields(
+                        resource,
+                        1,
+                        "Resource",
+                        schema::RESOURCE,
+                        &[],
+                        &mut hit,
+                        &mut |f, b, p| {
+                            if f == (3, wt::LEN) {
+                                strings_only(read_len(b, p, "EntityRef")?, "EntityRef")?;
+                                return Ok(true);
+                            }
+                            Ok(false)
+                        },
+                    )?;
                 }
-                (3, wt::LEN) => {
-                    utf8(read_len(body, &mut pos, "schema_url")?, "schema_url")?;
-                }
-                (1..=3, wt::LEN) => skip_value(body, &mut pos, wire_type, message, field)?,
-                (1..=3, _) => return Err(wrong_type(message, field, wire_type).into()),
-                _ => skip_value(body, &mut pos, wire_type, message, field)?,
+                (2, wt::LEN) => skip_value(body, &mut pos, wire_type, message, field)?,
+                key => plain_field(body, &mut pos, key, &[NONE, L, L, L], &[3], message)?,
             }
         }
         // Then its scopes and their items.
@@ -179,15 +240,15 @@ impl<'q> Walk<'q> {
     }
 
     fn scope<'a, E: From<WireError>>(
-        &mut self,
+        &self,
         mut at: Context<'a>,
         body: &'a [u8],
         whole: bool,
         total: &mut Counts,
         visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
-        count(
-            &mut self.tally.scopes,
+        bump(
+            &self.tally.scopes,
             self.limits.max_series,
             LimitedItem::Scopes,
         )?;
@@ -200,64 +261,47 @@ impl<'q> Walk<'q> {
             match (field, wire_type) {
                 (1, wt::LEN) => {
                     let scope = read_len(body, &mut pos, "InstrumentationScope")?;
-                    self.scope_header(scope)?;
+                    self.fields(
+                        scope,
+                        3,
+                        "InstrumentationScope",
+                        schema::SCOPE,
+                        &[1, 2],
+                        &mut None,
+                        &mut |_, _, _| Ok(false),
+                    )?;
                 }
                 (2, wt::LEN) => {
                     let item = read_len(body, &mut pos, "item")?;
                     let raw = &body[start..pos];
                     match self.signal {
                         OtlpSignal::Metrics => self.metric(at, item, whole, total, visit)?,
-                        OtlpSignal::Logs | OtlpSignal::Traces => {
-                            let (hit, counts) = if self.signal == OtlpSignal::Logs {
-                                self.log_record(item)?
-                            } else {
-                                self.span(item)?
-                            };
+                        OtlpSignal::Logs => {
+                            let (hit, counts) = self.log_record(item)?;
+                            emit(raw, at, hit, counts, whole, total, visit)?;
+                        }
+                        OtlpSignal::Traces => {
+                            let (hit, counts) = self.span(item)?;
                             emit(raw, at, hit, counts, whole, total, visit)?;
                         }
                     }
                 }
-                (3, wt::LEN) => {
-                    utf8(read_len(body, &mut pos, "schema_url")?, "schema_url")?;
-                }
-                (1..=3, _) => return Err(wrong_type(message, field, wire_type).into()),
-                _ => skip_value(body, &mut pos, wire_type, message, field)?,
-            }
-        }
-        Ok(())
-    }
-
-    /// `InstrumentationScope`: name, version, attributes.
-    fn scope_header(&self, body: &[u8]) -> Result<(), WireError> {
-        let mut pos = 0;
-        let mut attributes = 0;
-        while pos < body.len() {
-            let (field, wire_type) = read_key(body, &mut pos, "InstrumentationScope")?;
-            match (field, wire_type) {
-                (1 | 2, wt::LEN) => {
-                    utf8(read_len(body, &mut pos, "scope name")?, "scope name")?;
-                }
-                (3, wt::LEN) => {
-                    let kv = read_len(body, &mut pos, "attribute")?;
-                    self.attribute(kv, &mut attributes, &mut None)?;
-                }
-                (1..=3, _) => return Err(wrong_type("InstrumentationScope", field, wire_type)),
-                _ => skip_value(body, &mut pos, wire_type, "InstrumentationScope", field)?,
+                key => plain_field(body, &mut pos, key, &[NONE, L, L, L], &[3], message)?,
             }
         }
         Ok(())
     }
 
     fn metric<'a, E: From<WireError>>(
-        &mut self,
+        &self,
         mut at: Context<'a>,
         body: &'a [u8],
         whole: bool,
         total: &mut Counts,
         visit: &mut impl FnMut(OtlpItem<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
-        count(
-            &mut self.tally.metrics,
+        bump(
+            &self.tally.metrics,
             self.limits.max_series,
             LimitedItem::Metrics,
         )?;
@@ -267,9 +311,6 @@ impl<'q> Walk<'q> {
         while pos < body.len() {
             let (field, wire_type) = read_key(body, &mut pos, "Metric")?;
             match (field, wire_type) {
-                (1..=3, wt::LEN) => {
-                    utf8(read_len(body, &mut pos, "metric name")?, "metric name")?;
-                }
                 (f, wt::LEN) if is_data_field(f) => {
                     let data = read_len(body, &mut pos, "metric data")?;
                     at.data = (self.next_seq(), field, data);
@@ -279,10 +320,8 @@ impl<'q> Walk<'q> {
                     let kv = read_len(body, &mut pos, "metadata")?;
                     self.attribute(kv, &mut metadata, &mut None)?;
                 }
-                (1..=3 | 5 | 7 | 9..=12, _) => {
-                    return Err(wrong_type("Metric", field, wire_type).into())
-                }
-                _ => skip_value(body, &mut pos, wire_type, "Metric", field)?,
+                (5 | 7 | 9..=12, _) => return Err(wrong_type("Metric", field, wire_type).into()),
+                key => plain_field(body, &mut pos, key, &[], &[1, 2, 3], "Metric")?,
             }
         }
         Ok(())
@@ -291,7 +330,7 @@ impl<'q> Walk<'q> {
     /// A metric's `Gauge`, `Sum`, `Histogram`, `ExponentialHistogram` or
     /// `Summary`: its data points (field 1), and scalars.
     fn data<'a, E: From<WireError>>(
-        &mut self,
+        &self,
         at: Context<'a>,
         body: &'a [u8],
         whole: bool,
@@ -306,34 +345,33 @@ impl<'q> Walk<'q> {
             match (field, wire_type) {
                 (1, wt::LEN) => {
                     let point = read_len(body, &mut pos, "data point")?;
-                    count(
-                        &mut self.tally.points,
+                    bump(
+                        &self.tally.points,
                         self.limits.max_samples,
                         LimitedItem::DataPoints,
                     )?;
                     let (hit, counts) = self.point(kind, point)?;
                     emit(&body[start..pos], at, hit, counts, whole, total, visit)?;
                 }
-                (2 | 3, wt::VARINT) => skip_value(body, &mut pos, wire_type, "metric data", field)?,
-                (1..=3, _) => return Err(wrong_type("metric data", field, wire_type).into()),
-                _ => skip_value(body, &mut pos, wire_type, "metric data", field)?,
+                key => plain_field(body, &mut pos, key, schema::METRIC_DATA, &[], "metric data")?,
             }
         }
         Ok(())
     }
 
     /// One data point of a metric whose data field is `kind`.
-    fn point<'a>(
-        &mut self,
-        kind: u32,
-        body: &'a [u8],
-    ) -> Result<(Option<Hit<'a>>, Counts), WireError> {
+    fn point<'a>(&self, kind: u32, body: &'a [u8]) -> Result<(Option<Hit<'a>>, Counts), WireError> {
         // (attributes, exemplars) field numbers by point type.
-        let (attributes_field, exemplars_field, message) = match kind {
-            5 | 7 => (7, Some(5), "NumberDataPoint"),
-            9 => (9, Some(8), "HistogramDataPoint"),
-            10 => (1, Some(11), "ExponentialHistogramDataPoint"),
-            _ => (7, None, "SummaryDataPoint"),
+        let (attributes, exemplars, message, schema): (u32, u32, _, &Schema) = match kind {
+            5 | 7 => (7, 5, "NumberDataPoint", schema::NUMBER_POINT),
+            9 => (9, 8, "HistogramDataPoint", schema::HISTOGRAM_POINT),
+            10 => (
+                1,
+                11,
+                "ExponentialHistogramDataPoint",
+                schema::EXP_HISTOGRAM_POINT,
+            ),
+            _ => (7, 0, "SummaryDataPoint", schema::SUMMARY_POINT),
         };
         let mut counts = Counts {
             series: 1,
@@ -345,60 +383,68 @@ impl<'q> Walk<'q> {
             counts.histograms = 1;
         }
         let mut hit = None;
-        let mut attributes = 0;
-        let mut pos = 0;
-        while pos < body.len() {
-            let (field, wire_type) = read_key(body, &mut pos, message)?;
-            if field == attributes_field && wire_type == wt::LEN {
-                let kv = read_len(body, &mut pos, "attribute")?;
-                self.attribute(kv, &mut attributes, &mut hit)?;
-            } else if Some(field) == exemplars_field && wire_type == wt::LEN {
-                let exemplar = read_len(body, &mut pos, "exemplar")?;
-                count(
-                    &mut self.tally.exemplars,
-                    self.limits.max_exemplars,
-                    LimitedItem::Exemplars,
-                )?;
-                counts.exemplars += 1;
-                self.attributes_of(exemplar, 7, "Exemplar", &mut None)?;
-            } else if field == attributes_field || Some(field) == exemplars_field {
-                return Err(wrong_type(message, field, wire_type));
-            } else {
-                skip_value(body, &mut pos, wire_type, message, field)?;
-            }
-        }
+        let mut n = 0;
+        self.fields(
+            body,
+            attributes,
+            message,
+            schema,
+            &[],
+            &mut hit,
+            &mut |f, b, p| {
+                if f == (exemplars, wt::LEN) {
+                    let exemplar = read_len(b, p, "exemplar")?;
+                    bump(
+                        &self.tally.exemplars,
+                        self.limits.max_exemplars,
+                        LimitedItem::Exemplars,
+                    )?;
+                    n += 1;
+                    self.fields(
+                        exemplar,
+                        7,
+                        "Exemplar",
+                        schema::EXEMPLAR,
+                        &[],
+                        &mut None,
+                        &mut |_, _, _| Ok(false),
+                    )?;
+                } else if kind == 10 && (f == (8, wt::LEN) || f == (9, wt::LEN)) {
+                    check_message(read_len(b, p, "buckets")?, schema::BUCKETS)?;
+                } else if kind == 11 && f == (6, wt::LEN) {
+                    check_message(read_len(b, p, "quantile")?, schema::VALUE_AT_QUANTILE)?;
+                } else {
+                    return Ok(false);
+                }
+                Ok(true)
+            },
+        )?;
+        counts.exemplars = n;
         Ok((hit, counts))
     }
 
-    fn log_record<'a>(&mut self, body: &'a [u8]) -> Result<(Option<Hit<'a>>, Counts), WireError> {
-        count(
-            &mut self.tally.records,
+    fn log_record<'a>(&self, body: &'a [u8]) -> Result<(Option<Hit<'a>>, Counts), WireError> {
+        bump(
+            &self.tally.records,
             self.limits.max_entries,
             LimitedItem::LogRecords,
         )?;
         let mut hit = None;
-        let mut attributes = 0;
-        let mut pos = 0;
-        while pos < body.len() {
-            let (field, wire_type) = read_key(body, &mut pos, "LogRecord")?;
-            match (field, wire_type) {
-                (5, wt::LEN) => {
-                    self.any_value(read_len(body, &mut pos, "log body")?, 0)?;
+        self.fields(
+            body,
+            6,
+            "LogRecord",
+            schema::LOG_RECORD,
+            &[3, 12],
+            &mut hit,
+            &mut |f, b, p| {
+                if f == (5, wt::LEN) {
+                    self.any_value(read_len(b, p, "log body")?, 0)?;
+                    return Ok(true);
                 }
-                (6, wt::LEN) => {
-                    let kv = read_len(body, &mut pos, "attribute")?;
-                    self.attribute(kv, &mut attributes, &mut hit)?;
-                }
-                (3 | 12, wt::LEN) => {
-                    utf8(
-                        read_len(body, &mut pos, "log text")?,
-                        "severity_text or event_name",
-                    )?;
-                }
-                (3 | 5 | 6 | 12, _) => return Err(wrong_type("LogRecord", field, wire_type)),
-                _ => skip_value(body, &mut pos, wire_type, "LogRecord", field)?,
-            }
-        }
+                Ok(false)
+            },
+        )?;
         let counts = Counts {
             series: 1,
             samples: 1,
@@ -407,46 +453,53 @@ impl<'q> Walk<'q> {
         Ok((hit, counts))
     }
 
-    fn span<'a>(&mut self, body: &'a [u8]) -> Result<(Option<Hit<'a>>, Counts), WireError> {
-        count(
-            &mut self.tally.spans,
+    fn span<'a>(&self, body: &'a [u8]) -> Result<(Option<Hit<'a>>, Counts), WireError> {
+        bump(
+            &self.tally.spans,
             self.limits.max_samples,
             LimitedItem::Spans,
         )?;
         let mut hit = None;
-        let mut attributes = 0;
-        let mut pos = 0;
-        while pos < body.len() {
-            let (field, wire_type) = read_key(body, &mut pos, "Span")?;
-            match (field, wire_type) {
-                (9, wt::LEN) => {
-                    let kv = read_len(body, &mut pos, "attribute")?;
-                    self.attribute(kv, &mut attributes, &mut hit)?;
-                }
-                (11 | 13, wt::LEN) => {
-                    let inner = read_len(body, &mut pos, "span event or link")?;
-                    count(
-                        &mut self.tally.events_links,
-                        self.limits.max_exemplars,
-                        LimitedItem::EventsAndLinks,
-                    )?;
-                    let (field, message) = if field == 11 {
-                        (3, "Span.Event")
-                    } else {
-                        (4, "Span.Link")
-                    };
-                    self.attributes_of(inner, field, message, &mut None)?;
-                }
-                (3 | 5, wt::LEN) => {
-                    utf8(
-                        read_len(body, &mut pos, "span text")?,
-                        "span name or trace_state",
-                    )?;
-                }
-                (3 | 5 | 9 | 11 | 13, _) => return Err(wrong_type("Span", field, wire_type)),
-                _ => skip_value(body, &mut pos, wire_type, "Span", field)?,
-            }
-        }
+        self.fields(
+            body,
+            9,
+            "Span",
+            schema::SPAN,
+            &[3, 5],
+            &mut hit,
+            &mut |f, b, p| {
+                let (attributes, message, schema, strings): (u32, _, &Schema, &[u32]) = match f {
+                    (11, wt::LEN) => (3, "Span.Event", schema::EVENT, &[2]),
+                    (13, wt::LEN) => (4, "Span.Link", schema::LINK, &[3]),
+                    (15, wt::LEN) => {
+                        let status = read_len(b, p, "Status")?;
+                        let mut pos = 0;
+                        while pos < status.len() {
+                            let key = read_key(status, &mut pos, "Status")?;
+                            plain_field(status, &mut pos, key, schema::STATUS, &[2], "Status")?;
+                        }
+                        return Ok(true);
+                    }
+                    _ => return Ok(false),
+                };
+                let inner = read_len(b, p, "span event or link")?;
+                bump(
+                    &self.tally.events_links,
+                    self.limits.max_exemplars,
+                    LimitedItem::EventsAndLinks,
+                )?;
+                self.fields(
+                    inner,
+                    attributes,
+                    message,
+                    schema,
+                    strings,
+                    &mut None,
+                    &mut |_, _, _| Ok(false),
+                )?;
+                Ok(true)
+            },
+        )?;
         let counts = Counts {
             series: 1,
             samples: 1,
@@ -455,27 +508,30 @@ impl<'q> Walk<'q> {
         Ok((hit, counts))
     }
 
-    /// Checks a message whose attributes are field `field` (and skips the
-    /// rest), offering them to the query when `hit` is asked for.
-    fn attributes_of<'a>(
+    /// Walks a message: its attributes (field `attributes`) counted,
+    /// checked and offered to the query when `hit` is asked for; fields
+    /// `nested` handles; strings (`strings`) and scalars (`schema`)
+    /// checked.
+    #[allow(clippy::too_many_arguments)]
+    fn fields<'a>(
         &self,
         body: &'a [u8],
-        field: u32,
+        attributes: u32,
         message: &'static str,
+        schema: &Schema,
+        strings: &[u32],
         hit: &mut Option<Hit<'a>>,
+        nested: Nested<'_>,
     ) -> Result<(), WireError> {
-        let mut attributes = 0;
+        let mut n = 0;
         let mut pos = 0;
         while pos < body.len() {
-            let (f, wire_type) = read_key(body, &mut pos, message)?;
-            if f == field {
-                if wire_type != wt::LEN {
-                    return Err(wrong_type(message, f, wire_type));
-                }
+            let key = read_key(body, &mut pos, message)?;
+            if key == (attributes, wt::LEN) {
                 let kv = read_len(body, &mut pos, "attribute")?;
-                self.attribute(kv, &mut attributes, hit)?;
-            } else {
-                skip_value(body, &mut pos, wire_type, message, f)?;
+                self.attribute(kv, &mut n, hit)?;
+            } else if !nested(key, body, &mut pos)? {
+                plain_field(body, &mut pos, key, schema, strings, message)?;
             }
         }
         Ok(())
