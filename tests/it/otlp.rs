@@ -32,11 +32,14 @@ struct Got {
     body: Vec<u8>,
 }
 
+/// Tenant → (status, Retry-After, body) to answer instead of 200.
+type Failures = BTreeMap<String, (u16, Option<u64>, &'static str)>;
+
 #[derive(Clone, Default)]
 struct Fake {
     got: Arc<Mutex<Vec<Got>>>,
     /// Tenant → (status, Retry-After, body) to answer instead of 200.
-    fail: Arc<Mutex<BTreeMap<String, (u16, Option<u64>, &'static str)>>>,
+    fail: Arc<Mutex<Failures>>,
 }
 
 /// A fake Mimir, Loki and Tempo on one port, answering every path.
