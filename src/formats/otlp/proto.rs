@@ -571,9 +571,15 @@ impl<'q> Walk<'q> {
         while pos < kv.len() {
             let (field, wire_type) = read_key(kv, &mut pos, "KeyValue")?;
             match (field, wire_type) {
-                (1, wt::LEN) => key = read_len(kv, &mut pos, "attribute key")?,
+                // Every occurrence is checked: a decoder reads each.
+                (1, wt::LEN) => {
+                    key = read_len(kv, &mut pos, "attribute key")?;
+                    utf8(key, "attribute key")?;
+                }
                 (2, wt::LEN) => value = self.any_value(read_len(kv, &mut pos, "value")?, depth)?,
-                (1 | 2, _) => return Err(wrong_type("KeyValue", field, wire_type)),
+                // key_strindex (profiles' string table).
+                (3, wt::VARINT) => skip_value(kv, &mut pos, wire_type, "KeyValue", field)?,
+                (1..=3, _) => return Err(wrong_type("KeyValue", field, wire_type)),
                 _ => skip_value(kv, &mut pos, wire_type, "KeyValue", field)?,
             }
         }
@@ -608,11 +614,12 @@ impl<'q> Walk<'q> {
                     self.list(list, field == 6, depth + 1)?;
                     string = None;
                 }
-                (2 | 3, wt::VARINT) | (4, wt::I64) | (7, wt::LEN) => {
+                // bool, int, double, bytes, string_value_strindex.
+                (2 | 3 | 8, wt::VARINT) | (4, wt::I64) | (7, wt::LEN) => {
                     skip_value(body, &mut pos, wire_type, "AnyValue", field)?;
                     string = None;
                 }
-                (1..=7, _) => return Err(wrong_type("AnyValue", field, wire_type)),
+                (1..=8, _) => return Err(wrong_type("AnyValue", field, wire_type)),
                 _ => skip_value(body, &mut pos, wire_type, "AnyValue", field)?,
             }
         }
