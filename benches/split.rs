@@ -119,6 +119,7 @@ fn time(budget: std::time::Duration, mut f: impl FnMut()) -> f64 {
 /// criterion groups (the in-process target is 1.2×).
 fn summary() {
     summary_loki();
+    summary_otlp();
     let pipeline = pipeline();
     let v2_pipeline = pipeline_v2();
     let budget = std::time::Duration::from_millis(300);
@@ -251,6 +252,141 @@ fn summary_loki() {
         black_box(p.process(&body, &table).unwrap());
     });
     report("loki/json+gzip (gzip floor)", floor, split);
+}
+
+/// An OTLP metrics request of 2 000 data points, 10 attributes each, over
+/// 50 namespaces: as the Collector's Prometheus receiver sends them (one
+/// resource, `namespace` on each point), or as `k8sattributes` does (one
+/// resource per namespace with `k8s.namespace.name`).
+fn otlp_metrics(per_point: bool) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+    let kv = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    let point = |i: usize, ns: Option<usize>| NumberDataPoint {
+        attributes: (0..9)
+            .map(|a| kv(&format!("label_{a}"), format!("value-{}-{a}", i % 97)))
+            .chain(ns.map(|ns| kv("namespace", format!("ns-{ns}"))))
+            .collect(),
+        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+        value: Some(number_data_point::Value::AsDouble(i as f64)),
+        ..Default::default()
+    };
+    let metrics = |points: Vec<NumberDataPoint>| {
+        points
+            .chunks(10)
+            .enumerate()
+            .map(|(m, p)| Metric {
+                name: format!("metric_{m}"),
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: p.to_vec(),
+                })),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let resource = |attributes, points| ResourceMetrics {
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            metrics: metrics(points),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let resource_metrics = if per_point {
+        vec![resource(
+            vec![kv("service.name", "prometheus".into())],
+            (0..2000).map(|i| point(i, Some(i % 50))).collect(),
+        )]
+    } else {
+        (0..50)
+            .map(|ns| {
+                resource(
+                    vec![kv("k8s.namespace.name", format!("ns-{ns}"))],
+                    (0..40).map(|i| point(i, None)).collect(),
+                )
+            })
+            .collect()
+    };
+    ExportMetricsServiceRequest { resource_metrics }.encode_to_vec()
+}
+
+/// OTLP metrics through the server's pipelines (gzip, as the exporters
+/// send by default), against the gzip floor (decompress + compress the
+/// same body): data points/s and CPU per million points.
+fn summary_otlp() {
+    use orgsplit::formats::otlp::{OtlpProto, OtlpSignal};
+    use orgsplit::pipeline::Codec;
+    let budget = std::time::Duration::from_millis(300);
+    let table = Snapshot::from_pairs(testing::table_pairs(50, 20));
+    let gzip = |b: &[u8]| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    let router = Router::new(
+        &Routing {
+            unmapped: UnmappedPolicy::Drop,
+            namespace_labels: vec!["k8s.namespace.name".into(), "namespace".into()],
+            ..Default::default()
+        },
+        Default::default(),
+    );
+    let points = 2000.0;
+    for (name, per_point) in [("otlp/per-point", true), ("otlp/per-resource", false)] {
+        let decoded = otlp_metrics(per_point);
+        let body = gzip(&decoded);
+        let floor = time(budget, || {
+            let mut d = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut d)
+                .unwrap();
+            black_box(gzip(&d));
+        });
+        let p = Pipeline::new(
+            OtlpProto(OtlpSignal::Metrics),
+            router.clone(),
+            FamilyIndex::default(),
+            Default::default(),
+            usize::MAX,
+        )
+        .with_codec(Codec::Gzip);
+        let split = time(budget, || {
+            black_box(p.process(&body, &table).unwrap());
+        });
+        let plain = Pipeline::new(
+            OtlpProto(OtlpSignal::Metrics),
+            router.clone(),
+            FamilyIndex::default(),
+            Default::default(),
+            usize::MAX,
+        )
+        .with_codec(Codec::Identity);
+        let split_plain = time(budget, || {
+            black_box(plain.process(&decoded, &table).unwrap());
+        });
+        eprintln!(
+            "summary {name:<28} {:.0} points/s  gzip floor {:.3} CPU-s/M points  pipeline {:.3} CPU-s/M points  = {:.2}x floor  (uncompressed: {:.3} CPU-s/M points)",
+            points / split,
+            floor / points * 1e6,
+            split / points * 1e6,
+            split / floor,
+            split_plain / points * 1e6,
+        );
+    }
 }
 
 /// The reference path: prost decode, group owned series, encode, compress.
