@@ -725,3 +725,59 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn label_mode_takes_the_tenant_from_the_attribute() {
+    let r = Routing {
+        mode: crate::config::RoutingMode::Label,
+        tenant_label: "tenant".into(),
+        tenant_prefix: "t-".into(),
+        unmapped: UnmappedPolicy::Drop,
+        ..Default::default()
+    };
+    let router = Router::new(&r, RequestLimits::default());
+    let mut req = logs_request();
+    req.resource_logs[0].scope_logs[0].log_records[0]
+        .attributes
+        .push(kv("tenant", "blue"));
+    req.resource_logs[1]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("tenant", "green"));
+    for json in [false, true] {
+        let (bodies, stats) = if json {
+            let body = serde_json::to_vec(&req).unwrap();
+            split_with(&OtlpJson(OtlpSignal::Logs), &router, &body)
+        } else {
+            split_with(&OtlpProto(OtlpSignal::Logs), &router, &req.encode_to_vec())
+        }
+        .unwrap();
+        assert_eq!(bodies.keys().collect::<Vec<_>>(), ["t-blue", "t-green"]);
+        // The two records without a tenant attribute are dropped, counted.
+        assert_eq!(stats.dropped_samples, 2, "json: {json}");
+    }
+}
+
+#[test]
+fn json_values_nested_past_the_bound_are_refused() {
+    // Deep enough to pass serde_json's own limit (128), past orgsplit's.
+    let mut value = r#"{"stringValue":"x"}"#.to_string();
+    for _ in 0..(MAX_VALUE_DEPTH + 5) {
+        value = format!(r#"{{"arrayValue":{{"values":[{value}]}}}}"#);
+    }
+    assert!(3 * (MAX_VALUE_DEPTH + 5) < 128);
+    let body =
+        format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{value}}}]}}]}}]}}"#);
+    let err = split_with(
+        &OtlpJson(OtlpSignal::Logs),
+        &router(UnmappedPolicy::Default),
+        body.as_bytes(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, RouteError::Wire(WireError::TooDeep { .. })),
+        "{err}"
+    );
+}
