@@ -767,7 +767,7 @@ fn json_values_nested_past_the_bound_are_refused() {
     for _ in 0..(MAX_VALUE_DEPTH + 5) {
         value = format!(r#"{{"arrayValue":{{"values":[{value}]}}}}"#);
     }
-    assert!(3 * (MAX_VALUE_DEPTH + 5) < 128);
+    const { assert!(3 * (MAX_VALUE_DEPTH + 5) < 128) };
     let body =
         format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{value}}}]}}]}}]}}"#);
     let err = split_with(
