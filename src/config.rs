@@ -201,6 +201,7 @@ pub struct Otlp {
     pub metrics: OtlpSignal,
     pub logs: OtlpSignal,
     pub traces: OtlpSignal,
+    pub grpc: OtlpGrpc,
 }
 
 impl Default for Otlp {
@@ -210,6 +211,29 @@ impl Default for Otlp {
             metrics: OtlpSignal::default(),
             logs: OtlpSignal::default(),
             traces: OtlpSignal::default(),
+            grpc: OtlpGrpc::default(),
+        }
+    }
+}
+
+/// OTLP over gRPC: a listener of its own (TLS and client certificates as
+/// the HTTP listener has them), off unless configured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpGrpc {
+    /// Serve gRPC on `listen` (also on when `listen` is set).
+    pub enabled: bool,
+    /// Address of the gRPC listener; `0.0.0.0:4317` when only `enabled`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl OtlpGrpc {
+    /// Where the gRPC listener listens, if it is on.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match (self.enabled, self.listen) {
+            (_, Some(addr)) => Some(addr),
+            (true, None) => Some(SocketAddr::from(([0, 0, 0, 0], 4317))),
+            (false, None) => None,
         }
     }
 }

@@ -196,16 +196,7 @@ fn plain<F: Format + Send + 'static>(
     kind: &'static PushKind,
     parts: &PipelineParts<'_>,
 ) -> Box<dyn PushPipeline> {
-    Box::new(
-        Pipeline::new(
-            format,
-            parts.router.clone(),
-            FamilyIndex::new(0, 0),
-            parts.pool.clone(),
-            parts.max_decoded,
-        )
-        .with_codec(kind.codec),
-    )
+    with_router(format, kind, parts.router, parts)
 }
 
 /// A pipeline routed by item attributes (OTLP), in its kind's codec.
@@ -214,10 +205,19 @@ fn by_attributes<F: Format + Send + 'static>(
     kind: &'static PushKind,
     parts: &PipelineParts<'_>,
 ) -> Box<dyn PushPipeline> {
+    with_router(format, kind, parts.attribute_router, parts)
+}
+
+fn with_router<F: Format + Send + 'static>(
+    format: F,
+    kind: &'static PushKind,
+    router: &Router,
+    parts: &PipelineParts<'_>,
+) -> Box<dyn PushPipeline> {
     Box::new(
         Pipeline::new(
             format,
-            parts.attribute_router.clone(),
+            router.clone(),
             FamilyIndex::new(0, 0),
             parts.pool.clone(),
             parts.max_decoded,

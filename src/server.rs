@@ -8,6 +8,7 @@
 //!                                                      ├─ GET  /readyz
 //!                                                      └─ anything else ─► read::handle (its own state)
 //!  metrics_listen (optional): the same minus the push routes
+//!  otlp.grpc.listen (optional): h2 ─► the three OTLP Export methods ─► push::grpc
 //! ```
 //!
 //! Shutdown (SIGTERM): `/readyz` turns 503 at once; pushes are still served
@@ -42,6 +43,8 @@ pub struct Server {
     table: OrgTable,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    /// OTLP over gRPC (`otlp.grpc`).
+    grpc_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -86,18 +89,28 @@ impl Server {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let grpc_listener = match config.otlp.grpc.address() {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             app,
             read,
             table,
             listener,
             metrics_listener,
+            grpc_listener,
         })
     }
 
     /// The address the push listener is bound to.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address the OTLP gRPC listener is bound to, if it is on.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The org table the server routes with.
@@ -112,11 +125,17 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let routes = routes(self.app.clone(), self.read);
+        let grpc = self
+            .grpc_listener
+            .map(|l| (l, grpc_routes().with_state(self.app.clone())));
         serve(
             self.app,
             routes,
             self.listener,
-            self.metrics_listener,
+            Listeners {
+                metrics: self.metrics_listener,
+                grpc,
+            },
             shutdown,
         )
         .await
@@ -148,6 +167,27 @@ fn routes(app: Arc<App>, read: Arc<ReadProxy>) -> axum::Router {
         .fallback_service(read)
 }
 
+/// The OTLP gRPC listener's routes: the three `Export` methods; anything
+/// else is `UNIMPLEMENTED`.
+fn grpc_routes() -> axum::Router<Arc<App>> {
+    let mut router = axum::Router::new();
+    for (path, endpoint) in crate::push::grpc::methods() {
+        router = router.route(
+            path,
+            post(move |state, peer, request| crate::push::grpc::serve(endpoint, state, peer, request)),
+        );
+    }
+    router.fallback(crate::push::grpc::unimplemented)
+}
+
+/// The listeners besides the main one.
+struct Listeners {
+    /// `metrics_listen`: metrics and health only.
+    metrics: Option<TcpListener>,
+    /// `otlp.grpc`: its listener and routes.
+    grpc: Option<(TcpListener, axum::Router)>,
+}
+
 /// Metrics and health, also served on `metrics_listen`.
 fn ops_routes() -> axum::Router<Arc<App>> {
     axum::Router::new()
@@ -161,13 +201,13 @@ async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> S
     app.render_metrics()
 }
 
-/// Serves `listener` (and `metrics_listener`, if any) until `shutdown`
+/// Serves `listener` (and the others, if any) until `shutdown`
 /// resolves, then shuts down gracefully (see the module doc).
 async fn serve(
     app: Arc<App>,
     routes: axum::Router,
     listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
+    others: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -190,10 +230,18 @@ async fn serve(
         Accept::new(&app, &connections),
         stop_rx.clone(),
     ))];
-    if let Some(l) = metrics_listener {
+    if let Some(l) = others.metrics {
         loops.push(tokio::spawn(accept_loop(
             l,
             ops_routes().with_state(app.clone()),
+            Accept::new(&app, &connections),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some((l, routes)) = others.grpc {
+        loops.push(tokio::spawn(accept_loop(
+            l,
+            routes,
             Accept::new(&app, &connections),
             stop_rx,
         )));

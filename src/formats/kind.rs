@@ -184,6 +184,20 @@ impl Endpoint {
     }
 }
 
+/// The `Content-Encoding` of a request, trimmed and lower case; empty when
+/// absent, `?` when not text.
+pub fn content_encoding(headers: &RequestHeaders<'_>) -> String {
+    headers
+        .content_encoding
+        .map(|v| {
+            std::str::from_utf8(v)
+                .unwrap_or("?")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
 /// The media type of a `Content-Type` value, lower case, without
 /// parameters; empty when absent or not text.
 pub fn media_type(content_type: Option<&[u8]>) -> String {

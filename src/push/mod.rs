@@ -35,6 +35,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 
+pub mod grpc;
 mod intake;
 mod refusal;
 

@@ -913,27 +913,7 @@ async fn a_python_loki_client_is_split_by_namespace_organization() {
             {"namespace": "unknown-ns", "message": "refused: no organization"},
         ],
     });
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/loki_client.py");
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("/usr/bin/python3")
-            .arg(script)
-            .env("PYTHONPATH", python_path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("/usr/bin/python3 (with python-logging-loki: see .ci/run)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(records.to_string().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_python("loki_client.py", python_path(), records.to_string()).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -6,7 +6,7 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -228,27 +228,7 @@ fn python_path() -> std::path::PathBuf {
 }
 
 async fn python_client(spec: serde_json::Value) -> Vec<String> {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/otlp_client.py");
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("/usr/bin/python3")
-            .arg(script)
-            .env("PYTHONPATH", python_path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("/usr/bin/python3 with the OpenTelemetry SDK (scripts/test installs it)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(spec.to_string().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_python("otlp_client.py", python_path(), spec.to_string()).await;
     assert!(
         out.status.success(),
         "the OpenTelemetry client failed (scripts/test installs it into target/pydeps-otel): {}",

@@ -32,7 +32,7 @@ pub use json::LokiJson;
 pub use proto::LokiProto;
 
 use super::kind::{
-    media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported,
+    content_encoding, media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported,
 };
 use super::Format;
 use crate::codec::Codec;
@@ -117,15 +117,7 @@ pub static ENDPOINT: Endpoint = Endpoint {
 /// (Loki undoes the HTTP encoding first: the layer). Refused with 415:
 /// snappy around JSON, and other encodings.
 pub fn negotiate(headers: &RequestHeaders<'_>) -> Result<Negotiated, Unsupported> {
-    let encoding = headers
-        .content_encoding
-        .map(|v| {
-            std::str::from_utf8(v)
-                .unwrap_or("?")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let encoding = content_encoding(headers);
     let json = media_type(headers.content_type) == json::CONTENT_TYPE;
     let unsupported = |what: String| Unsupported {
         reason: "encoding",

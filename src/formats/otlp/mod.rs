@@ -29,7 +29,7 @@
 use std::convert::Infallible;
 
 use super::kind::{
-    media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported,
+    content_encoding, media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported,
 };
 use super::{Format, PushItem};
 use crate::codec::Codec;
@@ -54,6 +54,15 @@ pub enum OtlpSignal {
 }
 
 impl OtlpSignal {
+    /// The OTLP signal of a push signal.
+    pub fn of(signal: Signal) -> OtlpSignal {
+        match signal {
+            Signal::Metrics => OtlpSignal::Metrics,
+            Signal::Logs => OtlpSignal::Logs,
+            Signal::Traces => OtlpSignal::Traces,
+        }
+    }
+
     fn request_name(self) -> &'static str {
         match self {
             OtlpSignal::Metrics => "ExportMetricsServiceRequest",
@@ -329,15 +338,6 @@ pub fn kind_of(signal: OtlpSignal, json: bool, gzip: bool) -> &'static PushKind 
     &KINDS[signal * 4 + usize::from(json) * 2 + usize::from(gzip)]
 }
 
-/// The signal of an OTLP push kind.
-pub fn signal_of(kind: &PushKind) -> OtlpSignal {
-    match kind.signal {
-        Signal::Metrics => OtlpSignal::Metrics,
-        Signal::Logs => OtlpSignal::Logs,
-        Signal::Traces => OtlpSignal::Traces,
-    }
-}
-
 /// OTLP metrics: the exporters' default path, and Mimir's.
 pub static METRICS: Endpoint = Endpoint {
     paths: &["/v1/metrics", "/otlp/v1/metrics"],
@@ -388,15 +388,7 @@ pub fn negotiate(
             })
         }
     };
-    let encoding = headers
-        .content_encoding
-        .map(|v| {
-            std::str::from_utf8(v)
-                .unwrap_or("?")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let encoding = content_encoding(headers);
     let gzip = match encoding.as_str() {
         "" | "identity" => false,
         "gzip" => true,

@@ -431,3 +431,36 @@ pub async fn start_dropping(table: &str, extra: &str) -> (tempfile::TempDir, Ups
 pub fn snappy(b: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(b).unwrap()
 }
+
+/// Runs `tests/helpers/<script>` with Debian's `/usr/bin/python3`, the
+/// packages under `pythonpath` and `input` on its standard input (on a
+/// blocking thread); its output.
+pub async fn run_python(
+    script: &str,
+    pythonpath: std::path::PathBuf,
+    input: String,
+) -> std::process::Output {
+    use std::io::Write;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helpers")
+        .join(script);
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg(&script)
+            .env("PYTHONPATH", pythonpath)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 (scripts/test installs it and the test clients)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
