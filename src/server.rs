@@ -110,7 +110,9 @@ impl Server {
 
     /// The address the OTLP gRPC listener is bound to, if it is on.
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
-        self.grpc_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.grpc_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The org table the server routes with.
@@ -174,7 +176,9 @@ fn grpc_routes() -> axum::Router<Arc<App>> {
     for (path, endpoint) in crate::push::grpc::methods() {
         router = router.route(
             path,
-            post(move |state, peer, request| crate::push::grpc::serve(endpoint, state, peer, request)),
+            post(move |state, peer, request| {
+                crate::push::grpc::serve(endpoint, state, peer, request)
+            }),
         );
     }
     router.fallback(crate::push::grpc::unimplemented)

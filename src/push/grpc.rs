@@ -79,14 +79,20 @@ pub async fn serve(
         peer: peer.map(|Extension(p)| p),
         deadline,
     };
-    grpc.unary(export, request).await.map(Body::new).into_response()
+    grpc.unary(export, request)
+        .await
+        .map(Body::new)
+        .into_response()
 }
 
 /// Anything else on the gRPC listener: `UNIMPLEMENTED`.
 pub async fn unimplemented() -> Response {
     let mut response = Response::new(Body::empty());
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     h.insert("grpc-status", HeaderValue::from(Code::Unimplemented as i32));
     h.insert(
         "grpc-message",
@@ -179,7 +185,11 @@ impl UnaryService<Bytes> for Export {
             let authorization = metadata
                 .get(header::AUTHORIZATION)
                 .map(HeaderValue::as_bytes);
-            let principal = match app.auth().authenticate(authorization, peer.as_deref()).await {
+            let principal = match app
+                .auth()
+                .authenticate(authorization, peer.as_deref())
+                .await
+            {
                 Ok(p) => p,
                 Err(_) => {
                     metrics.rejected("unauthorized");

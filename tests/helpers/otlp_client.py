@@ -4,6 +4,7 @@ sender for tests/it/otlp.rs.
 
 Reads from stdin:
   {"endpoint": "http://127.0.0.1:PORT", "headers": {...}, "compression": "gzip"|"none",
+   "protocol": "http"|"grpc",           # OTLP/HTTP (protobuf) or OTLP/gRPC exporters
    "namespaces": ["shop-prod", ...],   # one data point, log record and span each,
                                        # with a `namespace` attribute on the item
    "resource_namespace": "billing"}    # and one more of each from a resource
@@ -31,7 +32,36 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 spec = json.load(sys.stdin)
 base = spec["endpoint"].rstrip("/")
 headers = spec.get("headers", {})
-compression = Compression.Gzip if spec.get("compression") == "gzip" else Compression.NoCompression
+gzip = spec.get("compression") == "gzip"
+compression = Compression.Gzip if gzip else Compression.NoCompression
+
+if spec.get("protocol") == "grpc":
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+        OTLPLogExporter as GrpcLogExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+        OTLPMetricExporter as GrpcMetricExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter as GrpcSpanExporter,
+    )
+
+    def grpc_exporter(cls):
+        def make(endpoint, headers, compression):
+            return cls(
+                endpoint=base,
+                insecure=True,
+                headers=tuple(headers.items()),
+                compression=grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
+                timeout=5,
+            )
+
+        return make
+
+    OTLPMetricExporter = grpc_exporter(GrpcMetricExporter)  # noqa: F811
+    OTLPSpanExporter = grpc_exporter(GrpcSpanExporter)  # noqa: F811
+    OTLPLogExporter = grpc_exporter(GrpcLogExporter)  # noqa: F811
 namespaces = spec["namespaces"]
 resource_ns = spec.get("resource_namespace")
 

@@ -11,33 +11,6 @@ use common::*;
 use orgsplit::cli::keys as cli;
 use serde_json::json;
 
-/// A token made by PyJWT from `spec` (see `tests/helpers/pyjwt_token.py`).
-fn pyjwt(spec: serde_json::Value) -> String {
-    use std::io::Write;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/pyjwt_token.py");
-    // Debian's python3 with python3-jwt (installed by .ci/run).
-    let mut child = std::process::Command::new("/usr/bin/python3")
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3 (apt-get install python3-jwt python3-cryptography)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "PyJWT helper failed (apt-get install python3-jwt python3-cryptography): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

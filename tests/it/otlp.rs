@@ -506,3 +506,166 @@ async fn unconfigured_signals_and_paths_around_them_are_404() {
         "an empty request sends nothing"
     );
 }
+
+/// The OpenTelemetry SDK's gRPC exporters (grpcio), as the Collector's
+/// default `otlp` exporter speaks: split like OTLP/HTTP, gzip or not; the
+/// tenant comes from the token, never from `x-scope-orgid` metadata; a
+/// forged token and an organization outside the token's are refused with
+/// nothing forwarded.
+#[tokio::test]
+async fn the_grpc_exporters_are_split_with_the_tenant_of_their_token() {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let (addr, fake) = fake().await;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
+    let extra = format!(
+        "auth:\n  anonymous: {{enabled: false}}\n  jwt:\n    hs256_secret_file: {}\n",
+        secret.display()
+    );
+    let cfg = config(dir.path(), addr, "  unmapped: drop", &extra)
+        .replace("otlp:\n", "otlp:\n  grpc:\n    listen: 127.0.0.1:0\n");
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    let grpc = format!("http://{}", o.grpc_addr.expect("the gRPC listener is on"));
+    let acme = pyjwt(
+        serde_json::json!({"alg": "HS256", "key_file": secret, "claims": {"tenant_id": "acme"}}),
+    );
+    let forged = pyjwt(
+        serde_json::json!({"alg": "HS256", "key_file": "/etc/hostname", "claims": {"tenant_id": "acme"}}),
+    );
+    let send = |token: &str, namespaces: &[&str], compression: &str| {
+        serde_json::json!({
+            "endpoint": grpc,
+            "protocol": "grpc",
+            "compression": compression,
+            "headers": {"authorization": format!("Bearer {token}"), "x-scope-orgid": "globex"},
+            "namespaces": namespaces,
+        })
+    };
+    for compression in ["gzip", "none"] {
+        let results = python_client(send(
+            &acme,
+            &["shop-prod", "shop-dev", "nowhere"],
+            compression,
+        ))
+        .await;
+        assert_eq!(
+            results,
+            ["metrics SUCCESS", "traces SUCCESS", "logs SUCCESS"],
+            "{compression}"
+        );
+    }
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        metric_points(&fake),
+        BTreeMap::from([(
+            "acme".into(),
+            s(&["shop-dev", "shop-dev", "shop-prod", "shop-prod"])
+        )])
+    );
+    assert_eq!(
+        span_names(&fake)["acme"],
+        s(&[
+            "work in shop-dev",
+            "work in shop-dev",
+            "work in shop-prod",
+            "work in shop-prod"
+        ])
+    );
+    assert_eq!(log_lines(&fake)["acme"].len(), 4);
+    assert!(fake.got.lock().unwrap().iter().all(|g| g.tenant == "acme"));
+    // Bodies go upstream over HTTP as OTLP protobuf.
+    assert!(fake
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|g| g.content_type == "application/x-protobuf"));
+
+    fake.got.lock().unwrap().clear();
+    let results = python_client(send(&forged, &["shop-prod"], "none")).await;
+    assert_eq!(
+        results,
+        ["metrics FAILURE", "traces FAILURE", "logs FAILURE"]
+    );
+    let results = python_client(send(&acme, &["billing"], "none")).await;
+    assert_eq!(
+        results,
+        ["metrics FAILURE", "traces FAILURE", "logs FAILURE"]
+    );
+    assert!(fake.got.lock().unwrap().is_empty(), "nothing forwarded");
+    let page = o.metrics().await;
+    assert!(
+        page.contains("orgsplit_requests_total{signal=\"traces\",code=\"401\"} 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("orgsplit_requests_total{signal=\"traces\",code=\"403\"} 1"),
+        "{page}"
+    );
+}
+
+/// One raw gRPC call with grpcio (tests/helpers/grpc_call.py): the status
+/// code's name, and whether the trailers carried
+/// `grpc-status-details-bin`.
+async fn grpc_call(target: std::net::SocketAddr, path: &str, message: &[u8]) -> (String, bool) {
+    let spec = serde_json::json!({
+        "target": target.to_string(),
+        "path": path,
+        "message": message.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    });
+    let out = run_python("grpc_call.py", python_path(), spec.to_string()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut words = stdout.split_whitespace();
+    let code = words.next().unwrap_or_default().to_string();
+    (code, words.next() == Some("details"))
+}
+
+/// What a gRPC client hears: unknown methods are `UNIMPLEMENTED`,
+/// malformed messages `INVALID_ARGUMENT`, an oversized message is refused
+/// from its length prefix, a throttled upstream is `RESOURCE_EXHAUSTED`
+/// with `RetryInfo`, and an accepted export is `OK`.
+#[tokio::test]
+async fn grpc_statuses_follow_the_otlp_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let (addr, fake) = fake().await;
+    let cfg = config(
+        dir.path(),
+        addr,
+        "  unmapped: drop",
+        "limits:\n  max_body_bytes: 4096\n",
+    )
+    .replace("otlp:\n", "otlp:\n  grpc:\n    listen: 127.0.0.1:0\n");
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    let grpc = o.grpc_addr.unwrap();
+    const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    let profiles = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
+    assert_eq!(grpc_call(grpc, profiles, &[]).await.0, "UNIMPLEMENTED");
+    assert_eq!(
+        grpc_call(grpc, LOGS, &[0x0a, 0x05, 1]).await.0,
+        "INVALID_ARGUMENT"
+    );
+    let (code, _) = grpc_call(grpc, LOGS, &[0; 5000]).await;
+    assert!(
+        matches!(code.as_str(), "OUT_OF_RANGE" | "RESOURCE_EXHAUSTED"),
+        "{code}"
+    );
+    let logs: ExportLogsServiceRequest = serde_json::from_str(&json_logs(&["billing"])).unwrap();
+    fake.fail
+        .lock()
+        .unwrap()
+        .insert("globex".into(), (429, Some(9), "slow down"));
+    assert_eq!(
+        grpc_call(grpc, LOGS, &logs.encode_to_vec()).await,
+        ("RESOURCE_EXHAUSTED".to_string(), true)
+    );
+    fake.fail.lock().unwrap().clear();
+    assert_eq!(grpc_call(grpc, LOGS, &logs.encode_to_vec()).await.0, "OK");
+    assert_eq!(fake.got("/otlp/v1/logs").len(), 1);
+}

@@ -32,7 +32,8 @@ pub use json::LokiJson;
 pub use proto::LokiProto;
 
 use super::kind::{
-    content_encoding, media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported,
+    content_encoding, media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders,
+    Unsupported,
 };
 use super::Format;
 use crate::codec::Codec;

@@ -29,7 +29,8 @@
 use std::convert::Infallible;
 
 use super::kind::{
-    content_encoding, media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders, Unsupported,
+    content_encoding, media_type, Destination, Endpoint, Negotiated, PushKind, RequestHeaders,
+    Unsupported,
 };
 use super::{Format, PushItem};
 use crate::codec::Codec;

@@ -225,6 +225,8 @@ async fn receive(
 /// An orgsplit server running in this process on a real TCP port.
 pub struct Orgsplit {
     pub addr: SocketAddr,
+    /// The OTLP gRPC listener, when `otlp.grpc` is on.
+    pub grpc_addr: Option<SocketAddr>,
     /// The org table the server routes with.
     pub table: OrgTable,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -240,6 +242,7 @@ impl Orgsplit {
         config.listen = "127.0.0.1:0".parse().unwrap();
         let server = Server::bind(&config).await.unwrap();
         let addr = server.local_addr().unwrap();
+        let grpc_addr = server.grpc_addr();
         let table = server.table().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(async move {
@@ -252,6 +255,7 @@ impl Orgsplit {
         });
         Self {
             addr,
+            grpc_addr,
             table,
             stop: Some(tx),
             done,
@@ -463,4 +467,32 @@ pub async fn run_python(
     })
     .await
     .unwrap()
+}
+
+/// A token made by PyJWT from `spec` (see `tests/helpers/pyjwt_token.py`).
+pub fn pyjwt(spec: serde_json::Value) -> String {
+    use std::io::Write;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/pyjwt_token.py");
+    // Debian's python3 with python3-jwt (installed by .ci/run).
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (apt-get install python3-jwt python3-cryptography)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "PyJWT helper failed (apt-get install python3-jwt python3-cryptography): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
