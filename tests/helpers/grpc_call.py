@@ -1,7 +1,7 @@
 """One raw unary gRPC call with grpcio, for tests/it/otlp.rs.
 
 Reads {"target": "127.0.0.1:PORT", "path": "/pkg.Service/Method",
-"message": "<hex>"} from stdin; prints the status code's name, and
+"message": "<hex>", "tls": {"ca", "cert", "key"} (optional)} from stdin; prints the status code's name, and
 "details" when the trailers carried grpc-status-details-bin.
 """
 
@@ -11,7 +11,20 @@ import sys
 import grpc
 
 spec = json.load(sys.stdin)
-channel = grpc.insecure_channel(spec["target"])
+tls = spec.get("tls")
+if tls:
+    # {"ca": PEM, "cert": PEM or absent, "key": PEM or absent}; the
+    # server's name is "localhost".
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls["ca"].encode(),
+        private_key=tls["key"].encode() if tls.get("key") else None,
+        certificate_chain=tls["cert"].encode() if tls.get("cert") else None,
+    )
+    channel = grpc.secure_channel(
+        spec["target"], credentials, options=[("grpc.ssl_target_name_override", "localhost")]
+    )
+else:
+    channel = grpc.insecure_channel(spec["target"])
 call = channel.unary_unary(
     spec["path"],
     request_serializer=lambda b: b,

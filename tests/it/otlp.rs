@@ -609,10 +609,21 @@ async fn the_grpc_exporters_are_split_with_the_tenant_of_their_token() {
 /// code's name, and whether the trailers carried
 /// `grpc-status-details-bin`.
 async fn grpc_call(target: std::net::SocketAddr, path: &str, message: &[u8]) -> (String, bool) {
+    grpc_call_tls(target, path, message, serde_json::Value::Null).await
+}
+
+/// [`grpc_call`] over TLS (`tls`: `{"ca", "cert", "key"}` PEMs).
+async fn grpc_call_tls(
+    target: std::net::SocketAddr,
+    path: &str,
+    message: &[u8],
+    tls: serde_json::Value,
+) -> (String, bool) {
     let spec = serde_json::json!({
         "target": target.to_string(),
         "path": path,
         "message": message.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "tls": tls,
     });
     let out = run_python("grpc_call.py", python_path(), spec.to_string()).await;
     assert!(
@@ -668,4 +679,86 @@ async fn grpc_statuses_follow_the_otlp_mapping() {
     fake.fail.lock().unwrap().clear();
     assert_eq!(grpc_call(grpc, LOGS, &logs.encode_to_vec()).await.0, "OK");
     assert_eq!(fake.got("/otlp/v1/logs").len(), 1);
+
+    // A memory budget smaller than the message: refused as it arrives,
+    // retryable, before it is buffered whole.
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let cfg = config(
+        dir.path(),
+        addr,
+        "  unmapped: drop",
+        "limits:\n  max_body_bytes: 65536\n  max_decoded_bytes: 1024\n  max_inflight_bytes: 2048\n",
+    )
+    .replace("otlp:\n", "otlp:\n  grpc:\n    listen: 127.0.0.1:0\n");
+    let small = Orgsplit::start(dir.path(), &cfg).await;
+    let mut big = logs.clone();
+    big.resource_logs[0].scope_logs[0].log_records[0].body =
+        Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+            value: Some(any_value::Value::StringValue("x".repeat(20_000))),
+        });
+    assert_eq!(
+        grpc_call(small.grpc_addr.unwrap(), LOGS, &big.encode_to_vec()).await,
+        ("UNAVAILABLE".to_string(), true)
+    );
+    assert_eq!(fake.got("/otlp/v1/logs").len(), 1, "nothing more forwarded");
+}
+
+/// The gRPC listener takes TLS and client certificates as the HTTP one
+/// does: a certificate's principal writes its organization; without one,
+/// `UNAUTHENTICATED`.
+#[tokio::test]
+async fn grpc_over_tls_with_client_certificates() {
+    let pki = common::tls::Pki::new();
+    let server = pki.leaf(&["localhost"], false);
+    let client = pki.leaf(&["prom-acme.example"], true);
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (cert, key, ca) = (
+        write("server.pem", &server.cert_pem),
+        write("server.key", &server.key_pem),
+        write("ca.pem", &pki.ca_pem),
+    );
+    let (addr, fake) = fake().await;
+    let extra = format!(
+        "tls: {{cert_file: {cert}, key_file: {key}}}\nauth:\n  anonymous: {{enabled: false}}\n  mtls:\n    client_ca_file: {ca}\n    principals:\n      prom-acme.example: [acme]\n"
+    );
+    let cfg = config(dir.path(), addr, "  unmapped: drop", &extra)
+        .replace("otlp:\n", "otlp:\n  grpc:\n    listen: 127.0.0.1:0\n");
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    let grpc = o.grpc_addr.unwrap();
+    const LOGS: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    let logs: ExportLogsServiceRequest =
+        serde_json::from_str(&json_logs(&["shop-prod", "billing"])).unwrap();
+    let with_cert =
+        serde_json::json!({"ca": pki.ca_pem, "cert": client.cert_pem, "key": client.key_pem});
+    let without = serde_json::json!({"ca": pki.ca_pem});
+    // billing is outside the certificate's organization.
+    assert_eq!(
+        grpc_call_tls(grpc, LOGS, &logs.encode_to_vec(), with_cert.clone())
+            .await
+            .0,
+        "PERMISSION_DENIED"
+    );
+    let acme_only: ExportLogsServiceRequest =
+        serde_json::from_str(&json_logs(&["shop-prod", "shop-dev"])).unwrap();
+    assert_eq!(
+        grpc_call_tls(grpc, LOGS, &acme_only.encode_to_vec(), with_cert)
+            .await
+            .0,
+        "OK"
+    );
+    let (code, _) = grpc_call_tls(grpc, LOGS, &acme_only.encode_to_vec(), without).await;
+    assert!(
+        matches!(code.as_str(), "UNAUTHENTICATED" | "UNAVAILABLE"),
+        "{code}"
+    );
+    let got = fake.got("/otlp/v1/logs");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tenant, "acme");
 }
