@@ -1,12 +1,13 @@
-//! orgsplit: a Prometheus `remote_write` (and Loki push) target that splits
-//! each push by the organization that owns each series' (or stream's)
-//! namespace, and forwards one push per organization to Mimir / Cortex (or
-//! Loki) with that organization's `X-Scope-OrgID`.
+//! orgsplit: a Prometheus `remote_write`, Loki push and OpenTelemetry
+//! (OTLP/HTTP and gRPC) target that splits each push by the organization
+//! that owns each series' (or stream's, or item's) namespace, and forwards
+//! one push per organization to Mimir / Cortex, Loki or Tempo with that
+//! organization's `X-Scope-OrgID`.
 //!
 //! The modules follow the data flow of one push:
 //!
 //! ```text
-//!  server ─► push (HTTP: authenticate, receive, admit, answer)
+//!  server ─► push (HTTP or OTLP gRPC: authenticate, receive, admit, answer)
 //!              └─► auth (credential → Principal with an Allowance)
 //!              └─► pipeline: decompress ─► formats (walk) ─► route (series → tenant; table, tenant)
 //!                            ─► authorize (tenant in the allowance?) ─► formats (encode per tenant) ─► compress
@@ -51,7 +52,8 @@
 //! - [`answer`]: many upstream answers → one answer (the retry contract).
 //! - [`push`]: the HTTP handler tying the stages together: receives the
 //!   body against the memory budget of [`limits`], runs the pipeline on a
-//!   blocking thread when it is large, forwards, answers.
+//!   blocking thread when it is large, forwards, answers; [`push::grpc`]
+//!   is the OTLP gRPC front to the same path.
 //!
 //! The read path: [`read`] proxies the query, rules, alertmanager and
 //! Loki read APIs with the tenant taken from the credential ([`auth`]), the
