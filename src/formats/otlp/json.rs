@@ -237,12 +237,20 @@ fn object<'a>(raw: &'a RawValue, what: &str, limit: usize) -> Result<Entries<'a>
 }
 
 /// The value under `name` (either spelling), `null` being absent.
-fn get<'a>(entries: &Entries<'a>, (camel, snake): (&str, &str)) -> Option<&'a RawValue> {
-    entries
-        .iter()
-        .find(|(k, _)| k == camel || k == snake)
-        .map(|(_, v)| *v)
-        .filter(|v| v.get() != "null")
+///
+/// A field given twice (in either spelling) is refused: JSON decoders
+/// disagree on which one counts, and orgsplit must read the namespace
+/// the upstream will.
+fn get<'a>(
+    entries: &Entries<'a>,
+    (camel, snake): (&str, &str),
+) -> Result<Option<&'a RawValue>, WireError> {
+    let mut found = entries.iter().filter(|(k, _)| k == camel || k == snake);
+    let first = found.next().map(|(_, v)| *v);
+    if found.next().is_some() {
+        return Err(bad(format!("field {camel:?} appears twice in one object")));
+    }
+    Ok(first.filter(|v| v.get() != "null"))
 }
 
 /// Calls `each` for every element of a JSON array as it is read, counting
@@ -369,7 +377,7 @@ impl<'q> JsonWalk<'q> {
         visit: &mut impl FnMut(JsonItem<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
         let entries = object(raw, "request", MAX_FIELDS)?;
-        let Some(list) = get(&entries, self.names.resources) else {
+        let Some(list) = get(&entries, self.names.resources)? else {
             return Ok(());
         };
         for_each(list, self.names.resources.0, |resource| {
@@ -386,15 +394,15 @@ impl<'q> JsonWalk<'q> {
         let id = self.next_seq();
         let entries = object(raw, self.names.resources.0, MAX_FIELDS)?;
         let mut hit = None;
-        if let Some(resource) = get(&entries, ("resource", "resource")) {
+        if let Some(resource) = get(&entries, ("resource", "resource"))? {
             let resource = object(resource, "resource", MAX_FIELDS)?;
-            if let Some(attributes) = get(&resource, ("attributes", "attributes")) {
+            if let Some(attributes) = get(&resource, ("attributes", "attributes"))? {
                 self.attributes(attributes, &mut hit)?;
             }
         }
         let whole = hit.is_some();
         let mut total = Counts::default();
-        if let Some(scopes) = get(&entries, self.names.scopes) {
+        if let Some(scopes) = get(&entries, self.names.scopes)? {
             for_each(scopes, self.names.scopes.0, |scope| {
                 let at = JsonContext {
                     resource: (id, raw),
@@ -429,13 +437,13 @@ impl<'q> JsonWalk<'q> {
         self.tally(1, LimitedItem::Scopes)?;
         at.scope = (self.next_seq(), raw);
         let entries = object(raw, self.names.scopes.0, MAX_FIELDS)?;
-        if let Some(scope) = get(&entries, ("scope", "scope")) {
+        if let Some(scope) = get(&entries, ("scope", "scope"))? {
             let scope = object(scope, "scope", MAX_FIELDS)?;
-            if let Some(attributes) = get(&scope, ("attributes", "attributes")) {
+            if let Some(attributes) = get(&scope, ("attributes", "attributes"))? {
                 self.attributes(attributes, &mut None)?;
             }
         }
-        let Some(items) = get(&entries, self.names.items) else {
+        let Some(items) = get(&entries, self.names.items)? else {
             return Ok(());
         };
         for_each(items, self.names.items.0, |item| match self.signal {
@@ -470,7 +478,7 @@ impl<'q> JsonWalk<'q> {
             };
             at.data = (self.next_seq(), key, Some(value));
             let data = object(value, key, MAX_FIELDS)?;
-            let Some(points) = get(&data, ("dataPoints", "data_points")) else {
+            let Some(points) = get(&data, ("dataPoints", "data_points"))? else {
                 continue;
             };
             for_each(points, "dataPoints", |point| {
@@ -499,19 +507,19 @@ impl<'q> JsonWalk<'q> {
     fn point<'a>(&mut self, raw: &'a RawValue) -> Result<(Option<Hit<'a>>, Counts), WireError> {
         let entries = object(raw, "data point", MAX_FIELDS)?;
         let mut hit = None;
-        if let Some(attributes) = get(&entries, ("attributes", "attributes")) {
+        if let Some(attributes) = get(&entries, ("attributes", "attributes"))? {
             self.attributes(attributes, &mut hit)?;
         }
         let mut counts = Counts {
             series: 1,
             ..Counts::default()
         };
-        if let Some(exemplars) = get(&entries, ("exemplars", "exemplars")) {
+        if let Some(exemplars) = get(&entries, ("exemplars", "exemplars"))? {
             for_each(exemplars, "exemplars", |exemplar| {
                 self.tally(7, LimitedItem::Exemplars)?;
                 counts.exemplars += 1;
                 let entries = object(exemplar, "exemplar", MAX_FIELDS)?;
-                if let Some(a) = get(&entries, ("filteredAttributes", "filtered_attributes")) {
+                if let Some(a) = get(&entries, ("filteredAttributes", "filtered_attributes"))? {
                     self.attributes(a, &mut None)?;
                 }
                 Ok::<_, WireError>(())
@@ -532,20 +540,20 @@ impl<'q> JsonWalk<'q> {
         }
         let entries = object(raw, self.names.items.0, MAX_FIELDS)?;
         let mut hit = None;
-        if let Some(attributes) = get(&entries, ("attributes", "attributes")) {
+        if let Some(attributes) = get(&entries, ("attributes", "attributes"))? {
             self.attributes(attributes, &mut hit)?;
         }
         if logs {
-            if let Some(body) = get(&entries, ("body", "body")) {
+            if let Some(body) = get(&entries, ("body", "body"))? {
                 self.value_depth(body)?;
             }
         } else {
             for name in ["events", "links"] {
-                if let Some(list) = get(&entries, (name, name)) {
+                if let Some(list) = get(&entries, (name, name))? {
                     for_each(list, name, |inner| {
                         self.tally(6, LimitedItem::EventsAndLinks)?;
                         let entries = object(inner, name, MAX_FIELDS)?;
-                        if let Some(a) = get(&entries, ("attributes", "attributes")) {
+                        if let Some(a) = get(&entries, ("attributes", "attributes"))? {
                             self.attributes(a, &mut None)?;
                         }
                         Ok::<_, WireError>(())
@@ -583,7 +591,7 @@ impl<'q> JsonWalk<'q> {
         for_each(raw, "attributes", |kv| {
             count(&mut n, self.limits.max_labels, LimitedItem::Attributes)?;
             let entries = object(kv, "attribute", MAX_FIELDS)?;
-            let key = get(&entries, ("key", "key"))
+            let key = get(&entries, ("key", "key"))?
                 .and_then(string_text)
                 .unwrap_or("");
             if key.len() > self.limits.max_label_bytes {
@@ -593,7 +601,7 @@ impl<'q> JsonWalk<'q> {
                     limit: self.limits.max_label_bytes,
                 });
             }
-            let Some(value) = get(&entries, ("value", "value")) else {
+            let Some(value) = get(&entries, ("value", "value"))? else {
                 return Ok(());
             };
             self.value_depth(value)?;
@@ -601,7 +609,7 @@ impl<'q> JsonWalk<'q> {
                 return Ok(());
             };
             let value = object(value, "attribute value", MAX_FIELDS)?;
-            let Some(string) = get(&value, ("stringValue", "string_value")).and_then(string_text)
+            let Some(string) = get(&value, ("stringValue", "string_value"))?.and_then(string_text)
             else {
                 return Ok(());
             };

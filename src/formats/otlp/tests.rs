@@ -781,3 +781,24 @@ fn json_values_nested_past_the_bound_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn json_fields_given_twice_are_refused_not_guessed() {
+    // Decoders disagree on which `attributes` counts: orgsplit refuses.
+    let body = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"attributes":[{"key":"namespace","value":{"stringValue":"shop-prod"}}],"attributes":[{"key":"namespace","value":{"stringValue":"billing"}}]}]}]}]}"#;
+    let err = split_with(
+        &OtlpJson(OtlpSignal::Logs),
+        &router(UnmappedPolicy::Default),
+        body,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+    // The two spellings of one field count as the same field.
+    let body = br#"{"resourceLogs":[],"resource_logs":[]}"#;
+    assert!(split_with(
+        &OtlpJson(OtlpSignal::Logs),
+        &router(UnmappedPolicy::Default),
+        body
+    )
+    .is_err());
+}
