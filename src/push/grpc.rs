@@ -73,6 +73,17 @@ pub async fn serve(
         .headers()
         .get("grpc-timeout")
         .and_then(|v| grpc_timeout(v.as_bytes()));
+    // The message is charged to the byte budget as its frames arrive,
+    // before tonic has buffered it whole, and must arrive within
+    // `limits.body_timeout`.
+    let body_timeout = app.limits().body_timeout;
+    let request = request.map(|body| {
+        Body::new(Charged {
+            inner: body,
+            charge: app.budget().charge(),
+            deadline: Box::pin(tokio::time::sleep(body_timeout)),
+        })
+    });
     let export = Export {
         app,
         endpoint,
@@ -83,6 +94,62 @@ pub async fn serve(
         .await
         .map(Body::new)
         .into_response()
+}
+
+/// A request body whose frames are charged to the memory budget as they
+/// arrive, and which must arrive within `limits.body_timeout`; past
+/// either, the call fails `UNAVAILABLE` with `RetryInfo` (tonic passes a
+/// `Status` in a body error on as it is).
+struct Charged {
+    inner: Body,
+    charge: crate::limits::Charge,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+fn unavailable(message: &str) -> axum::BoxError {
+    Box::new(Status::with_details(
+        Code::Unavailable,
+        message,
+        retry_info(Code::Unavailable, message, 1),
+    ))
+}
+
+impl http_body::Body for Charged {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
+        use std::task::Poll;
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, Bytes::len);
+                if !self.charge.try_grow(len) {
+                    return Poll::Ready(Some(Err(unavailable(
+                        "orgsplit is overloaded (too many bytes in flight as the message arrived); retry later",
+                    ))));
+                }
+            }
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                return Poll::Ready(Some(Err(unavailable(
+                    "the message did not arrive within limits.body_timeout",
+                ))));
+            }
+            _ => {}
+        }
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Anything else on the gRPC listener: `UNIMPLEMENTED`.

@@ -1,8 +1,9 @@
 """One raw unary gRPC call with grpcio, for tests/it/otlp.rs.
 
 Reads {"target": "127.0.0.1:PORT", "path": "/pkg.Service/Method",
-"message": "<hex>", "tls": {"ca", "cert", "key"} (optional)} from stdin; prints the status code's name, and
-"details" when the trailers carried grpc-status-details-bin.
+"message": "<hex>", "tls": {"ca", "cert", "key"} (optional)} from stdin; prints the status code's name,
+"details" when the trailers carried grpc-status-details-bin (else "-"), and
+the status message.
 """
 
 import json
@@ -33,9 +34,9 @@ call = channel.unary_unary(
 try:
     _, info = call.with_call(bytes.fromhex(spec["message"]), timeout=10)
     trailers = info.trailing_metadata() or ()
-    code = "OK"
+    code, message = "OK", ""
 except grpc.RpcError as e:
     trailers = e.trailing_metadata() or ()
-    code = e.code().name
+    code, message = e.code().name, e.details() or ""
 details = any(k == "grpc-status-details-bin" for k, _ in trailers)
-print(code, "details" if details else "")
+print(code, "details" if details else "-", message)

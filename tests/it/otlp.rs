@@ -606,9 +606,13 @@ async fn the_grpc_exporters_are_split_with_the_tenant_of_their_token() {
 }
 
 /// One raw gRPC call with grpcio (tests/helpers/grpc_call.py): the status
-/// code's name, and whether the trailers carried
-/// `grpc-status-details-bin`.
-async fn grpc_call(target: std::net::SocketAddr, path: &str, message: &[u8]) -> (String, bool) {
+/// code's name, whether the trailers carried `grpc-status-details-bin`,
+/// and the status message.
+async fn grpc_call(
+    target: std::net::SocketAddr,
+    path: &str,
+    message: &[u8],
+) -> (String, bool, String) {
     grpc_call_tls(target, path, message, serde_json::Value::Null).await
 }
 
@@ -618,7 +622,7 @@ async fn grpc_call_tls(
     path: &str,
     message: &[u8],
     tls: serde_json::Value,
-) -> (String, bool) {
+) -> (String, bool, String) {
     let spec = serde_json::json!({
         "target": target.to_string(),
         "path": path,
@@ -631,10 +635,12 @@ async fn grpc_call_tls(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let mut words = stdout.split_whitespace();
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut words = stdout.splitn(3, ' ');
     let code = words.next().unwrap_or_default().to_string();
-    (code, words.next() == Some("details"))
+    let details = words.next() == Some("details");
+    let message = words.next().unwrap_or_default().to_string();
+    (code, details, message)
 }
 
 /// What a gRPC client hears: unknown methods are `UNIMPLEMENTED`,
@@ -662,7 +668,7 @@ async fn grpc_statuses_follow_the_otlp_mapping() {
         grpc_call(grpc, LOGS, &[0x0a, 0x05, 1]).await.0,
         "INVALID_ARGUMENT"
     );
-    let (code, _) = grpc_call(grpc, LOGS, &[0; 5000]).await;
+    let (code, _, _) = grpc_call(grpc, LOGS, &[0; 5000]).await;
     assert!(
         matches!(code.as_str(), "OUT_OF_RANGE" | "RESOURCE_EXHAUSTED"),
         "{code}"
@@ -672,10 +678,13 @@ async fn grpc_statuses_follow_the_otlp_mapping() {
         .lock()
         .unwrap()
         .insert("globex".into(), (429, Some(9), "slow down"));
+    let (code, details, message) = grpc_call(grpc, LOGS, &logs.encode_to_vec()).await;
     assert_eq!(
-        grpc_call(grpc, LOGS, &logs.encode_to_vec()).await,
-        ("RESOURCE_EXHAUSTED".to_string(), true)
+        (code.as_str(), details),
+        ("RESOURCE_EXHAUSTED", true),
+        "{message}"
     );
+    assert!(message.contains("slow down"), "{message}");
     fake.fail.lock().unwrap().clear();
     assert_eq!(grpc_call(grpc, LOGS, &logs.encode_to_vec()).await.0, "OK");
     assert_eq!(fake.got("/otlp/v1/logs").len(), 1);
@@ -697,10 +706,10 @@ async fn grpc_statuses_follow_the_otlp_mapping() {
         Some(opentelemetry_proto::tonic::common::v1::AnyValue {
             value: Some(any_value::Value::StringValue("x".repeat(20_000))),
         });
-    assert_eq!(
-        grpc_call(small.grpc_addr.unwrap(), LOGS, &big.encode_to_vec()).await,
-        ("UNAVAILABLE".to_string(), true)
-    );
+    let (code, details, message) =
+        grpc_call(small.grpc_addr.unwrap(), LOGS, &big.encode_to_vec()).await;
+    assert_eq!((code.as_str(), details), ("UNAVAILABLE", true), "{message}");
+    assert!(message.contains("as the message arrived"), "{message}");
     assert_eq!(fake.got("/otlp/v1/logs").len(), 1, "nothing more forwarded");
 }
 
@@ -753,7 +762,7 @@ async fn grpc_over_tls_with_client_certificates() {
             .0,
         "OK"
     );
-    let (code, _) = grpc_call_tls(grpc, LOGS, &acme_only.encode_to_vec(), without).await;
+    let (code, _, _) = grpc_call_tls(grpc, LOGS, &acme_only.encode_to_vec(), without).await;
     assert!(
         matches!(code.as_str(), "UNAUTHENTICATED" | "UNAVAILABLE"),
         "{code}"
@@ -761,4 +770,51 @@ async fn grpc_over_tls_with_client_certificates() {
     let got = fake.got("/otlp/v1/logs");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].tenant, "acme");
+}
+
+/// A gRPC message that stalls half-way is cut off at `limits.body_timeout`
+/// with a retryable status, and holds nothing after.
+#[tokio::test]
+async fn a_stalled_grpc_message_is_cut_off_at_the_body_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let (addr, fake) = fake().await;
+    let cfg = config(
+        dir.path(),
+        addr,
+        "  unmapped: drop",
+        "limits:\n  body_timeout: 1s\n",
+    )
+    .replace("otlp:\n", "otlp:\n  grpc:\n    listen: 127.0.0.1:0\n");
+    let o = Orgsplit::start(dir.path(), &cfg).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    // The prefix announces 4 096 bytes; two arrive, then nothing.
+    tx.send(Ok(vec![0, 0, 0, 16, 0, 0x0a, 0x02])).await.unwrap();
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = client
+        .post(format!(
+            "http://{}/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            o.grpc_addr.unwrap()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(r.headers().get("grpc-status").unwrap(), "14", "UNAVAILABLE");
+    assert!(
+        elapsed >= std::time::Duration::from_millis(900)
+            && elapsed < std::time::Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    drop(tx);
+    assert!(fake.got.lock().unwrap().is_empty());
 }
