@@ -510,8 +510,8 @@ async fn unconfigured_signals_and_paths_around_them_are_404() {
 /// The OpenTelemetry SDK's gRPC exporters (grpcio), as the Collector's
 /// default `otlp` exporter speaks: split like OTLP/HTTP, gzip or not; the
 /// tenant comes from the token, never from `x-scope-orgid` metadata; a
-/// forged token and an organization outside the token's are refused with
-/// nothing forwarded.
+/// forged or expired token and an organization outside the token's are
+/// refused with nothing forwarded.
 #[tokio::test]
 async fn the_grpc_exporters_are_split_with_the_tenant_of_their_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -529,6 +529,14 @@ async fn the_grpc_exporters_are_split_with_the_tenant_of_their_token() {
     let grpc = format!("http://{}", o.grpc_addr.expect("the gRPC listener is on"));
     let acme = pyjwt(
         serde_json::json!({"alg": "HS256", "key_file": secret, "claims": {"tenant_id": "acme"}}),
+    );
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let expired = pyjwt(
+        serde_json::json!({"alg": "HS256", "key_file": secret, "claims": {"tenant_id": "acme", "exp": an_hour_ago}}),
     );
     let forged = pyjwt(
         serde_json::json!({"alg": "HS256", "key_file": "/etc/hostname", "claims": {"tenant_id": "acme"}}),
@@ -593,10 +601,15 @@ async fn the_grpc_exporters_are_split_with_the_tenant_of_their_token() {
         results,
         ["metrics FAILURE", "traces FAILURE", "logs FAILURE"]
     );
+    let results = python_client(send(&expired, &["shop-prod"], "none")).await;
+    assert_eq!(
+        results,
+        ["metrics FAILURE", "traces FAILURE", "logs FAILURE"]
+    );
     assert!(fake.got.lock().unwrap().is_empty(), "nothing forwarded");
     let page = o.metrics().await;
     assert!(
-        page.contains("orgsplit_requests_total{signal=\"traces\",code=\"401\"} 1"),
+        page.contains("orgsplit_requests_total{signal=\"traces\",code=\"401\"} 2"),
         "{page}"
     );
     assert!(
