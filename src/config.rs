@@ -528,6 +528,9 @@ pub struct Jwt {
     pub rules_claim: String,
     /// Longest token accepted, in bytes.
     pub max_token_bytes: usize,
+    /// File of revoked token IDs (`jti`), one per line; followed like the
+    /// trust store (`orgsplit token revoke` adds one).
+    pub revoked_file: Option<PathBuf>,
     /// Caps per signing key: a token signed by the key with this `kid`
     /// (`hs256` for the secret, `fallback` for the fallback key) may grant
     /// only organizations inside the listed allowance, for writing and
@@ -551,6 +554,7 @@ impl Default for Jwt {
             read_organizations_claim: "read_organizations".into(),
             rules_claim: "rules".into(),
             max_token_bytes: 8 << 10,
+            revoked_file: None,
             key_allowances: Default::default(),
         }
     }

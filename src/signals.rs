@@ -182,7 +182,7 @@ impl Default for RouteSignals {
 pub const AUTH_MODES: [&str; 4] = ["anonymous", "jwt", "basic", "mtls"];
 
 /// Every reason an authentication fails, as the same counter labels them.
-pub const AUTH_REASONS: [&str; 20] = [
+pub const AUTH_REASONS: [&str; 21] = [
     "missing",
     "scheme",
     "disabled",
@@ -199,6 +199,7 @@ pub const AUTH_REASONS: [&str; 20] = [
     "no_tenant",
     "bad_tenant",
     "key_allowance",
+    "revoked",
     "unknown_user",
     "bad_password",
     "untrusted_certificate",

@@ -7,6 +7,7 @@
 //!    RS256 / ES256 ─► key by kid (or the  ├─► the key's own algorithm must be the token's
 //!                     fallback key)       ┘
 //!  ─► signature, exp / nbf (with leeway), aud, iss (jsonwebtoken)
+//!  ─► jti not in auth.jwt.revoked_file
 //!  ─► allowance: organizations claim | tenant_id | sub = "tenant-<name>"
 //! ```
 //!
@@ -24,6 +25,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use super::keys::{KeySet, Sources};
+use super::revoked::Revoked;
 use super::watch::Watched;
 use crate::config::Jwt;
 use crate::tenant::{Allowance, TenantId};
@@ -43,6 +45,8 @@ pub struct Verified {
 pub struct Verifier {
     secret: Option<Arc<Watched<DecodingKey>>>,
     keys: Option<Arc<Watched<KeySet>>>,
+    /// `auth.jwt.revoked_file`: token IDs refused however they verify.
+    revoked: Option<Arc<Watched<Revoked>>>,
     /// `auth.jwt.key_allowances`, parsed.
     caps: HashMap<String, Allowance>,
     config: Jwt,
@@ -76,6 +80,13 @@ impl Verifier {
         } else {
             None
         };
+        let revoked = match &config.revoked_file {
+            Some(path) => Some(counted(
+                Watched::new("auth.jwt.revoked_file", vec![path.clone()], Revoked::load)?,
+                &reload_errors,
+            )),
+            None => None,
+        };
         let mut caps = HashMap::new();
         for (kid, entries) in &config.key_allowances {
             let cap = Allowance::parse(entries)
@@ -85,6 +96,7 @@ impl Verifier {
         Ok(Self {
             secret,
             keys,
+            revoked,
             caps,
             config: config.clone(),
         })
@@ -96,6 +108,9 @@ impl Verifier {
             super::watch::follow(w);
         }
         if let Some(w) = &self.keys {
+            super::watch::follow(w);
+        }
+        if let Some(w) = &self.revoked {
             super::watch::follow(w);
         }
     }
@@ -135,6 +150,12 @@ impl Verifier {
             _ => return Err("algorithm"),
         }
         .map_err(|e| reason(e.kind()))?;
+        if let Some(revoked) = &self.revoked {
+            let jti = decoded.claims.get("jti").and_then(|v| v.as_str());
+            if jti.is_some_and(|jti| revoked.get().contains(jti)) {
+                return Err("revoked");
+            }
+        }
         let verified = self.allowance(&decoded.claims)?;
         if let Some(cap) = self.caps.get(&signer) {
             if !verified.allowance.within(cap) || !verified.read.within(cap) {

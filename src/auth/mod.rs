@@ -26,6 +26,7 @@ pub mod basic;
 pub mod jwt;
 pub mod keys;
 pub mod mtls;
+pub mod revoked;
 pub mod watch;
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@
 //!                                                          └► keys id FILE ─► kid
 //!  token create --key FILE | --hs-secret-file FILE ─► signed JWT (kid in its header)
 //!  token inspect TOKEN [--trust-store DIR ...] ─► header, claims, verifies or why not
+//!  token revoke TOKEN|JTI --file F ─► the jti appended to the revocation file
 //!  users hash < password ─► argon2id hash for the basic-auth users file
 //! ```
 
@@ -225,6 +226,8 @@ pub fn token(req: &TokenRequest<'_>) -> anyhow::Result<String> {
         claims.insert("rules".into(), true.into());
     }
     claims.insert("iat".into(), now.into());
+    // A token ID, so this one token can be revoked (`token revoke`).
+    claims.insert("jti".into(), new_jti().into());
     if let Some(ttl) = req.expires {
         claims.insert("exp".into(), (now + ttl.as_secs()).into());
     }
@@ -235,6 +238,51 @@ pub fn token(req: &TokenRequest<'_>) -> anyhow::Result<String> {
         claims.insert("iss".into(), iss.into());
     }
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
+/// 128 random bits, hex.
+fn new_jti() -> String {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `token revoke`: adds the `jti` of `token` (a token, or a bare `jti`)
+/// to the revocation file; what happened, in words.
+pub fn revoke(token_or_jti: &str, file: &Path) -> anyhow::Result<String> {
+    let given = token_or_jti.trim();
+    let (jti, note) = if given.matches('.').count() == 2 {
+        // A token: its claims, unverified (revoking needs no key).
+        use base64::Engine;
+        let payload = given.split('.').nth(1).unwrap_or_default();
+        let claims: serde_json::Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| anyhow::anyhow!("the token's claims do not decode"))?;
+        let jti = claims
+            .get("jti")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the token has no jti claim: it cannot be revoked alone (rotate its key)"
+                )
+            })?
+            .to_string();
+        let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("?");
+        (jti, format!("sub {sub}"))
+    } else {
+        (given.to_string(), "by jti".to_string())
+    };
+    let when = humantime::format_rfc3339_seconds(SystemTime::now());
+    let added = crate::auth::revoked::append(file, &jti, &format!("revoked {when}, {note}"))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(if added {
+        format!("revoked {jti} in {}\n", file.display())
+    } else {
+        format!("{jti} was already revoked in {}\n", file.display())
+    })
 }
 
 /// `token inspect`: the token's header and claims (unverified), and
@@ -302,6 +350,7 @@ fn explain(reason: &str) -> &'static str {
         "unknown_key" => "no key with its kid (or no fallback key for a token without kid)",
         "bad_signature" => "the signature does not match",
         "expired" => "it has expired (exp)",
+        "revoked" => "its jti is in auth.jwt.revoked_file",
         "not_yet_valid" => "it is not valid yet (nbf)",
         "audience" => "its aud is not an accepted audience",
         "issuer" => "its iss is not the required issuer",
@@ -382,6 +431,15 @@ pub enum TokenCommand {
         #[arg(long)]
         issuer: Option<String>,
     },
+    /// Revoke one token: add its `jti` to the revocation file
+    /// (`auth.jwt.revoked_file`), which running servers follow.
+    Revoke {
+        /// The token (`-` reads it from standard input), or its `jti`.
+        token: String,
+        /// The revocation file (created if missing).
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Decode a token (`-` reads it from standard input) and say whether it
     /// verifies, and why not.
     Inspect {
@@ -461,6 +519,18 @@ pub fn tokens(cmd: TokenCommand) -> ExitCode {
                 })
                 .map(|t| format!("{t}\n"))
             }))
+        }
+        TokenCommand::Revoke { token, file } => {
+            let token = if token == "-" {
+                let mut t = String::new();
+                if let Err(e) = std::io::stdin().read_line(&mut t) {
+                    return report(Err(e.into()));
+                }
+                t
+            } else {
+                token
+            };
+            report(revoke(&token, &file))
         }
         TokenCommand::Inspect {
             token,
