@@ -818,3 +818,93 @@ fn the_image_runs_as_the_user_the_manifests_expect() {
     let pod = &find(&docs, "Deployment", "orgsplit")["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsUser"], uid);
 }
+
+/// The Grafana dashboard ships as a ConfigMap Grafana's sidecar picks up,
+/// every query in it is valid PromQL (`promtool`, from Debian's
+/// prometheus package), and every orgsplit metric it reads is one a
+/// running orgsplit exposes.
+#[tokio::test]
+async fn the_dashboard_is_valid_promql_over_metrics_orgsplit_exposes() {
+    let Some(kubectl) = kubectl() else { return };
+    let docs = render(&kubectl, "monitoring");
+    let cm = find(&docs, "ConfigMap", "orgsplit-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value =
+        serde_json::from_str(cm["data"]["orgsplit.json"].as_str().unwrap()).unwrap();
+    assert_eq!(dashboard["uid"], "orgsplit");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+        })
+        .collect();
+    assert!(exprs.len() >= 20, "{} queries", exprs.len());
+
+    // Valid PromQL: each query as a recording rule, checked by promtool.
+    let Some(promtool) = common::prom::binary("promtool") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rules = json!({"groups": [{"name": "dashboard", "rules": exprs.iter().enumerate()
+        .map(|(i, e)| json!({"record": format!("dashboard:query{i}"), "expr": e}))
+        .collect::<Vec<_>>()}]});
+    let path = dir.path().join("dashboard-rules.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&rules).unwrap()).unwrap();
+    common::stdout_of(
+        std::process::Command::new(promtool)
+            .args(["check", "rules"])
+            .arg(&path),
+    );
+
+    // Over metrics orgsplit exposes (per-tenant ones with metrics.per_tenant).
+    let upstream = common::Upstream::start().await;
+    common::write_table(dir.path(), common::TABLE);
+    let o = common::Orgsplit::start(
+        dir.path(),
+        &format!(
+            "{}metrics:\n  per_tenant: true\n",
+            common::config(dir.path(), &upstream.url(), "  unmapped: drop\n")
+        ),
+    )
+    .await;
+    let (status, _, _) = o
+        .push(&common::request(vec![common::series(
+            &[("__name__", "up"), ("namespace", "shop-prod")],
+            1.0,
+            1,
+        )]))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = o.push_raw(b"not snappy".to_vec()).await;
+    assert_eq!(status, 400);
+    let page = o.metrics().await;
+    let registered =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"))
+            .unwrap();
+    for expr in &exprs {
+        for name in metric_names(expr)
+            .into_iter()
+            .filter(|n| n.starts_with("orgsplit_"))
+        {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            // Exposed now, or (counters labelled by what happened appear
+            // only once it has) registered under that name.
+            let exposed = page
+                .lines()
+                .any(|l| l.starts_with("# TYPE ") && l[7..].starts_with(&format!("{base} ")));
+            assert!(
+                exposed || registered.contains(&format!("\"{base}\"")),
+                "the dashboard reads {name}, which orgsplit does not expose: {expr}"
+            );
+        }
+    }
+}

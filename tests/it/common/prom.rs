@@ -14,17 +14,23 @@ use super::{metric, Upstream};
 /// The Prometheus binary; its absence fails the test unless skipping was
 /// asked for.
 pub fn prometheus_bin() -> Option<PathBuf> {
+    binary("prometheus")
+}
+
+/// A binary of Debian's prometheus package (`prometheus`, `promtool`); its
+/// absence fails the test unless skipping was asked for.
+pub fn binary(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|p| p.join("prometheus"))
+            .map(|p| p.join(name))
             .find(|p| p.is_file())
     });
     if found.is_none() {
         // Never a silent skip: only when asked for (ORGSPLIT_TEST_SKIP_MISSING=1).
         if !std::env::var("ORGSPLIT_TEST_SKIP_MISSING").is_ok_and(|v| v == "1") {
-            panic!("prometheus is not installed; scripts/test installs it (or set ORGSPLIT_TEST_SKIP_MISSING=1 to skip these tests)");
+            panic!("{name} is not installed; scripts/test installs it (or set ORGSPLIT_TEST_SKIP_MISSING=1 to skip these tests)");
         }
-        eprintln!("SKIPPED: prometheus not installed (apt-get install prometheus)");
+        eprintln!("SKIPPED: {name} not installed (apt-get install prometheus)");
     }
     found
 }
