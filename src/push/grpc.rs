@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,16 +85,39 @@ pub async fn serve(
             deadline: Box::pin(tokio::time::sleep(body_timeout)),
         })
     });
+    let started = Instant::now();
+    let metrics = app.metrics().signal(endpoint.signal);
+    let counted = Arc::new(AtomicBool::new(false));
     let export = Export {
         app,
         endpoint,
         peer: peer.map(|Extension(p)| p),
         deadline,
+        counted: counted.clone(),
     };
-    grpc.unary(export, request)
-        .await
-        .map(Body::new)
-        .into_response()
+    let response = grpc.unary(export, request).await;
+    // A call tonic refused before it reached `Export` (a message too large
+    // or cut off, a bad frame, the budget full as it arrived) is counted
+    // here, by the status it got.
+    if !counted.load(Ordering::Relaxed) {
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(Code::Unknown as i32);
+        let (status, reason) = match Code::from(code) {
+            Code::Unavailable => (503, None),
+            Code::OutOfRange | Code::ResourceExhausted => (413, Some("body_too_large")),
+            _ => (400, Some("malformed")),
+        };
+        match reason {
+            Some(reason) => metrics.rejected(reason),
+            None => metrics.overloaded("bytes"),
+        }
+        metrics.answered(status, started.elapsed());
+    }
+    response.map(Body::new).into_response()
 }
 
 /// A request body whose frames are charged to the memory budget as they
@@ -230,6 +254,8 @@ struct Export {
     endpoint: &'static Endpoint,
     peer: Option<Arc<PeerCert>>,
     deadline: Option<Duration>,
+    /// Set once the call is counted in the push metrics.
+    counted: Arc<AtomicBool>,
 }
 
 type Answered = Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>>;
@@ -243,6 +269,7 @@ impl UnaryService<Bytes> for Export {
         let endpoint = self.endpoint;
         let peer = self.peer.clone();
         let deadline = self.deadline;
+        self.counted.store(true, Ordering::Relaxed);
         Box::pin(async move {
             let started = Instant::now();
             let metrics = app.metrics().signal(endpoint.signal);

@@ -723,6 +723,21 @@ async fn grpc_statuses_follow_the_otlp_mapping() {
         grpc_call(small.grpc_addr.unwrap(), LOGS, &big.encode_to_vec()).await;
     assert_eq!((code.as_str(), details), ("UNAVAILABLE", true), "{message}");
     assert!(message.contains("as the message arrived"), "{message}");
+    let page = small.metrics().await;
+    assert_eq!(
+        metric(&page, "orgsplit_requests_overloaded_total{signal=\"logs\",limit=\"bytes\""),
+        1.0,
+        "{page}"
+    );
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            "orgsplit_requests_total{signal=\"logs\",code=\"413\""
+        ),
+        1.0,
+        "the oversized message is counted: {page}"
+    );
     assert_eq!(fake.got("/otlp/v1/logs").len(), 1, "nothing more forwarded");
 }
 
