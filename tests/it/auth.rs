@@ -838,7 +838,13 @@ async fn one_token_is_revoked_without_touching_the_others() {
         ])
     };
     let (leaked, kept) = (create(), create());
-    for token in [&leaked, &kept] {
+    // Tokens from an independent implementation: one with a jti, one
+    // without (which no revocation list can name).
+    let pyjwt_jti = pyjwt(json!({"alg": "HS256", "key_file": secret,
+        "claims": {"tenant_id": "acme", "jti": "pyjwt-4711"}}));
+    let pyjwt_plain =
+        pyjwt(json!({"alg": "HS256", "key_file": secret, "claims": {"tenant_id": "acme"}}));
+    for token in [&leaked, &kept, &pyjwt_jti, &pyjwt_plain] {
         let (status, _, body) = push_as(&o, Some(&bearer(token)), &acme()).await;
         assert_eq!(status, 204, "{body}");
     }
@@ -854,6 +860,18 @@ async fn one_token_is_revoked_without_touching_the_others() {
     assert_eq!(status, 401, "the revoked token is refused at once");
     let (status, _, body) = push_as(&o, Some(&bearer(&kept)), &acme()).await;
     assert_eq!(status, 204, "{body}");
+    // By its bare jti.
+    orgsplit(&[
+        "token",
+        "revoke",
+        "pyjwt-4711",
+        "--file",
+        &revoked.display().to_string(),
+    ]);
+    let (status, _, _) = push_as(&o, Some(&bearer(&pyjwt_jti)), &acme()).await;
+    assert_eq!(status, 401);
+    let (status, _, body) = push_as(&o, Some(&bearer(&pyjwt_plain)), &acme()).await;
+    assert_eq!(status, 204, "a token without jti is unaffected: {body}");
     // Revoking twice changes nothing; a broken file keeps the last good list.
     let said = orgsplit(&[
         "token",
@@ -872,8 +890,8 @@ async fn one_token_is_revoked_without_touching_the_others() {
             &page,
             "orgsplit_auth_failures_total{mode=\"jwt\",reason=\"revoked\""
         ),
-        2.0,
+        3.0,
         "{page}"
     );
-    assert_eq!(upstream.received().len(), 3);
+    assert_eq!(upstream.received().len(), 6);
 }

@@ -725,7 +725,10 @@ async fn grpc_statuses_follow_the_otlp_mapping() {
     assert!(message.contains("as the message arrived"), "{message}");
     let page = small.metrics().await;
     assert_eq!(
-        metric(&page, "orgsplit_requests_overloaded_total{signal=\"logs\",limit=\"bytes\""),
+        metric(
+            &page,
+            "orgsplit_requests_overloaded_total{signal=\"logs\",limit=\"bytes\""
+        ),
         1.0,
         "{page}"
     );
