@@ -481,6 +481,16 @@ pub fn keys(cmd: KeysCommand) -> ExitCode {
     })
 }
 
+/// A token given on the command line, or read from standard input (`-`).
+fn token_arg(token: String) -> std::io::Result<String> {
+    if token != "-" {
+        return Ok(token);
+    }
+    let mut t = String::new();
+    std::io::stdin().read_line(&mut t)?;
+    Ok(t)
+}
+
 /// Runs a `token` command.
 pub fn tokens(cmd: TokenCommand) -> ExitCode {
     match cmd {
@@ -521,14 +531,9 @@ pub fn tokens(cmd: TokenCommand) -> ExitCode {
             }))
         }
         TokenCommand::Revoke { token, file } => {
-            let token = if token == "-" {
-                let mut t = String::new();
-                if let Err(e) = std::io::stdin().read_line(&mut t) {
-                    return report(Err(e.into()));
-                }
-                t
-            } else {
-                token
+            let token = match token_arg(token) {
+                Ok(t) => t,
+                Err(e) => return report(Err(e.into())),
             };
             report(revoke(&token, &file))
         }
@@ -540,14 +545,9 @@ pub fn tokens(cmd: TokenCommand) -> ExitCode {
             hs_secret_file,
             audience,
         } => {
-            let token = if token == "-" {
-                let mut t = String::new();
-                if let Err(e) = std::io::stdin().read_line(&mut t) {
-                    return report(Err(e.into()));
-                }
-                t
-            } else {
-                token
+            let token = match token_arg(token) {
+                Ok(t) => t,
+                Err(e) => return report(Err(e.into())),
             };
             let any_key = trust_store.is_some()
                 || jwks_file.is_some()
