@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
+use crate::activity::Activity;
 use crate::auth::Authenticator;
 use crate::config::{Config, Limits, RoutingMode, ServerTls};
 use crate::formats::Destination;
@@ -45,6 +46,8 @@ pub struct App {
     forwarder: Forwarder,
     limits: Limits,
     metrics: Metrics,
+    /// What the operator page shows (shared with it).
+    activity: Arc<Activity>,
     per_tenant_metrics: bool,
     /// Push requests being processed and forwarded
     /// (`limits.max_inflight_requests`), taken once a body has arrived.
@@ -80,8 +83,12 @@ impl App {
         let router = Router::new(&config.routing, limits.wire())
             .with_signals(metrics.route())
             .with_outside_allowance(config.auth.outside_allowance);
-        let auth =
-            Arc::new(Authenticator::new(&config.auth, metrics.auth()).map_err(ServerError::Auth)?);
+        let activity = Arc::new(Activity::new());
+        let auth = Arc::new(
+            Authenticator::new(&config.auth, metrics.auth())
+                .map_err(ServerError::Auth)?
+                .recording_to(activity.clone()),
+        );
         auth.follow();
         let kinds: Vec<&'static PushKind> = REGISTRY.iter().map(|r| r.kind).collect();
         let forwarder = Forwarder::new(&config.upstream, metrics.upstream(), &kinds)?;
@@ -144,6 +151,7 @@ impl App {
             cpu: Semaphore::new(crate::limits::cores()),
             limits,
             metrics,
+            activity,
             per_tenant_metrics: config.metrics.per_tenant,
             shutting_down: AtomicBool::new(false),
             grace_period: config.shutdown.grace_period,
@@ -195,6 +203,11 @@ impl App {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The record behind the operator page.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 
     pub(crate) fn per_tenant_metrics(&self) -> bool {

@@ -47,6 +47,8 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub metrics: Metrics,
     pub log: Log,
+    /// The operator page (`/ui/`) and its JSON (`/ui/api/tenants`).
+    pub ui: Ui,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             shutdown: Shutdown::default(),
             metrics: Metrics::default(),
             log: Log::default(),
+            ui: Ui::default(),
         }
     }
 }
@@ -125,6 +128,69 @@ pub struct Metrics {
     /// Count series and samples per tenant (`tenant` label). Off by default:
     /// the number of tenants is unbounded.
     pub per_tenant: bool,
+}
+
+/// Who may see the operator page, and what it shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ui {
+    /// Serve `/ui/` and `/ui/api/tenants` (on `listen` and `metrics_listen`).
+    pub enabled: bool,
+    /// A caller on a loopback address that sends no credential may see
+    /// the page (`kubectl port-forward` arrives on loopback). Turn off when
+    /// a proxy on the same host forwards outside callers to orgsplit.
+    pub loopback: bool,
+    /// Principals that may see the page from anywhere, by name (token
+    /// subject, basic-auth user, certificate principal), or as
+    /// `jwt:NAME`, `basic:NAME`, `mtls:NAME` to name one mode's only. Any
+    /// other credential is refused (403), and no credential from elsewhere
+    /// than loopback is asked for one (401).
+    pub admins: Vec<String>,
+    /// Rows per table (busiest first); the JSON has the same.
+    pub top: usize,
+    /// How often the page reloads itself.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            loopback: true,
+            admins: Vec::new(),
+            top: 100,
+            refresh: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Ui {
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=1000).contains(&self.top) {
+            return Err(format!("ui.top must be 1 to 1000, not {}", self.top));
+        }
+        if self.refresh < Duration::from_secs(1) {
+            return Err("ui.refresh must be at least 1s".into());
+        }
+        for admin in &self.admins {
+            let name = match admin.split_once(':') {
+                Some((mode, name)) if ["jwt", "basic", "mtls"].contains(&mode) => name,
+                Some(("anonymous", _)) => {
+                    return Err(format!(
+                        "ui.admins {admin:?}: the anonymous principal cannot be an admin"
+                    ))
+                }
+                _ => admin.as_str(),
+            };
+            if name.is_empty() || name == "anonymous" {
+                return Err(format!(
+                    "ui.admins {admin:?}: name a token subject, user or certificate principal"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where tenant pushes go.
@@ -974,6 +1040,7 @@ impl Config {
                     .map_err(ConfigError::Invalid)?;
             }
         }
+        self.ui.validate().map_err(ConfigError::Invalid)?;
         if self.otlp.namespace_attributes.is_empty() {
             return bad("otlp.namespace_attributes must name at least one attribute".into());
         }

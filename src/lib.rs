@@ -93,6 +93,7 @@
 //! Test helpers ([`testing`], the prost reference splitter) are built only
 //! with the `test-util` feature.
 
+pub mod activity;
 pub mod answer;
 pub mod app;
 pub mod auth;
@@ -121,4 +122,5 @@ pub mod telemetry;
 pub mod tenant;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod ui;
 pub mod wire;

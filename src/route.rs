@@ -31,7 +31,7 @@ pub mod family;
 #[cfg(any(test, feature = "test-util"))]
 pub mod reference;
 
-pub use crate::signals::{SplitCounts, Unmapped};
+pub use crate::signals::{SplitCounts, Unmapped, UnmappedKey, MAX_UNMAPPED_KEYS};
 pub use family::FamilyIndex;
 
 /// Why a request cannot be split.
@@ -274,6 +274,8 @@ impl Router {
             last_seen: None,
             size_hint: body.len(),
             tenants_hint: Hints::get(&self.hints.tenants).max(1),
+            unmapped: Vec::new(),
+            last_unmapped: 0,
         };
         // Bounded by `limits.max_metadata` (the walk counts them).
         let mut extras = Vec::new();
@@ -328,10 +330,18 @@ impl Router {
                 }
             })
             .collect();
-        Ok(Split {
-            batches,
-            stats: state.stats,
-        })
+        let mut stats = state.stats;
+        stats.unmapped = state
+            .unmapped
+            .into_iter()
+            .map(|(key, reason, defaulted, counts)| UnmappedKey {
+                key: key.map(Box::from),
+                reason,
+                defaulted,
+                counts,
+            })
+            .collect();
+        Ok(Split { batches, stats })
     }
 }
 
@@ -375,6 +385,11 @@ struct State<'a, 't, F: Format> {
     last_seen: Option<(&'a str, u32)>,
     size_hint: usize,
     tenants_hint: usize,
+    /// Keys whose series had no tenant, for [`SplitCounts::unmapped`]
+    /// (at most [`MAX_UNMAPPED_KEYS`]); touched only by unmapped series.
+    unmapped: Vec<(Option<&'a str>, Unmapped, bool, Counts)>,
+    /// The entry of `unmapped` last added to: runs of one namespace skip the scan.
+    last_unmapped: usize,
 }
 
 impl<'a, 't, F: Format> State<'a, 't, F> {
@@ -435,6 +450,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                         }
                     };
                     self.stats.defaulted[reason.index()] += 1;
+                    self.note_unmapped(hit.map(|h| h.value), reason, true, &counts);
                     let b = &mut self.batches[group as usize];
                     F::append_series(&mut b.state, &mut b.body, &series, None);
                     group
@@ -442,6 +458,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                 UnmappedPolicy::Drop => {
                     self.stats.dropped[reason.index()] += 1;
                     self.stats.dropped_samples += counts.samples + counts.histograms;
+                    self.note_unmapped(hit.map(|h| h.value), reason, false, &counts);
                     return Ok(());
                 }
                 UnmappedPolicy::Reject => {
@@ -511,6 +528,33 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                 series: F::describe(series),
             }),
         }
+    }
+
+    /// Adds an unmapped series to its key's entry in `unmapped` (a new
+    /// entry while there are fewer than [`MAX_UNMAPPED_KEYS`]; past that
+    /// only the totals count it).
+    fn note_unmapped(
+        &mut self,
+        key: Option<&'a str>,
+        reason: Unmapped,
+        defaulted: bool,
+        counts: &Counts,
+    ) {
+        let matches = |e: &(Option<&str>, Unmapped, bool, Counts)| e.0 == key && e.2 == defaulted;
+        let i = match self.unmapped.get(self.last_unmapped) {
+            Some(e) if matches(e) => self.last_unmapped,
+            _ => match self.unmapped.iter().position(matches) {
+                Some(i) => i,
+                None if self.unmapped.len() < MAX_UNMAPPED_KEYS => {
+                    self.unmapped
+                        .push((key, reason, defaulted, Counts::default()));
+                    self.unmapped.len() - 1
+                }
+                None => return,
+            },
+        };
+        self.last_unmapped = i;
+        self.unmapped[i].3.add(counts);
     }
 
     /// Counts a series dropped for being outside the sender's allowance.

@@ -6,8 +6,9 @@
 //!                                                      ├─ GET  /metrics
 //!                                                      ├─ GET  /healthz, /alive
 //!                                                      ├─ GET  /readyz
+//!                                                      ├─ GET  /ui/, /ui/api/tenants ─► ui (its own state)
 //!                                                      └─ anything else ─► read::handle (its own state)
-//!  metrics_listen (optional): the same minus the push routes
+//!  metrics_listen (optional): metrics, health and /ui/
 //!  otlp.grpc.listen (optional): h2 ─► the three OTLP Export methods ─► push::grpc
 //! ```
 //!
@@ -34,12 +35,15 @@ use crate::connections::Connections;
 use crate::metrics::Metrics;
 use crate::read::ReadProxy;
 use crate::table::{self, OrgTable};
+use crate::ui::OperatorPage;
 
 /// A configured server: the org table's feed started, the shared state
 /// built, the listeners bound. [`Server::serve`] runs it.
 pub struct Server {
     app: Arc<App>,
     read: Arc<ReadProxy>,
+    /// The operator page (`/ui/`).
+    page: Arc<OperatorPage>,
     table: OrgTable,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -79,6 +83,12 @@ impl Server {
             )
             .map_err(|e| anyhow::anyhow!("read: {e}"))?,
         );
+        let page = Arc::new(OperatorPage::new(
+            config,
+            table.clone(),
+            app.activity().clone(),
+            app.auth().clone(),
+        ));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -96,6 +106,7 @@ impl Server {
         Ok(Self {
             app,
             read,
+            page,
             table,
             listener,
             metrics_listener,
@@ -126,7 +137,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let routes = routes(self.app.clone(), self.read);
+        let routes = routes(self.app.clone(), self.read, self.page.clone());
         let grpc = self
             .grpc_listener
             .map(|l| (l, grpc_routes().with_state(self.app.clone())));
@@ -135,7 +146,9 @@ impl Server {
             routes,
             self.listener,
             Listeners {
-                metrics: self.metrics_listener,
+                metrics: self
+                    .metrics_listener
+                    .map(|l| (l, crate::ui::routes(self.page))),
                 grpc,
             },
             shutdown,
@@ -145,8 +158,9 @@ impl Server {
 }
 
 /// The HTTP routes of the main listener: the push path and its state,
-/// and, for every other path, the read path with its own.
-fn routes(app: Arc<App>, read: Arc<ReadProxy>) -> axum::Router {
+/// the operator page with its own, and, for every other path, the read
+/// path with its own.
+fn routes(app: Arc<App>, read: Arc<ReadProxy>, page: Arc<OperatorPage>) -> axum::Router {
     let read = axum::Router::new()
         .fallback(crate::read::handle)
         .with_state(read);
@@ -166,6 +180,7 @@ fn routes(app: Arc<App>, read: Arc<ReadProxy>) -> axum::Router {
         .merge(ops_routes())
         // Everything else: the read proxy's routes, or 404.
         .with_state(app)
+        .merge(crate::ui::routes(page))
         .fallback_service(read)
 }
 
@@ -186,8 +201,8 @@ fn grpc_routes() -> axum::Router<Arc<App>> {
 
 /// The listeners besides the main one.
 struct Listeners {
-    /// `metrics_listen`: metrics and health only.
-    metrics: Option<TcpListener>,
+    /// `metrics_listen`: metrics, health and the operator page.
+    metrics: Option<(TcpListener, axum::Router)>,
     /// `otlp.grpc`: its listener and routes.
     grpc: Option<(TcpListener, axum::Router)>,
 }
@@ -234,10 +249,10 @@ async fn serve(
         Accept::new(&app, &connections),
         stop_rx.clone(),
     ))];
-    if let Some(l) = others.metrics {
+    if let Some((l, page)) = others.metrics {
         loops.push(tokio::spawn(accept_loop(
             l,
-            ops_routes().with_state(app.clone()),
+            ops_routes().with_state(app.clone()).merge(page),
             Accept::new(&app, &connections),
             stop_rx.clone(),
         )));
@@ -363,8 +378,14 @@ async fn accept_loop(
         // The router, noting on the connection's flags that it has spoken.
         let service = {
             let (router, flags) = (router.clone(), slot.flags.clone());
-            hyper::service::service_fn(move |request| {
+            hyper::service::service_fn(move |mut request: hyper::Request<_>| {
                 flags.spoke();
+                // Only the operator page asks who is calling (loopback?).
+                if request.uri().path().starts_with("/ui") {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                }
                 tower::ServiceExt::oneshot(router.clone(), request)
             })
         };

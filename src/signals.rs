@@ -115,6 +115,30 @@ pub struct SplitCounts {
     /// Metadata entries whose family no tenant has series of (or whose
     /// tenants were forgotten), sent to the default tenant.
     pub metadata_defaulted: u64,
+    /// The keys (namespaces, or tenant-label values) whose series had no
+    /// tenant of their own, with what they held: the first
+    /// [`MAX_UNMAPPED_KEYS`] distinct ones of the request (the totals above
+    /// count them all). Empty, and never allocated, when every series
+    /// had a tenant.
+    pub unmapped: Vec<UnmappedKey>,
+}
+
+/// Most distinct unmapped keys one request reports in
+/// [`SplitCounts::unmapped`].
+pub const MAX_UNMAPPED_KEYS: usize = 32;
+
+/// A key whose series had no tenant of their own, in one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmappedKey {
+    /// The namespace (or tenant-label value); `None` for series that carry
+    /// no such label at all.
+    pub key: Option<Box<str>>,
+    pub reason: Unmapped,
+    /// Whether the unmapped policy sent them to the default tenant (else
+    /// they were dropped).
+    pub defaulted: bool,
+    /// What those series held.
+    pub counts: Counts,
 }
 
 impl SplitCounts {

@@ -161,6 +161,14 @@ impl Users {
         })
     }
 
+    /// Every user, by name (sorted).
+    pub fn all(&self) -> Vec<(&str, &User)> {
+        let mut users: Vec<(&str, &User)> =
+            self.users.iter().map(|(n, u)| (n.as_str(), &**u)).collect();
+        users.sort_unstable_by_key(|(n, _)| *n);
+        users
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
         self.users.get(name)
     }

@@ -115,6 +115,43 @@ impl Verifier {
         }
     }
 
+    /// What the verifier trusts now, for the operator page: each key's
+    /// `kid`, file, algorithm and cap; never a key or the secret.
+    pub fn inventory(&self) -> super::JwtInventory {
+        let cap = |kid: &str| self.caps.get(kid).map(ToString::to_string);
+        let mut keys = Vec::new();
+        if let (Some(_), Some(path)) = (&self.secret, &self.config.hs256_secret_file) {
+            keys.push(super::TrustedKey {
+                kid: "hs256".into(),
+                algorithm: "HS256".into(),
+                source: path.display().to_string(),
+                may_grant: cap("hs256"),
+            });
+        }
+        if let Some(set) = self.key_set() {
+            for (kid, key) in set.entries() {
+                let kid = kid.unwrap_or("fallback");
+                keys.push(super::TrustedKey {
+                    kid: kid.into(),
+                    algorithm: format!("{:?}", key.algorithm),
+                    source: key.source.clone(),
+                    may_grant: cap(kid),
+                });
+            }
+        }
+        super::JwtInventory {
+            keys,
+            audience: self.config.audience.clone(),
+            issuer: self.config.issuer.clone(),
+            revoked_file: self
+                .config
+                .revoked_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            revoked: self.revoked.as_ref().map_or(0, |r| r.get().len()),
+        }
+    }
+
     /// The keys loaded now (for `token inspect`).
     pub fn key_set(&self) -> Option<Arc<KeySet>> {
         self.keys.as_ref().map(|w| w.get())

@@ -42,6 +42,18 @@ impl KeySet {
         }
     }
 
+    /// Every key with its `kid` (`None`: the fallback key), sorted by `kid`.
+    pub fn entries(&self) -> Vec<(Option<&str>, &Key)> {
+        let mut keys: Vec<(Option<&str>, &Key)> = self
+            .by_kid
+            .iter()
+            .map(|(kid, key)| (Some(kid.as_str()), key))
+            .collect();
+        keys.sort_unstable_by_key(|(kid, _)| *kid);
+        keys.extend(self.fallback.as_ref().map(|k| (None, k)));
+        keys
+    }
+
     /// The `kid`s held, sorted (for `token inspect`).
     pub fn kids(&self) -> Vec<&str> {
         let mut kids: Vec<&str> = self.by_kid.keys().map(String::as_str).collect();

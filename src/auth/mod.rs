@@ -37,6 +37,9 @@ use base64::Engine;
 use tokio::sync::Semaphore;
 
 use crate::config;
+use serde::Serialize;
+
+use crate::activity::Activity;
 use crate::signals::AuthSignals;
 use crate::tenant::Allowance;
 
@@ -100,6 +103,68 @@ pub struct Failure {
     pub reason: &'static str,
 }
 
+/// What the authenticator trusts, for the operator page: names, files
+/// and allowances; never a secret, a password hash or a key.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    /// The anonymous principal's allowances, when it is on.
+    pub anonymous: Option<GrantHolder>,
+    pub jwt: Option<JwtInventory>,
+    pub users_file: Option<String>,
+    pub users: Vec<GrantHolder>,
+    pub certificate_principals: Vec<GrantHolder>,
+}
+
+/// A principal the configuration names, and what it may do.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantHolder {
+    pub name: String,
+    /// Organizations it may write (`*`, names, `prefix*`).
+    pub writes: String,
+    /// Organizations it may read.
+    pub reads: String,
+    /// May change rules and alertmanager state.
+    pub rules: bool,
+}
+
+/// The token keys and checks.
+#[derive(Debug, Clone, Serialize)]
+pub struct JwtInventory {
+    pub keys: Vec<TrustedKey>,
+    pub audience: Vec<String>,
+    pub issuer: Option<String>,
+    pub revoked_file: Option<String>,
+    /// Token IDs on the revocation list now.
+    pub revoked: usize,
+}
+
+/// One key tokens may be signed with.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustedKey {
+    /// The `kid`; `hs256` for the shared secret, `fallback` for the key
+    /// of tokens that name none.
+    pub kid: String,
+    pub algorithm: String,
+    /// The file it was read from.
+    pub source: String,
+    /// `auth.jwt.key_allowances`: what its tokens may grant at most
+    /// (`None`: not capped).
+    pub may_grant: Option<String>,
+}
+
+/// A failure and, when it reveals one safely, the name it was for (a
+/// known user with a wrong password, a certificate no principal has).
+struct Refused {
+    failure: Failure,
+    who: Option<String>,
+}
+
+impl From<Failure> for Refused {
+    fn from(failure: Failure) -> Self {
+        Self { failure, who: None }
+    }
+}
+
 /// The configured authentication modes.
 pub struct Authenticator {
     anonymous: Option<Principal>,
@@ -110,6 +175,8 @@ pub struct Authenticator {
     hashing: Arc<Semaphore>,
     challenges: Vec<&'static str>,
     signals: AuthSignals,
+    /// Where failures are recorded for the operator page.
+    activity: Option<Arc<Activity>>,
 }
 
 impl Authenticator {
@@ -179,7 +246,15 @@ impl Authenticator {
             hashing: Arc::new(Semaphore::new(crate::limits::cores())),
             challenges,
             signals,
+            activity: None,
         })
+    }
+
+    /// Records failures (with a safe name, when there is one) in
+    /// `activity` too, for the operator page.
+    pub fn recording_to(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
     }
 
     /// Starts following the key files (must run inside the runtime).
@@ -192,6 +267,48 @@ impl Authenticator {
         }
         if let Some((ca, _)) = &self.mtls {
             ca.follow();
+        }
+    }
+
+    /// What is trusted now (see [`Inventory`]).
+    pub fn inventory(&self) -> Inventory {
+        let holder = |name: &str, writes: &Allowance, reads: &Allowance, rules| GrantHolder {
+            name: name.to_owned(),
+            writes: writes.to_string(),
+            reads: reads.to_string(),
+            rules,
+        };
+        let mut certificate_principals: Vec<GrantHolder> = self
+            .mtls
+            .iter()
+            .flat_map(|(_, p)| p.iter())
+            .map(|(name, a)| holder(name, a, a, false))
+            .collect();
+        certificate_principals.sort_by(|a, b| a.name.cmp(&b.name));
+        Inventory {
+            anonymous: self
+                .anonymous
+                .as_ref()
+                .map(|p| holder(&p.name, &p.allowance, &p.read, p.rules)),
+            jwt: self.jwt.as_ref().map(jwt::Verifier::inventory),
+            users_file: self.basic.as_ref().map(|b| {
+                b.paths()
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            }),
+            users: self
+                .basic
+                .as_ref()
+                .map(|b| {
+                    b.get()
+                        .all()
+                        .into_iter()
+                        .map(|(name, u)| holder(name, &u.allowance, &u.read, u.rules))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            certificate_principals,
         }
     }
 
@@ -214,6 +331,12 @@ impl Authenticator {
         peer: Option<&PeerCert>,
     ) -> Result<Principal, Failure> {
         let result = self.identify(authorization, peer).await;
+        let result = result.map_err(|r| {
+            if let Some(activity) = &self.activity {
+                activity.auth_failure(r.failure.mode.as_str(), r.failure.reason, r.who.as_deref());
+            }
+            r.failure
+        });
         if let Err(f) = &result {
             self.signals.failure(f.mode.as_str(), f.reason).increment(1);
             static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -229,7 +352,7 @@ impl Authenticator {
         &self,
         authorization: Option<&[u8]>,
         peer: Option<&PeerCert>,
-    ) -> Result<Principal, Failure> {
+    ) -> Result<Principal, Refused> {
         if let Some(header) = authorization {
             let (scheme, rest) = split_scheme(header);
             if scheme.eq_ignore_ascii_case(b"bearer") {
@@ -241,7 +364,8 @@ impl Authenticator {
             return Err(Failure {
                 mode: AuthMode::Anonymous,
                 reason: "scheme",
-            });
+            }
+            .into());
         }
         match peer {
             Some(PeerCert::Trusted(names)) => return self.certificate(names),
@@ -250,17 +374,21 @@ impl Authenticator {
                 return Err(Failure {
                     mode: AuthMode::Mtls,
                     reason: "untrusted_certificate",
-                });
+                }
+                .into());
             }
             Some(PeerCert::None) | None => {}
         }
-        self.anonymous.clone().ok_or(Failure {
-            mode: AuthMode::Anonymous,
-            reason: "missing",
-        })
+        self.anonymous.clone().ok_or(
+            Failure {
+                mode: AuthMode::Anonymous,
+                reason: "missing",
+            }
+            .into(),
+        )
     }
 
-    fn bearer(&self, token: &[u8]) -> Result<Principal, Failure> {
+    fn bearer(&self, token: &[u8]) -> Result<Principal, Refused> {
         let fail = |reason| Failure {
             mode: AuthMode::Jwt,
             reason,
@@ -277,7 +405,7 @@ impl Authenticator {
         })
     }
 
-    async fn basic(&self, encoded: &[u8]) -> Result<Principal, Failure> {
+    async fn basic(&self, encoded: &[u8]) -> Result<Principal, Refused> {
         let fail = |reason| Failure {
             mode: AuthMode::Basic,
             reason,
@@ -320,11 +448,16 @@ impl Authenticator {
             .flatten();
         match user {
             Some(user) => Ok(principal(&user)),
-            None => Err(fail(reason)),
+            // A known user's name is no secret; an unknown "name" may be
+            // a password typed in the wrong field, so it is not kept.
+            None => Err(Refused {
+                failure: fail(reason),
+                who: known.is_some().then(|| name.to_owned()),
+            }),
         }
     }
 
-    fn certificate(&self, names: &[String]) -> Result<Principal, Failure> {
+    fn certificate(&self, names: &[String]) -> Result<Principal, Refused> {
         let fail = |reason| Failure {
             mode: AuthMode::Mtls,
             reason,
@@ -341,7 +474,10 @@ impl Authenticator {
                     rules: false,
                 })
             })
-            .ok_or(fail("unknown_principal"))
+            .ok_or_else(|| Refused {
+                failure: fail("unknown_principal"),
+                who: names.first().cloned(),
+            })
     }
 }
 

@@ -75,6 +75,11 @@ impl<T: Send + Sync + 'static> Watched<T> {
         self
     }
 
+    /// The files it follows.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
     /// The current value, reloaded first if a configured path changed.
     pub fn get(&self) -> Arc<T> {
         let loaded = self.current.load();

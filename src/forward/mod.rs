@@ -106,6 +106,9 @@ pub struct Push<'a> {
 pub struct Sent {
     pub outcome: TenantOutcome,
     pub written: Option<Written>,
+    /// From the push being handed over to its answer (a merged request's,
+    /// for a coalesced batch).
+    pub took: Duration,
 }
 
 /// How long a 2.0 refusal is remembered (`upstream.protocol: auto`) before
@@ -181,14 +184,17 @@ impl Forwarder {
     /// an [`TenantOutcome`].
     pub async fn push_all(&self, pushes: &[Push<'_>]) -> Vec<Sent> {
         use futures::StreamExt;
+        let started = Instant::now();
         if let Some(lanes) = &self.inner.coalesce {
             if pushes.iter().all(|p| joinable(p.kind)) {
                 let outcomes = lanes.push_all(self, pushes).await;
+                let took = started.elapsed();
                 return outcomes
                     .into_iter()
                     .map(|outcome| Sent {
                         outcome,
                         written: None,
+                        took,
                     })
                     .collect();
             }
@@ -196,7 +202,11 @@ impl Forwarder {
         // By index: a closure taking `&Push` would make the future's
         // lifetime higher-ranked, which the handler's `Send` bound rejects.
         futures::stream::iter(0..pushes.len())
-            .map(|i| self.push(pushes[i]))
+            .map(|i| async move {
+                let mut sent = self.push(pushes[i]).await;
+                sent.took = started.elapsed();
+                sent
+            })
             .buffered(MAX_PARALLEL_PUSHES)
             .collect()
             .await
@@ -213,6 +223,7 @@ impl Forwarder {
         Sent {
             outcome,
             written: written.filter(|_| push.kind.reports_written),
+            took: Duration::ZERO,
         }
     }
 
@@ -242,7 +253,11 @@ impl Forwarder {
                 if unconfirmed {
                     return self.unconfirmed(outcome);
                 }
-                return Sent { outcome, written };
+                return Sent {
+                    outcome,
+                    written,
+                    took: Duration::ZERO,
+                };
             }
             self.remember_v1(&outcome);
         }
@@ -255,7 +270,11 @@ impl Forwarder {
         {
             Ok(body) => {
                 let (outcome, written) = self.send_as(downgrade.to, push.tenant, body, 1).await;
-                Sent { outcome, written }
+                Sent {
+                    outcome,
+                    written,
+                    took: Duration::ZERO,
+                }
             }
             Err(e) => Sent {
                 outcome: TenantOutcome::Status {
@@ -264,6 +283,7 @@ impl Forwarder {
                     message: format!("converting the push to {} failed: {e}", downgrade.to.name),
                 },
                 written: None,
+                took: Duration::ZERO,
             },
         }
     }
@@ -287,6 +307,7 @@ impl Forwarder {
         Sent {
             outcome,
             written: Some(Written::default()),
+            took: Duration::ZERO,
         }
     }
 

@@ -42,6 +42,7 @@ mod refusal;
 use intake::{receive, undo_content_encoding, ROOM_WAIT};
 use refusal::{decode_error, reject, route_error, too_large_body, Refusal};
 
+use crate::activity::TenantPush;
 use crate::answer::{self, Answer, Written};
 use crate::app::App;
 use crate::auth::{PeerCert, Principal};
@@ -282,6 +283,25 @@ async fn forward(
         .collect();
     let outcomes = forwarder.push_all(&pushes).await;
     drop(pushes);
+    app.activity().request(
+        endpoint.signal,
+        &stats,
+        outgoing
+            .iter()
+            .zip(&outcomes)
+            .map(|(out, sent)| TenantPush {
+                tenant: out.tenant.as_str(),
+                counts: &out.counts,
+                bytes: out.body.len(),
+                // A 2xx is shown as its class: which one it was is not kept.
+                status: match &sent.outcome {
+                    answer::TenantOutcome::Status { status, .. } => Some(*status),
+                    _ => None,
+                },
+                class: sent.outcome.class(),
+                took: sent.took,
+            }),
+    );
 
     let mut results = Vec::with_capacity(outcomes.len());
     // What the accepted tenant pushes wrote: the upstream's own count when
@@ -293,6 +313,7 @@ async fn forward(
         Sent {
             outcome,
             written: said,
+            ..
         },
     ) in outgoing.iter().zip(outcomes)
     {

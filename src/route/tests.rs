@@ -103,6 +103,57 @@ fn namespace_mode_groups_by_organization() {
 }
 
 #[test]
+fn unmapped_keys_are_reported_by_key_with_what_they_held() {
+    let (_, stats) = run(&routing(|_| {}), &mixed(), &table());
+    let keys: Vec<(Option<&str>, Unmapped, bool, u64)> = stats
+        .unmapped
+        .iter()
+        .map(|u| (u.key.as_deref(), u.reason, u.defaulted, u.counts.samples))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (None, Unmapped::NoLabel, true, 1),
+            (Some("unknown"), Unmapped::NoOrganization, true, 1),
+            (Some("broken"), Unmapped::InvalidTenant, true, 1),
+        ]
+    );
+    // A request with nothing unmapped reports nothing, and many keys
+    // stop at the bound (the totals still count them all).
+    let mapped = pb::WriteRequest {
+        timeseries: vec![series(&[("namespace", "shop-prod")], 1.0)],
+        metadata: vec![],
+    };
+    assert!(run(&routing(|_| {}), &mapped, &table())
+        .1
+        .unmapped
+        .is_empty());
+    let many = pb::WriteRequest {
+        timeseries: (0..MAX_UNMAPPED_KEYS + 8)
+            .flat_map(|i| {
+                let ns = format!("stray-{i}");
+                [
+                    series(&[("namespace", &ns)], 1.0),
+                    series(&[("namespace", &ns)], 1.0),
+                ]
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let router = routing(|r| r.unmapped = UnmappedPolicy::Drop);
+    let (_, stats) = run(&router, &many, &table());
+    assert_eq!(stats.unmapped.len(), MAX_UNMAPPED_KEYS);
+    assert!(stats
+        .unmapped
+        .iter()
+        .all(|u| !u.defaulted && u.counts.series == 2));
+    assert_eq!(
+        stats.dropped(Unmapped::NoOrganization),
+        2 * (MAX_UNMAPPED_KEYS as u64 + 8)
+    );
+}
+
+#[test]
 fn drop_policy_counts_each_reason() {
     let router = routing(|r| r.unmapped = UnmappedPolicy::Drop);
     let (out, stats) = run(&router, &mixed(), &table());

@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     // Compression, for every format.
     &["codec"],
     // What a push is, the org table, metrics and answers: no HTTP, no config.
-    &["formats", "table", "metrics", "answer"],
+    &["formats", "table", "metrics", "answer", "activity"],
     &["config"],
     &["telemetry", "credentials", "shutdown"],
     // Routing and identity: no HTTP.
@@ -36,7 +36,7 @@ const LAYERS: &[&[&str]] = &[
     // Transport.
     &["forward"],
     // The read path, beside (not under) the push path.
-    &["read", "app", "inspect"],
+    &["read", "app", "inspect", "ui"],
     &["push", "health"],
     &["server"],
     &["cli"],

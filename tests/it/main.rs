@@ -27,3 +27,4 @@ mod readproxy;
 mod rw2;
 mod shutdown;
 mod table_file;
+mod ui;
