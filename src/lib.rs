@@ -15,6 +15,7 @@
 //!  server ─► read (its own state: authenticate, tenant from the principal) ─► query-frontend / ruler / alertmanager / Loki
 //!  table::file (YAML) / table::kube (watch) ──► table (lock-free snapshot read by route)
 //!  every stage ─► signals (counts, metric handles) ◄── metrics (registers, renders)
+//!  push handler, auth ─► activity (bounded, last 15 min) ◄── ui (/ui/: the operator page)
 //! ```
 //!
 //! The data path:
@@ -61,6 +62,12 @@
 //! shares with the push path, its client and upstreams) and sits beside
 //! [`push`], not under it: neither uses the other.
 //!
+//! The operator page: [`ui`] serves `/ui/` (HTML, no script) and its JSON
+//! from its own state: the org table, the authenticator's [`auth::Inventory`]
+//! and [`activity`], the bounded record of the last 15 minutes that the
+//! push handler and authentication tell what happened (as they tell
+//! [`metrics`]).
+//!
 //! The service around it: [`server`] (listeners, routes, shutdown),
 //! [`app`] (the push path's shared state), [`connections`] (the connection
 //! limit), [`health`], [`shutdown`], [`signals`] and [`metrics`],
@@ -76,13 +83,13 @@
 //!  cli
 //!  server
 //!  push, health
-//!  read, app, inspect
+//!  read, app, inspect, ui
 //!  forward
 //!  pipeline
 //!  route, auth                       (no HTTP)
 //!  telemetry, credentials, shutdown
 //!  config
-//!  formats, table, metrics, answer   (formats, table: no HTTP)
+//!  formats, table, metrics, answer, activity   (formats, table: no HTTP)
 //!  codec
 //!  tenant, signals, wire, pool, limits, connections
 //! ```

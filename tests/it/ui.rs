@@ -239,6 +239,15 @@ async fn only_admins_and_loopback_callers_see_the_page() {
     std::fs::write(&secret, "a shared secret for the ui test").unwrap();
     let table = dir.path().join("namespaces.yaml");
     std::fs::write(&table, "shop-prod: acme\n").unwrap();
+    let users = dir.path().join("users.yaml");
+    let hash = orgsplit::auth::basic::hash("alice's password").unwrap();
+    std::fs::write(
+        &users,
+        format!(
+            "alice: {{password_hash: '{hash}', allowance: [acme], read_allowance: ['team-*']}}\n"
+        ),
+    )
+    .unwrap();
     let outside_port = free_port();
     let (_orgsplit, port) = start_orgsplit_with(
         dir.path(),
@@ -254,12 +263,16 @@ auth:
   anonymous: {{enabled: true, allowance: ['*']}}
   jwt:
     hs256_secret_file: {}
+    key_allowances: {{hs256: [acme, 'team-*']}}
+  basic:
+    users_file: {}
 ui:
   admins: [ops, 'basic:nobody']
 ",
             upstream.url(),
             table.display(),
-            secret.display()
+            secret.display(),
+            users.display()
         ),
     )
     .await;
@@ -324,6 +337,43 @@ ui:
         !body.contains("not.a.token") && !body.contains(&dev[7..]),
         "a token on the page"
     );
+    // What authentication trusts, by name and file: never a secret or a hash.
+    let key = &data["credentials"]["jwt"]["keys"][0];
+    assert_eq!(key["kid"], "hs256");
+    assert_eq!(key["source"], secret.display().to_string());
+    assert_eq!(key["may_grant"], "acme,team-*");
+    let alice = &data["credentials"]["users"][0];
+    assert_eq!(
+        (&alice["name"], &alice["writes"], &alice["reads"]),
+        (&json!("alice"), &json!("acme"), &json!("team-*"))
+    );
+    assert!(
+        !body.contains("a shared secret") && !body.contains(&hash[..20]),
+        "a secret on the page"
+    );
+    // A known user's failed login names the user; an unknown name is not kept.
+    use base64::Engine;
+    let basic = |who: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{who}:wrong"))
+        )
+    };
+    assert_eq!(raw_get(here, page, Some(&basic("alice"))).0, 401);
+    assert_eq!(
+        raw_get(here, page, Some(&basic("hunter2-typed-as-a-name"))).0,
+        401
+    );
+    let (_, body) = raw_get(outside, json_page, Some(&ops));
+    assert!(
+        body.contains(r#""reason":"bad_password","who":"alice""#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#""reason":"unknown_user","who":null"#),
+        "{body}"
+    );
+    assert!(!body.contains("hunter2"), "{body}");
 
     // Nothing else under /ui is a page: dot segments, escapes, empty
     // segments and trailing slashes are 404, never the page.
