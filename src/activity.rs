@@ -4,8 +4,8 @@
 //! had no organization; recent authentication failures.
 //!
 //! ```text
-//!  push handler ─► Activity::pushes (one lock per request: every tenant push of it)
-//!               ─► Activity::split  (totals; unmapped keys only when there are any)
+//!  push handler ─► Activity::request (one lock per request: its totals, its
+//!                  unmapped keys if any, every tenant push of it)
 //!  auth         ─► Activity::auth_failure
 //!  ui           ─► Activity::view ─► ActivityView (serde; HTML and JSON alike)
 //! ```
@@ -19,8 +19,8 @@
 //!   ones not heard of for the whole window are forgotten (checked at most
 //!   once a minute), so a burst of made-up keys neither grows memory nor
 //!   hides the real ones for longer than the window.
-//! - The push path takes one short lock per request (never per item),
-//!   and none when it has nothing to tell; the org table is never locked.
+//! - The push path takes one short lock per request (never per item or
+//!   per tenant push); the org table is never locked.
 //! - Like [`crate::metrics`], this module is told what happened and
 //!   imports no stage.
 
