@@ -259,69 +259,15 @@ fn summary_loki() {
 /// resource, `namespace` on each point), or as `k8sattributes` does (one
 /// resource per namespace with `k8s.namespace.name`).
 fn otlp_metrics(per_point: bool) -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::metrics::v1::{
-        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-    };
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use prost::Message;
-    let kv = |k: &str, v: String| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    };
-    let point = |i: usize, ns: Option<usize>| NumberDataPoint {
-        attributes: (0..9)
-            .map(|a| kv(&format!("label_{a}"), format!("value-{}-{a}", i % 97)))
-            .chain(ns.map(|ns| kv("namespace", format!("ns-{ns}"))))
-            .collect(),
-        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-        value: Some(number_data_point::Value::AsDouble(i as f64)),
-        ..Default::default()
-    };
-    let metrics = |points: Vec<NumberDataPoint>| {
-        points
-            .chunks(10)
-            .enumerate()
-            .map(|(m, p)| Metric {
-                name: format!("metric_{m}"),
-                data: Some(metric::Data::Gauge(Gauge {
-                    data_points: p.to_vec(),
-                })),
-                ..Default::default()
-            })
-            .collect()
-    };
-    let resource = |attributes, points| ResourceMetrics {
-        resource: Some(Resource {
-            attributes,
+    testing::otlp::metrics(
+        &Shape {
+            series: 2000,
+            namespaces: 50,
+            seed: 0,
             ..Default::default()
-        }),
-        scope_metrics: vec![ScopeMetrics {
-            metrics: metrics(points),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let resource_metrics = if per_point {
-        vec![resource(
-            vec![kv("service.name", "prometheus".into())],
-            (0..2000).map(|i| point(i, Some(i % 50))).collect(),
-        )]
-    } else {
-        (0..50)
-            .map(|ns| {
-                resource(
-                    vec![kv("k8s.namespace.name", format!("ns-{ns}"))],
-                    (0..40).map(|i| point(i, None)).collect(),
-                )
-            })
-            .collect()
-    };
-    ExportMetricsServiceRequest { resource_metrics }.encode_to_vec()
+        },
+        per_point,
+    )
 }
 
 /// OTLP metrics through the server's pipelines (gzip, as the exporters
@@ -540,5 +486,53 @@ fn stages_of(
     group.finish();
 }
 
-criterion_group!(benches, bench, stages);
+/// What the operator page's record costs a push: one
+/// `Activity::request` with 20 and 200 tenant pushes and a few unmapped
+/// namespaces (`activity/request/200t`), against a push's whole pipeline
+/// in the groups above.
+fn activity(c: &mut Criterion) {
+    use orgsplit::activity::{Activity, TenantPush};
+    use orgsplit::signals::{Counts, Signal, SplitCounts, Unmapped, UnmappedKey};
+    let activity = Activity::new();
+    let counts = Counts {
+        series: 100,
+        samples: 100,
+        ..Default::default()
+    };
+    let stats = SplitCounts {
+        received: counts,
+        unmapped: (0..3)
+            .map(|i| UnmappedKey {
+                key: Some(format!("stray-{i}").into()),
+                reason: Unmapped::NoOrganization,
+                defaulted: false,
+                counts,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut group = c.benchmark_group("activity");
+    for tenants in [20usize, 200] {
+        let names: Vec<String> = (0..tenants).map(|i| format!("org-{i}")).collect();
+        group.bench_function(format!("request/{tenants}t"), |b| {
+            b.iter(|| {
+                activity.request(
+                    Signal::Metrics,
+                    &stats,
+                    names.iter().map(|n| TenantPush {
+                        tenant: n,
+                        counts: &counts,
+                        bytes: 1000,
+                        status: None,
+                        class: "2xx",
+                        took: std::time::Duration::from_millis(2),
+                    }),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, stages, activity);
 criterion_main!(benches);

@@ -629,3 +629,173 @@ mod tests {
         assert!(req.timeseries.iter().all(|s| s.labels.len() == 11));
     }
 }
+
+/// OTLP request generators (protobuf, not compressed), for benches and
+/// the load test.
+pub mod otlp {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    use super::Shape;
+
+    fn kv(k: &str, v: String) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Where each item's namespace is: on its resource
+    /// (`k8s.namespace.name`, as the Collector's `k8sattributes` sets it:
+    /// one resource per namespace) or on each item (`namespace`, as the
+    /// Collector's Prometheus receiver sends: one resource).
+    fn resources<T>(
+        shape: &Shape,
+        per_item: bool,
+        item: impl Fn(usize, Option<usize>) -> T,
+    ) -> Vec<(Vec<KeyValue>, Vec<T>)> {
+        let namespaces = shape.namespaces.max(1);
+        let seed = shape.seed as usize;
+        if per_item {
+            let items = (0..shape.series)
+                .map(|i| item(i + seed, Some((i + seed) % namespaces)))
+                .collect();
+            return vec![(vec![kv("service.name", "prometheus".into())], items)];
+        }
+        (0..namespaces.min(shape.series.max(1)))
+            .map(|ns| {
+                let items = (0..shape.series)
+                    .filter(|i| i % namespaces == ns)
+                    .map(|i| item(i + seed, None))
+                    .collect();
+                (vec![kv("k8s.namespace.name", format!("ns-{ns}"))], items)
+            })
+            .collect()
+    }
+
+    /// `shape.series` gauge points with 10 attributes, 10 points a metric.
+    pub fn metrics(shape: &Shape, per_item: bool) -> Vec<u8> {
+        let point = |i: usize, ns: Option<usize>| NumberDataPoint {
+            attributes: (0..9)
+                .map(|a| kv(&format!("label_{a}"), format!("value-{}-{a}", i % 97)))
+                .chain(ns.map(|ns| kv("namespace", format!("ns-{ns}"))))
+                .collect(),
+            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            value: Some(number_data_point::Value::AsDouble(i as f64)),
+            ..Default::default()
+        };
+        let resource_metrics = resources(shape, per_item, point)
+            .into_iter()
+            .map(|(attributes, points)| ResourceMetrics {
+                resource: Some(Resource {
+                    attributes,
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: points
+                        .chunks(10)
+                        .enumerate()
+                        .map(|(m, p)| Metric {
+                            name: format!("metric_{m}"),
+                            data: Some(metric::Data::Gauge(Gauge {
+                                data_points: p.to_vec(),
+                            })),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        ExportMetricsServiceRequest { resource_metrics }.encode_to_vec()
+    }
+
+    /// `shape.series` log records of about 120 bytes with 4 attributes.
+    pub fn logs(shape: &Shape, per_item: bool) -> Vec<u8> {
+        let record = |i: usize, ns: Option<usize>| {
+            LogRecord {
+            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            severity_text: "INFO".into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!(
+                    "level=info ts=2026-12-07T12:00:00Z caller=handler.go:{} msg=\"request served\" path=/api/v1/items/{i} status=200 took=3.2ms",
+                    i % 400
+                ))),
+            }),
+            attributes: [("pod", format!("app-{}", i % 13)), ("container", "app".into())]
+                .into_iter()
+                .map(|(k, v)| kv(k, v))
+                .chain(ns.map(|ns| kv("namespace", format!("ns-{ns}"))))
+                .collect(),
+            ..Default::default()
+        }
+        };
+        let resource_logs = resources(shape, per_item, record)
+            .into_iter()
+            .map(|(attributes, log_records)| ResourceLogs {
+                resource: Some(Resource {
+                    attributes,
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        ExportLogsServiceRequest { resource_logs }.encode_to_vec()
+    }
+
+    /// `shape.series` spans with 6 attributes.
+    pub fn traces(shape: &Shape, per_item: bool) -> Vec<u8> {
+        let span = |i: usize, ns: Option<usize>| Span {
+            trace_id: (i as u128 * 0x9e37_79b9_7f4a_7c15).to_be_bytes().to_vec(),
+            span_id: (i as u64 * 0x2545_f491).to_be_bytes().to_vec(),
+            name: format!("GET /api/v1/items/{}", i % 50),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            end_time_unix_nano: 1_700_000_000_003_000_000 + i as u64,
+            attributes: [
+                ("http.method", "GET".to_string()),
+                ("http.route", format!("/api/v1/items/{}", i % 50)),
+                ("http.status_code", "200".into()),
+                ("net.peer.name", format!("client-{}", i % 7)),
+                ("service.version", "1.4.2".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| kv(k, v))
+            .chain(ns.map(|ns| kv("namespace", format!("ns-{ns}"))))
+            .collect(),
+            ..Default::default()
+        };
+        let resource_spans = resources(shape, per_item, span)
+            .into_iter()
+            .map(|(attributes, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest { resource_spans }.encode_to_vec()
+    }
+}

@@ -58,9 +58,13 @@ struct Args {
     tenants: Vec<usize>,
     /// Request bodies: `random` (random label values, ~3.5:1 snappy),
     /// `cadvisor` (shaped like real cAdvisor / kube-state-metrics output,
-    /// ~5:1), or Loki pushes of ~120-byte logfmt lines: `loki` (snappy
-    /// protobuf, as Promtail and Alloy send), `loki-json` (plain JSON),
-    /// `loki-json-gzip`; several (`random,loki`) run one load test each.
+    /// ~5:1); the same series as remote write 2.0: `rw2`, `rw2-cadvisor`
+    /// (sent upstream as 2.0, `upstream.protocol: v2`); Loki pushes of
+    /// ~120-byte logfmt lines: `loki` (snappy protobuf, as Promtail and
+    /// Alloy send), `loki-json` (plain JSON), `loki-json-gzip`; OTLP/HTTP
+    /// protobuf, gzip, one resource per namespace (`k8s.namespace.name`):
+    /// `otlp-metrics`, `otlp-logs`, `otlp-traces`. Several
+    /// (`random,rw2,loki,otlp-metrics`) run one load test each.
     #[arg(long, value_delimiter = ',', default_value = "random")]
     corpus: Vec<String>,
     /// The orgsplit binary (default: next to this one).
@@ -165,16 +169,39 @@ impl Args {
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     RemoteWrite,
+    RemoteWrite2,
     LokiProto,
-    LokiJson { gzip: bool },
+    LokiJson {
+        gzip: bool,
+    },
+    /// OTLP/HTTP protobuf, gzip: metrics, logs or traces.
+    Otlp(&'static str),
 }
 
 impl Kind {
     fn path(self) -> &'static str {
         match self {
-            Kind::RemoteWrite => "/api/v1/push",
-            _ => "/loki/api/v1/push",
+            Kind::RemoteWrite | Kind::RemoteWrite2 => "/api/v1/push",
+            Kind::LokiProto | Kind::LokiJson { .. } => "/loki/api/v1/push",
+            Kind::Otlp("metrics") => "/v1/metrics",
+            Kind::Otlp("logs") => "/v1/logs",
+            Kind::Otlp(_) => "/v1/traces",
         }
+    }
+
+    /// The path the in-process upstream serves these bodies at, when
+    /// pushed to it directly (the latency baseline).
+    fn upstream_path(self) -> &'static str {
+        match self {
+            Kind::Otlp("metrics") => "/otlp/v1/metrics",
+            Kind::Otlp("logs") => "/otlp/v1/logs",
+            other => other.path(),
+        }
+    }
+
+    /// Whether the bodies are gzip (else snappy, or plain JSON).
+    fn gzip(self) -> bool {
+        matches!(self, Kind::LokiJson { gzip: true } | Kind::Otlp(_))
     }
 
     /// Request headers, as the real senders set them.
@@ -184,6 +211,18 @@ impl Kind {
                 ("Content-Encoding", "snappy"),
                 ("Content-Type", "application/x-protobuf"),
                 ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ],
+            Kind::RemoteWrite2 => &[
+                ("Content-Encoding", "snappy"),
+                (
+                    "Content-Type",
+                    "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+                ),
+                ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+            ],
+            Kind::Otlp(_) => &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "gzip"),
             ],
             Kind::LokiProto => &[("Content-Type", "application/x-protobuf")],
             Kind::LokiJson { gzip: false } => &[("Content-Type", "application/json")],
@@ -196,7 +235,9 @@ impl Kind {
 
     fn unit(self) -> &'static str {
         match self {
-            Kind::RemoteWrite => "samples",
+            Kind::RemoteWrite | Kind::RemoteWrite2 => "samples",
+            Kind::Otlp("metrics") => "points",
+            Kind::Otlp("traces") => "spans",
             _ => "lines",
         }
     }
@@ -216,11 +257,15 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
     let name = args.corpus.first().map_or("random", String::as_str);
     let kind = match name {
         "random" | "cadvisor" => Kind::RemoteWrite,
+        "rw2" | "rw2-cadvisor" => Kind::RemoteWrite2,
         "loki" => Kind::LokiProto,
         "loki-json" => Kind::LokiJson { gzip: false },
         "loki-json-gzip" => Kind::LokiJson { gzip: true },
+        "otlp-metrics" => Kind::Otlp("metrics"),
+        "otlp-logs" => Kind::Otlp("logs"),
+        "otlp-traces" => Kind::Otlp("traces"),
         other => {
-            bail!("unknown corpus {other:?}: random, cadvisor, loki, loki-json or loki-json-gzip")
+            bail!("unknown corpus {other:?}: random, cadvisor, rw2, rw2-cadvisor, loki, loki-json, loki-json-gzip, otlp-metrics, otlp-logs or otlp-traces")
         }
     };
     let mut bodies = Vec::new();
@@ -241,7 +286,27 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
                 };
                 (prost::Message::encode_to_vec(&req), testing::compress(&req))
             }
-            _ => {
+            Kind::RemoteWrite2 => {
+                let req = match name {
+                    "rw2-cadvisor" => testing::cadvisor_request(&shape),
+                    _ => testing::request(&shape),
+                };
+                let v2 = testing::rw2::from_v1(&req);
+                (
+                    prost::Message::encode_to_vec(&v2),
+                    testing::rw2::compress(&v2),
+                )
+            }
+            Kind::Otlp(signal) => {
+                let raw = match signal {
+                    "metrics" => testing::otlp::metrics(&shape, false),
+                    "logs" => testing::otlp::logs(&shape, false),
+                    _ => testing::otlp::traces(&shape, false),
+                };
+                let body = gzip(&raw);
+                (raw, body)
+            }
+            Kind::LokiProto | Kind::LokiJson { .. } => {
                 let push = testing::loki_push(&Shape {
                     series: (args.series / 20).max(1),
                     ..shape
@@ -291,7 +356,7 @@ async fn run(args: Args) -> anyhow::Result<Figures> {
         .pool_max_idle_per_host(args.concurrency * 2)
         .build()?;
     let via = format!("http://127.0.0.1:{port}{}", corpus.kind.path());
-    let direct = format!("http://{upstream}{}", corpus.kind.path());
+    let direct = format!("http://{upstream}{}", corpus.kind.upstream_path());
 
     // Warm up connections and pools.
     drive(&client, &via, &corpus, 2, Duration::from_millis(500), 0).await;
@@ -355,7 +420,7 @@ async fn run(args: Args) -> anyhow::Result<Figures> {
     );
     println!(
         "{:<24}{:.3} CPU-s per million {unit} (ratio {:.2}x)",
-        if corpus.kind == (Kind::LokiJson { gzip: true }) {
+        if corpus.kind.gzip() {
             "gzip floor:"
         } else {
             "snappy floor:"
@@ -391,14 +456,39 @@ async fn run(args: Args) -> anyhow::Result<Figures> {
 }
 
 async fn start_upstream() -> anyhow::Result<std::net::SocketAddr> {
+    // OTLP receivers answer an (empty) Export...ServiceResponse.
+    let otlp = || {
+        axum::routing::post(|body: Bytes| async move {
+            std::hint::black_box(body.len());
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                Bytes::new(),
+            )
+        })
+    };
     let app = axum::Router::new()
         .route(
             "/api/v1/push",
-            axum::routing::post(|body: Bytes| async move {
+            axum::routing::post(|headers: axum::http::HeaderMap, body: Bytes| async move {
                 std::hint::black_box(body.len());
-                axum::http::StatusCode::OK
+                // A 2.0 receiver says what it wrote (not counted here: the
+                // load test does not check counts).
+                let v2 = headers
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().ends_with(b"v2.Request"));
+                let mut answer = axum::http::Response::new(axum::body::Body::empty());
+                if v2 {
+                    answer.headers_mut().insert(
+                        "x-prometheus-remote-write-samples-written",
+                        axum::http::HeaderValue::from_static("1"),
+                    );
+                }
+                answer
             }),
         )
+        .route("/otlp/v1/metrics", otlp())
+        .route("/otlp/v1/logs", otlp())
+        .route("/v1/traces", otlp())
         .route(
             "/loki/api/v1/push",
             axum::routing::post(|body: Bytes| async move {
@@ -448,10 +538,15 @@ async fn start_orgsplit_with(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    // Remote write 2.0 goes upstream as 2.0 (what a 2.0 Mimir takes).
+    let protocol = match args.corpus.first().map(String::as_str) {
+        Some("rw2" | "rw2-cadvisor") => "v2",
+        _ => "auto",
+    };
     std::fs::write(
         dir.join("config.yaml"),
         format!(
-            "listen: 127.0.0.1:{port}\nupstream: {{url: \"http://{upstream}/api/v1/push\"}}\nloki: {{upstream: {{url: \"http://{upstream}/loki/api/v1/push\"}}}}\nrouting: {routing}\nlookup: {{file: \"{}\"}}\nlog: {{level: warn}}\n{}\n",
+            "listen: 127.0.0.1:{port}\nupstream: {{url: \"http://{upstream}/api/v1/push\", protocol: {protocol}}}\nloki: {{upstream: {{url: \"http://{upstream}/loki/api/v1/push\"}}}}\notlp: {{traces: {{upstream: \"http://{upstream}/v1/traces\"}}}}\nrouting: {routing}\nlookup: {{file: \"{}\"}}\nlog: {{level: warn}}\n{}\n",
             dir.join("table.yaml").display(),
             args.extra_config
         ),
@@ -615,7 +710,7 @@ fn floor_cpu_per_million(corpus: &Corpus) -> f64 {
         let started = Instant::now();
         let mut n = 0u64;
         while started.elapsed() < Duration::from_secs(1) {
-            if corpus.kind == (Kind::LokiJson { gzip: true }) {
+            if corpus.kind.gzip() {
                 for body in &corpus.bodies {
                     raw.clear();
                     let _ = std::io::Read::read_to_end(
