@@ -217,25 +217,15 @@ async fn serve_html(
     cert: Cert,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = page
-        .admit(
-            peer.map(|c| c.0 .0),
-            cert.as_deref().map(|c| &**c),
-            &headers,
-        )
-        .await
-    {
-        return refused;
-    }
-    let body = html::render(&page.data(), page.settings.refresh);
-    let mut response = Response::new(Body::from(body));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    secure(h);
-    response
+    serve(
+        &page,
+        peer,
+        cert,
+        &headers,
+        "text/html; charset=utf-8",
+        |data| html::render(data, page.settings.refresh).into_bytes(),
+    )
+    .await
 }
 
 async fn serve_json(
@@ -244,23 +234,30 @@ async fn serve_json(
     cert: Cert,
     headers: HeaderMap,
 ) -> Response {
+    serve(&page, peer, cert, &headers, "application/json", |data| {
+        serde_json::to_vec(data).unwrap_or_default()
+    })
+    .await
+}
+
+/// The page's data in one form, to a caller that may see it.
+async fn serve(
+    page: &OperatorPage,
+    peer: Peer,
+    cert: Cert,
+    headers: &HeaderMap,
+    content_type: &'static str,
+    render: impl FnOnce(&PageData) -> Vec<u8>,
+) -> Response {
     if let Err(refused) = page
-        .admit(
-            peer.map(|c| c.0 .0),
-            cert.as_deref().map(|c| &**c),
-            &headers,
-        )
+        .admit(peer.map(|c| c.0 .0), cert.as_deref().map(|c| &**c), headers)
         .await
     {
         return refused;
     }
-    let body = serde_json::to_vec(&page.data()).unwrap_or_default();
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(Body::from(render(&page.data())));
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     secure(h);
     response
 }

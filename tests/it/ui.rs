@@ -165,7 +165,6 @@ async fn a_browser_sees_organizations_unmapped_namespaces_and_rates() {
         row(&dom, "unmapped", "(no namespace label)").is_some(),
         "{dom}"
     );
-    // Every namespace in a row is one the table or the traffic named.
     assert!(!dom.contains("<script"), "the page has no script");
 
     // The JSON says the same.
