@@ -335,7 +335,7 @@ impl Router {
             .unmapped
             .into_iter()
             .map(|(key, reason, defaulted, counts)| UnmappedKey {
-                key: key.map(Box::from),
+                key: key.map(|k| Box::from(crate::signals::shortened_key(k))),
                 reason,
                 defaulted,
                 counts,

@@ -127,6 +127,24 @@ pub struct SplitCounts {
 /// [`SplitCounts::unmapped`].
 pub const MAX_UNMAPPED_KEYS: usize = 32;
 
+/// Longest unmapped key kept, in bytes (a Kubernetes namespace has at most
+/// 63): a longer one, which only a made-up label value can be, is cut at a
+/// character boundary, so what the record holds does not grow with
+/// `limits.max_label_bytes`.
+pub const MAX_UNMAPPED_KEY_BYTES: usize = 128;
+
+/// `key` cut to at most [`MAX_UNMAPPED_KEY_BYTES`] at a character boundary.
+pub fn shortened_key(key: &str) -> &str {
+    if key.len() <= MAX_UNMAPPED_KEY_BYTES {
+        return key;
+    }
+    let mut end = MAX_UNMAPPED_KEY_BYTES;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
+}
+
 /// A key whose series had no tenant of their own, in one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnmappedKey {

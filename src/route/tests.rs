@@ -128,6 +128,16 @@ fn unmapped_keys_are_reported_by_key_with_what_they_held() {
         .1
         .unmapped
         .is_empty());
+    // A made-up namespace of 10 000 bytes is kept as its first 128.
+    let long = format!("é{}", "x".repeat(10_000));
+    let odd = pb::WriteRequest {
+        timeseries: vec![series(&[("namespace", &long)], 1.0)],
+        metadata: vec![],
+    };
+    let (_, stats) = run(&routing(|_| {}), &odd, &table());
+    let kept = stats.unmapped[0].key.as_deref().unwrap();
+    assert_eq!(kept.len(), crate::signals::MAX_UNMAPPED_KEY_BYTES);
+    assert!(long.starts_with(kept));
     let many = pb::WriteRequest {
         timeseries: (0..MAX_UNMAPPED_KEYS + 8)
             .flat_map(|i| {
