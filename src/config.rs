@@ -222,29 +222,15 @@ pub struct Upstream {
 
 /// Loki pushes: split like remote write, sent to a Loki distributor (or
 /// gateway) with settings of their own.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Loki {
     /// Push URL of the Loki distributor, e.g.
     /// `http://loki-distributor:3100/loki/api/v1/push`; empty: Loki pushes
     /// are answered 404. Same keys as `upstream` (timeout, credentials,
-    /// TLS); `protocol` does not apply, and `coalesce` (off by default)
-    /// merges protobuf pushes only.
+    /// TLS); `protocol` does not apply, and `coalesce` (on, as for
+    /// remote write) merges protobuf pushes only.
     pub upstream: Upstream,
-}
-
-impl Default for Loki {
-    fn default() -> Self {
-        Self {
-            upstream: Upstream {
-                coalesce: Coalesce {
-                    enabled: false,
-                    ..Coalesce::default()
-                },
-                ..Upstream::default()
-            },
-        }
-    }
 }
 
 impl Loki {
