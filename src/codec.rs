@@ -87,6 +87,30 @@ pub fn join_snappy(bodies: &[Bytes]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Whether bodies of `codec` can be joined into one body of the same
+/// codec without recompressing ([`join`]): snappy blocks, and bodies with
+/// no compression. Gzip is not: concatenated gzip members are one valid
+/// stream only to readers that read every member, and a reader that stops
+/// after the first would lose the rest silently.
+pub fn joins(codec: Codec) -> bool {
+    matches!(codec, Codec::Snappy | Codec::Identity)
+}
+
+/// `bodies` as one body of `codec` (see [`joins`]): snappy blocks joined,
+/// uncompressed bodies one after the other. The caller checks [`joins`].
+pub fn join(codec: Codec, bodies: &[Bytes]) -> Bytes {
+    match codec {
+        Codec::Snappy => join_snappy(bodies),
+        _ => {
+            let mut out = Vec::with_capacity(bodies.iter().map(Bytes::len).sum());
+            for body in bodies {
+                out.extend_from_slice(body);
+            }
+            Bytes::from(out)
+        }
+    }
+}
+
 /// A snappy block's decoded length and the bytes its varint takes.
 fn read_varint(buf: &[u8]) -> (u64, usize) {
     let mut value = 0u64;

@@ -29,10 +29,11 @@
 //!   non-retryable 4xx, each batch is sent again on its own, so that one
 //!   sender's bad series never makes another sender drop its batch (Mimir
 //!   ignores samples it already has, so the second send is harmless);
-//! - only bodies whose kind concatenates, in a codec that joins (snappy),
-//!   are merged ([`crate::formats::PushKind::concatenates`]).
+//! - only bodies whose kind concatenates, in a codec that joins (snappy,
+//!   or none), are merged ([`crate::formats::PushKind::concatenates`],
+//!   [`crate::codec::joins`]).
 //!
-//! Joining snappy bodies needs no recompression ([`crate::codec::join_snappy`]).
+//! Joining bodies needs no recompression ([`crate::codec::join`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -387,7 +388,7 @@ async fn fly(flying: Flying) {
     let Parts { bodies, owners, .. } = std::mem::take(&mut *lock(&group.parts));
     let body = match bodies.as_slice() {
         [one] => one.clone(),
-        many => crate::codec::join_snappy(many),
+        many => crate::codec::join(kind.codec, many),
     };
     let (outcome, _) = forwarder.send_as(kind, &tenant, body, bodies.len()).await;
     let refused = matches!(&outcome, TenantOutcome::Status { status, .. } if (400..500).contains(status) && *status != 429);

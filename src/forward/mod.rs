@@ -32,7 +32,6 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
 use crate::answer::{TenantOutcome, Written};
-use crate::codec::Codec;
 use crate::config::{self, Protocol};
 use crate::credentials::{CredentialError, Credentials};
 use crate::formats::PushKind;
@@ -447,7 +446,7 @@ impl Forwarder {
 /// Whether the bodies of `kind` may be merged: they concatenate, and their
 /// codec joins without recompressing (snappy).
 fn joinable(kind: &PushKind) -> bool {
-    kind.concatenates && kind.codec == Codec::Snappy
+    kind.concatenates && crate::codec::joins(kind.codec)
 }
 
 /// Tenant requests (or, coalesced, batches) of one push in flight at once.

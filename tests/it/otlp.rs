@@ -40,6 +40,8 @@ struct Fake {
     got: Arc<Mutex<Vec<Got>>>,
     /// Tenant → (status, Retry-After, body) to answer instead of 200.
     fail: Arc<Mutex<Failures>>,
+    /// How long every answer takes.
+    delay: Arc<Mutex<std::time::Duration>>,
 }
 
 /// A fake Mimir, Loki and Tempo on one port, answering every path.
@@ -68,6 +70,8 @@ async fn receive(
             .to_string()
     };
     let tenant = h("x-scope-orgid");
+    let delay = *fake.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     if let Some((status, retry, text)) = fake.fail.lock().unwrap().get(&tenant).copied() {
         let mut r = (StatusCode::from_u16(status).unwrap(), text).into_response();
         if let Some(s) = retry {
@@ -325,6 +329,162 @@ async fn the_opentelemetry_sdk_is_split_by_namespace_organization() {
             );
         }
     }
+}
+
+/// An OTLP metrics request of one gauge point named `name`, on a
+/// resource of namespace `namespace`.
+fn one_point(namespace: &str, name: &str) -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "k8s.namespace.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(namespace.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint::default()],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let (addr, fake) = fake().await;
+    let yaml = config(dir.path(), addr, "  unmapped: drop", "").replace(
+        "  timeout: 2s\n",
+        "  timeout: 2s\n  coalesce: {window: 3s}\n",
+    );
+    let o = Orgsplit::start(dir.path(), &yaml).await;
+    *fake.delay.lock().unwrap() = std::time::Duration::from_millis(400);
+    // The first push finds acme idle and goes at once; the next three
+    // arrive while it is out and wait for it, merged into one request (two
+    // protobuf requests one after the other are one request). A gzip push
+    // at the same time is never merged: gzip members do not join.
+    let first = {
+        let url = o.url("/v1/metrics");
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .body(one_point("shop-prod", "first"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let gzip = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&one_point("shop-dev", "gzipped")).unwrap();
+        e.finish().unwrap()
+    };
+    let gzip_push = async {
+        client()
+            .post(o.url("/v1/metrics"))
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "gzip")
+            .body(gzip)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let (r2, r3, r4, rg) = tokio::join!(
+        post(
+            &o,
+            "/v1/metrics",
+            "application/x-protobuf",
+            one_point("shop-prod", "second")
+        ),
+        post(
+            &o,
+            "/v1/metrics",
+            "application/x-protobuf",
+            one_point("shop-dev", "third")
+        ),
+        post(
+            &o,
+            "/v1/metrics",
+            "application/x-protobuf",
+            one_point("shop-prod", "fourth")
+        ),
+        gzip_push,
+    );
+    assert_eq!(first.await.unwrap(), 200);
+    for (status, _, body) in [r2, r3, r4] {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(rg, 200);
+    let got = fake.got("/otlp/v1/metrics");
+    assert!(got.iter().all(|g| g.tenant == "acme"));
+    let names = |g: &Got| -> Vec<String> {
+        let req = ExportMetricsServiceRequest::decode(g.body.as_slice()).unwrap();
+        let mut names: Vec<String> = req
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| m.name.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    let plain: Vec<Vec<String>> = got
+        .iter()
+        .filter(|g| g.encoding.is_empty())
+        .map(names)
+        .collect();
+    assert_eq!(
+        plain,
+        [
+            vec!["first".to_string()],
+            vec!["fourth".into(), "second".into(), "third".into()]
+        ],
+        "one request for the first push, one for the three that waited"
+    );
+    let gzipped: Vec<Vec<String>> = got
+        .iter()
+        .filter(|g| g.encoding == "gzip")
+        .map(names)
+        .collect();
+    assert_eq!(
+        gzipped,
+        [vec!["gzipped".to_string()]],
+        "gzip goes on its own"
+    );
+    assert_eq!(
+        metric(
+            &o.metrics().await,
+            "orgsplit_upstream_coalesced_batches_total{signal=\"metrics\"}"
+        ),
+        3.0
+    );
 }
 
 async fn post(
