@@ -63,7 +63,8 @@ struct Args {
     /// ~120-byte logfmt lines: `loki` (snappy protobuf, as Promtail and
     /// Alloy send), `loki-json` (plain JSON), `loki-json-gzip`; OTLP/HTTP
     /// protobuf, gzip, one resource per namespace (`k8s.namespace.name`):
-    /// `otlp-metrics`, `otlp-logs`, `otlp-traces`. Several
+    /// `otlp-metrics`, `otlp-logs`, `otlp-traces` (and uncompressed,
+    /// as the OpenTelemetry SDKs send by default: `otlp-metrics-plain`, ...). Several
     /// (`random,rw2,loki,otlp-metrics`) run one load test each.
     #[arg(long, value_delimiter = ',', default_value = "random")]
     corpus: Vec<String>,
@@ -174,8 +175,8 @@ enum Kind {
     LokiJson {
         gzip: bool,
     },
-    /// OTLP/HTTP protobuf, gzip: metrics, logs or traces.
-    Otlp(&'static str),
+    /// OTLP/HTTP protobuf: metrics, logs or traces; gzip or not.
+    Otlp(&'static str, bool),
 }
 
 impl Kind {
@@ -183,9 +184,9 @@ impl Kind {
         match self {
             Kind::RemoteWrite | Kind::RemoteWrite2 => "/api/v1/push",
             Kind::LokiProto | Kind::LokiJson { .. } => "/loki/api/v1/push",
-            Kind::Otlp("metrics") => "/v1/metrics",
-            Kind::Otlp("logs") => "/v1/logs",
-            Kind::Otlp(_) => "/v1/traces",
+            Kind::Otlp("metrics", _) => "/v1/metrics",
+            Kind::Otlp("logs", _) => "/v1/logs",
+            Kind::Otlp(..) => "/v1/traces",
         }
     }
 
@@ -193,15 +194,15 @@ impl Kind {
     /// pushed to it directly (the latency baseline).
     fn upstream_path(self) -> &'static str {
         match self {
-            Kind::Otlp("metrics") => "/otlp/v1/metrics",
-            Kind::Otlp("logs") => "/otlp/v1/logs",
+            Kind::Otlp("metrics", _) => "/otlp/v1/metrics",
+            Kind::Otlp("logs", _) => "/otlp/v1/logs",
             other => other.path(),
         }
     }
 
     /// Whether the bodies are gzip (else snappy, or plain JSON).
     fn gzip(self) -> bool {
-        matches!(self, Kind::LokiJson { gzip: true } | Kind::Otlp(_))
+        matches!(self, Kind::LokiJson { gzip: true } | Kind::Otlp(_, true))
     }
 
     /// Request headers, as the real senders set them.
@@ -220,10 +221,11 @@ impl Kind {
                 ),
                 ("X-Prometheus-Remote-Write-Version", "2.0.0"),
             ],
-            Kind::Otlp(_) => &[
+            Kind::Otlp(_, true) => &[
                 ("Content-Type", "application/x-protobuf"),
                 ("Content-Encoding", "gzip"),
             ],
+            Kind::Otlp(_, false) => &[("Content-Type", "application/x-protobuf")],
             Kind::LokiProto => &[("Content-Type", "application/x-protobuf")],
             Kind::LokiJson { gzip: false } => &[("Content-Type", "application/json")],
             Kind::LokiJson { gzip: true } => &[
@@ -236,8 +238,8 @@ impl Kind {
     fn unit(self) -> &'static str {
         match self {
             Kind::RemoteWrite | Kind::RemoteWrite2 => "samples",
-            Kind::Otlp("metrics") => "points",
-            Kind::Otlp("traces") => "spans",
+            Kind::Otlp("metrics", _) => "points",
+            Kind::Otlp("traces", _) => "spans",
             _ => "lines",
         }
     }
@@ -261,11 +263,14 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
         "loki" => Kind::LokiProto,
         "loki-json" => Kind::LokiJson { gzip: false },
         "loki-json-gzip" => Kind::LokiJson { gzip: true },
-        "otlp-metrics" => Kind::Otlp("metrics"),
-        "otlp-logs" => Kind::Otlp("logs"),
-        "otlp-traces" => Kind::Otlp("traces"),
+        "otlp-metrics" => Kind::Otlp("metrics", true),
+        "otlp-logs" => Kind::Otlp("logs", true),
+        "otlp-traces" => Kind::Otlp("traces", true),
+        "otlp-metrics-plain" => Kind::Otlp("metrics", false),
+        "otlp-logs-plain" => Kind::Otlp("logs", false),
+        "otlp-traces-plain" => Kind::Otlp("traces", false),
         other => {
-            bail!("unknown corpus {other:?}: random, cadvisor, rw2, rw2-cadvisor, loki, loki-json, loki-json-gzip, otlp-metrics, otlp-logs or otlp-traces")
+            bail!("unknown corpus {other:?}: random, cadvisor, rw2, rw2-cadvisor, loki, loki-json, loki-json-gzip, otlp-metrics, otlp-logs, otlp-traces or otlp-*-plain")
         }
     };
     let mut bodies = Vec::new();
@@ -297,13 +302,13 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
                     testing::rw2::compress(&v2),
                 )
             }
-            Kind::Otlp(signal) => {
+            Kind::Otlp(signal, gzipped) => {
                 let raw = match signal {
                     "metrics" => testing::otlp::metrics(&shape, false),
                     "logs" => testing::otlp::logs(&shape, false),
                     _ => testing::otlp::traces(&shape, false),
                 };
-                let body = gzip(&raw);
+                let body = if gzipped { gzip(&raw) } else { raw.clone() };
                 (raw, body)
             }
             Kind::LokiProto | Kind::LokiJson { .. } => {
