@@ -109,11 +109,17 @@ impl Hints {
     }
 }
 
+/// An unmapped key with no entry of its own in [`State::unmapped`].
+const NO_SLOT: u8 = u8::MAX;
+const _: () = assert!(MAX_UNMAPPED_KEYS < NO_SLOT as usize);
+
 /// Where a key (namespace or tenant label value) sends its series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Group(u32),
-    Unmapped(Unmapped),
+    /// No tenant, and the key's entry in [`State::unmapped`] (or
+    /// [`NO_SLOT`] past [`MAX_UNMAPPED_KEYS`]).
+    Unmapped(Unmapped, u8),
     /// An organization outside the sender's allowance, with
     /// `auth.outside_allowance: drop`.
     Forbidden,
@@ -275,7 +281,7 @@ impl Router {
             size_hint: body.len(),
             tenants_hint: Hints::get(&self.hints.tenants).max(1),
             unmapped: Vec::new(),
-            last_unmapped: 0,
+            no_label: None,
         };
         // Bounded by `limits.max_metadata` (the walk counts them).
         let mut extras = Vec::new();
@@ -331,10 +337,14 @@ impl Router {
             })
             .collect();
         let mut stats = state.stats;
+        // The policy is the same for every series of the request (a
+        // default tenant outside the allowance counts as forbidden, not here).
+        let defaulted = self.policy == UnmappedPolicy::Default;
         stats.unmapped = state
             .unmapped
             .into_iter()
-            .map(|(key, reason, defaulted, counts)| UnmappedKey {
+            .filter(|(_, _, counts)| counts.series > 0)
+            .map(|(key, reason, counts)| UnmappedKey {
                 key: key.map(|k| Box::from(crate::signals::shortened_key(k))),
                 reason,
                 defaulted,
@@ -386,10 +396,12 @@ struct State<'a, 't, F: Format> {
     size_hint: usize,
     tenants_hint: usize,
     /// Keys whose series had no tenant, for [`SplitCounts::unmapped`]
-    /// (at most [`MAX_UNMAPPED_KEYS`]); touched only by unmapped series.
-    unmapped: Vec<(Option<&'a str>, Unmapped, bool, Counts)>,
-    /// The entry of `unmapped` last added to: runs of one namespace skip the scan.
-    last_unmapped: usize,
+    /// (at most [`MAX_UNMAPPED_KEYS`]): an entry is made when a key is
+    /// resolved (once per request, as every key is) and its slot kept in
+    /// the key's cached [`Outcome`], so counting a series is one index.
+    unmapped: Vec<(Option<&'a str>, Unmapped, Counts)>,
+    /// The outcome of series with no namespace (or tenant) label at all.
+    no_label: Option<Outcome>,
 }
 
 impl<'a, 't, F: Format> State<'a, 't, F> {
@@ -400,7 +412,14 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
         let hit = F::key(&series);
 
         let outcome = match hit {
-            None => Outcome::Unmapped(Unmapped::NoLabel),
+            None => match self.no_label {
+                Some(o) => o,
+                None => {
+                    let o = self.unmapped_key(None, Unmapped::NoLabel);
+                    self.no_label = Some(o);
+                    o
+                }
+            },
             Some(hit) => match self.last {
                 Some((key, outcome)) if crate::wire::same(key.as_bytes(), hit.value.as_bytes()) => {
                     outcome
@@ -431,7 +450,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                 self.forbidden(&counts);
                 return Ok(());
             }
-            Outcome::Unmapped(reason) => match self.router.policy {
+            Outcome::Unmapped(reason, slot) => match self.router.policy {
                 UnmappedPolicy::Default => {
                     let group = match &self.router.default_tenant {
                         Some(default) => match self.admit(default, &series)? {
@@ -450,7 +469,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                         }
                     };
                     self.stats.defaulted[reason.index()] += 1;
-                    self.note_unmapped(hit.map(|h| h.value), reason, true, &counts);
+                    self.count_unmapped(slot, &counts);
                     let b = &mut self.batches[group as usize];
                     F::append_series(&mut b.state, &mut b.body, &series, None);
                     group
@@ -458,7 +477,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                 UnmappedPolicy::Drop => {
                     self.stats.dropped[reason.index()] += 1;
                     self.stats.dropped_samples += counts.samples + counts.histograms;
-                    self.note_unmapped(hit.map(|h| h.value), reason, false, &counts);
+                    self.count_unmapped(slot, &counts);
                     return Ok(());
                 }
                 UnmappedPolicy::Reject => {
@@ -490,8 +509,8 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
             // (Principal mode sends a request whole, without routing it.)
             RoutingMode::Namespace | RoutingMode::Principal => match table.get(key) {
                 Some(Org::Tenant(t)) => self.admit(t, series)?,
-                Some(Org::Invalid(_)) => Outcome::Unmapped(Unmapped::InvalidTenant),
-                None => Outcome::Unmapped(Unmapped::NoOrganization),
+                Some(Org::Invalid(_)) => self.unmapped_key(Some(key), Unmapped::InvalidTenant),
+                None => self.unmapped_key(Some(key), Unmapped::NoOrganization),
             },
             RoutingMode::Label => {
                 let id = if self.router.tenant_prefix.is_empty() {
@@ -504,7 +523,7 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
                     Err(e) => {
                         self.router.signals.invalid_tenant.increment(1);
                         log_invalid_tenant_label(key, &e);
-                        Outcome::Unmapped(Unmapped::InvalidTenant)
+                        self.unmapped_key(Some(key), Unmapped::InvalidTenant)
                     }
                 }
             }
@@ -530,31 +549,23 @@ impl<'a, 't, F: Format> State<'a, 't, F> {
         }
     }
 
-    /// Adds an unmapped series to its key's entry in `unmapped` (a new
-    /// entry while there are fewer than [`MAX_UNMAPPED_KEYS`]; past that
-    /// only the totals count it).
-    fn note_unmapped(
-        &mut self,
-        key: Option<&'a str>,
-        reason: Unmapped,
-        defaulted: bool,
-        counts: &Counts,
-    ) {
-        let matches = |e: &(Option<&str>, Unmapped, bool, Counts)| e.0 == key && e.2 == defaulted;
-        let i = match self.unmapped.get(self.last_unmapped) {
-            Some(e) if matches(e) => self.last_unmapped,
-            _ => match self.unmapped.iter().position(matches) {
-                Some(i) => i,
-                None if self.unmapped.len() < MAX_UNMAPPED_KEYS => {
-                    self.unmapped
-                        .push((key, reason, defaulted, Counts::default()));
-                    self.unmapped.len() - 1
-                }
-                None => return,
-            },
-        };
-        self.last_unmapped = i;
-        self.unmapped[i].3.add(counts);
+    /// The outcome of a key with no tenant, with an entry of its own in
+    /// `unmapped` while there are fewer than [`MAX_UNMAPPED_KEYS`] (past
+    /// that, only the totals count its series).
+    fn unmapped_key(&mut self, key: Option<&'a str>, reason: Unmapped) -> Outcome {
+        if self.unmapped.len() >= MAX_UNMAPPED_KEYS {
+            return Outcome::Unmapped(reason, NO_SLOT);
+        }
+        self.unmapped.push((key, reason, Counts::default()));
+        Outcome::Unmapped(reason, (self.unmapped.len() - 1) as u8)
+    }
+
+    /// Adds an unmapped series to its key's entry, if it has one.
+    #[inline]
+    fn count_unmapped(&mut self, slot: u8, counts: &Counts) {
+        if let Some(entry) = self.unmapped.get_mut(slot as usize) {
+            entry.2.add(counts);
+        }
     }
 
     /// Counts a series dropped for being outside the sender's allowance.
