@@ -105,9 +105,6 @@ pub struct Push<'a> {
 pub struct Sent {
     pub outcome: TenantOutcome,
     pub written: Option<Written>,
-    /// From the push being handed over to its answer (a merged request's,
-    /// for a coalesced batch).
-    pub took: Duration,
 }
 
 /// How long a 2.0 refusal is remembered (`upstream.protocol: auto`) before
@@ -180,8 +177,9 @@ impl Forwarder {
     /// on its own, at most [`MAX_PARALLEL_PUSHES`] at once, so a request
     /// split into thousands of tenants does not hold thousands of upstream
     /// requests' state. Never fails: every way a tenant request can end is
-    /// an [`TenantOutcome`].
-    pub async fn push_all(&self, pushes: &[Push<'_>]) -> Vec<Sent> {
+    /// an [`TenantOutcome`]. With each, how long it took from here (a
+    /// merged request's time, for a coalesced batch).
+    pub async fn push_all(&self, pushes: &[Push<'_>]) -> Vec<(Sent, Duration)> {
         use futures::StreamExt;
         let started = Instant::now();
         if let Some(lanes) = &self.inner.coalesce {
@@ -190,10 +188,12 @@ impl Forwarder {
                 let took = started.elapsed();
                 return outcomes
                     .into_iter()
-                    .map(|outcome| Sent {
-                        outcome,
-                        written: None,
-                        took,
+                    .map(|outcome| {
+                        let sent = Sent {
+                            outcome,
+                            written: None,
+                        };
+                        (sent, took)
                     })
                     .collect();
             }
@@ -201,11 +201,7 @@ impl Forwarder {
         // By index: a closure taking `&Push` would make the future's
         // lifetime higher-ranked, which the handler's `Send` bound rejects.
         futures::stream::iter(0..pushes.len())
-            .map(|i| async move {
-                let mut sent = self.push(pushes[i]).await;
-                sent.took = started.elapsed();
-                sent
-            })
+            .map(|i| async move { (self.push(pushes[i]).await, started.elapsed()) })
             .buffered(MAX_PARALLEL_PUSHES)
             .collect()
             .await
@@ -222,7 +218,6 @@ impl Forwarder {
         Sent {
             outcome,
             written: written.filter(|_| push.kind.reports_written),
-            took: Duration::ZERO,
         }
     }
 
@@ -252,11 +247,7 @@ impl Forwarder {
                 if unconfirmed {
                     return self.unconfirmed(outcome);
                 }
-                return Sent {
-                    outcome,
-                    written,
-                    took: Duration::ZERO,
-                };
+                return Sent { outcome, written };
             }
             self.remember_v1(&outcome);
         }
@@ -269,11 +260,7 @@ impl Forwarder {
         {
             Ok(body) => {
                 let (outcome, written) = self.send_as(downgrade.to, push.tenant, body, 1).await;
-                Sent {
-                    outcome,
-                    written,
-                    took: Duration::ZERO,
-                }
+                Sent { outcome, written }
             }
             Err(e) => Sent {
                 outcome: TenantOutcome::Status {
@@ -282,7 +269,6 @@ impl Forwarder {
                     message: format!("converting the push to {} failed: {e}", downgrade.to.name),
                 },
                 written: None,
-                took: Duration::ZERO,
             },
         }
     }
@@ -306,7 +292,6 @@ impl Forwarder {
         Sent {
             outcome,
             written: Some(Written::default()),
-            took: Duration::ZERO,
         }
     }
 

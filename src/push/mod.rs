@@ -289,7 +289,7 @@ async fn forward(
         outgoing
             .iter()
             .zip(&outcomes)
-            .map(|(out, sent)| TenantPush {
+            .map(|(out, (sent, took))| TenantPush {
                 tenant: out.tenant.as_str(),
                 counts: &out.counts,
                 bytes: out.body.len(),
@@ -299,7 +299,7 @@ async fn forward(
                     _ => None,
                 },
                 class: sent.outcome.class(),
-                took: sent.took,
+                took: *took,
             }),
     );
 
@@ -310,11 +310,13 @@ async fn forward(
     let mut written = Written::default();
     for (
         out,
-        Sent {
-            outcome,
-            written: said,
-            ..
-        },
+        (
+            Sent {
+                outcome,
+                written: said,
+            },
+            _,
+        ),
     ) in outgoing.iter().zip(outcomes)
     {
         if outcome == answer::TenantOutcome::Accepted {
