@@ -766,6 +766,36 @@ mod tests {
     }
 
     #[test]
+    fn unmapped_keys_are_bounded_and_the_rest_counted() {
+        let a = Activity::starting_at(T0 - 3600);
+        let stats = SplitCounts {
+            unmapped: (0..MAX_UNMAPPED + 5)
+                .map(|i| UnmappedKey {
+                    key: Some(format!("stray-{i}").into()),
+                    reason: Unmapped::NoOrganization,
+                    defaulted: false,
+                    counts: counts(3),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        a.split_at(T0, Signal::Logs, &stats);
+        let v = a.view_at(T0, usize::MAX);
+        assert_eq!(v.unmapped_total, MAX_UNMAPPED);
+        assert_eq!(v.totals.items_untracked, 15);
+        // A key already tracked keeps counting when the record is full.
+        a.split_at(T0 + 1, Signal::Logs, &stats);
+        let v = a.view_at(T0 + 1, usize::MAX);
+        let first = v
+            .unmapped
+            .iter()
+            .find(|u| u.key.as_deref() == Some("stray-0"))
+            .unwrap();
+        assert_eq!(first.items_dropped, 6);
+        assert_eq!(v.totals.items_untracked, 30);
+    }
+
+    #[test]
     fn auth_failures_keep_the_last_few_and_count_all() {
         let a = Activity::starting_at(T0 - 3600);
         for i in 0..(MAX_AUTH_EVENTS as u64 + 5) {
@@ -780,5 +810,14 @@ mod tests {
             v.failures_by_reason,
             vec![("expired", MAX_AUTH_EVENTS as u64 + 5), ("bad_password", 1)]
         );
+        // A name is kept to 64 characters.
+        a.auth_failure_at(
+            T0 + 101,
+            "mtls",
+            "unknown_principal",
+            Some(&"n".repeat(500)),
+        );
+        let v = a.view_at(T0 + 101, 10).auth;
+        assert_eq!(v.recent[0].who.as_deref().map(str::len), Some(64));
     }
 }

@@ -1345,6 +1345,30 @@ lookup:
     }
 
     #[test]
+    fn operator_page_settings_are_checked_at_their_bounds() {
+        Jail::expect_with(|jail| {
+            let with = |ui: &str| load(jail, &format!("{MINIMAL}ui: {ui}\n"));
+            assert_eq!(with("{top: 1000}").unwrap().ui.top, 1000);
+            assert_eq!(with("{top: 1}").unwrap().ui.top, 1);
+            for (bad, says) in [
+                ("{top: 0}", "ui.top"),
+                ("{top: 1001}", "ui.top"),
+                ("{refresh: 500ms}", "ui.refresh"),
+                ("{admins: [anonymous]}", "name a token subject"),
+                ("{admins: ['anonymous:x']}", "cannot be an admin"),
+                ("{admins: ['jwt:']}", "name a token subject"),
+                ("{admins: ['']}", "name a token subject"),
+            ] {
+                let err = with(bad).unwrap_err().to_string();
+                assert!(err.contains(says), "{bad}: {err}");
+            }
+            let ok = with("{admins: [ops, 'mtls:grafana', 'basic:alice']}").unwrap();
+            assert_eq!(ok.ui.admins.len(), 3);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn tenant_values_are_literal_text_or_refused() {
         // A YAML value that is a number, boolean or null to YAML is refused
         // with a hint, never coerced (0x1f would become the tenant "31").

@@ -142,3 +142,61 @@ impl OperatorPage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::activity::{Activity, TenantPush};
+    use crate::auth::Authenticator;
+    use crate::config::Config;
+    use crate::signals::{Counts, Signal};
+    use crate::table::{OrgTable, Snapshot};
+    use crate::ui::OperatorPage;
+
+    #[test]
+    fn rows_and_namespaces_stop_at_their_bounds_busiest_first() {
+        // "big" has 60 namespaces; five quiet organizations of one each.
+        let mut pairs: Vec<(String, String)> = (0..60)
+            .map(|i| (format!("big-{i:02}"), "big".into()))
+            .collect();
+        pairs.extend((0..5).map(|i| (format!("q-{i}"), format!("quiet-{i}"))));
+        let table = OrgTable::with(Snapshot::from_pairs(pairs));
+        let mut config = Config::default();
+        config.ui.top = 3;
+        let activity = Arc::new(Activity::new());
+        let counts = Counts {
+            series: 1,
+            samples: 10,
+            ..Default::default()
+        };
+        activity.request(
+            Signal::Metrics,
+            &Default::default(),
+            ["quiet-4", "big"].map(|tenant| TenantPush {
+                tenant,
+                counts: &counts,
+                bytes: 10,
+                status: None,
+                class: "2xx",
+                took: std::time::Duration::from_millis(1),
+            }),
+        );
+        let auth = Arc::new(Authenticator::new(&config.auth, Default::default()).unwrap());
+        let data = OperatorPage::new(&config, table, activity, auth).data();
+        assert_eq!(data.organizations_total, 6);
+        let names: Vec<&str> = data
+            .organizations
+            .iter()
+            .map(|o| o.organization.as_str())
+            .collect();
+        // Those with traffic first, then the quiet ones by name, 3 in all.
+        assert_eq!(names, ["big", "quiet-4", "quiet-0"]);
+        let big = &data.organizations[0];
+        assert_eq!(big.namespaces.len(), super::MAX_NAMESPACES_SHOWN);
+        assert_eq!(big.namespaces_total, 60);
+        assert_eq!(big.namespaces[0], "big-00");
+        assert_eq!(data.table.namespaces, 65);
+        assert_eq!(data.table.organizations, 6);
+    }
+}

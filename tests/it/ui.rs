@@ -310,6 +310,39 @@ ui:
     // A forged or broken token: 401, wherever it comes from.
     let (status, _) = raw_get(here, page, Some("Bearer not.a.token"));
     assert_eq!(status, 401);
+    // Tokens naming the admin that must not open the page (made by PyJWT):
+    // unsigned, signed with another secret, expired, changed after signing.
+    let other = dir.path().join("other-secret");
+    std::fs::write(&other, "not the secret orgsplit trusts").unwrap();
+    let admin_claims = json!({"sub": "ops", "organizations": ["acme"]});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = [
+        ("alg none", json!({"alg": "none", "claims": admin_claims})),
+        (
+            "another key",
+            json!({"alg": "HS256", "key_file": other, "claims": admin_claims}),
+        ),
+        (
+            "expired",
+            json!({"alg": "HS256", "key_file": secret,
+                   "claims": {"sub": "ops", "organizations": ["acme"], "exp": now - 3600}}),
+        ),
+        (
+            "tampered",
+            json!({"alg": "HS256", "key_file": secret, "claims": admin_claims, "forge": "tamper"}),
+        ),
+    ];
+    for (what, spec) in forged {
+        let bearer = format!("Bearer {}", pyjwt(spec));
+        for addr in [here, outside] {
+            let (status, body) = raw_get(addr, json_page, Some(&bearer));
+            assert_eq!(status, 401, "{what} from {addr}: {body}");
+            assert!(!body.contains("shop-prod"), "{what}: {body}");
+        }
+    }
     // The admin: allowed from elsewhere.
     let (status, body) = raw_get(outside, json_page, Some(&ops));
     assert_eq!(status, 200, "{body}");
