@@ -724,6 +724,34 @@ proptest! {
             metrics_split(&req, true).into_iter().filter(|(_, v)| !v.is_empty()).collect();
         prop_assert_eq!(got, want);
     }
+
+    /// What coalescing does to two pushes' requests for one tenant
+    /// (`codec::join`, uncompressed): the joined body decodes, with the
+    /// reference, to both requests' items and nothing else.
+    #[test]
+    fn two_tenant_requests_joined_decode_as_both(a in random_request(), b in random_request()) {
+        let router = router(UnmappedPolicy::Default);
+        let split = |r: &ExportMetricsServiceRequest| {
+            split_with(&OtlpProto(OtlpSignal::Metrics), &router, &r.encode_to_vec()).unwrap().0
+        };
+        let flat = |body: &[u8]| {
+            metrics_reference_flat(&ExportMetricsServiceRequest::decode(body).unwrap())
+        };
+        let (sa, sb) = (split(&a), split(&b));
+        for (tenant, body_a) in &sa {
+            let Some(body_b) = sb.get(tenant) else { continue };
+            let joined = crate::codec::join(
+                crate::codec::Codec::Identity,
+                &[bytes::Bytes::from(body_a.clone()), bytes::Bytes::from(body_b.clone())],
+            );
+            let mut got = flat(&joined);
+            got.sort();
+            let mut want = flat(body_a);
+            want.extend(flat(body_b));
+            want.sort();
+            prop_assert_eq!(got, want, "tenant {}", tenant);
+        }
+    }
 }
 
 #[test]
