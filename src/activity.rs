@@ -48,7 +48,8 @@ const SIGNALS: usize = Signal::ALL.len();
 pub struct TenantPush<'a> {
     pub tenant: &'a str,
     pub counts: &'a Counts,
-    /// The compressed body sent upstream.
+    /// The body's decoded bytes (the same measure for every format, and
+    /// for bodies the forwarder compresses or merges).
     pub bytes: usize,
     /// The upstream's status, `None` when it gave none (timeout, unreachable).
     pub status: Option<u16>,
@@ -548,7 +549,7 @@ pub struct TenantView {
     pub samples_per_second: f64,
     pub lines_per_second: f64,
     pub spans_per_second: f64,
-    /// Compressed bytes accepted by the upstream, per second.
+    /// Decoded bytes accepted by the upstream, per second.
     pub bytes_per_second: f64,
     /// Items accepted in the window, every signal.
     pub items_total: u64,

@@ -91,7 +91,8 @@ impl App {
         );
         auth.follow();
         let kinds: Vec<&'static PushKind> = REGISTRY.iter().map(|r| r.kind).collect();
-        let forwarder = Forwarder::new(&config.upstream, metrics.upstream(), &kinds)?;
+        let pool = Arc::new(BufferPool::default());
+        let forwarder = Forwarder::new(&config.upstream, metrics.upstream(), &kinds, pool.clone())?;
         let mut other_forwarders: [Option<Forwarder>; 5] = Default::default();
         for destination in Destination::ALL {
             let (upstream, signal) = match destination {
@@ -111,6 +112,7 @@ impl App {
                     &upstream,
                     metrics.signal(signal).upstream(),
                     &kinds,
+                    pool.clone(),
                 )?);
             }
         }
@@ -124,7 +126,6 @@ impl App {
             .as_ref()
             .map(|tls| tls_acceptor(tls, &auth))
             .transpose()?;
-        let pool = Arc::new(BufferPool::default());
         let parts = PipelineParts {
             router: &router,
             attribute_router: &attribute_router,

@@ -71,7 +71,7 @@ pub fn inflate_layer(codec: Codec, body: &[u8], most: usize) -> std::io::Result<
 /// decompress to the two inputs one after the other: no recompression.
 /// Every body was made by orgsplit's own compressor, so each starts with a
 /// valid length varint.
-pub fn join_snappy(bodies: &[Bytes]) -> Bytes {
+pub fn join_snappy(bodies: &[Bytes], out: &mut Vec<u8>) {
     let mut total = 0u64;
     let mut starts = Vec::with_capacity(bodies.len());
     for body in bodies {
@@ -79,12 +79,11 @@ pub fn join_snappy(bodies: &[Bytes]) -> Bytes {
         total += len;
         starts.push(header);
     }
-    let mut out = Vec::with_capacity(10 + bodies.iter().map(Bytes::len).sum::<usize>());
-    crate::wire::encode::put_varint(&mut out, total);
+    out.reserve(10 + bodies.iter().map(Bytes::len).sum::<usize>());
+    crate::wire::encode::put_varint(out, total);
     for (body, start) in bodies.iter().zip(starts) {
         out.extend_from_slice(&body[start..]);
     }
-    Bytes::from(out)
 }
 
 /// Whether bodies of `codec` can be joined into one body of the same
@@ -96,17 +95,18 @@ pub fn joins(codec: Codec) -> bool {
     matches!(codec, Codec::Snappy | Codec::Identity)
 }
 
-/// `bodies` as one body of `codec` (see [`joins`]): snappy blocks joined,
-/// uncompressed bodies one after the other. The caller checks [`joins`].
-pub fn join(codec: Codec, bodies: &[Bytes]) -> Bytes {
+/// Appends `bodies` as one body of `codec` to `out` (see [`joins`]):
+/// snappy blocks joined, uncompressed bodies one after the other. The
+/// caller checks [`joins`], and gives a pooled buffer: joined bodies are
+/// large and made for every merged request.
+pub fn join(codec: Codec, bodies: &[Bytes], out: &mut Vec<u8>) {
     match codec {
-        Codec::Snappy => join_snappy(bodies),
+        Codec::Snappy => join_snappy(bodies, out),
         _ => {
-            let mut out = Vec::with_capacity(bodies.iter().map(Bytes::len).sum());
+            out.reserve(bodies.iter().map(Bytes::len).sum());
             for body in bodies {
                 out.extend_from_slice(body);
             }
-            Bytes::from(out)
         }
     }
 }
@@ -449,7 +449,9 @@ mod tests {
             )
         ) {
             let bodies: Vec<Bytes> = parts.iter().map(|p| compress(p)).collect();
-            let out = snap::raw::Decoder::new().decompress_vec(&join_snappy(&bodies)).unwrap();
+            let mut joined = Vec::new();
+            join_snappy(&bodies, &mut joined);
+            let out = snap::raw::Decoder::new().decompress_vec(&joined).unwrap();
             prop_assert_eq!(out, parts.concat());
         }
     }
@@ -467,7 +469,8 @@ mod tests {
             .collect();
         let b = b"namespace=shop-prod namespace=shop-prod namespace=shop-prod".repeat(3000);
         let c = vec![7u8; 1];
-        let joined = join_snappy(&[compress(&a), compress(&b), compress(&c)]);
+        let mut joined = Vec::new();
+        join_snappy(&[compress(&a), compress(&b), compress(&c)], &mut joined);
         let out = snap::raw::Decoder::new().decompress_vec(&joined).unwrap();
         assert_eq!(out.len(), a.len() + b.len() + c.len());
         assert!(out[..a.len()] == a[..]);

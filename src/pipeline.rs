@@ -40,6 +40,9 @@ pub struct Pipeline<F> {
     pool: Arc<BufferPool>,
     max_decoded: usize,
     codec: Codec,
+    /// Tenant bodies leave decoded, for the forwarder to merge and
+    /// compress ([`PushKind::merge`]).
+    decoded_out: bool,
 }
 
 use crate::codec::decompress;
@@ -222,7 +225,8 @@ fn with_router<F: Format + Send + 'static>(
             parts.pool.clone(),
             parts.max_decoded,
         )
-        .with_codec(kind.codec),
+        .with_codec(kind.codec)
+        .sending_decoded(kind.sent_decoded()),
     )
 }
 
@@ -251,6 +255,7 @@ impl<F: Format> Pipeline<F> {
             pool,
             max_decoded,
             codec: Codec::Snappy,
+            decoded_out: false,
         }
     }
 
@@ -258,6 +263,13 @@ impl<F: Format> Pipeline<F> {
     /// set).
     pub fn with_codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// The same pipeline, leaving tenant bodies decoded when `decoded`
+    /// (for a kind with [`PushKind::merge`]: the forwarder compresses).
+    pub fn sending_decoded(mut self, decoded: bool) -> Self {
+        self.decoded_out = decoded;
         self
     }
 
@@ -291,8 +303,13 @@ impl<F: Format> Pipeline<F> {
             allowance,
         )?;
         drop(decoded);
+        let codec = if self.decoded_out {
+            Codec::Identity
+        } else {
+            self.codec
+        };
         Ok(Output {
-            outgoing: compress(self.codec, batches, &self.pool),
+            outgoing: compress(codec, batches, &self.pool),
             stats,
         })
     }
@@ -307,7 +324,8 @@ impl<F: Format> Pipeline<F> {
     /// The second phase for a push that goes whole to one tenant
     /// (`routing.mode: principal`): decompress and walk it (so a malformed
     /// or oversized request is refused like any other, and what it holds is
-    /// counted), then send the sender's own compressed body unchanged.
+    /// counted), then send the sender's own compressed body unchanged (or
+    /// its decoded body, when the forwarder compresses).
     pub fn whole(
         &self,
         compressed: Bytes,
@@ -317,6 +335,11 @@ impl<F: Format> Pipeline<F> {
         let decoded = decompress(self.codec, &compressed, size, &self.pool)?;
         let stats = self.router.tally(&self.format, &decoded)?;
         let decoded_len = decoded.len();
+        let compressed = if self.decoded_out {
+            Bytes::copy_from_slice(&decoded)
+        } else {
+            compressed
+        };
         drop(decoded);
         Ok(Output {
             outgoing: vec![Outgoing {
@@ -343,7 +366,8 @@ impl<F: Format> Pipeline<F> {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub tenant: TenantId,
-    /// The snappy-compressed request.
+    /// The request in its kind's codec (decoded for a kind with
+    /// [`PushKind::merge`]).
     pub body: Bytes,
     /// Bytes `body` decompresses to.
     pub decoded_len: usize,

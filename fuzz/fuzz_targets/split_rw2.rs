@@ -3,7 +3,9 @@
 //! or allocate beyond the limits; whatever is accepted must come out as
 //! tenant requests that the schema's own types decode, whose every ref
 //! resolves, and whose series are exactly the input's series of that
-//! tenant.
+//! tenant. The accepted input (as a principal-mode push goes whole) and
+//! the tenant requests, merged as the coalescer merges them, must be one
+//! request holding all their series in order.
 #![no_main]
 
 mod common;
@@ -56,5 +58,16 @@ fuzz_target!(|data: &[u8]| {
         }
         let dropped: u64 = split.stats.dropped.iter().sum();
         assert_eq!(out as u64 + dropped, input.len() as u64);
+        let mut parts: Vec<&[u8]> = vec![data];
+        parts.extend(split.batches.iter().map(|b| b.body.as_slice()));
+        let mut merged = Vec::new();
+        rw2::merge(&parts, &mut merged).expect("accepted requests merge");
+        let merged = v2::Request::decode(merged.as_slice()).expect("merged request decodes");
+        let merged = resolve(&merged).expect("merged request's refs resolve");
+        let want: Vec<_> = parts
+            .iter()
+            .flat_map(|p| resolve(&v2::Request::decode(*p).unwrap()).unwrap())
+            .collect();
+        assert_eq!(merged, want);
     }
 });

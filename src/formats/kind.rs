@@ -5,7 +5,7 @@
 //!  POST <Endpoint::paths> ─► Endpoint::negotiate(headers) ─► Negotiated { kind, layer }
 //!    (415 when no kind matches)                                   │
 //!  push handler: undo `layer` ─► the kind's pipeline (by PushKind::id) ─► tenant bodies
-//!  forward: PushKind::outgoing_headers, ::concatenates (coalescing), ::downgrade,
+//!  forward: PushKind::outgoing_headers, ::concatenates and ::merge (coalescing), ::downgrade,
 //!           ::reports_written ─► upstream
 //! ```
 //!
@@ -41,6 +41,24 @@ pub struct PushKind {
     pub reports_written: bool,
     /// How to convert it for an upstream that does not take it.
     pub downgrade: Option<Downgrade>,
+    /// How to merge tenant bodies of this kind that do not concatenate
+    /// (remote write 2.0: each has its own symbol table), so the forwarder
+    /// can still send a busy tenant's batches of concurrent pushes as one
+    /// request.
+    ///
+    /// Invariant: the tenant bodies of a kind with `merge` leave the
+    /// pipeline *decoded*, and the forwarder applies [`PushKind::codec`]
+    /// when it sends, once per upstream request: merging compressed bodies
+    /// would mean decompressing and compressing them all again.
+    pub merge: Option<Merge>,
+}
+
+impl PushKind {
+    /// Whether this kind's tenant bodies reach the forwarder decoded (see
+    /// [`PushKind::merge`]).
+    pub fn sent_decoded(&self) -> bool {
+        self.merge.is_some()
+    }
 }
 
 impl PartialEq for PushKind {
@@ -64,6 +82,9 @@ pub struct Downgrade {
 /// A downgrade's conversion: a decoded body in, the converted decoded body
 /// and the counts of what was lost out.
 pub type Convert = fn(&[u8]) -> Result<(Vec<u8>, [u64; 3]), String>;
+
+/// Merges decoded tenant bodies of one kind into one decoded body.
+pub type Merge = fn(&[&[u8]], &mut Vec<u8>) -> Result<(), crate::wire::WireError>;
 
 /// A test on a request's headers.
 pub type HeaderTest = fn(&RequestHeaders<'_>) -> bool;

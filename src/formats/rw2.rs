@@ -75,6 +75,7 @@ pub static KIND: PushKind = PushKind {
         to: &super::rw1::KIND,
         convert: downgrade,
     }),
+    merge: Some(merge),
 };
 
 /// [`to_v1`] for a body orgsplit made itself (already within the limits):
@@ -325,7 +326,7 @@ impl Format for Rw2 {
 
     /// Puts the tenant's symbol table in front of its series.
     fn finish(batch: Batch, out: &mut Vec<u8>) {
-        let table = &batch.symbols;
+        let table = &batch.table.symbols;
         let len = out.len();
         out.resize(len + table.len(), 0);
         out.copy_within(..len, table.len());
@@ -593,12 +594,24 @@ fn collect_refs(body: &[u8], refs: &mut Vec<u32>) {
 /// each input symbol went in it.
 #[derive(Default)]
 pub struct Batch {
+    table: Table,
+    scratch: Scratch,
+}
+
+/// A request's symbol table while it is built.
+#[derive(Default)]
+struct Table {
     /// Input ref → this request's ref.
     map: HashMap<u32, u32>,
     /// This request's `symbols` fields, encoded, in ref order.
     symbols: Vec<u8>,
     /// Entries in `symbols`.
     next: u32,
+}
+
+/// Buffers reused while series are re-encoded.
+#[derive(Default)]
+struct Scratch {
     /// A series' body while it is re-encoded.
     series: Vec<u8>,
     /// An exemplar's or metadata's body while it is re-encoded.
@@ -607,7 +620,7 @@ pub struct Batch {
     refs: Vec<u32>,
 }
 
-impl Batch {
+impl Table {
     /// This request's ref for input symbol `old`, adding the symbol to its
     /// table on first use.
     #[inline]
@@ -623,7 +636,6 @@ impl Batch {
             map,
             symbols: out,
             next,
-            ..
         } = self;
         *map.entry(old).or_insert_with(|| {
             let new = *next;
@@ -634,119 +646,197 @@ impl Batch {
             new
         })
     }
+}
 
+impl Batch {
     /// Appends `series` to `out` with its refs rewritten, leaving out label
     /// pair `without` if given.
     fn append(&mut self, out: &mut Vec<u8>, s: &SeriesRef<'_>, without: Option<usize>) {
-        let body = s.body;
-        let mut series = std::mem::take(&mut self.series);
-        let mut inner = std::mem::take(&mut self.inner);
-        let mut refs = std::mem::take(&mut self.refs);
-        series.clear();
-        refs.clear();
-        // The labels first, as one packed field.
-        collect_refs(body, &mut refs);
-        if let Some(pair) = without.filter(|p| 2 * p + 1 < refs.len()) {
-            refs.drain(2 * pair..2 * pair + 2);
+        let Self { table, scratch } = self;
+        // Never fails: remapping a checked ref always has an answer.
+        let _ = rewrite_series(s.body, without, out, scratch, &mut |old| {
+            Ok(table.remap(s.symbols, old))
+        });
+    }
+}
+
+/// Appends series `body` to `out` as a `timeseries` field with every ref
+/// (labels, exemplar labels, metadata help and unit) passed through `map`,
+/// leaving out label pair `without` if given. Labels go first, as one
+/// packed field; every other field follows in its order, as it arrived
+/// unless it holds refs.
+fn rewrite_series(
+    body: &[u8],
+    without: Option<usize>,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+    map: &mut impl FnMut(u32) -> Result<u32, WireError>,
+) -> Result<(), WireError> {
+    let Scratch {
+        series,
+        inner,
+        refs,
+    } = scratch;
+    series.clear();
+    refs.clear();
+    collect_refs(body, refs);
+    if let Some(pair) = without.filter(|p| 2 * p + 1 < refs.len()) {
+        refs.drain(2 * pair..2 * pair + 2);
+    }
+    for r in refs.iter_mut() {
+        *r = map(*r)?;
+    }
+    put_packed(series, 1, refs);
+    let mut pos = 0;
+    while pos < body.len() {
+        let start = pos;
+        let (field, wire_type) = read_key(body, &mut pos, "TimeSeries")?;
+        match (field, wire_type) {
+            (1, _) => skip_value(body, &mut pos, wire_type, "TimeSeries", field)?,
+            (4, wt::LEN) => {
+                let ex = read_len(body, &mut pos, "exemplar")?;
+                inner.clear();
+                rewrite_exemplar(ex, inner, refs, map)?;
+                put_bytes_field(series, 4, inner);
+            }
+            (5, wt::LEN) => {
+                let md = read_len(body, &mut pos, "metadata")?;
+                inner.clear();
+                rewrite_metadata(md, inner, map)?;
+                put_bytes_field(series, 5, inner);
+            }
+            _ => {
+                skip_value(body, &mut pos, wire_type, "TimeSeries", field)?;
+                series.extend_from_slice(&body[start..pos]);
+            }
         }
-        for r in refs.iter_mut() {
-            *r = self.remap(s.symbols, *r);
+    }
+    put_bytes_field(out, 5, series);
+    Ok(())
+}
+
+/// Re-encodes an exemplar: its label refs rewritten (first, packed), its
+/// value, timestamp and unknown fields as they arrived.
+fn rewrite_exemplar(
+    body: &[u8],
+    out: &mut Vec<u8>,
+    refs: &mut Vec<u32>,
+    map: &mut impl FnMut(u32) -> Result<u32, WireError>,
+) -> Result<(), WireError> {
+    refs.clear();
+    collect_refs(body, refs);
+    for r in refs.iter_mut() {
+        *r = map(*r)?;
+    }
+    put_packed(out, 1, refs);
+    let mut pos = 0;
+    while pos < body.len() {
+        let start = pos;
+        let (field, wire_type) = read_key(body, &mut pos, "Exemplar")?;
+        skip_value(body, &mut pos, wire_type, "Exemplar", field)?;
+        if field != 1 {
+            out.extend_from_slice(&body[start..pos]);
         }
-        put_packed(&mut series, 1, &refs);
-        // Then every other field in its order: exemplars and metadata with
-        // their refs rewritten, everything else as it arrived.
+    }
+    Ok(())
+}
+
+/// Re-encodes a metadata: its help and unit refs rewritten, the rest as it
+/// arrived.
+fn rewrite_metadata(
+    body: &[u8],
+    out: &mut Vec<u8>,
+    map: &mut impl FnMut(u32) -> Result<u32, WireError>,
+) -> Result<(), WireError> {
+    let mut pos = 0;
+    while pos < body.len() {
+        let start = pos;
+        let (field, wire_type) = read_key(body, &mut pos, "Metadata")?;
+        if (field == 3 || field == 4) && wire_type == wt::VARINT {
+            let old = read_varint(body, &mut pos)?;
+            let old = u32::try_from(old).map_err(|_| WireError::SymbolRef {
+                what: "metadata",
+                index: old,
+                len: u32::MAX as usize,
+            })?;
+            put_varint(out, u64::from(field << 3));
+            put_varint(out, u64::from(map(old)?));
+        } else {
+            skip_value(body, &mut pos, wire_type, "Metadata", field)?;
+            out.extend_from_slice(&body[start..pos]);
+        }
+    }
+    Ok(())
+}
+
+/// Joins decoded 2.0 requests (orgsplit's tenant requests, or a sender's
+/// whole request) into one: one symbol table holding each string once,
+/// then every request's series with its refs rewritten into that table.
+/// The forwarder merges one tenant's batches of concurrent pushes with it
+/// ([`PushKind::merge`]): unlike 1.0, two 2.0 bodies one after the other
+/// are not one request, since the second one's refs would index the first
+/// one's symbols.
+///
+/// Each request's strings are hashed once; refs are rewritten through a
+/// dense array per request, so the per-ref cost is an index, and the first
+/// request's series (whose table is already the start of the merged one)
+/// are copied unchanged. Refs are checked where they are rewritten; the
+/// inputs are bodies orgsplit made, or walked whole, so the unchanged
+/// ones were checked before.
+pub fn merge(bodies: &[&[u8]], out: &mut Vec<u8>) -> Result<(), WireError> {
+    let mut index: HashMap<&[u8], u32> = HashMap::new();
+    index.insert(b"", 0);
+    put_bytes_field(out, 4, b"");
+    // Each request's ref → the merged ref.
+    let mut maps: Vec<Vec<u32>> = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let mut map = Vec::new();
+        let mut pos = 0;
+        while pos < body.len() {
+            let (field, wire_type) = read_key(body, &mut pos, "Request")?;
+            if (field, wire_type) == (4, wt::LEN) {
+                let text = read_len(body, &mut pos, "symbol")?;
+                let next = index.len() as u32;
+                let merged = *index.entry(text).or_insert_with(|| {
+                    put_bytes_field(out, 4, text);
+                    next
+                });
+                map.push(merged);
+            } else {
+                skip_value(body, &mut pos, wire_type, "Request", field)?;
+            }
+        }
+        maps.push(map);
+    }
+    let mut scratch = Scratch::default();
+    for (body, map) in bodies.iter().zip(&maps) {
+        let same = map.iter().enumerate().all(|(i, &m)| i as u32 == m);
         let mut pos = 0;
         while pos < body.len() {
             let start = pos;
-            let Ok((field, wire_type)) = read_key(body, &mut pos, "TimeSeries") else {
-                break;
-            };
+            let (field, wire_type) = read_key(body, &mut pos, "Request")?;
             match (field, wire_type) {
-                (1, _) => {
-                    let _ = skip_value(body, &mut pos, wire_type, "TimeSeries", field);
-                }
-                (4, wt::LEN) => {
-                    let Ok(ex) = read_len(body, &mut pos, "exemplar") else {
-                        break;
-                    };
-                    inner.clear();
-                    self.rewrite_exemplar(ex, s.symbols, &mut inner, &mut refs);
-                    put_bytes_field(&mut series, 4, &inner);
-                }
-                (5, wt::LEN) => {
-                    let Ok(md) = read_len(body, &mut pos, "metadata") else {
-                        break;
-                    };
-                    inner.clear();
-                    self.rewrite_metadata(md, s.symbols, &mut inner);
-                    put_bytes_field(&mut series, 5, &inner);
+                (4, wt::LEN) => skip_value(body, &mut pos, wire_type, "Request", field)?,
+                (5, wt::LEN) if !same => {
+                    let series = read_len(body, &mut pos, "timeseries")?;
+                    rewrite_series(series, None, out, &mut scratch, &mut |old| {
+                        map.get(old as usize).copied().ok_or(WireError::SymbolRef {
+                            what: "series",
+                            index: u64::from(old),
+                            len: map.len(),
+                        })
+                    })?;
                 }
                 _ => {
-                    if skip_value(body, &mut pos, wire_type, "TimeSeries", field).is_err() {
-                        break;
-                    }
-                    series.extend_from_slice(&body[start..pos]);
+                    // Series whose refs keep their meaning, and fields
+                    // orgsplit does not know, as they came.
+                    skip_value(body, &mut pos, wire_type, "Request", field)?;
+                    out.extend_from_slice(&body[start..pos]);
                 }
             }
         }
-        put_bytes_field(out, 5, &series);
-        self.series = series;
-        self.inner = inner;
-        self.refs = refs;
     }
-
-    /// Re-encodes an exemplar: its label refs rewritten (first, packed),
-    /// its value, timestamp and unknown fields as they arrived.
-    fn rewrite_exemplar(
-        &mut self,
-        body: &[u8],
-        symbols: &[&str],
-        out: &mut Vec<u8>,
-        refs: &mut Vec<u32>,
-    ) {
-        refs.clear();
-        collect_refs(body, refs);
-        for r in refs.iter_mut() {
-            *r = self.remap(symbols, *r);
-        }
-        put_packed(out, 1, refs);
-        let mut pos = 0;
-        while pos < body.len() {
-            let start = pos;
-            let Ok((field, wire_type)) = read_key(body, &mut pos, "Exemplar") else {
-                break;
-            };
-            if skip_value(body, &mut pos, wire_type, "Exemplar", field).is_err() {
-                break;
-            }
-            if field != 1 {
-                out.extend_from_slice(&body[start..pos]);
-            }
-        }
-    }
-
-    fn rewrite_metadata(&mut self, body: &[u8], symbols: &[&str], out: &mut Vec<u8>) {
-        let mut pos = 0;
-        while pos < body.len() {
-            let start = pos;
-            let Ok((field, wire_type)) = read_key(body, &mut pos, "Metadata") else {
-                break;
-            };
-            if (field == 3 || field == 4) && wire_type == wt::VARINT {
-                let Ok(old) = read_varint(body, &mut pos) else {
-                    break;
-                };
-                let new = self.remap(symbols, old as u32);
-                put_varint(out, u64::from(field << 3));
-                put_varint(out, u64::from(new));
-            } else {
-                if skip_value(body, &mut pos, wire_type, "Metadata", field).is_err() {
-                    break;
-                }
-                out.extend_from_slice(&body[start..pos]);
-            }
-        }
-    }
+    Ok(())
 }
 
 /// Appends `values` as a packed repeated varint field (nothing when empty).

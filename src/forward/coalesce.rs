@@ -6,7 +6,7 @@
 //!  push B ─ batch for acme ─►                                           └── no ──► open group [B]
 //!  push C ─ batch for acme ─►                                                      open group [B, C]
 //!     no push is being split and acme has no request out (or `window` passed, or the group is full)
-//!          ─► group sent as ONE request: its snappy bodies joined ─► B and C hear its answer
+//!          ─► group sent as ONE request: its bodies joined (or merged) ─► B and C hear its answer
 //! ```
 //!
 //! With one upstream request per tenant per push, the cost of a push grows
@@ -30,8 +30,13 @@
 //!   sender's bad series never makes another sender drop its batch (Mimir
 //!   ignores samples it already has, so the second send is harmless);
 //! - only bodies whose kind concatenates, in a codec that joins (snappy,
-//!   or none), are merged ([`crate::formats::PushKind::concatenates`],
-//!   [`crate::codec::joins`]).
+//!   or none), are joined ([`crate::formats::PushKind::concatenates`],
+//!   [`crate::codec::joins`]); a kind that does not concatenate is merged
+//!   only by its own merge ([`crate::formats::PushKind::merge`]: remote
+//!   write 2.0, whose bodies reach here decoded and are compressed once
+//!   per upstream request);
+//! - a merged request's written counts (2.0) are shared out among its
+//!   batches, none hearing more than it carried (see [`share`]).
 //!
 //! Joining bodies needs no recompression ([`crate::codec::join`]).
 
@@ -43,9 +48,11 @@ use bytes::Bytes;
 use hashbrown::HashMap;
 use tokio::sync::{Notify, Semaphore};
 
-use super::{Forwarder, Push};
-use crate::answer::TenantOutcome;
+use super::{Forwarder, Push, Sent};
+use crate::answer::{TenantOutcome, Written};
 use crate::formats::PushKind;
+use crate::pool::{BufferPool, Pooled};
+use crate::signals::Counts;
 use crate::tenant::TenantId;
 
 pub use crate::config::Coalesce;
@@ -134,21 +141,24 @@ struct Parts {
     bodies: Vec<Bytes>,
     /// Whose batch each body is: the push's ticket and the batch's place in it.
     owners: Vec<(Arc<Ticket>, usize)>,
+    /// What each body carries.
+    counts: Vec<Counts>,
     decoded: usize,
 }
 
 impl Parts {
-    fn add(&mut self, body: &Bytes, decoded: usize, ticket: &Arc<Ticket>, index: usize) {
-        self.bodies.push(body.clone());
+    fn add(&mut self, push: &Push<'_>, ticket: &Arc<Ticket>, index: usize) {
+        self.bodies.push(push.body.clone());
         self.owners.push((ticket.clone(), index));
-        self.decoded += decoded;
+        self.counts.push(*push.counts);
+        self.decoded += push.decoded_len;
     }
 }
 
 /// The answers of one push's batches, filled in by the groups that carry
 /// them; the push waits for the last one.
 pub(super) struct Ticket {
-    answers: Mutex<Vec<Option<TenantOutcome>>>,
+    answers: Mutex<Vec<Option<Sent>>>,
     left: AtomicUsize,
     done: Notify,
     /// Batches of this push on their way and not answered yet, at most
@@ -167,7 +177,7 @@ impl Ticket {
         }
     }
 
-    fn answer(&self, index: usize, answer: TenantOutcome) {
+    fn answer(&self, index: usize, answer: Sent) {
         let first = {
             let mut answers = lock(&self.answers);
             let slot = &mut answers[index];
@@ -192,10 +202,15 @@ impl Ticket {
     }
 
     /// The answers; a batch not answered in time timed out.
-    fn take(&self) -> Vec<TenantOutcome> {
+    fn take(&self) -> Vec<Sent> {
         std::mem::take(&mut *lock(&self.answers))
             .into_iter()
-            .map(|a| a.unwrap_or(TenantOutcome::Timeout))
+            .map(|a| {
+                a.unwrap_or(Sent {
+                    outcome: TenantOutcome::Timeout,
+                    written: None,
+                })
+            })
             .collect()
     }
 }
@@ -249,11 +264,7 @@ impl Lanes {
     /// Sends the batches of one push, each alone or merged with other
     /// pushes' batches for the same tenant, and returns the answer of the
     /// request that carried each (in the order given).
-    pub(super) async fn push_all(
-        &self,
-        forwarder: &Forwarder,
-        pushes: &[Push<'_>],
-    ) -> Vec<TenantOutcome> {
+    pub(super) async fn push_all(&self, forwarder: &Forwarder, pushes: &[Push<'_>]) -> Vec<Sent> {
         let ticket = Arc::new(Ticket::new(pushes.len()));
         let all = async {
             for (index, push) in pushes.iter().enumerate() {
@@ -296,7 +307,7 @@ impl Lanes {
             if let Some(group) = &state.open {
                 let mut parts = lock(&group.parts);
                 if parts.decoded + push.decoded_len <= self.max_bytes {
-                    parts.add(push.body, push.decoded_len, ticket, index);
+                    parts.add(push, ticket, index);
                     return;
                 }
                 // Full: it goes now, and this batch opens the next one.
@@ -306,7 +317,7 @@ impl Lanes {
             }
         }
         let group = Arc::new(Group::default());
-        lock(&group.parts).add(push.body, push.decoded_len, ticket, index);
+        lock(&group.parts).add(push, ticket, index);
         if now {
             // The lane's request is this one; later batches open a group
             // that waits for it.
@@ -385,26 +396,192 @@ async fn fly(flying: Flying) {
         state.in_flight += 1;
     }
     let flight = Flight(lane);
-    let Parts { bodies, owners, .. } = std::mem::take(&mut *lock(&group.parts));
-    let body = match bodies.as_slice() {
-        [one] => one.clone(),
-        many => crate::codec::join(kind.codec, many),
+    let Parts {
+        bodies,
+        owners,
+        counts,
+        ..
+    } = std::mem::take(&mut *lock(&group.parts));
+    let merged = match bodies.as_slice() {
+        [one] => Some(one.clone()),
+        many => merge(kind, many, forwarder.pool()),
     };
-    let (outcome, _) = forwarder.send_as(kind, &tenant, body, bodies.len()).await;
-    let refused = matches!(&outcome, TenantOutcome::Status { status, .. } if (400..500).contains(status) && *status != 429);
-    let answers = if bodies.len() > 1 && refused {
+    let shared = match merged {
+        Some(body) => {
+            let sent = forwarder.deliver(kind, &tenant, body, bodies.len()).await;
+            share(sent, &counts)
+        }
+        None => None,
+    };
+    let answers = match shared {
+        Some(answers) => answers,
         // Each batch on its own, so each sender hears about its own data.
-        futures::future::join_all(
-            bodies
-                .iter()
-                .map(|b| async { forwarder.send_as(kind, &tenant, b.clone(), 1).await.0 }),
-        )
-        .await
-    } else {
-        vec![outcome; bodies.len()]
+        None => {
+            futures::future::join_all(
+                bodies
+                    .iter()
+                    .map(|b| forwarder.deliver(kind, &tenant, b.clone(), 1)),
+            )
+            .await
+        }
     };
     drop(flight);
     for ((ticket, index), answer) in owners.into_iter().zip(answers) {
         ticket.answer(index, answer);
+    }
+}
+
+/// The bodies of one group as one body: joined by their codec, or merged
+/// by their kind ([`PushKind::merge`]). `None` if a merge fails (it does
+/// not for bodies orgsplit made or checked; the batches then go alone).
+///
+/// Into a pooled buffer: a fresh one per merged request would be mapped
+/// and unmapped, or faulted in, each time (measured: ten times the page
+/// faults of the server without it).
+fn merge(kind: &PushKind, bodies: &[Bytes], pool: &Arc<BufferPool>) -> Option<Bytes> {
+    let mut out = pool.take(bodies.iter().map(Bytes::len).sum::<usize>() + 16);
+    let Some(merge) = kind.merge else {
+        crate::codec::join(kind.codec, bodies, &mut out);
+        return Some(Pooled::new(out, pool.clone()).into_bytes());
+    };
+    let parts: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+    match merge(&parts, &mut out) {
+        Ok(()) => Some(Pooled::new(out, pool.clone()).into_bytes()),
+        Err(e) => {
+            pool.give(out);
+            tracing::warn!(kind = kind.name, error = %e, "merging tenant batches failed; sending each alone");
+            None
+        }
+    }
+}
+
+/// What each batch of a request carrying batches with `counts` hears of
+/// the answer `sent`; `None` when each must be sent again on its own: a
+/// merged request refused with a non-retryable 4xx, so that one sender's
+/// bad series never makes another sender drop its batch (Mimir ignores
+/// samples it already has, so the second send is harmless).
+///
+/// Written counts (remote write 2.0) of an accepted merged request are
+/// shared out in the order of the batches, each taking at most what it
+/// carried: which batch's items the upstream did not write cannot be
+/// known, but the totals the senders hear add up to what the upstream
+/// said, and a full write reaches every batch whole.
+fn share(sent: Sent, counts: &[Counts]) -> Option<Vec<Sent>> {
+    let n = counts.len();
+    if n == 1 {
+        return Some(vec![sent]);
+    }
+    let refused = matches!(&sent.outcome, TenantOutcome::Status { status, .. } if (400..500).contains(status) && *status != 429);
+    if refused {
+        return None;
+    }
+    let Some(said) = sent
+        .written
+        .filter(|_| sent.outcome == TenantOutcome::Accepted)
+    else {
+        // Not accepted (each hears the same retryable answer), or accepted
+        // with no counts (each wrote all it carried).
+        return Some(vec![sent; n]);
+    };
+    let mut left = said.values();
+    Some(
+        counts
+            .iter()
+            .map(|c| {
+                let carried = Written::of(c).values();
+                let [samples, histograms, exemplars] = std::array::from_fn(|i| {
+                    let took = carried[i].min(left[i]);
+                    left[i] -= took;
+                    took
+                });
+                Sent {
+                    outcome: sent.outcome.clone(),
+                    written: Some(Written {
+                        samples,
+                        histograms,
+                        exemplars,
+                    }),
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn carried(samples: u64, exemplars: u64) -> Counts {
+        Counts {
+            samples,
+            exemplars,
+            ..Counts::default()
+        }
+    }
+
+    fn accepted(written: Option<Written>) -> Sent {
+        Sent {
+            outcome: TenantOutcome::Accepted,
+            written,
+        }
+    }
+
+    fn heard(answers: &[Sent]) -> Vec<Option<[u64; 3]>> {
+        answers
+            .iter()
+            .map(|s| s.written.map(|w| w.values()))
+            .collect()
+    }
+
+    #[test]
+    fn a_merged_requests_written_counts_are_shared_out_by_what_each_batch_carried() {
+        let counts = [carried(3, 1), carried(2, 0), carried(4, 2)];
+        let all = Written {
+            samples: 9,
+            histograms: 0,
+            exemplars: 3,
+        };
+        let full = share(accepted(Some(all)), &counts).unwrap();
+        assert_eq!(
+            heard(&full),
+            [Some([3, 0, 1]), Some([2, 0, 0]), Some([4, 0, 2])]
+        );
+        // Part written (exemplars off upstream, say): the totals still add
+        // up to what the upstream said, no batch hears more than it carried.
+        let part = Written {
+            samples: 4,
+            histograms: 0,
+            exemplars: 0,
+        };
+        let shared = share(accepted(Some(part)), &counts).unwrap();
+        assert_eq!(
+            heard(&shared),
+            [Some([3, 0, 0]), Some([1, 0, 0]), Some([0, 0, 0])]
+        );
+        // A 1.0 upstream says nothing: each wrote all it carried.
+        assert_eq!(heard(&share(accepted(None), &counts).unwrap()), [None; 3]);
+    }
+
+    #[test]
+    fn a_refused_merged_request_is_sent_again_batch_by_batch_and_a_retryable_one_is_not() {
+        let counts = [carried(1, 0), carried(1, 0)];
+        let status = |status| Sent {
+            outcome: TenantOutcome::Status {
+                status,
+                retry_after: None,
+                message: String::new(),
+            },
+            written: None,
+        };
+        assert!(share(status(400), &counts).is_none());
+        for retryable in [429, 500, 503] {
+            let answers = share(status(retryable), &counts).unwrap();
+            assert_eq!(answers.len(), 2);
+            assert!(answers
+                .iter()
+                .all(|a| a.outcome == status(retryable).outcome));
+        }
+        // One batch: the answer as it is, whatever it is.
+        assert_eq!(share(status(400), &counts[..1]).unwrap().len(), 1);
     }
 }

@@ -35,7 +35,8 @@ use crate::answer::{TenantOutcome, Written};
 use crate::config::{self, Protocol};
 use crate::credentials::{CredentialError, Credentials};
 use crate::formats::PushKind;
-use crate::signals::UpstreamSignals;
+use crate::pool::BufferPool;
+use crate::signals::{Counts, UpstreamSignals};
 use crate::tenant::TenantId;
 
 pub use coalesce::{Coalesce, SplitGuard};
@@ -65,6 +66,8 @@ struct Inner {
     failures: FailureLog,
     signals: UpstreamSignals,
     coalesce: Option<coalesce::Lanes>,
+    /// Buffers for the bodies compressed here ([`PushKind::merge`]).
+    pool: Arc<BufferPool>,
 }
 
 /// Errors building the forwarder from its configuration.
@@ -90,13 +93,17 @@ pub enum ForwardError {
 #[derive(Debug, Clone, Copy)]
 pub struct Push<'a> {
     pub tenant: &'a TenantId,
-    /// The request body, in its kind's codec.
+    /// The request body, in its kind's codec (decoded for a kind with
+    /// [`PushKind::merge`]).
     pub body: &'a Bytes,
     /// Bytes `body` decompresses to.
     pub decoded_len: usize,
     /// What the body is: its headers, whether it may be merged with other
     /// pushes' bodies for the same tenant, its downgrade.
     pub kind: &'static PushKind,
+    /// What the body carries: a merged request's written counts are
+    /// shared out by them.
+    pub counts: &'a Counts,
 }
 
 /// How a tenant push ended, and what the upstream said it wrote (2.0
@@ -113,6 +120,11 @@ const REMEMBER_V1: Duration = Duration::from_secs(300);
 
 impl Forwarder {
     /// The deadline of one upstream request (`upstream.timeout`).
+    /// Buffers for bodies made here (merged, compressed).
+    pub(crate) fn pool(&self) -> &Arc<BufferPool> {
+        &self.inner.pool
+    }
+
     pub(crate) fn timeout(&self) -> Duration {
         self.inner.timeout
     }
@@ -129,6 +141,7 @@ impl Forwarder {
         cfg: &config::Upstream,
         signals: UpstreamSignals,
         kinds: &[&'static PushKind],
+        pool: Arc<BufferPool>,
     ) -> Result<Self, ForwardError> {
         let mut headers = vec![Vec::new(); kinds.iter().map(|k| k.id + 1).max().unwrap_or(0)];
         for kind in kinds {
@@ -159,6 +172,7 @@ impl Forwarder {
                     .coalesce
                     .enabled
                     .then(|| coalesce::Lanes::new(&cfg.coalesce)),
+                pool,
             }),
         })
     }
@@ -184,47 +198,76 @@ impl Forwarder {
         let started = Instant::now();
         if let Some(lanes) = &self.inner.coalesce {
             if pushes.iter().all(|p| joinable(p.kind)) {
-                let outcomes = lanes.push_all(self, pushes).await;
+                let sent = lanes.push_all(self, pushes).await;
                 let took = started.elapsed();
-                return outcomes
-                    .into_iter()
-                    .map(|outcome| {
-                        let sent = Sent {
-                            outcome,
-                            written: None,
-                        };
-                        (sent, took)
-                    })
-                    .collect();
+                return sent.into_iter().map(|sent| (sent, took)).collect();
             }
         }
         // By index: a closure taking `&Push` would make the future's
         // lifetime higher-ranked, which the handler's `Send` bound rejects.
         futures::stream::iter(0..pushes.len())
-            .map(|i| async move { (self.push(pushes[i]).await, started.elapsed()) })
+            .map(|i| async move {
+                let p = pushes[i];
+                let sent = self.deliver(p.kind, p.tenant, p.body.clone(), 1).await;
+                (sent, started.elapsed())
+            })
             .buffered(MAX_PARALLEL_PUSHES)
             .collect()
             .await
     }
 
-    /// Sends one tenant request on its own.
-    async fn push(&self, push: Push<'_>) -> Sent {
-        if push.kind.downgrade.is_some() {
-            return self.push_downgradable(push).await;
+    /// Sends one upstream request carrying `batches` tenant batches of
+    /// `kind` (one, or several merged): converted if the upstream needs
+    /// it, compressed if its kind is sent decoded.
+    async fn deliver(
+        &self,
+        kind: &PushKind,
+        tenant: &TenantId,
+        body: Bytes,
+        batches: usize,
+    ) -> Sent {
+        if kind.downgrade.is_some() {
+            return self.push_downgradable(kind, tenant, body, batches).await;
         }
-        let (outcome, written) = self
-            .send_as(push.kind, push.tenant, push.body.clone(), 1)
-            .await;
+        let body = self.encoded(kind, body).await;
+        let (outcome, written) = self.send_as(kind, tenant, body, batches).await;
         Sent {
             outcome,
-            written: written.filter(|_| push.kind.reports_written),
+            written: written.filter(|_| kind.reports_written),
+        }
+    }
+
+    /// `body` in its kind's codec: compressed here when the kind's bodies
+    /// come decoded ([`PushKind::merge`]), into a pooled buffer (a fresh
+    /// allocation per request would be mapped and unmapped each time);
+    /// large ones off the runtime.
+    async fn encoded(&self, kind: &PushKind, body: Bytes) -> Bytes {
+        if !kind.sent_decoded() {
+            return body;
+        }
+        let codec = kind.codec;
+        let pool = self.inner.pool.clone();
+        let small = body_is_small(&body);
+        let run = move || crate::codec::compress(codec, &body, &pool).0;
+        if small {
+            return run();
+        }
+        match tokio::task::spawn_blocking(run).await {
+            Ok(body) => body,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 
     /// A push of a kind that has a downgrade, sent as `upstream.protocol`
     /// says: as it is (`v2`), converted (`v1`), or (auto) as it is and again
     /// converted if the upstream did not take it.
-    async fn push_downgradable(&self, push: Push<'_>) -> Sent {
+    async fn push_downgradable(
+        &self,
+        kind: &PushKind,
+        tenant: &TenantId,
+        body: Bytes,
+        batches: usize,
+    ) -> Sent {
         let inner = &*self.inner;
         let convert = match inner.protocol {
             Protocol::V1 => true,
@@ -232,15 +275,13 @@ impl Forwarder {
             Protocol::Auto => self.remembers_v1(),
         };
         if !convert {
-            let (outcome, written) = self
-                .send_as(push.kind, push.tenant, push.body.clone(), 1)
-                .await;
+            let encoded = self.encoded(kind, body.clone()).await;
+            let (outcome, written) = self.send_as(kind, tenant, encoded, batches).await;
             // A receiver that does not look at the Content-Type reads a 2.0
             // body as an empty 1.0 request and says 2xx: without the
             // written-count headers, nothing is known to have been written.
-            let unconfirmed = outcome == TenantOutcome::Accepted
-                && push.kind.reports_written
-                && written.is_none();
+            let unconfirmed =
+                outcome == TenantOutcome::Accepted && kind.reports_written && written.is_none();
             let refused =
                 unconfirmed || matches!(outcome, TenantOutcome::Status { status: 415, .. });
             if inner.protocol != Protocol::Auto || !refused {
@@ -251,15 +292,12 @@ impl Forwarder {
             }
             self.remember_v1(&outcome);
         }
-        let Some(downgrade) = &push.kind.downgrade else {
+        let Some(downgrade) = &kind.downgrade else {
             unreachable!("push_downgradable is called for kinds with a downgrade")
         };
-        match self
-            .downgrade(push.body, push.decoded_len, downgrade.convert)
-            .await
-        {
+        match self.downgrade(kind, body, downgrade.convert).await {
             Ok(body) => {
-                let (outcome, written) = self.send_as(downgrade.to, push.tenant, body, 1).await;
+                let (outcome, written) = self.send_as(downgrade.to, tenant, body, batches).await;
                 Sent { outcome, written }
             }
             Err(e) => Sent {
@@ -332,16 +370,23 @@ impl Forwarder {
     /// are converted off the runtime.
     async fn downgrade(
         &self,
-        body: &Bytes,
-        decoded_len: usize,
+        kind: &PushKind,
+        body: Bytes,
         convert: crate::formats::kind::Convert,
     ) -> Result<Bytes, String> {
         let signals = self.inner.signals.clone();
-        let body = body.clone();
+        let sent_decoded = kind.sent_decoded();
+        // Converting is heavier than compressing: off the runtime sooner.
+        let small = body.len() < 64 << 10;
         let run = move || {
-            let decoded = snap::raw::Decoder::new()
-                .decompress_vec(&body)
-                .map_err(|e| e.to_string())?;
+            let decoded = if sent_decoded {
+                std::borrow::Cow::Borrowed(&body[..])
+            } else {
+                let decoded = snap::raw::Decoder::new()
+                    .decompress_vec(&body)
+                    .map_err(|e| e.to_string())?;
+                std::borrow::Cow::Owned(decoded)
+            };
             let (converted, lost) = convert(&decoded)?;
             signals.downgraded.increment(1);
             for (counter, n) in signals.downgrade_lost.iter().zip(lost) {
@@ -352,7 +397,7 @@ impl Forwarder {
                 .map(Bytes::from)
                 .map_err(|e| e.to_string())
         };
-        if decoded_len < 64 << 10 {
+        if small {
             return run();
         }
         tokio::task::spawn_blocking(run)
@@ -428,10 +473,20 @@ impl Forwarder {
     }
 }
 
-/// Whether the bodies of `kind` may be merged: they concatenate, and their
-/// codec joins without recompressing (snappy).
+/// Whether the bodies of `kind` may be merged: the kind has a merge of its
+/// own (remote write 2.0), or its bodies concatenate and their codec joins
+/// without recompressing (snappy, or none).
 fn joinable(kind: &PushKind) -> bool {
-    kind.concatenates && crate::codec::joins(kind.codec)
+    kind.merge.is_some() || (kind.concatenates && crate::codec::joins(kind.codec))
+}
+
+/// Whether codec work on `body` is done on the runtime (cheaper than a
+/// hand-off to the blocking pool) rather than beside it.
+fn body_is_small(body: &Bytes) -> bool {
+    // Snappy takes well under a millisecond for this much; the hand-off
+    // costs two context switches (which doubled the server's when merged
+    // 2.0 bodies above 64 KiB went through it).
+    body.len() < 256 << 10
 }
 
 /// Tenant requests (or, coalesced, batches) of one push in flight at once.

@@ -268,9 +268,16 @@ async fn forward(
     };
     drop(splitting);
     metrics.split(&stats);
-    // From here on the request holds only its tenants' compressed bodies
+    // From here on the request holds only its tenants' bodies
     // (and, while a merged request is built, a copy of them).
-    charge.shrink_to(pipeline::held_bytes(&outgoing) * if kind.concatenates { 2 } else { 1 });
+    charge.shrink_to(
+        pipeline::held_bytes(&outgoing)
+            * if kind.concatenates || kind.merge.is_some() {
+                2
+            } else {
+                1
+            },
+    );
 
     let pushes: Vec<Push<'_>> = outgoing
         .iter()
@@ -279,6 +286,7 @@ async fn forward(
             body: &o.body,
             decoded_len: o.decoded_len,
             kind,
+            counts: &o.counts,
         })
         .collect();
     let outcomes = forwarder.push_all(&pushes).await;
@@ -292,7 +300,7 @@ async fn forward(
             .map(|(out, (sent, took))| TenantPush {
                 tenant: out.tenant.as_str(),
                 counts: &out.counts,
-                bytes: out.body.len(),
+                bytes: out.decoded_len,
                 // A 2xx is shown as its class: which one it was is not kept.
                 status: match &sent.outcome {
                     answer::TenantOutcome::Status { status, .. } => Some(*status),

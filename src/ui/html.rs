@@ -171,7 +171,7 @@ fn organizations(data: &PageData) -> Markup {
             div.scroll { table {
                 thead { tr {
                     th { "Organization" } th { "Namespaces" }
-                    th.n { "Samples/s" } th.n { "Lines/s" } th.n { "Spans/s" } th.n { "Bytes/s" }
+                    th.n { "Samples/s" } th.n { "Lines/s" } th.n { "Spans/s" } th.n title="decoded" { "Bytes/s" }
                     th { "Trend" } th.n { "Refused" } th { "Last accepted" } th { "Last upstream answer" }
                 } }
                 tbody { @for o in &data.organizations { (organization_row(data, o)) } }

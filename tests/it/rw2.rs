@@ -44,6 +44,8 @@ struct Fake {
     claim: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Tenant → status to answer.
     fail: Arc<Mutex<BTreeMap<String, u16>>>,
+    /// Tenant → how long to take before answering.
+    delay: Arc<Mutex<BTreeMap<String, std::time::Duration>>>,
 }
 
 impl Fake {
@@ -53,13 +55,21 @@ impl Fake {
             got: Default::default(),
             claim: Default::default(),
             fail: Default::default(),
+            delay: Default::default(),
         };
         let state = fake.clone();
         let app = axum::Router::new().route(
             "/api/v1/push",
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 let state = state.clone();
-                async move { state.receive(speaks, headers, body) }
+                async move {
+                    let tenant = headers["x-scope-orgid"].to_str().unwrap();
+                    let delay = state.delay.lock().unwrap().get(tenant).copied();
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
+                    state.receive(speaks, headers, body)
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -559,4 +569,117 @@ async fn series_outside_the_senders_allowance_are_refused() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("globex"), "{body}");
     assert!(fake.got().is_empty());
+}
+
+/// A 2.0 push of one series per (name, namespace).
+fn pushed(series: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Builder::default();
+    for (i, (name, ns)) in series.iter().enumerate() {
+        b.series(
+            &[("__name__", name), ("namespace", ns), ("pod", "p-1")],
+            i as f64,
+            10,
+        );
+    }
+    orgsplit::testing::rw2::compress(&b.request)
+}
+
+/// While acme's first request is out, three pushes bring acme series (one
+/// also globex's): acme's three batches go up as ONE 2.0 request with one
+/// symbol table, and each sender hears what its own batches wrote.
+async fn busy_tenant_merges(protocol: &str) -> (Fake, Vec<(u16, HeaderMap, String)>) {
+    let (_dir, fake, o) = start_with(
+        Speaks::V2,
+        &format!("  protocol: {protocol}\n  coalesce: {{window: 3s}}\n"),
+        "",
+    )
+    .await;
+    fake.delay
+        .lock()
+        .unwrap()
+        .insert("acme".into(), std::time::Duration::from_millis(400));
+    let o = Arc::new(o);
+    let first = tokio::spawn({
+        let o = o.clone();
+        async move { push_v2(&o, pushed(&[("first", "shop-prod")])).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (a, b, c) = tokio::join!(
+        push_v2(&o, pushed(&[("second", "shop-prod"), ("g", "billing")])),
+        push_v2(
+            &o,
+            pushed(&[("third", "shop-dev"), ("third_b", "shop-dev")])
+        ),
+        push_v2(&o, pushed(&[("fourth", "shop-prod")])),
+    );
+    let mut answers = vec![first.await.unwrap()];
+    answers.extend([a, b, c]);
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(&page, "orgsplit_upstream_coalesced_batches_total"),
+        3.0
+    );
+    (fake, answers)
+}
+
+#[tokio::test]
+async fn concurrent_2_0_pushes_for_a_busy_tenant_travel_in_one_request() {
+    let (fake, answers) = busy_tenant_merges("v2").await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 204, "{body}");
+    }
+    let written: Vec<[u64; 3]> = answers.iter().map(|a| written(&a.1)).collect();
+    assert_eq!(written, [[1, 0, 0], [2, 0, 0], [2, 0, 0], [1, 0, 0]]);
+    let acme: Vec<v2::Request> = fake
+        .got()
+        .into_iter()
+        .filter(|(t, _)| t == "acme")
+        .map(|(_, g)| match g {
+            Got::V2(r) => r,
+            Got::V1(_) => panic!("sent as 1.0"),
+        })
+        .collect();
+    assert_eq!(
+        acme.len(),
+        2,
+        "one request for the first push, one for the rest"
+    );
+    let mut merged = names(&resolve(&acme[1]).unwrap())
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    merged.sort();
+    assert_eq!(merged, ["fourth", "second", "third", "third_b"]);
+    // One table: strings the batches share are in it once.
+    let symbols = &acme[1].symbols;
+    assert_eq!(symbols[0], "");
+    assert_eq!(symbols.iter().filter(|s| *s == "pod").count(), 1);
+    assert_eq!(symbols.iter().filter(|s| *s == "p-1").count(), 1);
+    assert!(!symbols.iter().any(|s| s == "g" || s == "billing"));
+    assert_eq!(names(&fake.v2_by_tenant()["globex"]), ["g"]);
+}
+
+#[tokio::test]
+async fn a_merged_2_0_request_is_converted_once_for_a_1_0_upstream() {
+    let (fake, answers) = busy_tenant_merges("v1").await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 204, "{body}");
+    }
+    let acme: Vec<pb::WriteRequest> = fake
+        .got()
+        .into_iter()
+        .filter(|(t, _)| t == "acme")
+        .map(|(_, g)| match g {
+            Got::V1(r) => r,
+            Got::V2(_) => panic!("sent as 2.0 to a 1.0 upstream"),
+        })
+        .collect();
+    assert_eq!(acme.len(), 2);
+    let mut merged: Vec<String> = acme[1]
+        .timeseries
+        .iter()
+        .map(|s| label_of(s, "__name__").unwrap().to_string())
+        .collect();
+    merged.sort();
+    assert_eq!(merged, ["fourth", "second", "third", "third_b"]);
 }

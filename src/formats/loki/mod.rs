@@ -51,6 +51,7 @@ pub static PROTO: PushKind = PushKind {
     concatenates: <LokiProto as Format>::CONCATENATES,
     reports_written: false,
     downgrade: None,
+    merge: None,
 };
 
 /// Loki JSON, plain.
@@ -98,6 +99,7 @@ const fn json_kind(
         concatenates: <LokiJson as Format>::CONCATENATES,
         reports_written: false,
         downgrade: None,
+        merge: None,
     }
 }
 

@@ -217,6 +217,7 @@ const fn kind(
         concatenates,
         reports_written: false,
         downgrade: None,
+        merge: None,
     }
 }
 

@@ -740,9 +740,11 @@ proptest! {
         let (sa, sb) = (split(&a), split(&b));
         for (tenant, body_a) in &sa {
             let Some(body_b) = sb.get(tenant) else { continue };
-            let joined = crate::codec::join(
+            let mut joined = Vec::new();
+            crate::codec::join(
                 crate::codec::Codec::Identity,
                 &[bytes::Bytes::from(body_a.clone()), bytes::Bytes::from(body_b.clone())],
+                &mut joined,
             );
             let mut got = flat(&joined);
             got.sort();

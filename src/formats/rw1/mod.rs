@@ -45,6 +45,7 @@ pub static KIND: PushKind = PushKind {
     concatenates: <Rw1 as Format>::CONCATENATES,
     reports_written: false,
     downgrade: None,
+    merge: None,
 };
 
 impl Format for Rw1 {

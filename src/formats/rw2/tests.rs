@@ -536,3 +536,138 @@ fn conversion_to_v1_keeps_what_v1_can_carry_and_counts_the_rest() {
         ]
     );
 }
+
+/// A 2.0 request of `series`, each (labels, exemplar labels, help): the
+/// strings come from a small vocabulary, so tables of different requests
+/// share entries.
+/// One series of [`request_of`]: label pairs, an exemplar's label pair and
+/// a help text, as indexes into its vocabulary.
+type SeriesSpec = (Vec<(u8, u8)>, Option<(u8, u8)>, Option<u8>);
+
+fn request_of(series: &[SeriesSpec]) -> pb::Request {
+    const WORDS: [&str; 8] = [
+        "__name__",
+        "namespace",
+        "up",
+        "job",
+        "shop-prod",
+        "billing",
+        "a",
+        "",
+    ];
+    let w = |i: u8| WORDS[usize::from(i) % WORDS.len()];
+    let mut b = Builder::default();
+    for (i, (labels, exemplar, help)) in series.iter().enumerate() {
+        let labels: Vec<(&str, &str)> = labels.iter().map(|&(n, v)| (w(n), w(v))).collect();
+        let exemplar = exemplar.map(|(n, v)| pb::Exemplar {
+            labels_refs: b.refs(&[(w(n), w(v))]),
+            value: i as f64,
+            timestamp: 7,
+        });
+        let metadata = help.map(|h| pb::Metadata {
+            r#type: 1,
+            help_ref: b.sym(w(h)),
+            unit_ref: b.sym("seconds"),
+        });
+        let s = b.series(&labels, i as f64, 1000 + i as i64);
+        s.exemplars.extend(exemplar);
+        s.metadata = metadata;
+    }
+    b.request
+}
+
+/// Merges `bodies` and checks what a merged request must hold whatever
+/// the input: it decodes, its table starts with "" and has no entry twice.
+fn merged(bodies: &[&[u8]]) -> pb::Request {
+    let mut out = Vec::new();
+    merge(bodies, &mut out).unwrap();
+    let req = pb::Request::decode(out.as_slice()).unwrap();
+    assert_eq!(req.symbols.first().map(String::as_str), Some(""));
+    let distinct: std::collections::HashSet<_> = req.symbols.iter().collect();
+    assert_eq!(distinct.len(), req.symbols.len(), "a symbol twice");
+    req
+}
+
+proptest::proptest! {
+    /// Merged requests hold every series of every input, in order, with
+    /// the same labels, samples, exemplars and metadata strings.
+    #[test]
+    fn merged_requests_hold_each_inputs_series_in_order(
+        inputs in proptest::collection::vec(
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec((0u8..8, 0u8..8), 1..4),
+                    proptest::option::of((0u8..8, 0u8..8)),
+                    proptest::option::of(0u8..8),
+                ),
+                0..6,
+            ),
+            1..5,
+        )
+    ) {
+        let requests: Vec<pb::Request> = inputs.iter().map(|s| request_of(s)).collect();
+        let bodies: Vec<Vec<u8>> = requests.iter().map(Message::encode_to_vec).collect();
+        let parts: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let got = resolve(&merged(&parts)).unwrap();
+        let want: Vec<Resolved> = requests.iter().flat_map(|r| resolve(r).unwrap()).collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn one_tenants_batches_of_several_pushes_merge_into_one_request() {
+    let r = router(|_| {});
+    let mut pushes = Vec::new();
+    for (i, ns) in ["shop-prod", "shop-dev", "shop-prod"].iter().enumerate() {
+        let mut b = Builder::default();
+        b.series(
+            &[
+                ("__name__", "up"),
+                ("namespace", ns),
+                ("pod", &format!("p{i}")),
+            ],
+            1.0,
+            1,
+        );
+        b.series(&[("__name__", "x"), ("namespace", "billing")], 2.0, 2);
+        let help = b.sym("Help text.");
+        b.series(&[("__name__", "errors_total"), ("namespace", ns)], 3.0, 3)
+            .metadata = Some(pb::Metadata {
+            r#type: 2,
+            help_ref: help,
+            unit_ref: 0,
+        });
+        pushes.push(split_body(&r, &b.request.encode_to_vec()).unwrap().0);
+    }
+    let acme: Vec<&[u8]> = pushes.iter().map(|p| p["acme"].as_slice()).collect();
+    let req = merged(&acme);
+    let want: Vec<Resolved> = acme
+        .iter()
+        .flat_map(|b| resolve(&pb::Request::decode(*b).unwrap()).unwrap())
+        .collect();
+    let got = resolve(&req).unwrap();
+    assert_eq!(got.len(), 6);
+    assert_eq!(got, want);
+    // Shared strings are in the merged table once: smaller than the parts.
+    let parts: usize = acme.iter().map(|b| b.len()).sum();
+    assert!(req.encode_to_vec().len() < parts);
+    assert!(!req.symbols.iter().any(|s| s == "x" || s == "billing"));
+}
+
+#[test]
+fn merging_a_request_with_a_ref_outside_its_table_fails_without_panicking() {
+    let good = request_of(&[(vec![(0, 2)], None, None)]).encode_to_vec();
+    // Its table is not the start of the merged one, so its refs are
+    // rewritten (and checked); a first request's series go unchanged.
+    let mut bad = Builder::default();
+    bad.series(&[("job", "up")], 1.0, 1).labels_refs[1] = 40;
+    let bad = bad.request.encode_to_vec();
+    let mut out = Vec::new();
+    let err = merge(&[&good, &bad], &mut out).unwrap_err();
+    assert!(
+        matches!(err, WireError::SymbolRef { index: 40, .. }),
+        "{err}"
+    );
+    let truncated = &good[..good.len() - 1];
+    assert!(merge(&[&good, truncated], &mut Vec::new()).is_err());
+}
