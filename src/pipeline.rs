@@ -294,7 +294,7 @@ impl<F: Format> Pipeline<F> {
         allowance: &Allowance,
     ) -> Result<Output, ProcessError> {
         let decoded = decompress(self.codec, compressed, size, &self.pool)?;
-        let Split { batches, stats } = self.router.split(
+        let Split { mut batches, stats } = self.router.split(
             &self.format,
             &decoded,
             table,
@@ -302,7 +302,26 @@ impl<F: Format> Pipeline<F> {
             &self.pool,
             allowance,
         )?;
+        let decoded_len = decoded.len();
         drop(decoded);
+        if self.goes_whole(&batches, &stats, decoded_len) {
+            // Everything to one tenant, unchanged: the sender's own body,
+            // not a recompressed copy of it (one Prometheus per namespace,
+            // a sidecar, an agent per team). Copying the compressed bytes
+            // costs a fraction of compressing them again.
+            let batch = batches.pop().expect("one batch");
+            self.pool.give(batch.body);
+            return Ok(Output {
+                outgoing: vec![Outgoing {
+                    tenant: batch.tenant,
+                    body: Bytes::copy_from_slice(compressed),
+                    decoded_len,
+                    counts: batch.counts,
+                    held: compressed.len(),
+                }],
+                stats,
+            });
+        }
         let codec = if self.decoded_out {
             Codec::Identity
         } else {
@@ -312,6 +331,24 @@ impl<F: Format> Pipeline<F> {
             outgoing: compress(codec, batches, &self.pool),
             stats,
         })
+    }
+
+    /// Whether a split pushes the sender's body as it came: it went to one
+    /// tenant with every item (nothing dropped, defaulted elsewhere or
+    /// outside the allowance, since the one batch holds all the request
+    /// held), nothing rewritten, and the body carries little the rebuilt
+    /// one does not (at most a sixteenth more: a JSON body padded with
+    /// whitespace, or a 2.0 table of unused symbols, is sent rebuilt, as
+    /// before). What it saves is compressing the rebuilt body: not for
+    /// uncompressed kinds (the rebuilt body is sent as it is), nor for kinds
+    /// the forwarder merges, whose bodies leave decoded and are compressed
+    /// there anyway.
+    fn goes_whole(&self, batches: &[Batch], stats: &SplitCounts, decoded_len: usize) -> bool {
+        self.codec != Codec::Identity
+            && !self.decoded_out
+            && !self.router.rewrites()
+            && matches!(batches, [one] if one.counts == stats.received
+                && decoded_len <= one.body.len() + one.body.len() / 16)
     }
 
     /// Both phases in one call, with no admission between them (benches,
@@ -435,6 +472,108 @@ pub fn held_bytes(outgoing: &[Outgoing]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::BufferPool;
+
+    use crate::config::{Routing, RoutingMode, UnmappedPolicy};
+    use crate::testing::{self, Shape};
+    use crate::wire::RequestLimits;
+
+    fn pipeline(routing: Routing) -> Pipeline<rw1::Rw1> {
+        Pipeline::new(
+            rw1::Rw1,
+            Router::new(&routing, RequestLimits::default()),
+            FamilyIndex::new(1000, 100_000),
+            Arc::new(BufferPool::default()),
+            64 << 20,
+        )
+    }
+
+    /// `ns-0` .. `ns-19`, all of `org-0` but `ns-5` (`org-1`); `ns-9` has none.
+    fn table() -> Snapshot {
+        let mut pairs = testing::table_pairs(20, 1);
+        pairs[5].1 = "org-1".into();
+        pairs.remove(9);
+        Snapshot::from_pairs(pairs)
+    }
+
+    fn push(namespaces: &[&str]) -> Vec<u8> {
+        let mut req = testing::request(&Shape {
+            series: 300,
+            ..Default::default()
+        });
+        for (i, s) in req.timeseries.iter_mut().enumerate() {
+            for l in s.labels.iter_mut().filter(|l| l.name == "namespace") {
+                l.value = namespaces[i % namespaces.len()].into();
+            }
+        }
+        testing::compress(&req)
+    }
+
+    fn drop_unmapped() -> Routing {
+        Routing {
+            unmapped: UnmappedPolicy::Drop,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_push_all_for_one_tenant_goes_upstream_as_the_sender_sent_it() {
+        let body = push(&["ns-0", "ns-1", "ns-2"]);
+        let out = pipeline(drop_unmapped()).process(&body, &table()).unwrap();
+        assert_eq!(out.outgoing.len(), 1);
+        let one = &out.outgoing[0];
+        assert_eq!(one.tenant.as_str(), "org-0");
+        assert_eq!(one.body[..], body[..], "the sender's own bytes");
+        assert_eq!(one.counts, out.stats.received);
+        assert_eq!(one.counts.series, 300);
+        assert_eq!(one.decoded_len, snap::raw::decompress_len(&body).unwrap());
+    }
+
+    #[test]
+    fn a_push_that_loses_or_changes_anything_is_rebuilt() {
+        let table = table();
+        // One series' namespace has no organization: dropped.
+        let dropped = push(&["ns-0", "ns-1", "ns-9"]);
+        let out = pipeline(drop_unmapped()).process(&dropped, &table).unwrap();
+        assert_eq!(out.outgoing.len(), 1);
+        assert_ne!(out.outgoing[0].body[..], dropped[..]);
+        let sent = testing::decompress(&out.outgoing[0].body).unwrap();
+        assert_eq!(sent.timeseries.len(), 200);
+        // Two tenants.
+        let two = push(&["ns-0", "ns-5"]);
+        assert_eq!(
+            pipeline(drop_unmapped())
+                .process(&two, &table)
+                .unwrap()
+                .outgoing
+                .len(),
+            2
+        );
+        // A body carrying more than its items (a large field no schema
+        // knows): what goes upstream is rebuilt from the items.
+        let mut padded = snap::raw::Decoder::new()
+            .decompress_vec(&push(&["ns-0"]))
+            .unwrap();
+        let items = padded.len();
+        crate::wire::encode::put_bytes_field(&mut padded, 15, &vec![b' '; 64 << 10]);
+        let padded = snap::raw::Encoder::new().compress_vec(&padded).unwrap();
+        let out = pipeline(drop_unmapped()).process(&padded, &table).unwrap();
+        assert_eq!(out.outgoing[0].counts.series, 300);
+        assert_eq!(out.outgoing[0].decoded_len, items);
+        // Label mode removing the tenant label rewrites every series.
+        let label = Routing {
+            mode: RoutingMode::Label,
+            tenant_label: "namespace".into(),
+            remove_tenant_label: true,
+            ..drop_unmapped()
+        };
+        let out = pipeline(label).process(&push(&["acme"]), &table).unwrap();
+        let sent = testing::decompress(&out.outgoing[0].body).unwrap();
+        assert!(sent.timeseries[0]
+            .labels
+            .iter()
+            .all(|l| l.name != "namespace"));
+    }
 
     #[test]
     fn each_kind_sits_at_its_id() {

@@ -126,6 +126,12 @@ enum Outcome {
 }
 
 impl Router {
+    /// Whether a tenant's request can differ from the items it was given
+    /// (label mode with `remove_tenant_label` re-encodes each series).
+    pub fn rewrites(&self) -> bool {
+        self.remove_tenant_label
+    }
+
     /// Compiles the routing section. `default_tenant` must already be
     /// validated (see `config`).
     pub fn new(routing: &Routing, limits: RequestLimits) -> Self {

@@ -436,3 +436,32 @@ async fn health_and_readiness() {
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
 }
+
+/// A Prometheus that scrapes one organization's namespaces (one per
+/// namespace, a sidecar, an agent per team) pushes only that organization's
+/// series: its body goes upstream as it was sent, byte for byte, and is
+/// counted like any other. One series elsewhere, and the push is split.
+#[tokio::test]
+async fn a_push_all_for_one_organization_goes_upstream_byte_for_byte() {
+    let (_dir, upstream, orgsplit) = setup("  unmapped: drop").await;
+    let acme = request(vec![
+        series(&[("__name__", "a"), ("namespace", "shop-prod")], 1.0, 1),
+        series(&[("__name__", "b"), ("namespace", "shop-dev")], 2.0, 2),
+    ]);
+    let sent = orgsplit::testing::compress(&acme);
+    let (status, _, body) = orgsplit.push_raw(sent.clone()).await;
+    assert_eq!(status, 204, "{body}");
+    let mut with_unmapped = acme.clone();
+    with_unmapped
+        .timeseries
+        .push(series(&[("__name__", "c"), ("namespace", "nowhere")], 3.0, 3));
+    let (status, _, body) = orgsplit.push(&with_unmapped).await;
+    assert_eq!(status, 204, "{body}");
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|r| r.tenant == "acme"));
+    assert_eq!(received[0].body[..], sent[..], "the sender's own bytes");
+    assert_eq!(received[1].request, acme, "the unmapped series left out");
+    let page = orgsplit.metrics().await;
+    assert_eq!(metric(&page, "orgsplit_forwarded_series_total"), 4.0);
+}

@@ -30,6 +30,8 @@ pub struct Received {
     pub tenant: String,
     pub headers: HeaderMap,
     pub request: pb::WriteRequest,
+    /// The body as it arrived (snappy).
+    pub body: Bytes,
 }
 
 /// How the fake upstream answers a tenant.
@@ -218,6 +220,7 @@ async fn receive(
         tenant,
         headers,
         request,
+        body,
     });
     StatusCode::OK.into_response()
 }
