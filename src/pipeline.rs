@@ -318,6 +318,7 @@ impl<F: Format> Pipeline<F> {
                     decoded_len,
                     counts: batch.counts,
                     held: compressed.len(),
+                    encoded: true,
                 }],
                 stats,
             });
@@ -327,10 +328,11 @@ impl<F: Format> Pipeline<F> {
         } else {
             self.codec
         };
-        Ok(Output {
-            outgoing: compress(codec, batches, &self.pool),
-            stats,
-        })
+        let mut outgoing = compress(codec, batches, &self.pool);
+        for o in &mut outgoing {
+            o.encoded = !self.decoded_out;
+        }
+        Ok(Output { outgoing, stats })
     }
 
     /// Whether a split pushes the sender's body as it came: it went to one
@@ -340,12 +342,9 @@ impl<F: Format> Pipeline<F> {
     /// one does not (at most a sixteenth more: a JSON body padded with
     /// whitespace, or a 2.0 table of unused symbols, is sent rebuilt, as
     /// before). What it saves is compressing the rebuilt body: not for
-    /// uncompressed kinds (the rebuilt body is sent as it is), nor for kinds
-    /// the forwarder merges, whose bodies leave decoded and are compressed
-    /// there anyway.
+    /// uncompressed kinds (the rebuilt body is sent as it is).
     fn goes_whole(&self, batches: &[Batch], stats: &SplitCounts, decoded_len: usize) -> bool {
         self.codec != Codec::Identity
-            && !self.decoded_out
             && !self.router.rewrites()
             && matches!(batches, [one] if one.counts == stats.received
                 && decoded_len <= one.body.len() + one.body.len() / 16)
@@ -361,8 +360,7 @@ impl<F: Format> Pipeline<F> {
     /// The second phase for a push that goes whole to one tenant
     /// (`routing.mode: principal`): decompress and walk it (so a malformed
     /// or oversized request is refused like any other, and what it holds is
-    /// counted), then send the sender's own compressed body unchanged (or
-    /// its decoded body, when the forwarder compresses).
+    /// counted), then send the sender's own compressed body unchanged.
     pub fn whole(
         &self,
         compressed: Bytes,
@@ -372,11 +370,6 @@ impl<F: Format> Pipeline<F> {
         let decoded = decompress(self.codec, &compressed, size, &self.pool)?;
         let stats = self.router.tally(&self.format, &decoded)?;
         let decoded_len = decoded.len();
-        let compressed = if self.decoded_out {
-            Bytes::copy_from_slice(&decoded)
-        } else {
-            compressed
-        };
         drop(decoded);
         Ok(Output {
             outgoing: vec![Outgoing {
@@ -385,6 +378,7 @@ impl<F: Format> Pipeline<F> {
                 body: compressed,
                 decoded_len,
                 counts: stats.received,
+                encoded: true,
             }],
             stats,
         })
@@ -403,8 +397,7 @@ impl<F: Format> Pipeline<F> {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub tenant: TenantId,
-    /// The request in its kind's codec (decoded for a kind with
-    /// [`PushKind::merge`]).
+    /// The request: in its kind's codec when `encoded`, else decoded.
     pub body: Bytes,
     /// Bytes `body` decompresses to.
     pub decoded_len: usize,
@@ -412,6 +405,11 @@ pub struct Outgoing {
     /// Bytes of memory `body` holds (its buffer is sized for the worst
     /// case of compression), for the memory budget.
     pub held: usize,
+    /// Whether `body` is in its kind's codec. Always, but for the rebuilt
+    /// bodies of a kind with [`PushKind::merge`], which leave decoded for
+    /// the forwarder to merge and compress; a push that goes whole is its
+    /// sender's own bytes, encoded.
+    pub encoded: bool,
 }
 
 /// Batches larger than this (in total) are compressed in parallel when the
@@ -434,6 +432,7 @@ fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Ou
                 decoded_len,
                 held,
                 counts: b.counts,
+                encoded: true,
             };
         }
         let (body, held) = crate::codec::compress(codec, &b.body, pool);
@@ -443,6 +442,7 @@ fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Ou
             decoded_len: b.body.len(),
             held,
             counts: b.counts,
+            encoded: true,
         };
         pool.give(b.body);
         out

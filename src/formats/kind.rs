@@ -41,21 +41,23 @@ pub struct PushKind {
     pub reports_written: bool,
     /// How to convert it for an upstream that does not take it.
     pub downgrade: Option<Downgrade>,
-    /// How to merge tenant bodies of this kind that do not concatenate
-    /// (remote write 2.0: each has its own symbol table), so the forwarder
-    /// can still send a busy tenant's batches of concurrent pushes as one
-    /// request.
+    /// How to merge tenant bodies of this kind that do not join as they
+    /// are (remote write 2.0: each has its own symbol table; gzip OTLP:
+    /// gzip members do not join safely), so the forwarder can still send
+    /// a busy tenant's batches of concurrent pushes as one request.
     ///
     /// Invariant: the tenant bodies of a kind with `merge` leave the
-    /// pipeline *decoded*, and the forwarder applies [`PushKind::codec`]
-    /// when it sends, once per upstream request: merging compressed bodies
-    /// would mean decompressing and compressing them all again.
+    /// pipeline *decoded* (unless a push goes whole: then they are the
+    /// sender's own bytes, marked encoded), and the forwarder applies
+    /// [`PushKind::codec`] when it sends, once per upstream request:
+    /// merging compressed bodies would mean decompressing and compressing
+    /// them all again.
     pub merge: Option<Merge>,
 }
 
 impl PushKind {
-    /// Whether this kind's tenant bodies reach the forwarder decoded (see
-    /// [`PushKind::merge`]).
+    /// Whether this kind's rebuilt tenant bodies reach the forwarder
+    /// decoded (see [`PushKind::merge`]).
     pub fn sent_decoded(&self) -> bool {
         self.merge.is_some()
     }

@@ -408,7 +408,9 @@ async fn fly(flying: Flying) {
     };
     let shared = match merged {
         Some(body) => {
-            let sent = forwarder.deliver(kind, &tenant, body, bodies.len()).await;
+            let sent = forwarder
+                .deliver(kind, &tenant, body, !kind.sent_decoded(), bodies.len())
+                .await;
             share(sent, &counts)
         }
         None => None,
@@ -420,7 +422,7 @@ async fn fly(flying: Flying) {
             futures::future::join_all(
                 bodies
                     .iter()
-                    .map(|b| forwarder.deliver(kind, &tenant, b.clone(), 1)),
+                    .map(|b| forwarder.deliver(kind, &tenant, b.clone(), !kind.sent_decoded(), 1)),
             )
             .await
         }

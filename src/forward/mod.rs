@@ -93,8 +93,8 @@ pub enum ForwardError {
 #[derive(Debug, Clone, Copy)]
 pub struct Push<'a> {
     pub tenant: &'a TenantId,
-    /// The request body, in its kind's codec (decoded for a kind with
-    /// [`PushKind::merge`]).
+    /// The request body: in its kind's codec when `encoded`, else decoded
+    /// (the rebuilt bodies of a kind with [`PushKind::merge`]).
     pub body: &'a Bytes,
     /// Bytes `body` decompresses to.
     pub decoded_len: usize,
@@ -104,6 +104,7 @@ pub struct Push<'a> {
     /// What the body carries: a merged request's written counts are
     /// shared out by them.
     pub counts: &'a Counts,
+    pub encoded: bool,
 }
 
 /// How a tenant push ended, and what the upstream said it wrote (2.0
@@ -197,7 +198,12 @@ impl Forwarder {
         use futures::StreamExt;
         let started = Instant::now();
         if let Some(lanes) = &self.inner.coalesce {
-            if pushes.iter().all(|p| joinable(p.kind)) {
+            // A sender's own body that its kind would merge decoded (a
+            // push that went whole) goes on its own, as it is.
+            if pushes
+                .iter()
+                .all(|p| joinable(p.kind) && !(p.kind.sent_decoded() && p.encoded))
+            {
                 let sent = lanes.push_all(self, pushes).await;
                 let took = started.elapsed();
                 return sent.into_iter().map(|sent| (sent, took)).collect();
@@ -208,7 +214,9 @@ impl Forwarder {
         futures::stream::iter(0..pushes.len())
             .map(|i| async move {
                 let p = pushes[i];
-                let sent = self.deliver(p.kind, p.tenant, p.body.clone(), 1).await;
+                let sent = self
+                    .deliver(p.kind, p.tenant, p.body.clone(), p.encoded, 1)
+                    .await;
                 (sent, started.elapsed())
             })
             .buffered(MAX_PARALLEL_PUSHES)
@@ -218,18 +226,21 @@ impl Forwarder {
 
     /// Sends one upstream request carrying `batches` tenant batches of
     /// `kind` (one, or several merged): converted if the upstream needs
-    /// it, compressed if its kind is sent decoded.
+    /// it, compressed unless `encoded` (see [`Push::body`]).
     async fn deliver(
         &self,
         kind: &PushKind,
         tenant: &TenantId,
         body: Bytes,
+        encoded: bool,
         batches: usize,
     ) -> Sent {
         if kind.downgrade.is_some() {
-            return self.push_downgradable(kind, tenant, body, batches).await;
+            return self
+                .push_downgradable(kind, tenant, body, encoded, batches)
+                .await;
         }
-        let body = self.encoded(kind, body).await;
+        let body = self.encoded(kind, body, encoded).await;
         let (outcome, written) = self.send_as(kind, tenant, body, batches).await;
         Sent {
             outcome,
@@ -241,8 +252,8 @@ impl Forwarder {
     /// come decoded ([`PushKind::merge`]), into a pooled buffer (a fresh
     /// allocation per request would be mapped and unmapped each time);
     /// large ones off the runtime.
-    async fn encoded(&self, kind: &PushKind, body: Bytes) -> Bytes {
-        if !kind.sent_decoded() {
+    async fn encoded(&self, kind: &PushKind, body: Bytes, encoded: bool) -> Bytes {
+        if encoded || !kind.sent_decoded() {
             return body;
         }
         let codec = kind.codec;
@@ -266,6 +277,7 @@ impl Forwarder {
         kind: &PushKind,
         tenant: &TenantId,
         body: Bytes,
+        encoded: bool,
         batches: usize,
     ) -> Sent {
         let inner = &*self.inner;
@@ -275,8 +287,8 @@ impl Forwarder {
             Protocol::Auto => self.remembers_v1(),
         };
         if !convert {
-            let encoded = self.encoded(kind, body.clone()).await;
-            let (outcome, written) = self.send_as(kind, tenant, encoded, batches).await;
+            let sent = self.encoded(kind, body.clone(), encoded).await;
+            let (outcome, written) = self.send_as(kind, tenant, sent, batches).await;
             // A receiver that does not look at the Content-Type reads a 2.0
             // body as an empty 1.0 request and says 2xx: without the
             // written-count headers, nothing is known to have been written.
@@ -295,7 +307,7 @@ impl Forwarder {
         let Some(downgrade) = &kind.downgrade else {
             unreachable!("push_downgradable is called for kinds with a downgrade")
         };
-        match self.downgrade(kind, body, downgrade.convert).await {
+        match self.downgrade(kind, body, encoded, downgrade.convert).await {
             Ok(body) => {
                 let (outcome, written) = self.send_as(downgrade.to, tenant, body, batches).await;
                 Sent { outcome, written }
@@ -372,10 +384,11 @@ impl Forwarder {
         &self,
         kind: &PushKind,
         body: Bytes,
+        encoded: bool,
         convert: crate::formats::kind::Convert,
     ) -> Result<Bytes, String> {
         let signals = self.inner.signals.clone();
-        let sent_decoded = kind.sent_decoded();
+        let sent_decoded = kind.sent_decoded() && !encoded;
         // Converting is heavier than compressing: off the runtime sooner.
         let small = body.len() < 64 << 10;
         let run = move || {

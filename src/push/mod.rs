@@ -287,6 +287,7 @@ async fn forward(
             decoded_len: o.decoded_len,
             kind,
             counts: &o.counts,
+            encoded: o.encoded,
         })
         .collect();
     let outcomes = forwarder.push_all(&pushes).await;

@@ -381,7 +381,7 @@ async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
     // The first push finds acme idle and goes at once; the next three
     // arrive while it is out and wait for it, merged into one request (two
     // protobuf requests one after the other are one request). A gzip push
-    // at the same time is never merged: gzip members do not join.
+    // all for acme at the same time goes whole, as its sender's bytes.
     let first = {
         let url = o.url("/v1/metrics");
         tokio::spawn(async move {
@@ -476,7 +476,7 @@ async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
     assert_eq!(
         gzipped,
         [vec!["gzipped".to_string()]],
-        "gzip goes on its own"
+        "a push all for acme goes on its own, as it was sent"
     );
     assert_eq!(
         metric(
@@ -1002,4 +1002,73 @@ async fn a_stalled_grpc_message_is_cut_off_at_the_body_timeout() {
     );
     drop(tx);
     assert!(fake.got.lock().unwrap().is_empty());
+}
+
+/// Gzip bodies do not join, but their decoded protobuf does: while acme's
+/// request is out, two gzip pushes that each span acme and a namespace with
+/// no organization reach acme as ONE gzip request holding both, compressed
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gzip_pushes_for_a_busy_tenant_are_merged_and_gzipped_once() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), TABLE);
+    let (addr, fake) = fake().await;
+    let yaml = config(dir.path(), addr, "  unmapped: drop", "").replace(
+        "  timeout: 2s\n",
+        "  timeout: 2s\n  coalesce: {window: 3s}\n",
+    );
+    let o = Orgsplit::start(dir.path(), &yaml).await;
+    *fake.delay.lock().unwrap() = std::time::Duration::from_millis(400);
+    let gzip_push = |names: [&str; 2]| {
+        // Two requests one after the other: two resources, one dropped.
+        let mut body = one_point("shop-prod", names[0]);
+        body.extend(one_point("nowhere", names[1]));
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&body).unwrap();
+        let body = e.finish().unwrap();
+        let url = o.url("/v1/metrics");
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .header("content-encoding", "gzip")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let first = tokio::spawn(gzip_push(["first", "x"]));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (a, b) = tokio::join!(gzip_push(["second", "y"]), gzip_push(["third", "z"]));
+    assert_eq!([first.await.unwrap(), a, b], [200; 3]);
+    let got = fake.got("/otlp/v1/metrics");
+    assert!(got
+        .iter()
+        .all(|g| g.tenant == "acme" && g.encoding == "gzip"));
+    let names: Vec<Vec<String>> = got
+        .iter()
+        .map(|g| {
+            let req = ExportMetricsServiceRequest::decode(g.body.as_slice()).unwrap();
+            let mut n: Vec<String> = req
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| m.name.clone())
+                .collect();
+            n.sort();
+            n
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            vec!["first".to_string()],
+            vec!["second".into(), "third".into()]
+        ]
+    );
 }

@@ -452,9 +452,11 @@ async fn a_push_all_for_one_organization_goes_upstream_byte_for_byte() {
     let (status, _, body) = orgsplit.push_raw(sent.clone()).await;
     assert_eq!(status, 204, "{body}");
     let mut with_unmapped = acme.clone();
-    with_unmapped
-        .timeseries
-        .push(series(&[("__name__", "c"), ("namespace", "nowhere")], 3.0, 3));
+    with_unmapped.timeseries.push(series(
+        &[("__name__", "c"), ("namespace", "nowhere")],
+        3.0,
+        3,
+    ));
     let (status, _, body) = orgsplit.push(&with_unmapped).await;
     assert_eq!(status, 204, "{body}");
     let received = upstream.received();

@@ -571,7 +571,8 @@ async fn series_outside_the_senders_allowance_are_refused() {
     assert!(fake.got().is_empty());
 }
 
-/// A 2.0 push of one series per (name, namespace).
+/// A 2.0 push of one series per (name, namespace), and one of a namespace
+/// with no organization (dropped: so the push is split, never sent whole).
 fn pushed(series: &[(&str, &str)]) -> Vec<u8> {
     let mut b = Builder::default();
     for (i, (name, ns)) in series.iter().enumerate() {
@@ -581,6 +582,7 @@ fn pushed(series: &[(&str, &str)]) -> Vec<u8> {
             10,
         );
     }
+    b.series(&[("__name__", "lost"), ("namespace", "nowhere")], 0.0, 10);
     orgsplit::testing::rw2::compress(&b.request)
 }
 

@@ -217,8 +217,24 @@ const fn kind(
         concatenates,
         reports_written: false,
         downgrade: None,
-        merge: None,
+        // Gzip bodies do not join (see `codec::joins`); their decoded
+        // protobuf does, so the forwarder merges them decoded and
+        // compresses once per upstream request.
+        merge: if concatenates && matches!(codec, Codec::Gzip) {
+            Some(concatenate)
+        } else {
+            None
+        },
     }
+}
+
+/// Merges decoded OTLP protobuf requests: one after the other they are one
+/// request (repeated top-level fields append).
+fn concatenate(bodies: &[&[u8]], out: &mut Vec<u8>) -> Result<(), crate::wire::WireError> {
+    for body in bodies {
+        out.extend_from_slice(body);
+    }
+    Ok(())
 }
 
 const PROTO_PLAIN: &[(&str, &str)] = &[("content-type", PROTOBUF)];
