@@ -367,8 +367,10 @@ fn one_point(namespace: &str, name: &str) -> Vec<u8> {
     .encode_to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
+/// orgsplit (namespace mode, `unmapped: drop`, a 3 s coalescing window, so
+/// merging does not depend on timing) in front of a fake that takes 400 ms
+/// to answer.
+async fn busy_upstream() -> (tempfile::TempDir, Fake, Orgsplit) {
     let dir = tempfile::tempdir().unwrap();
     write_table(dir.path(), TABLE);
     let (addr, fake) = fake().await;
@@ -378,6 +380,26 @@ async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
     );
     let o = Orgsplit::start(dir.path(), &yaml).await;
     *fake.delay.lock().unwrap() = std::time::Duration::from_millis(400);
+    (dir, fake, o)
+}
+
+/// The metric names a metrics request holds, sorted.
+fn metric_names(g: &Got) -> Vec<String> {
+    let req = ExportMetricsServiceRequest::decode(g.body.as_slice()).unwrap();
+    let mut names: Vec<String> = req
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| m.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
+    let (_dir, fake, o) = busy_upstream().await;
     // The first push finds acme idle and goes at once; the next three
     // arrive while it is out and wait for it, merged into one request (two
     // protobuf requests one after the other are one request). A gzip push
@@ -443,22 +465,10 @@ async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
     assert_eq!(rg, 200);
     let got = fake.got("/otlp/v1/metrics");
     assert!(got.iter().all(|g| g.tenant == "acme"));
-    let names = |g: &Got| -> Vec<String> {
-        let req = ExportMetricsServiceRequest::decode(g.body.as_slice()).unwrap();
-        let mut names: Vec<String> = req
-            .resource_metrics
-            .iter()
-            .flat_map(|r| &r.scope_metrics)
-            .flat_map(|s| &s.metrics)
-            .map(|m| m.name.clone())
-            .collect();
-        names.sort();
-        names
-    };
     let plain: Vec<Vec<String>> = got
         .iter()
         .filter(|g| g.encoding.is_empty())
-        .map(names)
+        .map(metric_names)
         .collect();
     assert_eq!(
         plain,
@@ -471,7 +481,7 @@ async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
     let gzipped: Vec<Vec<String>> = got
         .iter()
         .filter(|g| g.encoding == "gzip")
-        .map(names)
+        .map(metric_names)
         .collect();
     assert_eq!(
         gzipped,
@@ -1011,15 +1021,7 @@ async fn a_stalled_grpc_message_is_cut_off_at_the_body_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gzip_pushes_for_a_busy_tenant_are_merged_and_gzipped_once() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    write_table(dir.path(), TABLE);
-    let (addr, fake) = fake().await;
-    let yaml = config(dir.path(), addr, "  unmapped: drop", "").replace(
-        "  timeout: 2s\n",
-        "  timeout: 2s\n  coalesce: {window: 3s}\n",
-    );
-    let o = Orgsplit::start(dir.path(), &yaml).await;
-    *fake.delay.lock().unwrap() = std::time::Duration::from_millis(400);
+    let (_dir, fake, o) = busy_upstream().await;
     let gzip_push = |names: [&str; 2]| {
         // Two requests one after the other: two resources, one dropped.
         let mut body = one_point("shop-prod", names[0]);
@@ -1049,21 +1051,7 @@ async fn concurrent_gzip_pushes_for_a_busy_tenant_are_merged_and_gzipped_once() 
     assert!(got
         .iter()
         .all(|g| g.tenant == "acme" && g.encoding == "gzip"));
-    let names: Vec<Vec<String>> = got
-        .iter()
-        .map(|g| {
-            let req = ExportMetricsServiceRequest::decode(g.body.as_slice()).unwrap();
-            let mut n: Vec<String> = req
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .map(|m| m.name.clone())
-                .collect();
-            n.sort();
-            n
-        })
-        .collect();
+    let names: Vec<Vec<String>> = got.iter().map(metric_names).collect();
     assert_eq!(
         names,
         [
