@@ -44,12 +44,15 @@
 //! - [`route`]: resolving each series' tenant and building per-tenant batches,
 //!   with the unmapped policy and the sender's allowance; format-agnostic.
 //! - [`pipeline`]: the CPU part of a push (measure → admit → decompress →
-//!   split → compress), the one piece the handler, the benches, the fuzzers
+//!   split → compress, or the sender's body as it came when all of it goes
+//!   to one tenant), the one piece the handler, the benches, the fuzzers
 //!   and `inspect` all run; [`pool`] reuses its buffers. Its
 //!   [`pipeline::REGISTRY`] lists every push kind with its pipeline: a new
 //!   format is its folder under `formats/` plus one line there.
 //! - [`forward`]: sending tenant requests upstream in parallel over a lean
-//!   pooled client, merging concurrent pushes' batches per tenant.
+//!   pooled client, merging concurrent pushes' batches per tenant (joined
+//!   as they are, or, for a kind with a merge of its own, merged decoded
+//!   and compressed once).
 //! - [`answer`]: many upstream answers → one answer (the retry contract).
 //! - [`push`]: the HTTP handler tying the stages together: receives the
 //!   body against the memory budget of [`limits`], runs the pipeline on a

@@ -11,6 +11,9 @@
 //!              ─► Pipeline::run: decompress into a pooled buffer (Lent)
 //!                  ─► Router::split(format) (zero-copy, batches in pooled buffers)
 //!                  ─► compress each batch (in parallel on several cores) ─► Output
+//!                     · all of it to one tenant, unchanged: the sender's own body instead
+//!                     · a kind with a merge (2.0, gzip OTLP): batches left decoded,
+//!                       the forwarder merges and compresses them
 //! ```
 //!
 //! The push handler, the benches, the fuzzers, the load test and `inspect`
