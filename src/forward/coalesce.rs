@@ -36,7 +36,7 @@
 //!   write 2.0, whose bodies reach here decoded and are compressed once
 //!   per upstream request);
 //! - a merged request's written counts (2.0) are shared out among its
-//!   batches, none hearing more than it carried (see [`share`]).
+//!   batches, none hearing more than it carried (see `share`).
 //!
 //! Joining bodies needs no recompression ([`crate::codec::join`]).
 
