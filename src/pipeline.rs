@@ -331,11 +331,10 @@ impl<F: Format> Pipeline<F> {
         } else {
             self.codec
         };
-        let mut outgoing = compress(codec, batches, &self.pool);
-        for o in &mut outgoing {
-            o.encoded = !self.decoded_out;
-        }
-        Ok(Output { outgoing, stats })
+        Ok(Output {
+            outgoing: compress(codec, batches, &self.pool, !self.decoded_out),
+            stats,
+        })
     }
 
     /// Whether a split pushes the sender's body as it came: it went to one
@@ -422,7 +421,14 @@ const PARALLEL_BYTES: usize = 256 << 10;
 /// Compresses each batch and gives its buffer back to `pool`; the
 /// compressed bodies come from `pool` too and return to it when the HTTP
 /// client drops them.
-fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Outgoing> {
+/// `encoded` says whether the bodies are then in their kind's codec (not
+/// when a kind's bodies leave decoded: `codec` is then `Identity`).
+fn compress(
+    codec: Codec,
+    batches: Vec<Batch>,
+    pool: &Arc<BufferPool>,
+    encoded: bool,
+) -> Vec<Outgoing> {
     let total: usize = batches.iter().map(|b| b.body.len()).sum();
     let parallel = batches.len() > 1 && total >= PARALLEL_BYTES && crate::limits::cores() > 1;
     let one = |b: Batch| {
@@ -435,7 +441,7 @@ fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Ou
                 decoded_len,
                 held,
                 counts: b.counts,
-                encoded: true,
+                encoded,
             };
         }
         let (body, held) = crate::codec::compress(codec, &b.body, pool);
@@ -445,7 +451,7 @@ fn compress(codec: Codec, batches: Vec<Batch>, pool: &Arc<BufferPool>) -> Vec<Ou
             decoded_len: b.body.len(),
             held,
             counts: b.counts,
-            encoded: true,
+            encoded,
         };
         pool.give(b.body);
         out
