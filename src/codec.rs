@@ -156,12 +156,18 @@ pub fn declared_len(codec: Codec, compressed: &[u8], limit: usize) -> Result<usi
     Ok(size)
 }
 
-/// Compresses `body` with `codec` (snappy, gzip or deflate) into a pooled
-/// buffer: the body, and the bytes its buffer holds.
+/// Compresses `body` with `codec` (snappy, gzip or deflate; uncompressed,
+/// a copy) into a pooled buffer: the body, and the bytes its buffer holds.
 pub fn compress(codec: Codec, body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usize) {
     match codec {
         Codec::Snappy => compress_one(body, pool),
-        _ => deflate_one(codec, body, pool),
+        Codec::Identity => {
+            let mut out = pool.take(body.len());
+            out.extend_from_slice(body);
+            let held = out.capacity();
+            (Pooled::new(out, pool.clone()).into_bytes(), held)
+        }
+        Codec::Gzip | Codec::Deflate => deflate_one(codec, body, pool),
     }
 }
 

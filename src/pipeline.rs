@@ -12,8 +12,9 @@
 //!                  ─► Router::split(format) (zero-copy, batches in pooled buffers)
 //!                  ─► compress each batch (in parallel on several cores) ─► Output
 //!                     · all of it to one tenant, unchanged: the sender's own body instead
-//!                     · a kind with a merge (2.0, gzip OTLP): batches left decoded,
-//!                       the forwarder merges and compresses them
+//!                     · a compressed kind with a merge (2.0, gzip OTLP, compressed
+//!                       Loki JSON): batches left decoded, the forwarder merges
+//!                       and compresses them
 //! ```
 //!
 //! The push handler, the benches, the fuzzers, the load test and `inspect`

@@ -43,10 +43,11 @@ pub struct PushKind {
     pub downgrade: Option<Downgrade>,
     /// How to merge tenant bodies of this kind that do not join as they
     /// are (remote write 2.0: each has its own symbol table; gzip OTLP:
-    /// gzip members do not join safely), so the forwarder can still send
-    /// a busy tenant's batches of concurrent pushes as one request.
+    /// gzip members do not join safely; Loki JSON: two documents are not
+    /// one), so the forwarder can still send a busy tenant's batches of
+    /// concurrent pushes as one request.
     ///
-    /// Invariant: the tenant bodies of a kind with `merge` leave the
+    /// Invariant: the tenant bodies of a compressed kind with `merge` leave the
     /// pipeline *decoded* (unless a push goes whole: then they are the
     /// sender's own bytes, marked encoded), and the forwarder applies
     /// [`PushKind::codec`] when it sends, once per upstream request:
@@ -59,7 +60,8 @@ impl PushKind {
     /// Whether this kind's rebuilt tenant bodies reach the forwarder
     /// decoded (see [`PushKind::merge`]).
     pub fn sent_decoded(&self) -> bool {
-        self.merge.is_some()
+        // An uncompressed kind's bodies are the same either way.
+        self.merge.is_some() && self.codec != Codec::Identity
     }
 }
 

@@ -24,7 +24,8 @@
 //!
 //! Unlike 1.0, two tenant requests one after the other are not one request
 //! (their symbol tables would merge and the refs of the second would point
-//! into the first's), so batches are never merged upstream.
+//! into the first's), so a busy tenant's batches are merged upstream by
+//! [`merge`], which builds one table for them all.
 //!
 //! [`to_v1`] turns a (tenant's) 2.0 request into a 1.0 `WriteRequest` for
 //! upstreams that only speak 1.0.

@@ -33,8 +33,9 @@
 //!   or none), are joined ([`crate::formats::PushKind::concatenates`],
 //!   [`crate::codec::joins`]); a kind that does not concatenate is merged
 //!   only by its own merge ([`crate::formats::PushKind::merge`]: remote
-//!   write 2.0, whose bodies reach here decoded and are compressed once
-//!   per upstream request);
+//!   write 2.0's one symbol table, Loki JSON's one `streams` array, gzip
+//!   OTLP's protobuf, whose compressed bodies reach here decoded and are
+//!   compressed once per upstream request);
 //! - a merged request's written counts (2.0) are shared out among its
 //!   batches, none hearing more than it carried (see `share`).
 //!

@@ -1048,3 +1048,101 @@ async fn concurrent_protobuf_pushes_for_a_busy_tenant_travel_in_one_request() {
         3.0
     );
 }
+
+/// Two JSON documents one after the other are not one, but their streams
+/// in one `streams` array are: while acme's JSON request is out, the acme
+/// streams of two further JSON pushes (each also carrying a stream with no
+/// organization, so that none goes whole) reach Loki as ONE JSON push,
+/// plain and gzip alike, the gzip one compressed once. Plain and gzip are
+/// never mixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_json_pushes_for_a_busy_tenant_travel_in_one_request() {
+    let (_dir, loki, o) = start(
+        "  unmapped: drop",
+        "    coalesce: {enabled: true, window: 3s}\n",
+    )
+    .await;
+    *loki.delay.lock().unwrap() = Duration::from_millis(400);
+    let stream = |app: &str| {
+        format!(
+            r#"{{"stream":{{"namespace":"shop-prod","app":"{app}"}},"values":[["1700000000000000000","line of {app}"]]}}"#
+        )
+    };
+    let push = |app: &str, encoding: &'static str| {
+        let json = format!(
+            r#"{{"streams":[{},{{"stream":{{"namespace":"nowhere"}},"values":[["1","x"]]}}]}}"#,
+            stream(app)
+        );
+        let o_url = o.url("/loki/api/v1/push");
+        async move {
+            let mut r = client()
+                .post(o_url)
+                .header("Content-Type", "application/json");
+            if !encoding.is_empty() {
+                r = r.header("Content-Encoding", encoding);
+            }
+            let r = r
+                .body(encode(encoding, json.as_bytes()))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    };
+    let first = tokio::spawn(push("first", ""));
+    let first_gzip = tokio::spawn(push("first-gz", "gzip"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let statuses = tokio::join!(
+        push("second", ""),
+        push("third", ""),
+        push("second-gz", "gzip"),
+        push("third-gz", "gzip"),
+    );
+    assert_eq!(
+        [first.await.unwrap(), first_gzip.await.unwrap()],
+        [204, 204]
+    );
+    assert_eq!(statuses, (204, 204, 204, 204));
+    let got = loki.got();
+    assert!(got.iter().all(|g| g.tenant == "acme"));
+    // Each request's streams, sorted, by encoding, in the order received.
+    let requests = |encoding: &str| -> Vec<Vec<String>> {
+        got.iter()
+            .filter(|g| g.encoding == encoding)
+            .map(|g| {
+                #[derive(serde::Deserialize)]
+                struct Push<'a> {
+                    #[serde(borrow)]
+                    streams: Vec<&'a serde_json::value::RawValue>,
+                }
+                let push: Push = serde_json::from_slice(&g.body).unwrap();
+                let mut streams: Vec<String> =
+                    push.streams.iter().map(|s| s.get().to_string()).collect();
+                streams.sort();
+                streams
+            })
+            .collect()
+    };
+    assert_eq!(
+        requests(""),
+        [
+            vec![stream("first")],
+            vec![stream("second"), stream("third")]
+        ]
+    );
+    assert_eq!(
+        requests("gzip"),
+        [
+            vec![stream("first-gz")],
+            vec![stream("second-gz"), stream("third-gz")]
+        ]
+    );
+    let page = o.metrics().await;
+    assert_eq!(
+        metric(
+            &page,
+            "orgsplit_upstream_coalesced_batches_total{signal=\"logs\"}"
+        ),
+        4.0
+    );
+}

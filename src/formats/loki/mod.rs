@@ -99,7 +99,9 @@ const fn json_kind(
         concatenates: <LokiJson as Format>::CONCATENATES,
         reports_written: false,
         downgrade: None,
-        merge: None,
+        // Two JSON documents are not one: batches are merged into one
+        // `streams` array (compressed, if at all, once per request).
+        merge: Some(json::merge),
     }
 }
 
