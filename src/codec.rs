@@ -204,19 +204,25 @@ fn decoded_len(compressed: &[u8], limit: usize) -> Result<usize, DecodeError> {
     Ok(size)
 }
 
-/// A buffer that goes back to its pool when dropped, however the code that
-/// holds it ends.
+/// A decoded body: a buffer that goes back to its pool when dropped,
+/// however the code that holds it ends, or an uncompressed body read where
+/// it is.
 pub struct Lent<'p> {
     buf: Vec<u8>,
     /// The decoded bytes are the buffer's first `len`.
     len: usize,
     pool: &'p BufferPool,
+    /// The body itself, when it was not compressed (`buf` is then empty).
+    borrowed: Option<&'p [u8]>,
 }
 
 impl std::ops::Deref for Lent<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf[..self.len]
+        match self.borrowed {
+            Some(body) => body,
+            None => &self.buf[..self.len],
+        }
     }
 }
 
@@ -227,25 +233,22 @@ impl Drop for Lent<'_> {
 }
 
 /// Decompresses `compressed` (whose declared size `measure` already
-/// checked) into a buffer from `pool`.
+/// checked) into a buffer from `pool`; an uncompressed body is not copied.
 pub fn decompress<'p>(
     codec: Codec,
-    compressed: &[u8],
+    compressed: &'p [u8],
     size: usize,
     pool: &'p BufferPool,
 ) -> Result<Lent<'p>, DecodeError> {
     match codec {
         Codec::Snappy => {}
         Codec::Identity => {
-            // A copy, so the one decoded-buffer type serves every codec; it
-            // costs a fraction of parsing the JSON.
-            let mut buf = Lent {
-                buf: pool.take(size),
-                len: size,
+            return Ok(Lent {
+                buf: Vec::new(),
+                len: 0,
                 pool,
-            };
-            buf.buf.extend_from_slice(compressed);
-            return Ok(buf);
+                borrowed: Some(compressed),
+            })
         }
         Codec::Gzip | Codec::Deflate => return inflate(codec, compressed, size, pool),
     }
@@ -255,6 +258,7 @@ pub fn decompress<'p>(
         buf: pool.take_filled(size),
         len: 0,
         pool,
+        borrowed: None,
     };
     buf.len = snap::raw::Decoder::new()
         .decompress(compressed, &mut buf.buf[..size])
@@ -282,6 +286,7 @@ fn inflate<'p>(
         buf: pool.take_filled(size + 1),
         len: 0,
         pool,
+        borrowed: None,
     };
     let mut input = compressed;
     let fill = |reader: &mut dyn Read, buf: &mut Lent<'_>| -> Result<(), DecodeError> {
@@ -443,6 +448,17 @@ fn deflate_one(codec: Codec, body: &[u8], pool: &Arc<BufferPool>) -> (Bytes, usi
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_uncompressed_body_is_read_where_it_is_and_takes_no_buffer() {
+        let pool = BufferPool::default();
+        let body = br#"{"streams":[]}"#.to_vec();
+        let decoded = decompress(Codec::Identity, &body, body.len(), &pool).unwrap();
+        assert_eq!(&decoded[..], &body[..]);
+        assert_eq!(decoded.as_ptr(), body.as_ptr(), "not a copy");
+        drop(decoded);
+        assert!(pool.is_empty(), "nothing given back that was not taken");
+    }
 
     proptest! {
         /// Any inputs, including empty ones and ones snappy stores as

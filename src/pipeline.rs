@@ -8,7 +8,7 @@
 //! ```text
 //!  body ─► Pipeline::measure: declared decoded size (snappy header, gzip trailer), checked (413)
 //!              ── the caller admits that much against its memory budget ──
-//!              ─► Pipeline::run: decompress into a pooled buffer (Lent)
+//!              ─► Pipeline::run: decompress into a pooled buffer (Lent; uncompressed: read in place)
 //!                  ─► Router::split(format) (zero-copy, batches in pooled buffers)
 //!                  ─► compress each batch (in parallel on several cores) ─► Output
 //!                     · all of it to one tenant, unchanged: the sender's own body instead
