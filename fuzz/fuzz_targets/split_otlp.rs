@@ -118,6 +118,21 @@ fn check(split: &Split, signal: OtlpSignal, json: bool, namespace_mode: bool) {
     }
     let received = split.stats.received.samples + split.stats.received.histograms;
     assert_eq!(forwarded + split.stats.dropped_samples, received);
+    if json && !split.batches.is_empty() {
+        // The forwarder's merge (coalescing): one document holding every
+        // batch's resources.
+        let bodies: Vec<&[u8]> = split.batches.iter().map(|b| b.body.as_slice()).collect();
+        let mut merged = Vec::new();
+        orgsplit::formats::json_batch::merge(&bodies, &mut merged).expect("tenant JSON merges");
+        let resources = |body: &[u8]| -> usize {
+            let v: serde_json::Value = serde_json::from_slice(body).expect("merged JSON parses");
+            let top = v.as_object().expect("an object");
+            assert_eq!(top.len(), 1, "one top-level key");
+            top.values().next().unwrap().as_array().expect("an array").len()
+        };
+        let parts: usize = bodies.iter().map(|b| resources(b)).sum();
+        assert_eq!(resources(&merged), parts, "every resource once");
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -17,6 +17,7 @@
 //! the request limits, and builds each tenant's request from borrowed pieces
 //! of the input.
 
+pub mod json_batch;
 pub mod kind;
 pub mod loki;
 pub mod otlp;

@@ -1060,3 +1060,89 @@ async fn concurrent_gzip_pushes_for_a_busy_tenant_are_merged_and_gzipped_once() 
         ]
     );
 }
+
+/// Two JSON documents one after the other are not one, but their
+/// resources in one top-level array are: while acme's request is out, the
+/// acme resources of two further JSON pushes (each also carrying a
+/// resource with no organization, so that none goes whole) reach the
+/// upstream as ONE JSON request, plain and gzip alike (the gzip one
+/// compressed once). Plain and gzip never share a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_json_pushes_for_a_busy_tenant_travel_in_one_request() {
+    use std::io::Write;
+    let (_dir, fake, o) = busy_upstream().await;
+    let resource = |namespace: &str, name: &str| {
+        serde_json::json!({
+            "resource": {"attributes": [
+                {"key": "k8s.namespace.name", "value": {"stringValue": namespace}}
+            ]},
+            "scopeMetrics": [{"metrics": [
+                {"name": name, "gauge": {"dataPoints": [{"asDouble": 1.0}]}}
+            ]}]
+        })
+    };
+    let push = |name: &str, gzip: bool| {
+        let body = serde_json::json!({
+            "resourceMetrics": [resource("shop-prod", name), resource("nowhere", "dropped")]
+        })
+        .to_string()
+        .into_bytes();
+        let url = o.url("/v1/metrics");
+        async move {
+            let mut r = client()
+                .post(url)
+                .header("content-type", "application/json");
+            let body = if gzip {
+                r = r.header("content-encoding", "gzip");
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&body).unwrap();
+                e.finish().unwrap()
+            } else {
+                body
+            };
+            r.body(body).send().await.unwrap().status().as_u16()
+        }
+    };
+    let first = tokio::spawn(push("first", false));
+    let first_gzip = tokio::spawn(push("first-gz", true));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let statuses = tokio::join!(
+        push("second", false),
+        push("third", false),
+        push("second-gz", true),
+        push("third-gz", true),
+    );
+    assert_eq!(
+        [first.await.unwrap(), first_gzip.await.unwrap()],
+        [200, 200]
+    );
+    assert_eq!(statuses, (200, 200, 200, 200));
+    let got = fake.got("/otlp/v1/metrics");
+    assert!(got
+        .iter()
+        .all(|g| g.tenant == "acme" && g.content_type == "application/json"));
+    // Each request's metric names, sorted, by encoding, in arrival order.
+    let requests = |encoding: &str| -> Vec<Vec<String>> {
+        got.iter()
+            .filter(|g| g.encoding == encoding)
+            .map(|g| {
+                let v: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
+                let mut names: Vec<String> = v["resourceMetrics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r["scopeMetrics"].as_array().unwrap())
+                    .flat_map(|s| s["metrics"].as_array().unwrap())
+                    .map(|m| m["name"].as_str().unwrap().to_string())
+                    .collect();
+                names.sort();
+                names
+            })
+            .collect()
+    };
+    assert_eq!(requests(""), [vec!["first"], vec!["second", "third"]]);
+    assert_eq!(
+        requests("gzip"),
+        [vec!["first-gz"], vec!["second-gz", "third-gz"]]
+    );
+}

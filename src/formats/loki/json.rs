@@ -176,38 +176,10 @@ impl Format for LokiJson {
     }
 }
 
-/// How a tenant batch begins and ends: `{"streams":[` stream, stream, … `]}`.
+/// How a tenant batch begins and ends: `{"streams":[` stream, stream, … `]}`
+/// (which [`crate::formats::json_batch::merge`] relies on).
 const OPEN: &[u8] = br#"{"streams":["#;
 const CLOSE: &[u8] = b"]}";
-
-/// Merges tenant batches of this format into one push: their streams one
-/// after the other in one `streams` array ([`crate::formats::PushKind::merge`];
-/// two JSON documents one after the other are not one).
-///
-/// Only batches orgsplit built reach it (a sender's own body that went
-/// whole is never merged), so each is `{"streams":[…]}` exactly as
-/// [`Format::finish`] wrote it; anything else is refused, and the
-/// forwarder then sends the batches one by one.
-pub fn merge(batches: &[&[u8]], out: &mut Vec<u8>) -> Result<(), WireError> {
-    out.extend_from_slice(OPEN);
-    let mut empty = true;
-    for batch in batches {
-        let streams = batch
-            .strip_prefix(OPEN)
-            .and_then(|b| b.strip_suffix(CLOSE))
-            .ok_or_else(|| WireError::Json("not a tenant batch orgsplit built".into()))?;
-        if streams.is_empty() {
-            continue;
-        }
-        if !empty {
-            out.push(b',');
-        }
-        out.extend_from_slice(streams);
-        empty = false;
-    }
-    out.extend_from_slice(CLOSE);
-    Ok(())
-}
 
 /// Label mode's `remove_tenant_label`: the stream object again, without
 /// the label `name` (the slow path, taken only in that mode). The values
@@ -642,41 +614,5 @@ impl<'de> Visitor<'de> for Metadata {
             map.next_value_seed(StrLen)?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::merge;
-
-    #[test]
-    fn merged_batches_are_one_push_with_every_stream_in_order() {
-        let a =
-            br#"{"streams":[{"stream":{"a":"1"},"values":[]},{"stream":{"b":"2"},"values":[]}]}"#;
-        let b = br#"{"streams":[{"stream":{"c":"3"},"values":[]}]}"#;
-        let empty = br#"{"streams":[]}"#;
-        let mut out = Vec::new();
-        merge(&[a, empty, b, empty], &mut out).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            r#"{"streams":[{"stream":{"a":"1"},"values":[]},{"stream":{"b":"2"},"values":[]},{"stream":{"c":"3"},"values":[]}]}"#
-        );
-        out.clear();
-        merge(&[empty], &mut out).unwrap();
-        assert_eq!(out, empty);
-    }
-
-    #[test]
-    fn a_body_orgsplit_did_not_build_is_not_merged() {
-        let ours = br#"{"streams":[{"stream":{"a":"1"},"values":[]}]}"#;
-        for foreign in [
-            &br#" {"streams":[{"stream":{"a":"1"},"values":[]}]}"#[..],
-            br#"{"streams":[{"stream":{"a":"1"},"values":[]}]} "#,
-            br#"{"streams": []}"#,
-            b"",
-        ] {
-            let mut out = Vec::new();
-            assert!(merge(&[ours, foreign], &mut out).is_err(), "{foreign:?}");
-        }
     }
 }

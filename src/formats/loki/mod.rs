@@ -101,7 +101,7 @@ const fn json_kind(
         downgrade: None,
         // Two JSON documents are not one: batches are merged into one
         // `streams` array (compressed, if at all, once per request).
-        merge: Some(json::merge),
+        merge: Some(super::json_batch::merge),
     }
 }
 

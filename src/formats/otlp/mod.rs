@@ -219,11 +219,12 @@ const fn kind(
         downgrade: None,
         // Gzip bodies do not join (see `codec::joins`); their decoded
         // protobuf does, so the forwarder merges them decoded and
-        // compresses once per upstream request.
-        merge: if concatenates && matches!(codec, Codec::Gzip) {
-            Some(concatenate)
-        } else {
-            None
+        // compresses once per upstream request. JSON documents do not
+        // concatenate; their top-level arrays merge.
+        merge: match (concatenates, codec) {
+            (true, Codec::Gzip) => Some(concatenate),
+            (true, _) => None,
+            (false, _) => Some(crate::formats::json_batch::merge),
         },
     }
 }
