@@ -21,7 +21,7 @@
 //! The data path:
 //! - [`formats`]: what a push is. One descriptor per push kind
 //!   ([`formats::PushKind`]: codec, outgoing headers, whether bodies
-//!   concatenate, downgrade) and per endpoint ([`formats::Endpoint`]: paths,
+//!   concatenate or how they merge, downgrade) and per endpoint ([`formats::Endpoint`]: paths,
 //!   negotiation), so the handler, the state and the transport never name a
 //!   format; the `Format` seam the pipeline walks with; remote
 //!   write 1.0 ([`formats::rw1`]: the zero-copy walk and its prost reference) and
@@ -29,7 +29,8 @@
 //!   Loki protobuf and JSON pushes ([`formats::loki`]: label strings parsed
 //!   as Loki does, streams forwarded byte for byte), OpenTelemetry
 //!   metrics, logs and traces ([`formats::otlp`]: resources or items
-//!   routed by their attributes, answers as OTLP says).
+//!   routed by their attributes, answers as OTLP says); the JSON formats'
+//!   tenant batches merge by [`formats::json_batch`].
 //! - [`wire`]: protobuf read and written without copying, for every
 //!   format's walk: varints, keys, lengths, schema checks, item counting,
 //!   [`wire::LabelQuery`]; no format lives here.
