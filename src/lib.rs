@@ -101,7 +101,7 @@
 //! `metrics` imports no stage: stages report through the handles and counts
 //! of `signals`, and the handlers tell `metrics` what happened.
 //!
-//! Test helpers ([`testing`], the prost reference splitter) are built only
+//! Test helpers (`testing`, the prost reference splitter) are built only
 //! with the `test-util` feature.
 
 pub mod activity;

@@ -18,7 +18,7 @@
 //! nothing waits.
 //!
 //! A push hands all its batches over in one call and then waits on one
-//! [`Ticket`], which the groups carrying its batches fill in: a push of 200
+//! `Ticket`, which the groups carrying its batches fill in: a push of 200
 //! organizations is one waiting future and one wake-up, not 200 of each.
 //!
 //! Invariants:

@@ -189,7 +189,7 @@ impl Forwarder {
     /// in order. Batches of a kind that concatenates are handed to the
     /// coalescer all at once (merged with other pushes' batches for the same
     /// kind and tenant while the upstream is busy with it); the rest go each
-    /// on its own, at most [`MAX_PARALLEL_PUSHES`] at once, so a request
+    /// on its own, at most `MAX_PARALLEL_PUSHES` at once, so a request
     /// split into thousands of tenants does not hold thousands of upstream
     /// requests' state. Never fails: every way a tenant request can end is
     /// an [`TenantOutcome`]. With each, how long it took from here (a

@@ -23,7 +23,7 @@
 //! and is cut off at `limits.body_timeout`.
 //!
 //! By job: this file orchestrates (negotiate, authenticate, admit, run the
-//! pipeline, forward, answer); [`intake`] receives the body; [`refusal`]
+//! pipeline, forward, answer); `intake` receives the body; `refusal`
 //! turns each way a push fails into what the sender hears.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Loki log pushes as [`Format`](super::Format)s: the protobuf
+//! Loki log pushes as [`Format`]s: the protobuf
 //! `logproto.PushRequest` ([`LokiProto`], snappy) and the JSON push
 //! ([`LokiJson`], plain, gzip or deflate).
 //!

@@ -1,5 +1,5 @@
 //! OTLP JSON (the protobuf JSON mapping, as OTLP/HTTP specifies it): the
-//! same walk as [`super::proto`], over borrowed raw JSON values.
+//! same walk as `super::proto`, over borrowed raw JSON values.
 //!
 //! ```text
 //!  body ─► objects parsed one level at a time into (key, raw value) entries
