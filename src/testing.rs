@@ -760,6 +760,51 @@ pub mod otlp {
         ExportLogsServiceRequest { resource_logs }.encode_to_vec()
     }
 
+    /// The records of [`logs`] (one resource per namespace) as OTLP/HTTP
+    /// JSON, written as the protobuf-to-JSON mapping says (lowerCamelCase
+    /// keys, 64-bit integers as strings).
+    pub fn logs_json(shape: &Shape) -> Vec<u8> {
+        use serde_json::{json, Value};
+        let req = ExportLogsServiceRequest::decode(&logs(shape, false)[..]).expect("our own logs");
+        let string = |v: &Option<AnyValue>| match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let attributes = |a: &[KeyValue]| -> Vec<Value> {
+            a.iter()
+                .map(|kv| json!({"key": kv.key, "value": {"stringValue": string(&kv.value)}}))
+                .collect()
+        };
+        let resources: Vec<Value> = req
+            .resource_logs
+            .iter()
+            .map(|rl| {
+                let scopes: Vec<Value> = rl
+                    .scope_logs
+                    .iter()
+                    .map(|sl| {
+                        let records: Vec<Value> = sl
+                            .log_records
+                            .iter()
+                            .map(|r| {
+                                json!({
+                                    "timeUnixNano": r.time_unix_nano.to_string(),
+                                    "severityText": r.severity_text,
+                                    "body": {"stringValue": string(&r.body)},
+                                    "attributes": attributes(&r.attributes),
+                                })
+                            })
+                            .collect();
+                        json!({"scope": {}, "logRecords": records})
+                    })
+                    .collect();
+                let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                json!({"resource": {"attributes": attributes(resource)}, "scopeLogs": scopes})
+            })
+            .collect();
+        serde_json::to_vec(&json!({ "resourceLogs": resources })).expect("JSON values serialise")
+    }
+
     /// `shape.series` spans with 6 attributes.
     pub fn traces(shape: &Shape, per_item: bool) -> Vec<u8> {
         let span = |i: usize, ns: Option<usize>| Span {

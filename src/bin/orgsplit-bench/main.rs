@@ -64,7 +64,8 @@ struct Args {
     /// Alloy send), `loki-json` (plain JSON), `loki-json-gzip`; OTLP/HTTP
     /// protobuf, gzip, one resource per namespace (`k8s.namespace.name`):
     /// `otlp-metrics`, `otlp-logs`, `otlp-traces` (and uncompressed,
-    /// as the OpenTelemetry SDKs send by default: `otlp-metrics-plain`, ...). Several
+    /// as the OpenTelemetry SDKs send by default: `otlp-metrics-plain`, ...); the same logs as
+    /// OTLP/HTTP JSON: `otlp-logs-json`, `otlp-logs-json-gzip`. Several
     /// (`random,rw2,loki,otlp-metrics`) run one load test each.
     #[arg(long, value_delimiter = ',', default_value = "random")]
     corpus: Vec<String>,
@@ -177,6 +178,10 @@ enum Kind {
     },
     /// OTLP/HTTP protobuf: metrics, logs or traces; gzip or not.
     Otlp(&'static str, bool),
+    /// OTLP/HTTP JSON logs; gzip or not.
+    OtlpLogsJson {
+        gzip: bool,
+    },
 }
 
 impl Kind {
@@ -185,7 +190,7 @@ impl Kind {
             Kind::RemoteWrite | Kind::RemoteWrite2 => "/api/v1/push",
             Kind::LokiProto | Kind::LokiJson { .. } => "/loki/api/v1/push",
             Kind::Otlp("metrics", _) => "/v1/metrics",
-            Kind::Otlp("logs", _) => "/v1/logs",
+            Kind::Otlp("logs", _) | Kind::OtlpLogsJson { .. } => "/v1/logs",
             Kind::Otlp(..) => "/v1/traces",
         }
     }
@@ -195,14 +200,17 @@ impl Kind {
     fn upstream_path(self) -> &'static str {
         match self {
             Kind::Otlp("metrics", _) => "/otlp/v1/metrics",
-            Kind::Otlp("logs", _) => "/otlp/v1/logs",
+            Kind::Otlp("logs", _) | Kind::OtlpLogsJson { .. } => "/otlp/v1/logs",
             other => other.path(),
         }
     }
 
     /// Whether the bodies are gzip (else snappy, or plain JSON).
     fn gzip(self) -> bool {
-        matches!(self, Kind::LokiJson { gzip: true } | Kind::Otlp(_, true))
+        matches!(
+            self,
+            Kind::LokiJson { gzip: true } | Kind::Otlp(_, true) | Kind::OtlpLogsJson { gzip: true }
+        )
     }
 
     /// Request headers, as the real senders set them.
@@ -227,8 +235,10 @@ impl Kind {
             ],
             Kind::Otlp(_, false) => &[("Content-Type", "application/x-protobuf")],
             Kind::LokiProto => &[("Content-Type", "application/x-protobuf")],
-            Kind::LokiJson { gzip: false } => &[("Content-Type", "application/json")],
-            Kind::LokiJson { gzip: true } => &[
+            Kind::LokiJson { gzip: false } | Kind::OtlpLogsJson { gzip: false } => {
+                &[("Content-Type", "application/json")]
+            }
+            Kind::LokiJson { gzip: true } | Kind::OtlpLogsJson { gzip: true } => &[
                 ("Content-Type", "application/json"),
                 ("Content-Encoding", "gzip"),
             ],
@@ -269,8 +279,10 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
         "otlp-metrics-plain" => Kind::Otlp("metrics", false),
         "otlp-logs-plain" => Kind::Otlp("logs", false),
         "otlp-traces-plain" => Kind::Otlp("traces", false),
+        "otlp-logs-json" => Kind::OtlpLogsJson { gzip: false },
+        "otlp-logs-json-gzip" => Kind::OtlpLogsJson { gzip: true },
         other => {
-            bail!("unknown corpus {other:?}: random, cadvisor, rw2, rw2-cadvisor, loki, loki-json, loki-json-gzip, otlp-metrics, otlp-logs, otlp-traces or otlp-*-plain")
+            bail!("unknown corpus {other:?}: random, cadvisor, rw2, rw2-cadvisor, loki, loki-json, loki-json-gzip, otlp-metrics, otlp-logs, otlp-traces, otlp-*-plain, otlp-logs-json or otlp-logs-json-gzip")
         }
     };
     let mut bodies = Vec::new();
@@ -308,6 +320,11 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
                     "logs" => testing::otlp::logs(&shape, false),
                     _ => testing::otlp::traces(&shape, false),
                 };
+                let body = if gzipped { gzip(&raw) } else { raw.clone() };
+                (raw, body)
+            }
+            Kind::OtlpLogsJson { gzip: gzipped } => {
+                let raw = testing::otlp::logs_json(&shape);
                 let body = if gzipped { gzip(&raw) } else { raw.clone() };
                 (raw, body)
             }
