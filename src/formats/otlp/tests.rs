@@ -790,6 +790,37 @@ fn label_mode_takes_the_tenant_from_the_attribute() {
     }
 }
 
+/// Brackets inside strings do not nest: a log line full of them is taken,
+/// as is a value nested as deep as the JSON bound allows (2 ×
+/// MAX_VALUE_DEPTH + 1 levels of JSON; an array value adds three).
+#[test]
+fn json_values_within_the_bound_are_taken_whatever_their_strings_hold() {
+    let line = "[{".repeat(4 * MAX_VALUE_DEPTH);
+    let mut deepest = r#"{"stringValue":"x"}"#.to_string();
+    for _ in 0..(2 * MAX_VALUE_DEPTH) / 3 {
+        deepest = format!(r#"{{"arrayValue":{{"values":[{deepest}]}}}}"#);
+    }
+    let split = |body: &str| {
+        let json = format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{body}}}]}}]}}]}}"#
+        );
+        split_with(
+            &OtlpJson(OtlpSignal::Logs),
+            &router(UnmappedPolicy::Default),
+            json.as_bytes(),
+        )
+    };
+    for body in [format!(r#"{{"stringValue":"{line}"}}"#), deepest.clone()] {
+        let split = split(&body);
+        assert!(split.is_ok(), "{body}: {:?}", split.err());
+    }
+    let deeper = format!(r#"{{"arrayValue":{{"values":[{deepest}]}}}}"#);
+    assert!(matches!(
+        split(&deeper),
+        Err(RouteError::Wire(WireError::TooDeep { .. }))
+    ));
+}
+
 #[test]
 fn json_values_nested_past_the_bound_are_refused() {
     // Deep enough to pass serde_json's own limit (128), past orgsplit's.
