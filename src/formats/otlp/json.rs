@@ -2,8 +2,9 @@
 //! same walk as `super::proto`, over borrowed raw JSON values.
 //!
 //! ```text
-//!  body ─► objects parsed one level at a time into (key, raw value) entries
-//!       ─► lists walked element by element (counted as they come, never collected)
+//!  body ─► each level's object read once: its fields into (key, raw value) entries,
+//!          its list (resources, scopes, items) walked element by element as it is read
+//!          (counted as they come, never collected)
 //!       ─► items: raw JSON values, routed like the protobuf ones
 //!  tenant ─► {"resourceX":[ whole resources as they came | levels re-opened around items ]}
 //! ```
@@ -87,7 +88,6 @@ impl Format for OtlpJson {
     ) -> Result<(), E> {
         let body: &'a [u8] = body;
         let text = std::str::from_utf8(body).map_err(|_| bad("body is not UTF-8"))?;
-        let raw: &'a RawValue = serde_json::from_str(text).map_err(json_error)?;
         let mut walk = JsonWalk {
             signal: self.0,
             names: Names::of(self.0),
@@ -96,7 +96,7 @@ impl Format for OtlpJson {
             tally: [0; 8],
             seq: 0,
         };
-        walk.request(raw, &mut |item| visit(PushItem::Series(item)))
+        walk.request(text, &mut |item| visit(PushItem::Series(item)))
     }
 
     fn key<'a>(item: &Self::Series<'a>) -> Option<Hit<'a>> {
@@ -178,10 +178,6 @@ const DATA: [(&str, &str, bool); 5] = [
 
 fn bad(message: impl Into<String>) -> WireError {
     WireError::OtlpJson(message.into())
-}
-
-fn json_error(e: serde_json::Error) -> WireError {
-    bad(e.to_string())
 }
 
 type Entries<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
@@ -305,6 +301,120 @@ fn for_each<'a, E: From<WireError>>(
     }
 }
 
+/// [`object`] and [`for_each`] in one pass: the object `text` is read into
+/// entries, except that the elements of its list under `list` (either
+/// spelling) are handed to `each`, with the entries read so far, as the
+/// object is read, once `ready` holds for those entries (so a level is read
+/// once, not once for its fields and again for its list). A list that
+/// comes before the fields `ready` waits for is kept as an entry instead,
+/// and the second value returned is `false`: the caller walks it after.
+///
+/// The list under both spellings, or twice, is refused like any field
+/// given twice ([`get`]); `null` is an absent list.
+fn object_walking<'a, E: From<WireError>>(
+    text: &'a str,
+    what: &str,
+    list: (&str, &str),
+    ready: impl Fn(&Entries<'a>) -> bool,
+    mut each: impl FnMut(&Entries<'a>, &'a RawValue) -> Result<(), E>,
+) -> Result<(Entries<'a>, bool), E> {
+    struct Obj<'f, 'a, R, F, E> {
+        list: (&'f str, &'f str),
+        ready: &'f R,
+        each: &'f mut F,
+        entries: &'f mut Entries<'a>,
+        walked: &'f mut bool,
+        failed: &'f mut Option<E>,
+    }
+    impl<'a, R, F, E> Visitor<'a> for Obj<'_, 'a, R, F, E>
+    where
+        R: Fn(&Entries<'a>) -> bool,
+        F: FnMut(&Entries<'a>, &'a RawValue) -> Result<(), E>,
+    {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = false;
+            while let Some(Key(key)) = map.next_key::<Key<'a>>()? {
+                if self.entries.len() == MAX_FIELDS {
+                    return Err(de::Error::custom(format!(
+                        "an object with more than {MAX_FIELDS} fields"
+                    )));
+                }
+                let is_list = key == self.list.0 || key == self.list.1;
+                if is_list {
+                    if seen {
+                        return Err(de::Error::custom(format!(
+                            "field {:?} appears twice in one object",
+                            self.list.0
+                        )));
+                    }
+                    seen = true;
+                    if (self.ready)(self.entries) {
+                        *self.walked = true;
+                        let entries: &Entries<'a> = self.entries;
+                        let each = &mut *self.each;
+                        let failed = &mut *self.failed;
+                        map.next_value_seed(Elements(|element| {
+                            each(entries, element).map_err(|e| {
+                                *failed = Some(e);
+                                "stopped"
+                            })
+                        }))?;
+                        continue;
+                    }
+                }
+                self.entries.push((key, map.next_value::<&'a RawValue>()?));
+            }
+            Ok(())
+        }
+    }
+    /// A list's elements, each handed over as it is read (`null`: none).
+    struct Elements<F>(F);
+    impl<'a, F: FnMut(&'a RawValue) -> Result<(), &'static str>> Visitor<'a> for Elements<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_unit<X: de::Error>(self) -> Result<(), X> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'a>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(element) = seq.next_element::<&'a RawValue>()? {
+                (self.0)(element).map_err(de::Error::custom)?;
+            }
+            Ok(())
+        }
+    }
+    impl<'a, F: FnMut(&'a RawValue) -> Result<(), &'static str>> DeserializeSeed<'a> for Elements<F> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    let (mut entries, mut walked, mut failed) = (Vec::new(), false, None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let result = de::Deserializer::deserialize_map(
+        &mut de,
+        Obj {
+            list,
+            ready: &ready,
+            each: &mut each,
+            entries: &mut entries,
+            walked: &mut walked,
+            failed: &mut failed,
+        },
+    )
+    .and_then(|()| de.end());
+    match (result, failed) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(bad(format!("{what}: {e}")).into()),
+        (Ok(()), None) => Ok((entries, walked)),
+    }
+}
+
 /// How deep arrays and objects nest in a raw JSON value (strings skipped).
 fn depth(raw: &str) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
@@ -371,18 +481,21 @@ impl<'q> JsonWalk<'q> {
         count(&mut self.tally[which], limit, item)
     }
 
+    /// The whole body: its resources walked as it is read.
     fn request<'a, E: From<WireError>>(
         &mut self,
-        raw: &'a RawValue,
+        text: &'a str,
         visit: &mut impl FnMut(JsonItem<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let entries = object(raw, "request", MAX_FIELDS)?;
-        let Some(list) = get(&entries, self.names.resources)? else {
-            return Ok(());
-        };
-        for_each(list, self.names.resources.0, |resource| {
-            self.resource(resource, visit)
-        })
+        let list = self.names.resources;
+        object_walking(
+            text,
+            "request",
+            list,
+            |_| true,
+            |_, resource| self.resource(resource, visit),
+        )?;
+        Ok(())
     }
 
     fn resource<'a, E: From<WireError>>(
@@ -392,26 +505,40 @@ impl<'q> JsonWalk<'q> {
     ) -> Result<(), E> {
         self.tally(0, LimitedItem::Resources)?;
         let id = self.next_seq();
-        let entries = object(raw, self.names.resources.0, MAX_FIELDS)?;
+        const RESOURCE: (&str, &str) = ("resource", "resource");
+        // Whether the resource goes whole depends on its attributes, so
+        // its scopes are walked as the object is read only when they come
+        // after its `resource` (as every SDK writes them).
         let mut hit = None;
-        if let Some(resource) = get(&entries, ("resource", "resource"))? {
-            let resource = object(resource, "resource", MAX_FIELDS)?;
-            if let Some(attributes) = get(&resource, ("attributes", "attributes"))? {
-                self.attributes(attributes, &mut hit)?;
-            }
-        }
-        let whole = hit.is_some();
+        let mut read = false;
         let mut total = Counts::default();
-        if let Some(scopes) = get(&entries, self.names.scopes)? {
-            for_each(scopes, self.names.scopes.0, |scope| {
-                let at = JsonContext {
-                    resource: (id, raw),
-                    scope: (0, scope),
-                    metric: (0, None),
-                    data: (0, "", None),
-                };
-                self.scope(at, scope, whole, &mut total, visit)
-            })?;
+        let scopes = self.names.scopes;
+        let (entries, walked) = object_walking(
+            raw.get(),
+            self.names.resources.0,
+            scopes,
+            |entries| entries.iter().any(|(k, _)| k == RESOURCE.0),
+            |entries, scope| {
+                if !read {
+                    read = true;
+                    hit = self.resource_hit(entries)?;
+                }
+                self.resource_scope(id, raw, scope, hit.is_some(), &mut total, visit)
+            },
+        )?;
+        // Read again in full: the attributes of a resource with no scopes,
+        // or with scopes first, and a `resource` given twice.
+        let again = self.resource_hit(&entries)?;
+        if !read {
+            hit = again;
+        }
+        if !walked {
+            if let Some(list) = get(&entries, scopes)? {
+                let whole = hit.is_some();
+                for_each(list, scopes.0, |scope| {
+                    self.resource_scope(id, raw, scope, whole, &mut total, visit)
+                })?;
+            }
         }
         if let Some(hit) = hit {
             total.series = 1;
@@ -426,6 +553,37 @@ impl<'q> JsonWalk<'q> {
         Ok(())
     }
 
+    /// The routing hit among a resource's attributes (checked and counted).
+    fn resource_hit<'a>(&self, entries: &Entries<'a>) -> Result<Option<Hit<'a>>, WireError> {
+        let mut hit = None;
+        if let Some(resource) = get(entries, ("resource", "resource"))? {
+            let resource = object(resource, "resource", MAX_FIELDS)?;
+            if let Some(attributes) = get(&resource, ("attributes", "attributes"))? {
+                self.attributes(attributes, &mut hit)?;
+            }
+        }
+        Ok(hit)
+    }
+
+    /// One scope of the resource `raw` (sequence number `id`).
+    fn resource_scope<'a, E: From<WireError>>(
+        &mut self,
+        id: u32,
+        raw: &'a RawValue,
+        scope: &'a RawValue,
+        whole: bool,
+        total: &mut Counts,
+        visit: &mut impl FnMut(JsonItem<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let at = JsonContext {
+            resource: (id, raw),
+            scope: (0, scope),
+            metric: (0, None),
+            data: (0, "", None),
+        };
+        self.scope(at, scope, whole, total, visit)
+    }
+
     fn scope<'a, E: From<WireError>>(
         &mut self,
         mut at: JsonContext<'a>,
@@ -436,23 +594,27 @@ impl<'q> JsonWalk<'q> {
     ) -> Result<(), E> {
         self.tally(1, LimitedItem::Scopes)?;
         at.scope = (self.next_seq(), raw);
-        let entries = object(raw, self.names.scopes.0, MAX_FIELDS)?;
+        // Items do not depend on the scope's own fields: walked as read.
+        let (entries, _) = object_walking(
+            raw.get(),
+            self.names.scopes.0,
+            self.names.items,
+            |_| true,
+            |_, item| match self.signal {
+                OtlpSignal::Metrics => self.metric(at, item, whole, total, visit),
+                OtlpSignal::Logs | OtlpSignal::Traces => {
+                    let (hit, counts) = self.record_or_span(item)?;
+                    emit(self.signal, item, at, hit, counts, whole, total, visit)
+                }
+            },
+        )?;
         if let Some(scope) = get(&entries, ("scope", "scope"))? {
             let scope = object(scope, "scope", MAX_FIELDS)?;
             if let Some(attributes) = get(&scope, ("attributes", "attributes"))? {
                 self.attributes(attributes, &mut None)?;
             }
         }
-        let Some(items) = get(&entries, self.names.items)? else {
-            return Ok(());
-        };
-        for_each(items, self.names.items.0, |item| match self.signal {
-            OtlpSignal::Metrics => self.metric(at, item, whole, total, visit),
-            OtlpSignal::Logs | OtlpSignal::Traces => {
-                let (hit, counts) = self.record_or_span(item)?;
-                emit(self.signal, item, at, hit, counts, whole, total, visit)
-            }
-        })
+        Ok(())
     }
 
     fn metric<'a, E: From<WireError>>(

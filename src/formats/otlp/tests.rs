@@ -863,3 +863,56 @@ fn json_fields_given_twice_are_refused_not_guessed() {
     )
     .is_err());
 }
+
+/// A level is read once, its list walked as the object is read; the
+/// order of a resource's fields (its `scopeLogs` before its `resource`)
+/// and a list given twice or as `null` read as before, and nothing may
+/// follow the request.
+#[test]
+fn json_fields_in_any_order_split_alike_and_trailing_text_is_refused() {
+    let router = router(UnmappedPolicy::Default);
+    let split = |body: &str| split_with(&OtlpJson(OtlpSignal::Logs), &router, body.as_bytes());
+    let scopes = r#""scopeLogs":[{"logRecords":[{"body":{"stringValue":"a"}},{"body":{"stringValue":"b"},"attributes":[{"key":"namespace","value":{"stringValue":"billing"}}]}]}]"#;
+    let resource = r#""resource":{"attributes":[{"key":"k8s.namespace.name","value":{"stringValue":"shop-prod"}}]}"#;
+    let plain = r#""resource":{}"#;
+    for (first, second, tenants) in [
+        (resource, scopes, vec!["acme"]),
+        (scopes, resource, vec!["acme"]),
+        (plain, scopes, vec!["fallback", "globex"]),
+        (scopes, plain, vec!["fallback", "globex"]),
+    ] {
+        let body = format!(r#"{{"resourceLogs":[{{{first},{second}}}]}}"#);
+        let (bodies, stats) = split(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert_eq!(bodies.keys().collect::<Vec<_>>(), tenants, "{body}");
+        assert_eq!(stats.received.samples, 2, "{body}");
+    }
+    let (bodies, _) = split(&format!(r#"{{"resourceLogs":[{{{resource},{scopes}}}]}}"#)).unwrap();
+    let whole: serde_json::Value = serde_json::from_slice(&bodies["acme"]).unwrap();
+    assert_eq!(
+        whole["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "the resource goes whole, both records in it"
+    );
+    for refused in [
+        format!(r#"{{"resourceLogs":[{{{resource},{scopes},{scopes}}}]}}"#),
+        format!(r#"{{"resourceLogs":[{{{scopes},{resource},{scopes}}}]}}"#),
+        format!(r#"{{"resourceLogs":[{{{resource},{scopes}}}],"resourceLogs":[]}}"#),
+        format!(r#"{{"resourceLogs":[{{{resource},{scopes}}}]}} x"#),
+        format!(r#"{{"resourceLogs":[{{{resource},{scopes}}}]}}{{}}"#),
+        r#"{"resourceLogs":[{"scopeLogs":{}}]}"#.to_string(),
+    ] {
+        assert!(split(&refused).is_err(), "{refused}");
+    }
+    for empty in [
+        r#"{"resourceLogs":null}"#,
+        r#"{"resourceLogs":[{"scopeLogs":null}]}"#,
+        r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":null}]}]}"#,
+    ] {
+        let (bodies, stats) = split(empty).unwrap();
+        assert!(bodies.is_empty(), "{empty}");
+        assert_eq!(stats.received.samples, 0);
+    }
+}
