@@ -639,29 +639,31 @@ impl<'q> JsonWalk<'q> {
                 return Err(bad("metric data key written with escapes").into());
             };
             at.data = (self.next_seq(), key, Some(value));
-            let data = object(value, key, MAX_FIELDS)?;
-            let Some(points) = get(&data, ("dataPoints", "data_points"))? else {
-                continue;
-            };
-            for_each(points, "dataPoints", |point| {
-                self.tally(3, LimitedItem::DataPoints)?;
-                let (hit, mut counts) = self.point(point)?;
-                if float {
-                    counts.samples = 1;
-                } else {
-                    counts.histograms = 1;
-                }
-                emit(
-                    OtlpSignal::Metrics,
-                    point,
-                    at,
-                    hit,
-                    counts,
-                    whole,
-                    total,
-                    visit,
-                )
-            })?;
+            object_walking(
+                value.get(),
+                key,
+                ("dataPoints", "data_points"),
+                |_| true,
+                |_, point| {
+                    self.tally(3, LimitedItem::DataPoints)?;
+                    let (hit, mut counts) = self.point(point)?;
+                    if float {
+                        counts.samples = 1;
+                    } else {
+                        counts.histograms = 1;
+                    }
+                    emit(
+                        OtlpSignal::Metrics,
+                        point,
+                        at,
+                        hit,
+                        counts,
+                        whole,
+                        total,
+                        visit,
+                    )
+                },
+            )?;
         }
         Ok(())
     }
