@@ -415,6 +415,9 @@ fn object_walking<'a, E: From<WireError>>(
     }
 }
 
+/// A resource's own field (one spelling in both forms).
+const RESOURCE: (&str, &str) = ("resource", "resource");
+
 /// How deep arrays and objects nest in a raw JSON value (strings skipped).
 fn depth(raw: &str) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
@@ -505,7 +508,6 @@ impl<'q> JsonWalk<'q> {
     ) -> Result<(), E> {
         self.tally(0, LimitedItem::Resources)?;
         let id = self.next_seq();
-        const RESOURCE: (&str, &str) = ("resource", "resource");
         // Whether the resource goes whole depends on its attributes, so
         // its scopes are walked as the object is read only when they come
         // after its `resource` (as every SDK writes them).
@@ -517,7 +519,11 @@ impl<'q> JsonWalk<'q> {
             raw.get(),
             self.names.resources.0,
             scopes,
-            |entries| entries.iter().any(|(k, _)| k == RESOURCE.0),
+            |entries| {
+                entries
+                    .iter()
+                    .any(|(k, _)| k == RESOURCE.0 || k == RESOURCE.1)
+            },
             |entries, scope| {
                 if !read {
                     read = true;
@@ -526,11 +532,13 @@ impl<'q> JsonWalk<'q> {
                 self.resource_scope(id, raw, scope, hit.is_some(), &mut total, visit)
             },
         )?;
-        // Read again in full: the attributes of a resource with no scopes,
-        // or with scopes first, and a `resource` given twice.
-        let again = self.resource_hit(&entries)?;
-        if !read {
-            hit = again;
+        if read {
+            // Read before the scopes: only a `resource` given again after
+            // them is left to refuse.
+            get(&entries, RESOURCE)?;
+        } else {
+            // No scopes, or scopes first: the attributes are read now.
+            hit = self.resource_hit(&entries)?;
         }
         if !walked {
             if let Some(list) = get(&entries, scopes)? {
@@ -556,7 +564,7 @@ impl<'q> JsonWalk<'q> {
     /// The routing hit among a resource's attributes (checked and counted).
     fn resource_hit<'a>(&self, entries: &Entries<'a>) -> Result<Option<Hit<'a>>, WireError> {
         let mut hit = None;
-        if let Some(resource) = get(entries, ("resource", "resource"))? {
+        if let Some(resource) = get(entries, RESOURCE)? {
             let resource = object(resource, "resource", MAX_FIELDS)?;
             if let Some(attributes) = get(&resource, ("attributes", "attributes"))? {
                 self.attributes(attributes, &mut hit)?;

@@ -899,6 +899,8 @@ fn json_fields_in_any_order_split_alike_and_trailing_text_is_refused() {
     for refused in [
         format!(r#"{{"resourceLogs":[{{{resource},{scopes},{scopes}}}]}}"#),
         format!(r#"{{"resourceLogs":[{{{scopes},{resource},{scopes}}}]}}"#),
+        format!(r#"{{"resourceLogs":[{{{resource},{scopes},{resource}}}]}}"#),
+        format!(r#"{{"resourceLogs":[{{{scopes},{resource},{resource}}}]}}"#),
         format!(r#"{{"resourceLogs":[{{{resource},{scopes}}}],"resourceLogs":[]}}"#),
         format!(r#"{{"resourceLogs":[{{{resource},{scopes}}}]}} x"#),
         format!(r#"{{"resourceLogs":[{{{resource},{scopes}}}]}}{{}}"#),
