@@ -334,7 +334,7 @@ impl Router {
             .into_iter()
             .map(|b| {
                 let mut body = b.body;
-                F::finish(b.state, &mut body);
+                F::finish(&index, b.state, &mut body);
                 Batch {
                     tenant: b.tenant,
                     body,

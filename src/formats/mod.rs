@@ -108,6 +108,8 @@ pub trait Format: Sync {
     );
     /// Appends an extra to a tenant's request.
     fn append_extra(batch: &mut Self::Batch, out: &mut Vec<u8>, extra: &Self::Extra<'_>);
-    /// Completes a tenant's request once everything is appended.
-    fn finish(batch: Self::Batch, out: &mut Vec<u8>);
+    /// Completes a tenant's request once everything is appended. `index`
+    /// is the input's, which the batch's items were taken from (2.0's
+    /// tables are written from the input's symbols here).
+    fn finish(index: &Self::Index<'_>, batch: Self::Batch, out: &mut Vec<u8>);
 }

@@ -4,13 +4,16 @@
 //!
 //! ```text
 //!  body ─► Symbols::read: every `symbols` entry (UTF-8, within limits, "" first)
-//!       ─► walk: each `timeseries` ─► label refs resolved (routing key, __name__),
+//!       ─► walk: each `timeseries` ─► label refs resolved (routing key, __name__: what
+//!                                     an entry is as a label name is asked once per request),
 //!                                     every ref of labels, exemplars and metadata range-checked
 //!  tenant batch ─► append_series: label, exemplar and metadata refs rewritten onto the
-//!                  tenant's own table; samples, histograms, timestamps and unknown fields
-//!                  copied as they arrived
-//!               ─► finish: the tenant's table ("" first, then its symbols in first-use order)
-//!                  before its series
+//!                  tenant's own table (one index into the input's per-entry slots, or,
+//!                  for an entry another tenant took first, into the tenant's own array);
+//!                  samples, histograms, timestamps and unknown fields copied as they
+//!                  arrived, in one piece for a series with no exemplar or metadata
+//!               ─► finish: the tenant's table ("" first, then its symbols in first-use
+//!                  order, copied from the input once) before its series
 //! ```
 //!
 //! Invariants:
@@ -20,7 +23,10 @@
 //! - every ref handed to a tenant's request indexes its own table, and means
 //!   the same string it meant in the input;
 //! - the walk range-checks every ref and validates every field it will copy,
-//!   so a malformed request is refused whole (400) before anything is sent.
+//!   so a malformed request is refused whole (400) before anything is sent;
+//! - a tenant batch takes series of one request only: the slots that say
+//!   which batch took an input symbol first, and the batch ids, are that
+//!   request's ([`Symbols`]).
 //!
 //! Unlike 1.0, two tenant requests one after the other are not one request
 //! (their symbol tables would merge and the refs of the second would point
@@ -30,6 +36,8 @@
 //! [`to_v1`] turns a (tenant's) 2.0 request into a 1.0 `WriteRequest` for
 //! upstreams that only speak 1.0.
 
+use std::cell::Cell;
+
 use hashbrown::{HashMap, HashSet};
 
 use super::kind::{Downgrade, PushKind};
@@ -37,7 +45,7 @@ use super::rw1::walk::histogram;
 use super::{Format, PushItem};
 use crate::codec::Codec;
 use crate::signals::{Counts, Signal};
-use crate::wire::encode::{put_bytes_field, put_varint};
+use crate::wire::encode::{put_bytes_field, put_varint, varint_len};
 use crate::wire::{all_ascii, check_field, check_message, count, FieldKind};
 use crate::wire::{
     read_key, read_len, read_varint, skip_value, wt, Hit, LabelQuery, LimitedItem as Limited,
@@ -100,11 +108,64 @@ fn downgrade(decoded: &[u8]) -> Result<(Vec<u8>, [u64; 3]), String> {
 }
 
 /// The symbol table of a request: every entry of its `symbols` field,
-/// borrowed from the body.
+/// borrowed from the body, and what the split learns about each entry as it
+/// goes (what it is as a label name, which tenant request took it first).
+///
+/// The per-entry state lives here, in arrays indexed by the input ref, so
+/// that the walk asks the routing query about a label name once per
+/// request rather than once per series, and a tenant's request finds the
+/// ref it gave an input symbol with one index rather than a hash lookup.
+/// It is in `Cell`s because the walk only borrows the table; the table
+/// lives for one request's split and is not shared between threads.
 #[derive(Debug)]
 pub struct Symbols<'a> {
     body: &'a [u8],
     strs: Vec<&'a str>,
+    /// Bytes of the longest entry: when it is within the label bound, no
+    /// label needs its length checked.
+    longest: usize,
+    /// Where the first `timeseries` field starts: every field before it
+    /// was read and checked with the table.
+    series_from: usize,
+    /// Per entry, what it is as a label name ([`NameClass`]), learnt the
+    /// first time a series uses it as one.
+    names: Vec<Cell<u8>>,
+    /// Per entry, the first tenant request that took it and the ref it has
+    /// there ([`Table::remap`]).
+    slots: Vec<Cell<Slot>>,
+    /// Tenant requests built from this table so far (their ids are 1..).
+    batches: Cell<u32>,
+    /// Entries more than one tenant request took so far.
+    shared: Cell<u32>,
+}
+
+/// The first tenant request that took an input symbol (0: none yet), the
+/// symbol's ref in that request, and, once a second request takes it, its
+/// number among the symbols several requests share (from 1).
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    batch: u32,
+    new: u32,
+    shared: u32,
+}
+
+/// Shared symbols numbered up to this are found in a tenant request's
+/// dense array ([`Table::dense`], at most 4 KiB per request); the rest in
+/// its hash map. Label names and the values many organizations repeat are
+/// few and come first.
+const DENSE_SHARED: u32 = 1024;
+
+/// What an entry of the table is as a label name, cached per entry in
+/// [`Symbols::names`]: not yet known, a name the walk has no use for,
+/// `__name__`, a name of the routing query (`RANK + its rank`), or
+/// something the cache cannot hold (asked again each time).
+#[allow(non_snake_case)]
+mod NameClass {
+    pub const UNKNOWN: u8 = 0;
+    pub const ORDINARY: u8 = 1;
+    pub const METRIC_NAME: u8 = 2;
+    pub const UNCACHED: u8 = 3;
+    pub const RANK: u8 = 4;
 }
 
 impl<'a> Symbols<'a> {
@@ -113,8 +174,11 @@ impl<'a> Symbols<'a> {
     /// `limits.max_symbols`, and that the first is `""`.
     pub fn read(body: &'a [u8], limits: RequestLimits) -> Result<Self, WireError> {
         let mut strs = Vec::new();
+        let mut longest = 0;
+        let mut series_from = None;
         let mut pos = 0;
         while pos < body.len() {
+            let start = pos;
             let (field, wire_type) = read_key(body, &mut pos, "Request")?;
             match (field, wire_type) {
                 (4, wt::LEN) => {
@@ -142,10 +206,12 @@ impl<'a> Symbols<'a> {
                     if index == 0 && !text.is_empty() {
                         return Err(WireError::FirstSymbol);
                     }
+                    longest = longest.max(text.len());
                     strs.push(text);
                 }
                 (1..=3, _) => return Err(WireError::V1InV2(field)),
                 (5, wt::LEN) => {
+                    series_from.get_or_insert(start);
                     read_len(body, &mut pos, "timeseries")?;
                 }
                 (4 | 5, _) => {
@@ -158,12 +224,59 @@ impl<'a> Symbols<'a> {
                 _ => skip_value(body, &mut pos, wire_type, "Request", field)?,
             }
         }
-        Ok(Self { body, strs })
+        let n = strs.len();
+        Ok(Self {
+            body,
+            strs,
+            longest,
+            series_from: series_from.unwrap_or(body.len()),
+            names: vec![Cell::new(NameClass::UNKNOWN); n],
+            slots: vec![Cell::new(Slot::default()); n],
+            batches: Cell::new(0),
+            shared: Cell::new(0),
+        })
     }
 
     /// The entries, in order.
     pub fn as_slice(&self) -> &[&'a str] {
         &self.strs
+    }
+
+    /// What entry `i` (in range) is as a label name, asking `query` only
+    /// the first time.
+    #[inline(always)]
+    fn name_class(&self, i: usize, query: &LabelQuery) -> u8 {
+        let cell = &self.names[i];
+        match cell.get() {
+            NameClass::UNKNOWN => {
+                let name = self.strs[i];
+                let class = match (query.rank(name.as_bytes()), name == "__name__") {
+                    (None, false) => NameClass::ORDINARY,
+                    (None, true) => NameClass::METRIC_NAME,
+                    (Some(rank), false) if rank < usize::from(u8::MAX - NameClass::RANK) => {
+                        NameClass::RANK + rank as u8
+                    }
+                    (Some(_), _) => NameClass::UNCACHED,
+                };
+                cell.set(class);
+                class
+            }
+            class => class,
+        }
+    }
+
+    /// A new id for a tenant request built from this table.
+    fn next_batch(&self) -> u32 {
+        let id = self.batches.get() + 1;
+        self.batches.set(id);
+        id
+    }
+
+    /// The number of a symbol a second tenant request takes.
+    fn next_shared(&self) -> u32 {
+        let n = self.shared.get() + 1;
+        self.shared.set(n);
+        n
     }
 }
 
@@ -173,7 +286,7 @@ pub struct SeriesRef<'a> {
     /// The `TimeSeries` message body.
     pub body: &'a [u8],
     /// The request's symbol table.
-    pub symbols: &'a [&'a str],
+    pub symbols: &'a Symbols<'a>,
     /// The best match of the routing query. `field.0` is the index of the
     /// label pair (not a byte range, as in 1.0).
     pub hit: Option<Hit<'a>>,
@@ -184,6 +297,10 @@ pub struct SeriesRef<'a> {
     pub histograms: u32,
     pub exemplars: u32,
     pub metadata: bool,
+    /// Where the series' one packed `labels_refs` field is (key to end),
+    /// when it has one and no exemplar or metadata: such a series is
+    /// re-indexed without being read again ([`Batch::append`]).
+    pub plain: Option<(usize, usize)>,
 }
 
 /// Where a sample's, exemplar's or metadata's fields may be (field number →
@@ -250,15 +367,15 @@ impl Format for Rw2 {
         mut visit: impl FnMut(PushItem<'a, Self>) -> Result<(), E>,
     ) -> Result<(), E> {
         let body: &'a [u8] = index.body;
-        let symbols: &'a [&'a str] = index.as_slice();
         let mut totals = Totals::default();
-        let mut pos = 0;
+        // The table read checked every field before the first series.
+        let mut pos = index.series_from;
         while pos < body.len() {
             let (field, wire_type) = read_key(body, &mut pos, "Request")?;
             if field == 5 && wire_type == wt::LEN {
                 let series_body = read_len(body, &mut pos, "timeseries")?;
                 count(&mut totals.series, limits.max_series, Limited::Series)?;
-                let series = walk_series(series_body, symbols, query, limits, &mut totals)?;
+                let series = walk_series(series_body, index, query, limits, &mut totals)?;
                 visit(PushItem::Series(series))?;
             } else {
                 // The table read already checked these fields.
@@ -298,7 +415,7 @@ impl Format for Rw2 {
             .chunks_exact(2)
             .take(MAX)
             .map(|p| {
-                let s = |r: u32| series.symbols.get(r as usize).copied().unwrap_or("?");
+                let s = |r: u32| series.symbols.strs.get(r as usize).copied().unwrap_or("?");
                 format!("{}={:?}", s(p[0]), s(p[1]))
             })
             .collect();
@@ -325,13 +442,38 @@ impl Format for Rw2 {
         match *extra {}
     }
 
-    /// Puts the tenant's symbol table in front of its series.
-    fn finish(batch: Batch, out: &mut Vec<u8>) {
-        let table = &batch.table.symbols;
+    /// Puts the tenant's symbol table in front of its series: `""`, then
+    /// the input's symbols the batch took, in the order it took them,
+    /// written once, straight into place.
+    fn finish(index: &Symbols<'_>, batch: Batch, out: &mut Vec<u8>) {
+        let order = &batch.table.order;
+        let strs = index.as_slice();
+        let entry = |old: &u32| {
+            let len = strs[*old as usize].len();
+            1 + varint_len(len as u64) + len
+        };
+        let table_len = 2 + order.iter().map(entry).sum::<usize>();
         let len = out.len();
-        out.resize(len + table.len(), 0);
-        out.copy_within(..len, table.len());
-        out[..table.len()].copy_from_slice(table);
+        out.resize(len + table_len, 0);
+        out.copy_within(..len, table_len);
+        let table = &mut out[..table_len];
+        table[..2].copy_from_slice(&[(4 << 3) | wt::LEN, 0]);
+        let mut at = 2;
+        for &old in order {
+            let text = strs[old as usize].as_bytes();
+            table[at] = (4 << 3) | wt::LEN;
+            at += 1;
+            let mut v = text.len();
+            while v >= 0x80 {
+                table[at] = v as u8 | 0x80;
+                v >>= 7;
+                at += 1;
+            }
+            table[at] = v as u8;
+            at += 1;
+            table[at..at + text.len()].copy_from_slice(text);
+            at += text.len();
+        }
     }
 }
 
@@ -386,14 +528,15 @@ fn for_each_ref(
 
 fn walk_series<'a>(
     body: &'a [u8],
-    symbols: &'a [&'a str],
+    index: &'a Symbols<'a>,
     query: &LabelQuery,
     limits: RequestLimits,
     totals: &mut Totals,
 ) -> Result<SeriesRef<'a>, WireError> {
+    let symbols: &'a [&'a str] = &index.strs;
     let mut view = SeriesRef {
         body,
-        symbols,
+        symbols: index,
         hit: None,
         metric_name: None,
         labels: 0,
@@ -401,13 +544,21 @@ fn walk_series<'a>(
         histograms: 0,
         exemplars: 0,
         metadata: false,
+        plain: None,
     };
+    // Whether labels need their lengths checked: not when no entry of the
+    // table is longer than a label may be.
+    let check_lengths = index.longest > limits.max_label_bytes;
     // Refs come in (name, value) pairs, possibly spread over several
     // fields; the name waits here for its value.
-    let mut name: Option<&'a str> = None;
-    let mut refs = 0usize;
+    let mut name: Option<usize> = None;
+    // The one packed labels field so far, and whether the series can still
+    // be re-indexed without being read again (see `SeriesRef::plain`).
+    let mut labels_field = None;
+    let mut plain = true;
     let mut pos = 0;
     while pos < body.len() {
+        let start = pos;
         let (field, wire_type) = read_key(body, &mut pos, "TimeSeries")?;
         if (2..=5).contains(&field) && wire_type != wt::LEN {
             return Err(WireError::WireType {
@@ -417,20 +568,30 @@ fn walk_series<'a>(
             });
         }
         match field {
-            1 => for_each_ref(body, &mut pos, wire_type, "TimeSeries", |r| {
-                let text = symbol(symbols, r, "a series label")?;
-                match name.take() {
-                    None => name = Some(text),
-                    Some(n) => {
-                        let pair = refs / 2;
-                        view.labels += 1;
-                        if view.labels as usize > limits.max_labels {
-                            return Err(WireError::TooManyLabels {
-                                count: label_refs(body).len() / 2,
-                                limit: limits.max_labels,
-                            });
-                        }
-                        for (which, s) in [("name", n), ("value", text)] {
+            1 => {
+                for_each_ref(body, &mut pos, wire_type, "TimeSeries", |r| {
+                    let i = usize::try_from(r)
+                        .ok()
+                        .filter(|&i| i < symbols.len())
+                        .ok_or(WireError::SymbolRef {
+                            what: "a series label",
+                            index: r,
+                            len: symbols.len(),
+                        })?;
+                    let Some(n) = name.take() else {
+                        name = Some(i);
+                        return Ok(());
+                    };
+                    let pair = view.labels as usize;
+                    view.labels += 1;
+                    if view.labels as usize > limits.max_labels {
+                        return Err(WireError::TooManyLabels {
+                            count: label_refs(body).len() / 2,
+                            limit: limits.max_labels,
+                        });
+                    }
+                    if check_lengths {
+                        for (which, s) in [("name", symbols[n]), ("value", symbols[i])] {
                             if s.len() > limits.max_label_bytes {
                                 return Err(WireError::LabelTooLong {
                                     which,
@@ -439,23 +600,35 @@ fn walk_series<'a>(
                                 });
                             }
                         }
-                        if view.metric_name.is_none() && n == "__name__" {
-                            view.metric_name = Some(text);
+                    }
+                    let (rank, metric_name) = match index.name_class(n, query) {
+                        NameClass::ORDINARY => return Ok(()),
+                        NameClass::METRIC_NAME => (None, true),
+                        NameClass::UNCACHED => {
+                            (query.rank(symbols[n].as_bytes()), symbols[n] == "__name__")
                         }
-                        if let Some(rank) = query.rank(n.as_bytes()) {
-                            if view.hit.is_none_or(|h| rank < h.rank) {
-                                view.hit = Some(Hit {
-                                    rank,
-                                    value: text,
-                                    field: (pair, 0),
-                                });
-                            }
+                        class => (Some(usize::from(class - NameClass::RANK)), false),
+                    };
+                    if metric_name && view.metric_name.is_none() {
+                        view.metric_name = Some(symbols[i]);
+                    }
+                    if let Some(rank) = rank {
+                        if view.hit.is_none_or(|h| rank < h.rank) {
+                            view.hit = Some(Hit {
+                                rank,
+                                value: symbols[i],
+                                field: (pair, 0),
+                            });
                         }
                     }
+                    Ok(())
+                })?;
+                if wire_type == wt::LEN && labels_field.is_none() {
+                    labels_field = Some((start, pos));
+                } else {
+                    plain = false;
                 }
-                refs += 1;
-                Ok(())
-            })?,
+            }
             2 => {
                 check_message(read_len(body, &mut pos, "sample")?, &SAMPLE)?;
                 count(&mut totals.samples, limits.max_samples, Limited::Samples)?;
@@ -476,10 +649,12 @@ fn walk_series<'a>(
                 )?;
                 exemplar(read_len(body, &mut pos, "exemplar")?, symbols, limits)?;
                 view.exemplars += 1;
+                plain = false;
             }
             5 => {
                 metadata(read_len(body, &mut pos, "metadata")?, symbols)?;
                 view.metadata = true;
+                plain = false;
             }
             6 if wire_type != wt::VARINT => {
                 return Err(WireError::WireType {
@@ -496,6 +671,9 @@ fn walk_series<'a>(
     }
     if view.labels == 0 {
         return Err(WireError::NoLabels);
+    }
+    if plain {
+        view.plain = labels_field;
     }
     Ok(view)
 }
@@ -593,8 +771,15 @@ fn collect_refs(body: &[u8], refs: &mut Vec<u32>) {
 
 /// A tenant's request while it is built: its own symbol table, and where
 /// each input symbol went in it.
+///
+/// A batch is built from the series of one request: its id is handed out
+/// by that request's [`Symbols`] on its first series, and the table's
+/// per-entry slots it reads are that request's.
 #[derive(Default)]
 pub struct Batch {
+    /// This request's id in the input's [`Symbols`] (0 until its first
+    /// series).
+    id: u32,
     table: Table,
     scratch: Scratch,
 }
@@ -602,12 +787,18 @@ pub struct Batch {
 /// A request's symbol table while it is built.
 #[derive(Default)]
 struct Table {
-    /// Input ref → this request's ref.
-    map: HashMap<u32, u32>,
-    /// This request's `symbols` fields, encoded, in ref order.
-    symbols: Vec<u8>,
-    /// Entries in `symbols`.
-    next: u32,
+    /// The input refs of this request's symbols, in the order it took them:
+    /// its table is `""` then these ([`Format::finish`] writes it), so the
+    /// ref it gives `order[i]` is `i + 1`.
+    order: Vec<u32>,
+    /// This request's ref (0: none yet) of the symbols another tenant's
+    /// request took first (the ref in the request that took a symbol first
+    /// is in the input's [`Symbols::slots`]), by their shared number, up to
+    /// [`DENSE_SHARED`]. Label names and the values common to many
+    /// organizations land here; most values do not.
+    dense: Vec<u32>,
+    /// The same for shared numbers beyond [`DENSE_SHARED`].
+    shared: HashMap<u32, u32>,
 }
 
 /// Buffers reused while series are re-encoded.
@@ -622,30 +813,72 @@ struct Scratch {
 }
 
 impl Table {
-    /// This request's ref for input symbol `old`, adding the symbol to its
-    /// table on first use.
-    #[inline]
-    fn remap(&mut self, symbols: &[&str], old: u32) -> u32 {
-        if self.next == 0 {
-            // Every table starts with "" (the input's entry 0, checked when
-            // it was read), so 0 keeps meaning "".
-            put_bytes_field(&mut self.symbols, 4, b"");
-            self.map.insert(0, 0);
-            self.next = 1;
+    /// This request's ref for input symbol `old` (a ref the walk checked),
+    /// taking the symbol on first use. `id` is this request's id in
+    /// `index`.
+    #[inline(always)]
+    fn remap(&mut self, index: &Symbols<'_>, id: u32, old: u32) -> u32 {
+        // Every table starts with "" (the input's entry 0, checked when it
+        // was read), so 0 keeps meaning "".
+        if old == 0 {
+            return 0;
         }
-        let Self {
-            map,
-            symbols: out,
-            next,
-        } = self;
-        *map.entry(old).or_insert_with(|| {
-            let new = *next;
-            *next += 1;
-            // In range: the walk checked every ref.
-            let text = symbols.get(old as usize).copied().unwrap_or("");
-            put_bytes_field(out, 4, text.as_bytes());
-            new
-        })
+        let slot = &index.slots[old as usize];
+        let taken = slot.get();
+        if taken.batch == id {
+            return taken.new;
+        }
+        if taken.batch == 0 {
+            let new = self.take(old);
+            slot.set(Slot {
+                batch: id,
+                new,
+                shared: 0,
+            });
+            return new;
+        }
+        self.remap_shared(index, slot, old)
+    }
+
+    /// [`Table::remap`] for a symbol another tenant's request took first.
+    #[inline(never)]
+    fn remap_shared(&mut self, index: &Symbols<'_>, slot: &Cell<Slot>, old: u32) -> u32 {
+        let mut taken = slot.get();
+        if taken.shared == 0 {
+            taken.shared = index.next_shared();
+            slot.set(taken);
+        }
+        if taken.shared <= DENSE_SHARED {
+            let i = taken.shared as usize - 1;
+            if i >= self.dense.len() {
+                self.dense.resize((i + 1).max(32), 0);
+            }
+            if self.dense[i] != 0 {
+                return self.dense[i];
+            }
+            let new = self.take(old);
+            self.dense[i] = new;
+            return new;
+        }
+        if let Some(&new) = self.shared.get(&taken.shared) {
+            return new;
+        }
+        let new = self.take(old);
+        self.shared.insert(taken.shared, new);
+        new
+    }
+
+    /// Takes input symbol `old` as this request's next entry, and returns
+    /// its ref.
+    #[inline]
+    fn take(&mut self, old: u32) -> u32 {
+        if self.order.capacity() == 0 {
+            // Most tables hold more than a few entries: skip the smallest
+            // sizes of the doubling.
+            self.order.reserve(1 << 8);
+        }
+        self.order.push(old);
+        self.order.len() as u32
     }
 }
 
@@ -653,12 +886,109 @@ impl Batch {
     /// Appends `series` to `out` with its refs rewritten, leaving out label
     /// pair `without` if given.
     fn append(&mut self, out: &mut Vec<u8>, s: &SeriesRef<'_>, without: Option<usize>) {
-        let Self { table, scratch } = self;
+        let index = s.symbols;
+        if self.id == 0 {
+            self.id = index.next_batch();
+        }
+        let Self { id, table, scratch } = self;
+        let id = *id;
         // Never fails: remapping a checked ref always has an answer.
-        let _ = rewrite_series(s.body, without, out, scratch, &mut |old| {
-            Ok(table.remap(s.symbols, old))
-        });
+        let _ = match s.plain {
+            Some(field) => {
+                append_plain(s.body, field, without, out, &mut scratch.refs, &mut |old| {
+                    Ok(table.remap(index, id, old))
+                })
+            }
+            None => rewrite_series(s.body, without, out, scratch, &mut |old| {
+                Ok(table.remap(index, id, old))
+            }),
+        };
     }
+}
+
+/// Where the one packed `labels_refs` field of an (already validated)
+/// series is, if it has one and no exemplar or metadata (which hold refs
+/// too): what [`append_plain`] needs.
+fn plain_labels(body: &[u8]) -> Option<(usize, usize)> {
+    let mut labels = None;
+    let mut pos = 0;
+    while pos < body.len() {
+        let start = pos;
+        let (field, wire_type) = read_key(body, &mut pos, "TimeSeries").ok()?;
+        skip_value(body, &mut pos, wire_type, "TimeSeries", field).ok()?;
+        match (field, wire_type) {
+            (1, wt::LEN) if labels.is_none() => labels = Some((start, pos)),
+            (1 | 4 | 5, _) => return None,
+            _ => {}
+        }
+    }
+    labels
+}
+
+/// Appends a series whose only refs are its one packed `labels_refs` field
+/// at `field` (see [`plain_labels`]) to `out` as a `timeseries` field: the
+/// refs passed through `map`, leaving out label pair `without` if given,
+/// then the series' other fields in one piece each side of the labels. The
+/// same bytes [`rewrite_series`] writes, without reading the series twice
+/// or building it in a scratch buffer first. Nothing is written when `map`
+/// fails.
+#[inline(always)]
+fn append_plain(
+    body: &[u8],
+    (start, end): (usize, usize),
+    without: Option<usize>,
+    out: &mut Vec<u8>,
+    refs: &mut Vec<u32>,
+    map: &mut impl FnMut(u32) -> Result<u32, WireError>,
+) -> Result<(), WireError> {
+    let mut pos = start;
+    // The key and length were read when the field was found.
+    let packed = read_key(body, &mut pos, "TimeSeries")
+        .and_then(|_| read_len(body, &mut pos, "labels_refs"))
+        .unwrap_or_default();
+    let skip = without.map(|pair| 2 * pair);
+    // The rewritten refs: on the stack for the usual series (under 32
+    // labels), in `refs` beyond.
+    let mut inline = [0u32; 64];
+    let mut held = 0;
+    refs.clear();
+    let mut packed_len = 0;
+    let (mut p, mut i) = (0, 0);
+    while p < packed.len() {
+        let Ok(old) = read_varint(packed, &mut p) else {
+            break;
+        };
+        if skip.is_none_or(|s| i != s && i != s + 1) {
+            let new = map(old as u32)?;
+            packed_len += varint_len(u64::from(new));
+            if held < inline.len() {
+                inline[held] = new;
+                held += 1;
+            } else {
+                refs.push(new);
+            }
+        }
+        i += 1;
+    }
+    let labels_len = if held == 0 {
+        0
+    } else {
+        1 + varint_len(packed_len as u64) + packed_len
+    };
+    let series_len = labels_len + body.len() - (end - start);
+    out.reserve(1 + varint_len(series_len as u64) + series_len);
+    put_varint(out, (5 << 3) | u64::from(wt::LEN));
+    put_varint(out, series_len as u64);
+    if held > 0 {
+        put_varint(out, (1 << 3) | u64::from(wt::LEN));
+        put_varint(out, packed_len as u64);
+        for &r in inline[..held].iter().chain(refs.iter()) {
+            put_varint(out, u64::from(r));
+        }
+    }
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(&body[end..]);
+    Ok(())
 }
 
 /// Appends series `body` to `out` as a `timeseries` field with every ref
@@ -820,13 +1150,19 @@ pub fn merge(bodies: &[&[u8]], out: &mut Vec<u8>) -> Result<(), WireError> {
                 (4, wt::LEN) => skip_value(body, &mut pos, wire_type, "Request", field)?,
                 (5, wt::LEN) if !same => {
                     let series = read_len(body, &mut pos, "timeseries")?;
-                    rewrite_series(series, None, out, &mut scratch, &mut |old| {
+                    let mut remap = |old: u32| {
                         map.get(old as usize).copied().ok_or(WireError::SymbolRef {
                             what: "series",
                             index: u64::from(old),
                             len: map.len(),
                         })
-                    })?;
+                    };
+                    match plain_labels(series) {
+                        Some(field) => {
+                            append_plain(series, field, None, out, &mut scratch.refs, &mut remap)?
+                        }
+                        None => rewrite_series(series, None, out, &mut scratch, &mut remap)?,
+                    }
                 }
                 _ => {
                     // Series whose refs keep their meaning, and fields
@@ -851,11 +1187,6 @@ fn put_packed(out: &mut Vec<u8>, field: u32, values: &[u32]) {
     for &v in values {
         put_varint(out, u64::from(v));
     }
-}
-
-#[inline(always)]
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// What a 2.0 request carried that a 1.0 `WriteRequest` cannot, counted by

@@ -168,7 +168,7 @@ impl Format for LokiJson {
         match *extra {}
     }
 
-    fn finish((): (), out: &mut Vec<u8>) {
+    fn finish(_: &Self::Index<'_>, (): (), out: &mut Vec<u8>) {
         if out.is_empty() {
             out.extend_from_slice(OPEN);
         }

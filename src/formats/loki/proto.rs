@@ -142,7 +142,7 @@ impl Format for LokiProto {
         match *extra {}
     }
 
-    fn finish((): (), _: &mut Vec<u8>) {}
+    fn finish(_: &Self::Index<'_>, (): (), _: &mut Vec<u8>) {}
 }
 
 /// Checks one `StreamAdapter` and finds its routing label.

@@ -132,7 +132,7 @@ impl Format for OtlpJson {
         match *extra {}
     }
 
-    fn finish(batch: JsonNest, out: &mut Vec<u8>) {
+    fn finish(_: &Self::Index<'_>, batch: JsonNest, out: &mut Vec<u8>) {
         batch.finish(out);
     }
 }

@@ -180,7 +180,7 @@ impl Format for OtlpProto {
         match *extra {}
     }
 
-    fn finish(batch: Nest, out: &mut Vec<u8>) {
+    fn finish(_: &Self::Index<'_>, batch: Nest, out: &mut Vec<u8>) {
         batch.finish(out);
     }
 }

@@ -137,7 +137,7 @@ impl Format for Rw1 {
     }
 
     #[inline]
-    fn finish((): (), _: &mut Vec<u8>) {}
+    fn finish(_: &Self::Index<'_>, (): (), _: &mut Vec<u8>) {}
 }
 
 /// The first top-level field of `body` that only a remote write 2.0

@@ -376,6 +376,90 @@ fn symbol_limits_are_enforced() {
 }
 
 #[test]
+fn label_limits_are_enforced_whatever_the_symbol_limit() {
+    let mut b = Builder::default();
+    let long = "x".repeat(20);
+    b.series(
+        &[("__name__", "up"), ("namespace", "billing"), ("pod", &long)],
+        1.0,
+        1,
+    );
+    let body = b.request.encode_to_vec();
+    let limited = |max_labels, max_label_bytes| {
+        let r = Router::new(
+            &Routing::default(),
+            RequestLimits {
+                max_labels,
+                max_label_bytes,
+                ..RequestLimits::default()
+            },
+        );
+        static NO_POOL: BufferPool = BufferPool::disabled();
+        r.split(
+            &Rw2,
+            &body,
+            &table(),
+            &FamilyIndex::default(),
+            &NO_POOL,
+            &Allowance::Any,
+        )
+        .map(|s| s.batches.len())
+    };
+    // Three labels, the longest value 20 bytes: exactly at both limits.
+    assert!(matches!(limited(3, 20), Ok(1)));
+    assert!(matches!(
+        limited(3, 19),
+        Err(RouteError::Wire(WireError::LabelTooLong {
+            which: "value",
+            len: 20,
+            limit: 19
+        }))
+    ));
+    assert!(matches!(
+        limited(2, 20),
+        Err(RouteError::Wire(WireError::TooManyLabels {
+            count: 3,
+            limit: 2
+        }))
+    ));
+}
+
+/// Symbols several tenants' series share are kept apart per tenant
+/// request: past the first thousand shared (where each request's dense
+/// array ends and its hash map begins) as before it.
+#[test]
+fn many_symbols_shared_between_tenants_resolve_in_each_tenants_own_table() {
+    let mut b = Builder::default();
+    let mut want: BTreeMap<&str, Vec<Vec<(String, String)>>> = BTreeMap::new();
+    for i in 0..1500 {
+        let shared = format!("shared-{i}");
+        for (ns, tenant) in [
+            ("billing", "globex"),
+            ("shop-prod", "acme"),
+            ("shop-dev", "acme"),
+        ] {
+            let own = format!("{ns}-{i}");
+            let labels = [
+                ("__name__", "up"),
+                ("namespace", ns),
+                ("shared", shared.as_str()),
+                ("own", own.as_str()),
+            ];
+            b.series(&labels, 1.0, i);
+            want.entry(tenant).or_default().push(owned(&labels));
+        }
+    }
+    // `split` checks each table holds every symbol once and none unused.
+    let out = split(&router(|_| {}), &b.request);
+    assert_eq!(out.keys().collect::<Vec<_>>(), ["acme", "globex"]);
+    for (tenant, want) in want {
+        assert_eq!(labels(&resolve(&out[tenant]).unwrap()), want, "{tenant}");
+    }
+    assert!(!out["globex"].symbols.iter().any(|s| s.starts_with("shop")));
+    assert!(!out["acme"].symbols.iter().any(|s| s.starts_with("billing")));
+}
+
+#[test]
 fn label_mode_removes_the_tenant_label_pair() {
     let r = router(|r| {
         r.mode = RoutingMode::Label;
