@@ -299,7 +299,7 @@ pub struct SeriesRef<'a> {
     pub metadata: bool,
     /// Where the series' one packed `labels_refs` field is (key to end),
     /// when it has one and no exemplar or metadata: such a series is
-    /// re-indexed without being read again ([`Batch::append`]).
+    /// re-indexed without being read again (`Batch::append`).
     pub plain: Option<(usize, usize)>,
 }
 
