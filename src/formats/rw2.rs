@@ -499,8 +499,10 @@ fn symbol<'a>(symbols: &[&'a str], index: u64, what: &'static str) -> Result<&'a
 }
 
 /// Calls `each` with every ref of a `labels_refs` field (packed, or one
-/// unpacked value), after checking its wire type.
-#[inline]
+/// unpacked value), after checking its wire type. `each` is called from
+/// one place, so that it is inlined into the loop (the walk's closure is
+/// called for every ref of every series).
+#[inline(always)]
 fn for_each_ref(
     buf: &[u8],
     pos: &mut usize,
@@ -508,21 +510,25 @@ fn for_each_ref(
     message: &'static str,
     mut each: impl FnMut(u64) -> Result<(), WireError>,
 ) -> Result<(), WireError> {
-    match wire_type {
-        wt::LEN => {
-            let packed = read_len(buf, pos, "labels_refs")?;
-            let mut p = 0;
-            while p < packed.len() {
-                each(read_varint(packed, &mut p)?)?;
-            }
-            Ok(())
+    let (packed, mut single) = match wire_type {
+        wt::LEN => (read_len(buf, pos, "labels_refs")?, None),
+        wt::VARINT => (&[][..], Some(read_varint(buf, pos)?)),
+        _ => {
+            return Err(WireError::WireType {
+                message,
+                field: 1,
+                wire_type,
+            })
         }
-        wt::VARINT => each(read_varint(buf, pos)?),
-        _ => Err(WireError::WireType {
-            message,
-            field: 1,
-            wire_type,
-        }),
+    };
+    let mut p = 0;
+    loop {
+        let r = match single.take() {
+            Some(r) => r,
+            None if p < packed.len() => read_varint(packed, &mut p)?,
+            None => return Ok(()),
+        };
+        each(r)?;
     }
 }
 
@@ -894,11 +900,14 @@ impl Batch {
         let id = *id;
         // Never fails: remapping a checked ref always has an answer.
         let _ = match s.plain {
-            Some(field) => {
-                append_plain(s.body, field, without, out, &mut scratch.refs, &mut |old| {
-                    Ok(table.remap(index, id, old))
-                })
-            }
+            Some(field) => append_plain(
+                s.body,
+                field,
+                without,
+                out,
+                &mut scratch.series,
+                &mut |old| Ok(table.remap(index, id, old)),
+            ),
             None => rewrite_series(s.body, without, out, scratch, &mut |old| {
                 Ok(table.remap(index, id, old))
             }),
@@ -938,7 +947,7 @@ fn append_plain(
     (start, end): (usize, usize),
     without: Option<usize>,
     out: &mut Vec<u8>,
-    refs: &mut Vec<u32>,
+    packed_refs: &mut Vec<u8>,
     map: &mut impl FnMut(u32) -> Result<u32, WireError>,
 ) -> Result<(), WireError> {
     let mut pos = start;
@@ -947,30 +956,22 @@ fn append_plain(
         .and_then(|_| read_len(body, &mut pos, "labels_refs"))
         .unwrap_or_default();
     let skip = without.map(|pair| 2 * pair);
-    // The rewritten refs: on the stack for the usual series (under 32
-    // labels), in `refs` beyond.
-    let mut inline = [0u32; 64];
-    let mut held = 0;
-    refs.clear();
-    let mut packed_len = 0;
+    // The rewritten refs, encoded: every old ref takes a byte at least and
+    // a new one five at most.
+    packed_refs.clear();
+    packed_refs.reserve(5 * packed.len());
     let (mut p, mut i) = (0, 0);
     while p < packed.len() {
         let Ok(old) = read_varint(packed, &mut p) else {
             break;
         };
         if skip.is_none_or(|s| i != s && i != s + 1) {
-            let new = map(old as u32)?;
-            packed_len += varint_len(u64::from(new));
-            if held < inline.len() {
-                inline[held] = new;
-                held += 1;
-            } else {
-                refs.push(new);
-            }
+            put_varint(packed_refs, u64::from(map(old as u32)?));
         }
         i += 1;
     }
-    let labels_len = if held == 0 {
+    let packed_len = packed_refs.len();
+    let labels_len = if packed_len == 0 {
         0
     } else {
         1 + varint_len(packed_len as u64) + packed_len
@@ -979,12 +980,10 @@ fn append_plain(
     out.reserve(1 + varint_len(series_len as u64) + series_len);
     put_varint(out, (5 << 3) | u64::from(wt::LEN));
     put_varint(out, series_len as u64);
-    if held > 0 {
+    if packed_len > 0 {
         put_varint(out, (1 << 3) | u64::from(wt::LEN));
         put_varint(out, packed_len as u64);
-        for &r in inline[..held].iter().chain(refs.iter()) {
-            put_varint(out, u64::from(r));
-        }
+        out.extend_from_slice(packed_refs);
     }
     out.extend_from_slice(&body[..start]);
     out.extend_from_slice(&body[end..]);
@@ -1172,7 +1171,7 @@ pub fn merge(bodies: &[&[u8]], out: &mut Vec<u8>) -> Result<(), WireError> {
                     };
                     match plain_labels(series) {
                         Some(field) => {
-                            append_plain(series, field, None, out, &mut scratch.refs, &mut remap)?
+                            append_plain(series, field, None, out, &mut scratch.series, &mut remap)?
                         }
                         None => rewrite_series(series, None, out, &mut scratch, &mut remap)?,
                     }
