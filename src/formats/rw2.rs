@@ -857,7 +857,10 @@ impl Table {
         if taken.shared <= DENSE_SHARED {
             let i = taken.shared as usize - 1;
             if i >= self.dense.len() {
-                self.dense.resize((i + 1).max(32), 0);
+                // At least as many as are shared so far: most requests
+                // share the same few (label names), and take them early.
+                let shared = index.shared.get().min(DENSE_SHARED) as usize;
+                self.dense.resize((i + 1).max(shared).max(32), 0);
             }
             if self.dense[i] != 0 {
                 return self.dense[i];
@@ -1115,44 +1118,42 @@ fn rewrite_metadata(
 /// ones were checked before.
 pub fn merge(bodies: &[&[u8]], out: &mut Vec<u8>) -> Result<(), WireError> {
     // Every request's entries first, so that the index is sized once: its
-    // growth was a third of a merge.
-    let mut tables: Vec<Vec<&[u8]>> = Vec::with_capacity(bodies.len());
+    // growth was a third of a merge. One list for all requests' entries,
+    // and request `i`'s are `entries[ends[i - 1]..ends[i]]`.
+    let mut entries: Vec<&[u8]> = Vec::new();
+    let mut ends = Vec::with_capacity(bodies.len());
     for body in bodies {
-        let mut table = Vec::new();
         let mut pos = 0;
         while pos < body.len() {
             let (field, wire_type) = read_key(body, &mut pos, "Request")?;
             if (field, wire_type) == (4, wt::LEN) {
-                table.push(read_len(body, &mut pos, "symbol")?);
+                entries.push(read_len(body, &mut pos, "symbol")?);
             } else {
                 skip_value(body, &mut pos, wire_type, "Request", field)?;
             }
         }
-        tables.push(table);
+        ends.push(entries.len());
     }
-    let entries = tables.iter().map(Vec::len).sum::<usize>();
     out.reserve(bodies.iter().map(|b| b.len()).sum());
-    let mut index: HashMap<&[u8], u32> = HashMap::with_capacity(entries + 1);
+    let mut index: HashMap<&[u8], u32> = HashMap::with_capacity(entries.len() + 1);
     index.insert(b"", 0);
     put_bytes_field(out, 4, b"");
-    // Each request's ref → the merged ref.
-    let maps: Vec<Vec<u32>> = tables
+    // Each entry's merged ref, in the same order as `entries`.
+    let merged: Vec<u32> = entries
         .iter()
-        .map(|table| {
-            table
-                .iter()
-                .map(|&text| {
-                    let next = index.len() as u32;
-                    *index.entry(text).or_insert_with(|| {
-                        put_bytes_field(out, 4, text);
-                        next
-                    })
-                })
-                .collect()
+        .map(|&text| {
+            let next = index.len() as u32;
+            *index.entry(text).or_insert_with(|| {
+                put_bytes_field(out, 4, text);
+                next
+            })
         })
         .collect();
+    let maps = ends.iter().scan(0, |start, &end| {
+        Some(&merged[std::mem::replace(start, end)..end])
+    });
     let mut scratch = Scratch::default();
-    for (body, map) in bodies.iter().zip(&maps) {
+    for (body, map) in bodies.iter().zip(maps) {
         let same = map.iter().enumerate().all(|(i, &m)| i as u32 == m);
         let mut pos = 0;
         while pos < body.len() {
