@@ -331,30 +331,36 @@ fn malformed_requests_are_refused_naming_the_problem() {
     assert!(e.to_string().contains("remote write 1.0"), "{e}");
 }
 
+/// Splits `body` in namespace mode within `limits`: how many tenant
+/// requests it made, or why it was refused.
+fn split_within(body: &[u8], limits: RequestLimits) -> Result<usize, RouteError> {
+    static NO_POOL: BufferPool = BufferPool::disabled();
+    Router::new(&Routing::default(), limits)
+        .split(
+            &Rw2,
+            body,
+            &table(),
+            &FamilyIndex::default(),
+            &NO_POOL,
+            &Allowance::Any,
+        )
+        .map(|s| s.batches.len())
+}
+
 #[test]
 fn symbol_limits_are_enforced() {
     let mut b = Builder::default();
     b.series(&[("__name__", "up"), ("namespace", "billing")], 1.0, 1);
     let body = b.request.encode_to_vec();
     let limited = |max_symbols, max_symbol_bytes| {
-        let r = Router::new(
-            &Routing::default(),
+        split_within(
+            &body,
             RequestLimits {
                 max_symbols,
                 max_symbol_bytes,
                 ..RequestLimits::default()
             },
-        );
-        static NO_POOL: BufferPool = BufferPool::disabled();
-        r.split(
-            &Rw2,
-            &body,
-            &table(),
-            &FamilyIndex::default(),
-            &NO_POOL,
-            &Allowance::Any,
         )
-        .map(|_| ())
     };
     // 5 symbols, the longest 9 bytes ("namespace"): exactly at both limits.
     assert!(limited(5, 9).is_ok());
@@ -386,24 +392,14 @@ fn label_limits_are_enforced_whatever_the_symbol_limit() {
     );
     let body = b.request.encode_to_vec();
     let limited = |max_labels, max_label_bytes| {
-        let r = Router::new(
-            &Routing::default(),
+        split_within(
+            &body,
             RequestLimits {
                 max_labels,
                 max_label_bytes,
                 ..RequestLimits::default()
             },
-        );
-        static NO_POOL: BufferPool = BufferPool::disabled();
-        r.split(
-            &Rw2,
-            &body,
-            &table(),
-            &FamilyIndex::default(),
-            &NO_POOL,
-            &Allowance::Any,
         )
-        .map(|s| s.batches.len())
     };
     // Three labels, the longest value 20 bytes: exactly at both limits.
     assert!(matches!(limited(3, 20), Ok(1)));
