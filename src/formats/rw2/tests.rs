@@ -334,17 +334,7 @@ fn malformed_requests_are_refused_naming_the_problem() {
 /// Splits `body` in namespace mode within `limits`: how many tenant
 /// requests it made, or why it was refused.
 fn split_within(body: &[u8], limits: RequestLimits) -> Result<usize, RouteError> {
-    static NO_POOL: BufferPool = BufferPool::disabled();
-    Router::new(&Routing::default(), limits)
-        .split(
-            &Rw2,
-            body,
-            &table(),
-            &FamilyIndex::default(),
-            &NO_POOL,
-            &Allowance::Any,
-        )
-        .map(|s| s.batches.len())
+    split_body(&Router::new(&Routing::default(), limits), body).map(|(out, _)| out.len())
 }
 
 #[test]
