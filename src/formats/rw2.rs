@@ -45,7 +45,7 @@ use super::rw1::walk::histogram;
 use super::{Format, PushItem};
 use crate::codec::Codec;
 use crate::signals::{Counts, Signal};
-use crate::wire::encode::{put_bytes_field, put_varint, varint_len};
+use crate::wire::encode::{put_bytes_field, put_varint, put_varint_at, varint_len};
 use crate::wire::{all_ascii, check_field, check_message, count, FieldKind};
 use crate::wire::{
     read_key, read_len, read_varint, skip_value, wt, Hit, LabelQuery, LimitedItem as Limited,
@@ -462,15 +462,7 @@ impl Format for Rw2 {
         for &old in order {
             let text = strs[old as usize].as_bytes();
             table[at] = (4 << 3) | wt::LEN;
-            at += 1;
-            let mut v = text.len();
-            while v >= 0x80 {
-                table[at] = v as u8 | 0x80;
-                v >>= 7;
-                at += 1;
-            }
-            table[at] = v as u8;
-            at += 1;
+            at = put_varint_at(table, at + 1, text.len() as u64);
             table[at..at + text.len()].copy_from_slice(text);
             at += text.len();
         }
