@@ -113,8 +113,28 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError>
     }
 }
 
+/// Varints of three bytes or more: timestamps, nanoseconds, sample
+/// values' bit patterns, large lengths. Where eight bytes remain, one load
+/// finds the last byte (the first without its high bit) and the seven-bit
+/// groups are gathered without a branch per byte; longer varints and the
+/// end of the buffer take the byte loop.
 #[inline(never)]
 fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    if let Some(&bytes) = buf.get(*pos..).and_then(|rest| rest.first_chunk::<8>()) {
+        let word = u64::from_le_bytes(bytes);
+        let ends = !word & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            // The last byte's high bit is the lowest clear one.
+            let last = ends.trailing_zeros() as usize / 8;
+            let word = word & (u64::MAX >> (56 - 8 * last));
+            let mut value = 0;
+            for i in 0..8 {
+                value |= ((word >> (8 * i)) & 0x7f) << (7 * i);
+            }
+            *pos += last + 1;
+            return Ok(value);
+        }
+    }
     let mut value: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -246,6 +266,37 @@ mod tests {
             read_varint(&[0x80, 0x80], &mut pos),
             Err(WireError::Truncated("varint"))
         );
+    }
+
+    /// Whatever follows a varint (nothing, a few bytes, more than eight,
+    /// with or without high bits), it reads as prost reads it and ends
+    /// where it ends: the one-load path and the byte loop agree.
+    #[test]
+    fn varints_read_alike_whatever_follows_them() {
+        let mut values = vec![0, u64::MAX, 1_700_000_000, 999_999_999];
+        for bits in (7..64).step_by(7) {
+            values.extend([(1u64 << bits) - 1, 1u64 << bits]);
+        }
+        for value in values {
+            for tail in 0..12 {
+                for fill in [0x00, 0xff] {
+                    let mut buf = vec![0x01];
+                    encode::put_varint(&mut buf, value);
+                    let end = buf.len();
+                    buf.resize(end + tail, fill);
+                    let mut pos = 1;
+                    assert_eq!(read_varint(&buf, &mut pos), Ok(value), "{value} + {tail}");
+                    assert_eq!(pos, end, "{value} + {tail}: where it ends");
+                    let mut rest = &buf[1..];
+                    assert_eq!(prost::encoding::decode_varint(&mut rest).unwrap(), value);
+                }
+            }
+        }
+        // Nine and ten bytes with no end, followed by more: overlong.
+        let mut pos = 0;
+        let mut buf = vec![0x80; 10];
+        buf.extend([0x01; 8]);
+        assert_eq!(read_varint(&buf, &mut pos), Err(WireError::BadVarint));
     }
 
     #[test]

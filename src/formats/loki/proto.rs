@@ -215,7 +215,73 @@ fn stream<'a>(
 }
 
 /// Checks one `EntryAdapter`: timestamp, line, structured metadata.
+#[inline(always)]
 fn check_entry(entry: &[u8], limits: RequestLimits) -> Result<(), WireError> {
+    if plain_entry(entry, limits.max_line_bytes) {
+        return Ok(());
+    }
+    check_entry_fields(entry, limits)
+}
+
+/// Whether `entry` is the layout every Loki client writes, and valid: a
+/// timestamp of one-byte length holding `seconds` then `nanos` (either
+/// may be absent), then the line within `max_line`, and nothing else.
+///
+/// The hand-written shortcut for the one thing every line pays: a bool,
+/// no error values, each varint's end found with one load. Whatever it
+/// does not take (structured metadata, fields in another order, anything
+/// malformed) goes through [`check_entry_fields`], which says what is
+/// wrong; so it can only be faster, never more lenient.
+#[inline(always)]
+fn plain_entry(entry: &[u8], max_line: usize) -> bool {
+    let [0x0a, ts_len, ..] = *entry else {
+        return false;
+    };
+    let ts_end = 2 + usize::from(ts_len);
+    if ts_len >= 0x80 || ts_end > entry.len() {
+        return false;
+    }
+    let mut pos = 2;
+    for key in [0x08, 0x10] {
+        if pos < ts_end && entry[pos] == key {
+            let Some(end) = varint_end(entry, pos + 1) else {
+                return false;
+            };
+            pos = end;
+        }
+    }
+    // A varint that ran past the timestamp's end leaves `pos` beyond it.
+    if pos != ts_end || entry.get(pos) != Some(&0x12) {
+        return false;
+    }
+    let mut pos = pos + 1;
+    let Ok(line) = read_varint(entry, &mut pos) else {
+        return false;
+    };
+    line <= max_line as u64 && entry.len() - pos == line as usize
+}
+
+/// The position after the varint at `pos`, or `None` if it is not a valid
+/// one. Where eight bytes remain, one load finds its end (a varint longer
+/// than eight bytes is left to the caller's general path); the varint is
+/// not decoded, as only its end matters here.
+#[inline(always)]
+fn varint_end(buf: &[u8], pos: usize) -> Option<usize> {
+    match buf.get(pos..)?.first_chunk::<8>() {
+        Some(&bytes) => {
+            let ends = !u64::from_le_bytes(bytes) & 0x8080_8080_8080_8080;
+            (ends != 0).then(|| pos + ends.trailing_zeros() as usize / 8 + 1)
+        }
+        None => {
+            let mut end = pos;
+            read_varint(buf, &mut end).ok().map(|_| end)
+        }
+    }
+}
+
+/// [`check_entry`]'s general path: any field order, structured metadata,
+/// and the error that says what is wrong.
+fn check_entry_fields(entry: &[u8], limits: RequestLimits) -> Result<(), WireError> {
     let mut pos = 0;
     while pos < entry.len() {
         let (field, wire_type) = read_key(entry, &mut pos, "EntryAdapter")?;
@@ -299,4 +365,125 @@ pub(crate) fn describe_label_string(labels: &str) -> String {
         end -= 1;
     }
     format!("{}…", &labels[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::loki::pb;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    const MAX_LINE: usize = 64;
+
+    fn entry(seconds: i64, nanos: i32, line: &[u8], metadata: bool) -> Vec<u8> {
+        let pair = |n: &str| pb::LabelPairAdapter {
+            name: n.into(),
+            value: b"v".to_vec(),
+        };
+        pb::EntryAdapter {
+            timestamp: Some(pb::Timestamp { seconds, nanos }),
+            line: line.to_vec(),
+            structured_metadata: if metadata {
+                vec![pair("trace_id")]
+            } else {
+                vec![]
+            },
+            parsed: vec![],
+        }
+        .encode_to_vec()
+    }
+
+    fn limits() -> RequestLimits {
+        RequestLimits {
+            max_line_bytes: MAX_LINE,
+            ..RequestLimits::default()
+        }
+    }
+
+    /// What clients send takes the shortcut, and the line limit holds on
+    /// it to the byte: at the limit taken, one past it refused.
+    #[test]
+    fn entries_as_clients_write_them_take_the_shortcut_within_the_line_limit() {
+        for (seconds, nanos) in [(1_700_000_000, 999_999_999), (0, 0), (1, 1), (1 << 40, 7)] {
+            for len in [1, 2, MAX_LINE - 1, MAX_LINE] {
+                let e = entry(seconds, nanos, &vec![b'x'; len], false);
+                assert!(plain_entry(&e, MAX_LINE), "{seconds}.{nanos}, line {len}");
+                assert_eq!(check_entry(&e, limits()), Ok(()));
+            }
+            // An empty line is no field at all: the general path takes it.
+            let e = entry(seconds, nanos, b"", false);
+            assert!(!plain_entry(&e, MAX_LINE));
+            assert_eq!(check_entry(&e, limits()), Ok(()));
+            let e = entry(seconds, nanos, &[b'x'; MAX_LINE + 1], false);
+            assert!(!plain_entry(&e, MAX_LINE));
+            assert_eq!(
+                check_entry(&e, limits()),
+                Err(WireError::LineTooLong {
+                    len: MAX_LINE + 1,
+                    limit: MAX_LINE
+                })
+            );
+        }
+        // Structured metadata and negative seconds (ten-byte varints) take
+        // the general path, and are accepted there.
+        for e in [
+            entry(1_700_000_000, 5, b"line", true),
+            entry(-1, 5, b"line", false),
+        ] {
+            assert!(!plain_entry(&e, MAX_LINE));
+            assert_eq!(check_entry(&e, limits()), Ok(()));
+        }
+    }
+
+    /// Entries that look like the plain layout but are not valid are left
+    /// to the general path, which refuses them.
+    #[test]
+    fn malformed_entries_that_look_plain_are_refused() {
+        let cases: &[&[u8]] = &[
+            // seconds' varint runs past the end of the timestamp
+            &[0x0a, 0x02, 0x08, 0x80, 0x01, 0x12, 0x01, b'x', 0, 0, 0, 0],
+            // timestamp longer than the entry
+            &[0x0a, 0x20, 0x08, 0x01],
+            // line longer than what is left
+            &[0x0a, 0x02, 0x08, 0x01, 0x12, 0x05, b'x'],
+            // a field 0 after the line
+            &[0x0a, 0x00, 0x12, 0x01, b'x', 0x00],
+            // nanos with the wrong wire type
+            &[
+                0x0a, 0x02, 0x11, 0x01, 0x12, 0x01, b'x', 0, 0, 0, 0, 0, 0, 0,
+            ],
+        ];
+        for &e in cases {
+            assert!(!plain_entry(e, MAX_LINE), "{e:?}");
+            assert!(check_entry(e, limits()).is_err(), "{e:?}");
+        }
+    }
+
+    proptest! {
+        /// The shortcut is never more lenient than the general path, on
+        /// any bytes, and on valid entries with a byte changed or cut off.
+        #[test]
+        fn the_shortcut_takes_nothing_the_general_path_refuses(
+            seconds in any::<i64>(),
+            nanos in any::<i32>(),
+            line in proptest::collection::vec(any::<u8>(), 0..80),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+            noise in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut changed = entry(seconds, nanos, &line, false);
+            let i = at.index(changed.len());
+            changed[i] = byte;
+            let valid = entry(seconds, nanos, &line, false);
+            let short = &valid[..cut.index(valid.len())];
+            for e in [&valid[..], &changed[..], short, &noise[..]] {
+                if plain_entry(e, MAX_LINE) {
+                    prop_assert_eq!(check_entry_fields(e, limits()), Ok(()), "{:?}", e);
+                }
+            }
+            prop_assert_eq!(check_entry(&valid, limits()).is_ok(), line.len() <= MAX_LINE);
+        }
+    }
 }
