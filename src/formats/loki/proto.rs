@@ -3,9 +3,14 @@
 //! ```text
 //!  PushRequest { streams = 1: StreamAdapter { labels = 1, entries = 2, hash = 3 }, format = 2 }
 //!  walk ─► each StreamAdapter: labels (UTF-8, within limits) ─► labels::scan
-//!                             entries: timestamp, line (within limits), structured metadata checked
+//!                             entries: plain_entry (timestamp, line: the common layout) ─ yes ─► counted
+//!                                                                                       └─ no ──► every field checked
 //!  append_series ─► field 1 with the StreamAdapter as it came
 //! ```
+//!
+//! Invariant: `plain_entry` takes nothing that the field-by-field check
+//! (`check_entry_fields`) refuses; it is only a faster yes for the
+//! layout every client writes (property-tested below).
 //!
 //! A tenant's request is its streams' fields one after another, so two
 //! tenant requests concatenated are one valid request (`CONCATENATES`).
