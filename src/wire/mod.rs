@@ -120,12 +120,8 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError>
 /// end of the buffer take the byte loop.
 #[inline(never)]
 fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
-    if let Some(&bytes) = buf.get(*pos..).and_then(|rest| rest.first_chunk::<8>()) {
-        let word = u64::from_le_bytes(bytes);
-        let ends = !word & 0x8080_8080_8080_8080;
-        if ends != 0 {
-            // The last byte's high bit is the lowest clear one.
-            let last = ends.trailing_zeros() as usize / 8;
+    if let Some(word) = word_at(buf, *pos) {
+        if let Some(last) = last_varint_byte(word) {
             let word = word & (u64::MAX >> (56 - 8 * last));
             let mut value = 0;
             for i in 0..8 {
@@ -152,6 +148,34 @@ fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
         shift += 7;
         if shift > 63 {
             return Err(WireError::BadVarint);
+        }
+    }
+}
+
+/// The eight bytes at `pos`, little-endian, if eight remain.
+#[inline(always)]
+fn word_at(buf: &[u8], pos: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(*buf.get(pos..)?.first_chunk::<8>()?))
+}
+
+/// Which of `word`'s bytes ends a varint that starts at its first byte
+/// (the lowest without its high bit), if one of the eight does.
+#[inline(always)]
+fn last_varint_byte(word: u64) -> Option<usize> {
+    let ends = !word & 0x8080_8080_8080_8080;
+    (ends != 0).then(|| ends.trailing_zeros() as usize / 8)
+}
+
+/// The position after the varint at `pos`, without decoding it, or `None`
+/// where it is malformed or longer than eight bytes (for a caller that
+/// has a general path to fall back on, which says what is wrong).
+#[inline(always)]
+pub(crate) fn varint_end(buf: &[u8], pos: usize) -> Option<usize> {
+    match word_at(buf, pos) {
+        Some(word) => last_varint_byte(word).map(|last| pos + last + 1),
+        None => {
+            let mut end = pos;
+            read_varint(buf, &mut end).ok().map(|_| end)
         }
     }
 }
@@ -287,6 +311,10 @@ mod tests {
                     let mut pos = 1;
                     assert_eq!(read_varint(&buf, &mut pos), Ok(value), "{value} + {tail}");
                     assert_eq!(pos, end, "{value} + {tail}: where it ends");
+                    match varint_end(&buf, 1) {
+                        Some(e) => assert_eq!(e, end, "varint_end({value} + {tail})"),
+                        None => assert!(end - 1 > 8, "varint_end({value} + {tail}) gave up"),
+                    }
                     let mut rest = &buf[1..];
                     assert_eq!(prost::encoding::decode_varint(&mut rest).unwrap(), value);
                 }

@@ -25,8 +25,8 @@ use crate::signals::Counts;
 use crate::wire::count;
 use crate::wire::encode::put_bytes_field;
 use crate::wire::{
-    read_key, read_len, read_varint, skip_value, wt, Hit, LabelQuery, LimitedItem as Limited,
-    RequestLimits, WireError,
+    read_key, read_len, read_varint, skip_value, varint_end, wt, Hit, LabelQuery,
+    LimitedItem as Limited, RequestLimits, WireError,
 };
 
 /// Loki's protobuf push.
@@ -264,24 +264,6 @@ fn plain_entry(entry: &[u8], max_line: usize) -> bool {
         return false;
     };
     line <= max_line as u64 && entry.len() - pos == line as usize
-}
-
-/// The position after the varint at `pos`, or `None` if it is not a valid
-/// one. Where eight bytes remain, one load finds its end (a varint longer
-/// than eight bytes is left to the caller's general path); the varint is
-/// not decoded, as only its end matters here.
-#[inline(always)]
-fn varint_end(buf: &[u8], pos: usize) -> Option<usize> {
-    match buf.get(pos..)?.first_chunk::<8>() {
-        Some(&bytes) => {
-            let ends = !u64::from_le_bytes(bytes) & 0x8080_8080_8080_8080;
-            (ends != 0).then(|| pos + ends.trailing_zeros() as usize / 8 + 1)
-        }
-        None => {
-            let mut end = pos;
-            read_varint(buf, &mut end).ok().map(|_| end)
-        }
-    }
 }
 
 /// [`check_entry`]'s general path: any field order, structured metadata,
